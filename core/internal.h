@@ -1,0 +1,58 @@
+/* internal.h - what the core's files share with each other and not with users.
+ * Names here start with fr__ (two underscores): not part of the public API. */
+#ifndef FASTROPE_INTERNAL_H
+#define FASTROPE_INTERNAL_H
+
+#include "fastrope.h"
+
+#include <stdarg.h>
+
+/* Format one line into err (if not NULL) and return status: `return fr__err(...)`. */
+int fr__err(char *err, size_t errlen, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Overflow-checked size arithmetic: 0 on overflow (or a negative operand), 1 otherwise. */
+int fr__mul_ok(int64_t a, int64_t b, int64_t *out);
+
+/* ---- rotation (core/rotation.c) ------------------------------------------------------------ */
+
+/* The support S of W and its kernel functions w_s(delta) = W_delta[a_s][b_s]. */
+typedef struct {
+    int64_t n;  /* offsets -(n-1)..n-1, stored at delta + n - 1 */
+    int64_t ns; /* |S| */
+    int *a, *b; /* S = {(a[s], b[s])} */
+    double *w;  /* ns x (2n-1): w[s * (2n-1) + delta + n - 1] */
+} fr__support;
+
+int fr__support_build(const fr_problem *p, fr__support *s, char *err, size_t errlen);
+void fr__support_free(fr__support *s);
+
+/* Rows i0..i0+cnt-1 of x (n x d, row stride d) each rotated by its own position
+ * (R_i x_i, ALGORITHM.md 1) into out (cnt x d). Only for the RoPE family. */
+void fr__rotate_rows(const fr_problem *p, const double *x, int64_t i0, int64_t cnt, double *out);
+
+/* ---- method back ends ------------------------------------------------------------------------ */
+
+/* polyfft (core/polyfft.c): coef[0..degree] are the monomial coefficients of P. */
+typedef struct fr__polyfft fr__polyfft;
+int fr__polyfft_create(fr__polyfft **pl, const fr_problem *p, const double *coef, int degree,
+                       int literal, char *err, size_t errlen);
+int fr__polyfft_execute(fr__polyfft *pl, const double *q, const double *k, const double *v,
+                        double *out, char *err, size_t errlen);
+void fr__polyfft_info(const fr__polyfft *pl, fr_plan_info *info); /* fills the count fields */
+void fr__polyfft_free(fr__polyfft *pl);
+
+/* polyrope (core/polyrope.c): the factorised path, RoPE family only. */
+typedef struct fr__polyrope fr__polyrope;
+int fr__polyrope_create(fr__polyrope **pl, const fr_problem *p, const double *coef, int degree,
+                        char *err, size_t errlen);
+int fr__polyrope_execute(fr__polyrope *pl, const double *q, const double *k, const double *v,
+                         double *out, char *err, size_t errlen);
+void fr__polyrope_info(const fr__polyrope *pl, fr_plan_info *info);
+void fr__polyrope_free(fr__polyrope *pl);
+
+/* Counting helper shared by the monomial code and the cost model: C(n, k), saturating at
+ * INT64_MAX. */
+int64_t fr__binom(int64_t n, int64_t k);
+
+#endif

@@ -1,0 +1,185 @@
+/* plan.c - the plan object: which method runs, with which polynomial, and why.
+ *
+ * Everything that does not depend on the tensors' values (only on their shapes and bounds) is
+ * decided here once, so that a batch of problems pays for it once: the degree, the method
+ * (auto's choice through the cost model), and the back end's own plan (monomials, spectra). */
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct fr_plan {
+    fr_problem p;
+    fr_plan_info info;
+    fr__polyfft *polyfft;
+    fr__polyrope *polyrope;
+};
+
+/* |S| without building the kernel tables (those can be large): the cost model needs it. */
+static int64_t support_size(const fr_problem *p)
+{
+    int64_t r = p->rot.rotary_dim > 0 ? p->rot.rotary_dim : p->d;
+    switch (p->rot.kind) {
+    case FR_ROT_NONE: return p->d;
+    case FR_ROT_ROPE:
+    case FR_ROT_CLIP: return 2 * r + (p->d - r); /* a 2x2 block per pair, 1 per fixed coordinate */
+    case FR_ROT_EXPLICIT: {
+        int64_t ns = 0;
+        for (int64_t a = 0; a < p->d; a++)
+            for (int64_t b = 0; b < p->d; b++)
+                for (int64_t t = 0; t < 2 * p->n - 1; t++)
+                    if (p->rot.w[(t * p->d + a) * p->d + b] != 0) {
+                        ns++;
+                        break;
+                    }
+        return ns;
+    }
+    }
+    return p->d * p->d;
+}
+
+/* auto: the fastest method the cost model predicts among those that apply. */
+static fr_method choose(const fr_plan_info *info, int rope_family, const char **reason)
+{
+    const double *t = info->predicted_s;
+    fr_method best = FR_METHOD_EXACT;
+    *reason = "the cost model predicts exact attention is fastest at this size";
+    if (t[FR_METHOD_POLYFFT] >= 0 && t[FR_METHOD_POLYFFT] < t[best]) {
+        best = FR_METHOD_POLYFFT;
+        *reason = "the cost model predicts polyfft is fastest";
+    }
+    if (rope_family && t[FR_METHOD_POLYROPE] >= 0 && t[FR_METHOD_POLYROPE] < t[best]) {
+        best = FR_METHOD_POLYROPE;
+        *reason = "RoPE family: the cost model predicts the factorised path is fastest";
+    }
+    return best;
+}
+
+int fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bounds,
+                   const fr_options *opt, char *err, size_t errlen)
+{
+    *out = NULL;
+    int st = fr_problem_check(p, err, errlen);
+    if (st) return st;
+    fr_plan *pl = calloc(1, sizeof *pl);
+    if (!pl) return fr__err(err, errlen, FR_ENOMEM, "out of memory creating the plan");
+    pl->p = *p;
+    fr_plan_info *info = &pl->info;
+    info->method = opt->method;
+    info->reason = "requested";
+    info->degree = -1;
+    info->support = support_size(p);
+    for (int m = 0; m < FR_NMETHODS; m++) info->predicted_s[m] = -1;
+
+    if (opt->method == FR_METHOD_EXACT) {
+        *out = pl;
+        return FR_OK;
+    }
+    if (!bounds) {
+        free(pl);
+        return fr__err(err, errlen, FR_EUSAGE, "the fast methods need the bounds of the data");
+    }
+
+    int rope_family = fr_rotation_is_rope_family(p, 1e-9, NULL);
+    if (opt->method == FR_METHOD_POLYROPE && !rope_family) {
+        const char *why = "";
+        fr_rotation_is_rope_family(p, 1e-9, &why);
+        free(pl);
+        return fr__err(err, errlen, FR_EUSAGE,
+                       "--method polyrope needs a rotation of the RoPE family (W_delta = "
+                       "W_1^delta)%s%s; --method polyfft handles any W",
+                       why && *why ? ": " : "", why ? why : "");
+    }
+
+    /* The degree: forced, or the smallest that meets eps through the a-priori bound. */
+    double eta = INFINITY;
+    int g = opt->degree;
+    if (g >= 0) {
+        if (g > opt->max_degree) {
+            free(pl);
+            return fr__err(err, errlen, FR_EUSAGE, "--degree %d is above --max-degree %d", g,
+                           opt->max_degree);
+        }
+        double *c = malloc((size_t)(g + 1) * sizeof *c);
+        if (!c) {
+            free(pl);
+            return fr__err(err, errlen, FR_ENOMEM, "out of memory");
+        }
+        st = fr_poly_fit(bounds->R, g, c, &eta, err, errlen);
+        free(c);
+    } else {
+        st = fr_poly_choose_degree(bounds->R, bounds->B_v, opt->eps, opt->max_degree, &g, &eta,
+                                   err, errlen);
+    }
+    if (st == FR_EACCURACY && opt->method == FR_METHOD_AUTO) {
+        info->method = FR_METHOD_EXACT;
+        info->reason = "entries too large for the fast regime: the degree needed for eps "
+                       "exceeds --max-degree";
+        fr_predict_times(p, -1, info->support, info->predicted_s);
+        *out = pl;
+        return FR_OK;
+    }
+    if (st == FR_EACCURACY) {
+        free(pl);
+        return fr__err(err, errlen, FR_EACCURACY,
+                       "entries too large for the fast regime (score bound R = %.3g): no "
+                       "degree <= %d meets eps = %.3g; use --method exact",
+                       bounds->R, opt->max_degree, opt->eps);
+    }
+    if (st) {
+        free(pl);
+        return st;
+    }
+    info->degree = g;
+    info->eta = eta;
+    info->a_priori_bound = fr_a_priori_bound(eta, bounds->B_v);
+    fr_predict_times(p, g, info->support, info->predicted_s);
+    if (!rope_family) info->predicted_s[FR_METHOD_POLYROPE] = -1;
+
+    if (opt->method == FR_METHOD_AUTO) info->method = choose(info, rope_family, &info->reason);
+
+    double *coef = malloc((size_t)(g + 1) * sizeof *coef);
+    if (!coef) {
+        free(pl);
+        return fr__err(err, errlen, FR_ENOMEM, "out of memory");
+    }
+    st = fr_poly_fit(bounds->R, g, coef, &eta, err, errlen);
+    if (!st && (info->method == FR_METHOD_POLYFFT || info->method == FR_METHOD_POLYFFT_LITERAL)) {
+        st = fr__polyfft_create(&pl->polyfft, p, coef, g,
+                                info->method == FR_METHOD_POLYFFT_LITERAL, err, errlen);
+        if (!st) fr__polyfft_info(pl->polyfft, info);
+    } else if (!st && info->method == FR_METHOD_POLYROPE) {
+        st = fr__polyrope_create(&pl->polyrope, p, coef, g, err, errlen);
+        if (!st) fr__polyrope_info(pl->polyrope, info);
+    }
+    free(coef);
+    if (st) {
+        fr_plan_free(pl);
+        return st;
+    }
+    *out = pl;
+    return FR_OK;
+}
+
+int fr_execute(fr_plan *pl, const double *q, const double *k, const double *v, double *out,
+               char *err, size_t errlen)
+{
+    switch (pl->info.method) {
+    case FR_METHOD_POLYFFT:
+    case FR_METHOD_POLYFFT_LITERAL:
+        return fr__polyfft_execute(pl->polyfft, q, k, v, out, err, errlen);
+    case FR_METHOD_POLYROPE: return fr__polyrope_execute(pl->polyrope, q, k, v, out, err, errlen);
+    default: return fr_exact_rows(&pl->p, q, k, v, NULL, pl->p.n, out, err, errlen);
+    }
+}
+
+void fr_plan_get_info(const fr_plan *pl, fr_plan_info *info) { *info = pl->info; }
+
+void fr_plan_free(fr_plan *pl)
+{
+    if (!pl) return;
+    fr__polyfft_free(pl->polyfft);
+    fr__polyrope_free(pl->polyrope);
+    free(pl);
+}

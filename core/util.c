@@ -1,0 +1,100 @@
+/* util.c - the small shared pieces: error formatting, checked sizes, names, comparison. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+int fr__err(char *err, size_t errlen, int status, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}
+
+int fr__mul_ok(int64_t a, int64_t b, int64_t *out)
+{
+    if (a < 0 || b < 0) return 0;
+    if (a != 0 && b > INT64_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+int64_t fr__binom(int64_t n, int64_t k)
+{
+    if (k < 0 || n < 0 || k > n) return 0;
+    if (k > n - k) k = n - k;
+    /* r * (n - k + i) / i stays exact because r * (n-k+i) is divisible by i at every step. */
+    int64_t r = 1;
+    for (int64_t i = 1; i <= k; i++) {
+        int64_t num = n - k + i;
+        if (r > INT64_MAX / num) return INT64_MAX;
+        r = r * num / i;
+    }
+    return r;
+}
+
+int64_t fr_find_nonfinite(const double *x, int64_t count)
+{
+    for (int64_t i = 0; i < count; i++)
+        if (!isfinite(x[i])) return i;
+    return -1;
+}
+
+fr_diff fr_compare(const double *a, const double *b, int64_t count)
+{
+    fr_diff d = {0, 0};
+    for (int64_t i = 0; i < count; i++) {
+        double e = fabs(a[i] - b[i]);
+        /* The floor keeps the relative error meaningful where the reference is ~0. */
+        double r = e / fmax(fabs(b[i]), 1e-300);
+        if (!(e <= d.max_abs)) d.max_abs = e; /* propagates NaN */
+        if (!(r <= d.max_rel)) d.max_rel = r;
+    }
+    return d;
+}
+
+static const char *const method_names[FR_NMETHODS] = {
+    "auto", "exact", "polyfft", "polyfft-literal", "polyrope",
+};
+
+const char *fr_method_name(fr_method m)
+{
+    return (m >= 0 && m < FR_NMETHODS) ? method_names[m] : "?";
+}
+
+int fr_method_parse(const char *s, fr_method *m)
+{
+    for (int i = 0; i < FR_NMETHODS; i++)
+        if (strcmp(s, method_names[i]) == 0) {
+            *m = (fr_method)i;
+            return FR_OK;
+        }
+    return FR_EUSAGE;
+}
+
+fr_options fr_options_default(void)
+{
+    fr_options o = {FR_METHOD_AUTO, 1e-3, -1, 24};
+    return o;
+}
+
+fr_problem fr_problem_default(int64_t n, int64_t d, int64_t dv)
+{
+    fr_problem p;
+    memset(&p, 0, sizeof p);
+    p.n = n;
+    p.d = d;
+    p.dv = dv;
+    p.tau = d > 0 ? 1.0 / (double)d : 1.0;
+    p.rot.kind = FR_ROT_ROPE;
+    p.rot.base = 10000.0;
+    p.rot.pairs = FR_PAIRS_INTERLEAVED;
+    p.rot.pos_scale = 1.0;
+    p.window = -1;
+    return p;
+}

@@ -1,0 +1,68 @@
+/* fr_io.h - tensors in and out of files: .npy, .npz, .json (stdin/stdout as "-").
+ *
+ * Usage:
+ *   fr_bundle b = {0};
+ *   if (fr_read("in.npz", &b, NULL, err, sizeof err)) { fprintf(stderr, "fastrope: %s\n", err); }
+ *   const fr_tensor *q = fr_bundle_get(&b, "q");          // a .npy gives one tensor named ""
+ *   fr_write_tensor("out.npy", q, FR_DTYPE_F8, err, sizeof err);   // atomic; "-" is stdout
+ *   fr_bundle_free(&b);
+ *
+ * Every reader converts to double, row-major. The format of an input is recognised from its
+ * first bytes (\x93NUMPY, PK\x03\x04, '{' or '['), so "-" works for every format; the format of
+ * an output comes from its extension (.npy, .npz, .json; "-" writes .npy, or .npz for a bundle).
+ * Errors: one line "PATH: what is wrong" in err, and an fr_status (3 bad input, 1 I/O or memory).
+ * Sizes are checked against the file and the limits before anything is allocated.
+ */
+#ifndef FR_IO_H
+#define FR_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fastrope.h"
+
+#define FR_MAXDIM 32
+
+typedef struct {
+    int ndim;                 /* 0 (a scalar) .. FR_MAXDIM */
+    int64_t shape[FR_MAXDIM]; /* C order */
+    double *data;             /* prod(shape) doubles, owned */
+} fr_tensor;
+
+typedef struct {
+    int count;
+    char **names;       /* owned; a single-tensor file gives one tensor named "" */
+    fr_tensor *tensors; /* owned */
+    int single;         /* the file held one tensor (.npy, a JSON tensor), not a bundle */
+} fr_bundle;
+
+typedef enum { FR_FMT_UNKNOWN, FR_FMT_NPY, FR_FMT_NPZ, FR_FMT_JSON } fr_format;
+typedef enum { FR_DTYPE_F8 = 8, FR_DTYPE_F4 = 4 } fr_dtype;
+
+typedef struct {
+    int64_t max_elements; /* per tensor; 0: the default (2^32) */
+    int64_t max_bytes;    /* per file, decompressed; 0: the default (32 GiB) */
+} fr_limits;
+
+int64_t fr_tensor_count(const fr_tensor *t); /* prod(shape), 1 for a scalar */
+void fr_tensor_free(fr_tensor *t);
+
+/* Read a file ("-": stdin) of any supported format into a bundle. lim may be NULL. */
+int fr_read(const char *path, fr_bundle *out, const fr_limits *lim, char *err, size_t errlen);
+
+/* The tensor named name (exact match), or NULL. */
+fr_tensor *fr_bundle_get(const fr_bundle *b, const char *name);
+/* Append a tensor (ownership of t->data moves to the bundle). */
+int fr_bundle_add(fr_bundle *b, const char *name, fr_tensor *t, char *err, size_t errlen);
+void fr_bundle_free(fr_bundle *b);
+
+fr_format fr_format_from_path(const char *path); /* by extension; FR_FMT_UNKNOWN otherwise */
+
+/* Writers are atomic: a temporary file in the target's directory, renamed on success, removed
+ * on failure; "-" writes to stdout. fmt FR_FMT_UNKNOWN means: from the path's extension. */
+int fr_write_tensor(const char *path, fr_format fmt, const fr_tensor *t, fr_dtype dtype,
+                    char *err, size_t errlen);
+int fr_write_bundle(const char *path, fr_format fmt, const fr_bundle *b, fr_dtype dtype,
+                    int compress, char *err, size_t errlen);
+
+#endif
