@@ -180,7 +180,7 @@ int fr_exact_rows(const fr_problem *p, const double *q, const double *k, const d
 
 typedef struct {
     double max_abs; /* max |a - b| */
-    double max_rel; /* max |a - b| / max(|b|, tiny) over entries */
+    double max_rel; /* max |a - b| / max |b| (normwise; inf if b is all zero and a is not) */
 } fr_diff;
 
 fr_diff fr_compare(const double *a, const double *b, int64_t count);

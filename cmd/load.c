@@ -1,0 +1,179 @@
+/* load.c - reading Q, K, V (and W) and checking that their shapes make one problem.
+ *
+ * Every message names the file (and member) and both shapes, because a shape mismatch is
+ * almost always two files from different runs, and the user needs to see which. */
+#include "cli.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void cli_shape_str(const fr_tensor *t, char *buf, size_t len)
+{
+    size_t off = (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < t->ndim && off < len; i++)
+        off += (size_t)snprintf(buf + off, len - off, "%s%lld", i ? ", " : "",
+                                (long long)t->shape[i]);
+    if (off < len) snprintf(buf + off, len - off, "]");
+}
+
+int cli_check_finite(const fr_tensor *t, const char *label)
+{
+    int64_t bad = fr_find_nonfinite(t->data, fr_tensor_count(t));
+    if (bad < 0) return EXIT_OK;
+    /* The multi-index is what the user can look up in numpy. */
+    char idx[256];
+    size_t off = 0;
+    int64_t rest = bad;
+    int64_t sub[FR_MAXDIM];
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        sub[i] = t->shape[i] ? rest % t->shape[i] : 0;
+        rest = t->shape[i] ? rest / t->shape[i] : 0;
+    }
+    off += (size_t)snprintf(idx, sizeof idx, "[");
+    for (int i = 0; i < t->ndim && off < sizeof idx; i++)
+        off += (size_t)snprintf(idx + off, sizeof idx - off, "%s%lld", i ? ", " : "",
+                                (long long)sub[i]);
+    if (off < sizeof idx) snprintf(idx + off, sizeof idx - off, "]");
+    double x = t->data[bad];
+    return cli_fail(EXIT_INPUT, "%s: %s at index %s (NaN and Inf are not allowed)", label,
+                    isnan(x) ? "NaN" : (x > 0 ? "+Inf" : "-Inf"), idx);
+}
+
+/* Read path into the next slot of in->files. */
+static int read_file(cli_inputs *in, const char *path, fr_bundle **out)
+{
+    char err[512];
+    fr_bundle *b = &in->files[in->nfiles];
+    memset(b, 0, sizeof *b);
+    int st = fr_read(path, b, NULL, err, sizeof err);
+    if (st) return cli_fail(st, "%s", err);
+    in->nfiles++;
+    *out = b;
+    return EXIT_OK;
+}
+
+/* The tensor for `role` in a file: the file's only tensor, or its member named role. */
+static int pick(const fr_bundle *b, const char *path, const char *role, fr_tensor **t,
+                char *label, size_t labellen)
+{
+    if (b->single) {
+        *t = &b->tensors[0];
+        snprintf(label, labellen, "%s", path);
+        return EXIT_OK;
+    }
+    *t = fr_bundle_get(b, role);
+    snprintf(label, labellen, "%s:%s", path, role);
+    if (*t) return EXIT_OK;
+    char names[256] = "";
+    size_t off = 0;
+    for (int i = 0; i < b->count && off < sizeof names; i++)
+        off += (size_t)snprintf(names + off, sizeof names - off, "%s%s", i ? ", " : "",
+                                b->names[i]);
+    return cli_fail(EXIT_INPUT, "%s: no member '%s' (members: %s)", path, role,
+                    b->count ? names : "none");
+}
+
+static int leading_equal(const fr_tensor *a, const fr_tensor *b, int lead)
+{
+    for (int i = 0; i < lead; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+
+static int check_shapes(cli_inputs *in)
+{
+    char sq[256], sk[256], sv[256];
+    cli_shape_str(in->q, sq, sizeof sq);
+    cli_shape_str(in->k, sk, sizeof sk);
+    cli_shape_str(in->v, sv, sizeof sv);
+    if (in->q->ndim < 2)
+        return cli_fail(EXIT_INPUT, "%s: q needs shape [..., n, d], got %s", in->qlabel, sq);
+    if (in->k->ndim != in->q->ndim || !leading_equal(in->q, in->k, in->q->ndim))
+        return cli_fail(EXIT_INPUT, "%s: k has shape %s but q (%s) has shape %s; they must match",
+                        in->klabel, sk, in->qlabel, sq);
+    int lead = in->q->ndim - 2;
+    if (in->v->ndim != in->q->ndim || !leading_equal(in->q, in->v, lead + 1))
+        return cli_fail(EXIT_INPUT,
+                        "%s: v has shape %s but q (%s) has shape %s; v needs [..., n, dv] with "
+                        "the same leading axes and n",
+                        in->vlabel, sv, in->qlabel, sq);
+    in->batch = 1;
+    for (int i = 0; i < lead; i++) in->batch *= in->q->shape[i];
+    in->n = in->q->shape[lead];
+    in->d = in->q->shape[lead + 1];
+    in->dv = in->v->shape[lead + 1];
+    if (in->batch == 0 || in->n == 0 || in->d == 0 || in->dv == 0)
+        return cli_fail(EXIT_INPUT, "%s: empty problem: q has shape %s and v has shape %s",
+                        in->qlabel, sq, sv);
+    if (!in->w) return EXIT_OK;
+
+    /* W: [2n-1, d, d] shared by the batch, or with q's leading axes in front. */
+    char sw[256];
+    cli_shape_str(in->w, sw, sizeof sw);
+    const fr_tensor *w = in->w;
+    int wl = w->ndim - 3;
+    int ok = wl >= 0 && w->shape[wl] == 2 * in->n - 1 && w->shape[wl + 1] == in->d &&
+             w->shape[wl + 2] == in->d;
+    if (ok && wl == 0)
+        in->w_batch = 1;
+    else if (ok && wl == lead && leading_equal(w, in->q, lead))
+        in->w_batch = in->batch;
+    else
+        return cli_fail(EXIT_INPUT,
+                        "%s: W has shape %s but q (%s) has shape %s: W needs [2n-1, d, d] = "
+                        "[%lld, %lld, %lld] (optionally with q's leading axes in front)",
+                        in->wlabel, sw, in->qlabel, sq, (long long)(2 * in->n - 1),
+                        (long long)in->d, (long long)in->d);
+    return EXIT_OK;
+}
+
+int cli_load(cli_inputs *in, const char *bundle, const char *qp, const char *kp, const char *vp,
+             const char *wp)
+{
+    memset(in, 0, sizeof *in);
+    int st;
+    fr_bundle *b;
+    if (bundle && (qp || kp || vp))
+        return cli_fail(EXIT_USAGE, "give either --input BUNDLE or -q/-k/-v, not both");
+    if (bundle) {
+        if ((st = read_file(in, bundle, &b))) return st;
+        if (b->single)
+            return cli_fail(EXIT_INPUT,
+                            "%s: holds a single tensor; --input needs a bundle with members "
+                            "q, k and v (or use -q, -k, -v)",
+                            bundle);
+        if ((st = pick(b, bundle, "q", &in->q, in->qlabel, sizeof in->qlabel)) ||
+            (st = pick(b, bundle, "k", &in->k, in->klabel, sizeof in->klabel)) ||
+            (st = pick(b, bundle, "v", &in->v, in->vlabel, sizeof in->vlabel)))
+            return st;
+    } else {
+        if (!qp || !kp || !vp)
+            return cli_fail(EXIT_USAGE, "give --input BUNDLE or all of -q, -k and -v");
+        const char *paths[3] = {qp, kp, vp};
+        const char *roles[3] = {"q", "k", "v"};
+        fr_tensor **slots[3] = {&in->q, &in->k, &in->v};
+        char *labels[3] = {in->qlabel, in->klabel, in->vlabel};
+        for (int i = 0; i < 3; i++) {
+            if ((st = read_file(in, paths[i], &b))) return st;
+            if ((st = pick(b, paths[i], roles[i], slots[i], labels[i], sizeof in->qlabel)))
+                return st;
+        }
+    }
+    if (wp) {
+        if ((st = read_file(in, wp, &b))) return st;
+        if ((st = pick(b, wp, "w", &in->w, in->wlabel, sizeof in->wlabel))) return st;
+    }
+    if ((st = check_shapes(in))) return st;
+    if ((st = cli_check_finite(in->q, in->qlabel)) || (st = cli_check_finite(in->k, in->klabel)) ||
+        (st = cli_check_finite(in->v, in->vlabel)))
+        return st;
+    if (in->w && (st = cli_check_finite(in->w, in->wlabel))) return st;
+    return EXIT_OK;
+}
+
+void cli_inputs_free(cli_inputs *in)
+{
+    for (int i = 0; i < in->nfiles; i++) fr_bundle_free(&in->files[i]);
+    in->nfiles = 0;
+}
