@@ -2,6 +2,8 @@
 #include "cli.h"
 #include "report.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,7 @@ static const char usage[] =
     "  -o OUT                 output file ('-': stdout)\n"
     "  --dtype f4|f8          output precision (f8)\n"
     "  --report FILE          JSON report ('-': stdout)\n"
+    "  --report-fd N          JSON report to the open file descriptor N (for pipes)\n"
     "  --check-rows N|all     rows checked against exact attention (all when n <= 4096, else 256;\n"
     "                         0: none)\n"
     "  --strict               exit 4, writing nothing, when the observed error exceeds --eps\n"
@@ -34,6 +37,7 @@ typedef struct {
     fr_dtype dtype;
     int quiet, strict;
     int64_t check_rows; /* -1: default, -2: all */
+    int64_t report_fd;  /* -1: none */
     cli_attn attn;
 } run_opts;
 
@@ -42,6 +46,7 @@ static int parse(int argc, char **argv, run_opts *o)
     memset(o, 0, sizeof *o);
     o->dtype = FR_DTYPE_F8;
     o->check_rows = -1;
+    o->report_fd = -1;
     cli_attn_init(&o->attn);
     cli_args a = {argc, argv, 1, 0, "run"};
     for (; a.i < argc && !a.bad; a.i++) {
@@ -54,6 +59,10 @@ static int parse(int argc, char **argv, run_opts *o)
                    arg_value(&a, "-k", &o->k) || arg_value(&a, "-v", &o->v) ||
                    arg_value(&a, "-o", &o->out) || arg_value(&a, "--output", &o->out) ||
                    arg_value(&a, "--report", &o->report)) {
+        } else if (arg_value(&a, "--report-fd", &v)) {
+            if (v && (parse_int64("--report-fd", v, &o->report_fd) || o->report_fd < 0 ||
+                      o->report_fd > 1 << 20))
+                return cli_fail(EXIT_USAGE, "--report-fd must be an open file descriptor");
         } else if (arg_flag(&a, "--quiet")) {
             o->quiet = 1;
         } else if (arg_flag(&a, "--strict")) {
@@ -77,6 +86,13 @@ static int parse(int argc, char **argv, run_opts *o)
     }
     if (a.bad) return EXIT_USAGE;
     if (!o->out) return cli_fail(EXIT_USAGE, "run: -o OUT is required (see fastrope run --help)");
+    if (o->report && o->report_fd >= 0)
+        return cli_fail(EXIT_USAGE, "run: give --report or --report-fd, not both");
+    if (o->report_fd >= 0 && fcntl((int)o->report_fd, F_GETFD) < 0)
+        return cli_fail(EXIT_USAGE, "--report-fd %lld: not an open file descriptor",
+                        (long long)o->report_fd);
+    if (o->report_fd == 1 && strcmp(o->out, "-") == 0)
+        return cli_fail(EXIT_USAGE, "run: -o - and --report-fd 1 cannot both use stdout");
     if (o->report && strcmp(o->report, "-") == 0 && strcmp(o->out, "-") == 0)
         return cli_fail(EXIT_USAGE, "run: -o - and --report - cannot both use stdout");
     return cli_attn_finish(&o->attn);
@@ -111,6 +127,19 @@ static void progress(int64_t done, int64_t total, double t0)
     fprintf(stderr, "\r[%.*s%*s] %lld/%lld", fill, "==============================", w - fill,
             "", (long long)done, (long long)total);
     if (done == total) fputc('\n', stderr);
+}
+
+/* Write text to a descriptor the caller opened (a pipe to a Python helper, say). */
+static int write_fd(int fd, const char *text)
+{
+    size_t len = strlen(text), off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, text + off, len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return cli_fail(EXIT_INTERNAL, "--report-fd %d: write failed", fd);
+        off += (size_t)w;
+    }
+    return write(fd, "\n", 1) == 1 ? EXIT_OK : cli_fail(EXIT_INTERNAL, "--report-fd %d: write failed", fd);
 }
 
 /* Write text to path atomically ("-": stdout). */
@@ -302,7 +331,7 @@ int cmd_run(int argc, char **argv)
         st = fr_write_tensor(o.out, FR_FMT_UNKNOWN, &t, o.dtype, err, sizeof err);
         if (st) cli_fail(st, "%s", err);
     }
-    if (!st && o.report) {
+    if (!st && (o.report || o.report_fd >= 0)) {
         cJSON *r = rep_problem(&p, fr_method_name(info.method), in.batch, in.w ? in.wlabel : NULL);
         rep_bounds(r, &bounds);
         rep_plan(r, &info);
@@ -325,7 +354,10 @@ int cmd_run(int argc, char **argv)
         cJSON_AddNumberToObject(t, "check", chk.seconds);
         cJSON_AddNumberToObject(t, "total", cli_now() - t0);
         char *text = cJSON_Print(r);
-        st = text ? write_text(o.report, text) : cli_fail(EXIT_INTERNAL, "out of memory");
+        if (!text)
+            st = cli_fail(EXIT_INTERNAL, "out of memory");
+        else
+            st = o.report ? write_text(o.report, text) : write_fd((int)o.report_fd, text);
         free(text);
         cJSON_Delete(r);
     }
