@@ -169,6 +169,33 @@ void fr_plan_free(fr_plan *plan);
  * method for one problem of this shape; t[m] < 0 where method m does not apply. */
 void fr_predict_times(const fr_problem *p, int degree, int64_t support, double *t);
 
+/* ---- gradients (ALGORITHM.md 7) -------------------------------------------------------------- */
+
+/* Gradients of a loss L through the plan's method. Exactly one of dout (G = dL/dT, n x dv) and
+ * target (E: L = 1/2 ||T - E||_F^2, so G = T - E) is given. t (n x dv) receives T and may be
+ * NULL; dq, dk (n x d) and dv (n x dv) are required; dw ((2n-1) x d x d, W explicit only) may
+ * be NULL; *loss is set when target is given (loss may be NULL). The fast methods return the
+ * exact gradient of their own (polynomial) forward. */
+int fr_execute_backward(fr_plan *plan, const double *q, const double *k, const double *v,
+                        const double *dout, const double *target, double *t, double *dq,
+                        double *dk, double *dv, double *dw, double *loss, char *err,
+                        size_t errlen);
+
+/* Exact gradients (same arguments), O(n (d + dv)) memory plus dw: one pass for the row
+ * statistics and T, one for the gradients (FlashAttention-2 style), OpenMP. */
+int fr_exact_backward(const fr_problem *p, const double *q, const double *k, const double *v,
+                      const double *dout, const double *target, double *t, double *dq,
+                      double *dk, double *dv, double *dw, double *loss, char *err,
+                      size_t errlen);
+
+/* Exact gradient rows for checking a fast backward on large n: dq at query rows rows[], dk and
+ * dv at key rows rows[] (each nrows x d / nrows x dv). Costs one full statistics pass
+ * (O(n^2 d) time, O(n) memory) plus O(nrows n d). */
+int fr_exact_backward_rows(const fr_problem *p, const double *q, const double *k, const double *v,
+                           const double *dout, const double *target, const int64_t *rows,
+                           int64_t nrows, double *dq, double *dk, double *dv, char *err,
+                           size_t errlen);
+
 /* ---- the exact reference ------------------------------------------------------------------- */
 
 /* T for the chosen rows (rows == NULL: rows 0..n-1, nrows must be n); out is nrows x dv.

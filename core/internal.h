@@ -31,6 +31,10 @@ void fr__support_free(fr__support *s);
  * (R_i x_i, ALGORITHM.md 1) into out (cnt x d). Only for the RoPE family. */
 void fr__rotate_rows(const fr_problem *p, const double *x, int64_t i0, int64_t cnt, double *out);
 
+/* RoPE/clipped RoPE only: the r/2 pairs (a[m], b[m]) and their angular frequencies
+ * freq[m] = theta_m / pos_scale, so that R_p rotates pair m by p * freq[m]. Returns r/2. */
+int64_t fr__rope_pairs(const fr_problem *p, int64_t *a, int64_t *b, double *freq);
+
 /* ---- method back ends ------------------------------------------------------------------------ */
 
 /* polyfft (core/polyfft.c): coef[0..degree] are the monomial coefficients of P. */
@@ -50,6 +54,16 @@ int fr__polyrope_execute(fr__polyrope *pl, const double *q, const double *k, con
                          double *out, char *err, size_t errlen);
 void fr__polyrope_info(const fr__polyrope *pl, fr_plan_info *info);
 void fr__polyrope_free(fr__polyrope *pl);
+
+/* Backward of the fast methods (core/polyfft_grad.c, core/polyrope_grad.c): arguments as
+ * fr_execute_backward. */
+int fr__polyfft_backward(fr__polyfft *pl, const double *q, const double *k, const double *v,
+                         const double *dout, const double *target, double *t, double *dq,
+                         double *dk, double *dv, double *dw, double *loss, char *err,
+                         size_t errlen);
+int fr__polyrope_backward(fr__polyrope *pl, const double *q, const double *k, const double *v,
+                          const double *dout, const double *target, double *t, double *dq,
+                          double *dk, double *dv, double *loss, char *err, size_t errlen);
 
 /* Counting helper shared by the monomial code and the cost model: C(n, k), saturating at
  * INT64_MAX. */

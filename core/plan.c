@@ -174,6 +174,30 @@ int fr_execute(fr_plan *pl, const double *q, const double *k, const double *v, d
     }
 }
 
+int fr_execute_backward(fr_plan *pl, const double *q, const double *k, const double *v,
+                        const double *dout, const double *target, double *t, double *dq,
+                        double *dk, double *dv, double *dw, double *loss, char *err,
+                        size_t errlen)
+{
+    if ((dout == NULL) == (target == NULL))
+        return fr__err(err, errlen, FR_EUSAGE, "give exactly one of dout and target");
+    switch (pl->info.method) {
+    case FR_METHOD_POLYFFT:
+    case FR_METHOD_POLYFFT_LITERAL:
+        return fr__polyfft_backward(pl->polyfft, q, k, v, dout, target, t, dq, dk, dv, dw, loss,
+                                    err, errlen);
+    case FR_METHOD_POLYROPE:
+        if (dw)
+            return fr__err(err, errlen, FR_EUSAGE,
+                           "polyrope has no dW: W is not a free parameter on the factorised path");
+        return fr__polyrope_backward(pl->polyrope, q, k, v, dout, target, t, dq, dk, dv, loss,
+                                     err, errlen);
+    default:
+        return fr_exact_backward(&pl->p, q, k, v, dout, target, t, dq, dk, dv, dw, loss, err,
+                                 errlen);
+    }
+}
+
 void fr_plan_get_info(const fr_plan *pl, fr_plan_info *info) { *info = pl->info; }
 
 void fr_plan_free(fr_plan *pl)
