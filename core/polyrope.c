@@ -1,16 +1,670 @@
-/* polyrope.c - the factorised path for the RoPE family (ALGORITHM.md 6). STUB. */
+/* polyrope.c - the factorised path for the RoPE family (ALGORITHM.md 6).
+ *
+ * When W_delta = R_delta, rotating every row by its own position turns the score into a plain
+ * dot product, s_ij = tau Q'_i . K'_j, and P(s) = sum_k c_k tau^k (Q'_i . K'_j)^k is a polynomial
+ * kernel with an explicit feature map over the monomials of degree <= g:
+ *
+ *   phi_beta(q) = c_|beta| tau^|beta| multinomial(beta) q^beta,   psi_beta(k) = k^beta.
+ *
+ * All of the coefficient sits on the query side, so negative c_k need no square roots, and it
+ * is applied to the small r x (dv+1) matrix M = Psi^T [V, 1] rather than to the features.
+ * Then T = normalise(Phi M): O(n r (dv+1)) with r = C(g + d, d), no FFT.
+ *
+ * Costs are two dense products (Psi^T X and Phi M), each n r (dv+1) multiply-adds; both are
+ * written as register-tiled kernels over GCC vector types so that the inner loop is a stream of
+ * broadcast-FMAs, and the feature blocks they read are generated just before, small enough to
+ * stay in L2 (Phi: r x 16 rows, Psi: 16 rows x r).
+ *
+ * Masks (causal, window) keep, for query i, the keys in an interval [lo(i), hi(i)] whose ends
+ * never decrease with i. Queries go in blocks of bn rows; the key blocks that every query of a
+ * block keeps are summed in M (a sliding sum: key blocks enter at the top, leave at the bottom),
+ * the few keys near the interval ends (at most ~2 blocks each side) are evaluated directly as
+ * P(s) with the mask applied key by key. The direct part is the same polynomial, so the two
+ * parts add up to exactly the polynomial attention. Threads take contiguous chunks of query
+ * blocks; each chunk starts its sliding sum from scratch, and the chunk boundaries are chosen so
+ * that this start-up cost is balanced across threads. */
 #include "internal.h"
 
-int fr__polyrope_create(fr__polyrope **pl, const fr_problem *p, const double *coef, int degree,
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__AVX512F__)
+#define VL 8      /* doubles per vector */
+#define CC_MAX 12 /* columns per kernel call: 2 x 12 accumulators fit in 32 zmm registers */
+#else
+#define VL 4
+#define CC_MAX 6 /* 2 x 6 accumulators in 16 ymm registers */
+#endif
+typedef double vd __attribute__((vector_size(VL * sizeof(double))));
+#define TW (2 * VL) /* tile width: features per Psi^T X tile, rows per Phi M tile */
+#define JB 16       /* key rows per Psi block */
+#define ALIGN 64
+
+/* The monomials of degree k are x_a times the monomials of degree k-1 whose first (smallest)
+ * coordinate is >= a, for a = 0..d-1; in graded order these are contiguous suffixes of the
+ * previous degree, so the whole feature vector is built by scaled contiguous copies. */
+typedef struct {
+    int64_t dst, src, len;
+    int a;
+} seg;
+
+struct fr__polyrope {
+    fr_problem p;
+    int g, d, nc;   /* degree, head dimension, dv + 1 */
+    int64_t r, rp;  /* features, and padded to a multiple of TW */
+    int64_t bn;     /* query/key block for the masked sweep */
+    double *coef_q; /* r: c_k tau^k multinomial(beta) */
+    double *pcoef;  /* g + 1: c_k tau^k, for P evaluated directly on Q'.K' */
+    seg *segs;
+    int nsegs;
+};
+
+/* Past this the per-thread feature blocks would not fit anywhere useful; the cost model never
+ * picks such a size, and a forced request gets an error instead of swapping. */
+#define MAX_FEATURES 4000000
+
+static void *alloc_aligned(size_t bytes)
+{
+    size_t sz = (bytes + ALIGN - 1) / ALIGN * ALIGN;
+    void *ptr = aligned_alloc(ALIGN, sz ? sz : ALIGN);
+    if (ptr) memset(ptr, 0, sz ? sz : ALIGN);
+    return ptr;
+}
+
+int fr__polyrope_create(fr__polyrope **out, const fr_problem *p, const double *coef, int degree,
                         char *err, size_t errlen)
 {
-    *pl = NULL;
-    return fr__err(err, errlen, FR_ENOMEM, "polyrope: not implemented");
+    *out = NULL;
+    if (degree < 0) return fr__err(err, errlen, FR_EUSAGE, "polyrope: negative degree");
+    int d = (int)p->d;
+    int64_t r = fr__binom(degree + p->d, p->d);
+    if (r > MAX_FEATURES)
+        return fr__err(err, errlen, FR_EUSAGE,
+                       "polyrope: %lld features (C(%d + %d, %d)) is too many; lower the degree "
+                       "or use --method polyfft",
+                       (long long)r, degree, d, d);
+    fr__polyrope *pl = calloc(1, sizeof *pl);
+    if (!pl) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
+    pl->p = *p;
+    pl->g = degree;
+    pl->d = d;
+    pl->nc = (int)p->dv + 1;
+    pl->r = r;
+    pl->rp = (r + TW - 1) / TW * TW;
+    pl->coef_q = malloc((size_t)r * sizeof(double));
+    pl->pcoef = malloc((size_t)(degree + 1) * sizeof(double));
+    pl->segs = malloc((size_t)(degree * d + 1) * sizeof(seg));
+    int *first = malloc((size_t)r * sizeof(int)); /* smallest coordinate of each monomial */
+    int *fexp = malloc((size_t)r * sizeof(int));  /* its exponent */
+    int64_t *start = malloc((size_t)(degree + 2) * sizeof(int64_t));
+    if (!pl->coef_q || !pl->pcoef || !pl->segs || !first || !fexp || !start) {
+        free(first), free(fexp), free(start);
+        fr__polyrope_free(pl);
+        return fr__err(err, errlen, FR_ENOMEM, "out of memory");
+    }
+    double tk = 1;
+    for (int k = 0; k <= degree; k++, tk *= p->tau)
+        pl->pcoef[k] = coef[k] * tk;
+
+    /* Enumerate once, recording for each monomial its multinomial coefficient through
+     * multinomial(x_a * m) = multinomial(m) * k / (exponent of a in x_a * m). */
+    pl->coef_q[0] = pl->pcoef[0];
+    double *mult = malloc((size_t)r * sizeof(double));
+    if (!mult) {
+        free(first), free(fexp), free(start);
+        fr__polyrope_free(pl);
+        return fr__err(err, errlen, FR_ENOMEM, "out of memory");
+    }
+    mult[0] = 1;
+    first[0] = d; /* the constant: "first coordinate" past every a, so every x_a extends it */
+    fexp[0] = 0;
+    start[0] = 0;
+    start[1] = 1;
+    int64_t f = 1;
+    for (int k = 1; k <= degree; k++) {
+        for (int a = 0; a < d; a++) {
+            /* the suffix of degree k-1 with first coordinate >= a */
+            int64_t s = start[k - 1];
+            while (s < start[k] && first[s] < a)
+                s++;
+            seg sg = {f, s, start[k] - s, a};
+            for (int64_t t = 0; t < sg.len; t++, f++) {
+                int64_t par = s + t;
+                first[f] = a;
+                fexp[f] = first[par] == a ? fexp[par] + 1 : 1;
+                mult[f] = mult[par] * k / fexp[f];
+                pl->coef_q[f] = pl->pcoef[k] * mult[f];
+            }
+            if (sg.len) pl->segs[pl->nsegs++] = sg;
+        }
+        start[k + 1] = f;
+    }
+    free(mult), free(first), free(fexp), free(start);
+    if (f != r) {
+        fr__polyrope_free(pl);
+        return fr__err(err, errlen, FR_ENOMEM, "polyrope: enumerated %lld monomials, expected %lld",
+                       (long long)f, (long long)r);
+    }
+    /* Direct evaluation near the mask edges costs ~ bn^2 (d + g + 2 nc) per block, the feature
+     * products ~ bn r nc: a block a few times smaller than their ratio keeps the direct part a
+     * small fraction. */
+    int64_t bn = r * pl->nc / (4 * (d + degree + 2 * pl->nc));
+    bn = (bn + TW - 1) / TW * TW;
+    if (bn < 32) bn = 32;
+    if (bn > 512) bn = 512;
+    pl->bn = bn;
+    *out = pl;
+    return FR_OK;
 }
+
+void fr__polyrope_info(const fr__polyrope *pl, fr_plan_info *info)
+{
+    info->features = pl->r;
+    info->alphas = pl->r;
+    info->q_monomials = pl->r;
+    info->k_monomials = pl->r;
+    info->kernels = 0;
+    info->ffts = 0;
+    info->fft_size = 0;
+}
+
+void fr__polyrope_free(fr__polyrope *pl)
+{
+    if (!pl) return;
+    free(pl->coef_q);
+    free(pl->pcoef);
+    free(pl->segs);
+    free(pl);
+}
+
+/* ---- feature blocks ---------------------------------------------------------------------- */
+
+/* psi (row-major, stride rp) for cnt rows of x (stride d). Padding columns stay zero. */
+static void psi_rows(const fr__polyrope *pl, const double *x, int cnt, double *psi)
+{
+    for (int j = 0; j < cnt; j++) {
+        double *o = psi + j * pl->rp;
+        const double *xj = x + (int64_t)j * pl->d;
+        o[0] = 1;
+        for (int s = 0; s < pl->nsegs; s++) {
+            const seg sg = pl->segs[s];
+            const double xa = xj[sg.a];
+            for (int64_t t = 0; t < sg.len; t++)
+                o[sg.dst + t] = xa * o[sg.src + t];
+        }
+    }
+}
+
+/* phit (feature-major: r x TW) for cnt <= TW rows of x; rows past cnt are zero features but
+ * the constant, and their outputs are discarded. */
+static void phi_tile(const fr__polyrope *pl, const double *x, int cnt, double *xt, double *phit)
+{
+    for (int a = 0; a < pl->d; a++)
+        for (int l = 0; l < TW; l++)
+            xt[a * TW + l] = l < cnt ? x[(int64_t)l * pl->d + a] : 0;
+    vd one = {0};
+    one += 1;
+    vd *o = (vd *)phit;
+    o[0] = one, o[1] = one;
+    for (int s = 0; s < pl->nsegs; s++) {
+        const seg sg = pl->segs[s];
+        const vd *xa = (const vd *)(xt + sg.a * TW);
+        vd *dst = (vd *)(phit + sg.dst * TW);
+        const vd *src = (const vd *)(phit + sg.src * TW);
+        for (int64_t t = 0; t < sg.len; t++) {
+            dst[2 * t] = xa[0] * src[2 * t];
+            dst[2 * t + 1] = xa[1] * src[2 * t + 1];
+        }
+    }
+}
+
+/* ---- the two products ---------------------------------------------------------------------- */
+
+/* mt[c][f] += sign * sum_j psi[j][f] x[j][c0 + c] for cc columns (mt: column-major, stride
+ * rp). cc is a constant at every call site, so acc lives in registers. */
+static inline __attribute__((always_inline)) void psi_t_x_tile(int cc, const double *psi,
+                                                               int64_t rp, int jb, const double *x,
+                                                               int nc, int c0, double *mt,
+                                                               double sign)
+{
+    for (int64_t f0 = 0; f0 < rp; f0 += TW) {
+        vd acc[CC_MAX][2];
+#pragma GCC unroll 12
+        for (int c = 0; c < cc; c++)
+            acc[c][0] = acc[c][1] = (vd){0};
+        for (int j = 0; j < jb; j++) {
+            const vd p0 = *(const vd *)(psi + j * rp + f0);
+            const vd p1 = *(const vd *)(psi + j * rp + f0 + VL);
+            const double *xj = x + (int64_t)j * nc + c0;
+#pragma GCC unroll 12
+            for (int c = 0; c < cc; c++) {
+                acc[c][0] += xj[c] * p0;
+                acc[c][1] += xj[c] * p1;
+            }
+        }
+#pragma GCC unroll 12
+        for (int c = 0; c < cc; c++) {
+            vd *m = (vd *)(mt + (c0 + c) * rp + f0);
+            m[0] += sign * acc[c][0];
+            m[1] += sign * acc[c][1];
+        }
+    }
+}
+
+/* yt[c][l] = sum_f phit[f][l] ms[f][c0 + c] for the TW rows of a tile (yt: nc x TW). */
+static inline __attribute__((always_inline)) void
+phi_m_tile(int cc, const double *phit, int64_t r, const double *ms, int nc, int c0, double *yt)
+{
+    vd acc[CC_MAX][2];
+#pragma GCC unroll 12
+    for (int c = 0; c < cc; c++)
+        acc[c][0] = acc[c][1] = (vd){0};
+    for (int64_t f = 0; f < r; f++) {
+        const vd p0 = *(const vd *)(phit + f * TW);
+        const vd p1 = *(const vd *)(phit + f * TW + VL);
+        const double *m = ms + f * nc + c0;
+#pragma GCC unroll 12
+        for (int c = 0; c < cc; c++) {
+            acc[c][0] += m[c] * p0;
+            acc[c][1] += m[c] * p1;
+        }
+    }
+#pragma GCC unroll 12
+    for (int c = 0; c < cc; c++) {
+        *(vd *)(yt + (c0 + c) * TW) = acc[c][0];
+        *(vd *)(yt + (c0 + c) * TW + VL) = acc[c][1];
+    }
+}
+
+/* Columns go in near-equal chunks of at most CC_MAX, each through a kernel specialised for its
+ * width (a switch on a small constant). */
+#define CASES(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12)
+
+static int chunk_width(int nc)
+{
+    int nch = (nc + CC_MAX - 1) / CC_MAX;
+    return (nc + nch - 1) / nch;
+}
+
+static void psi_t_x(const double *psi, int64_t rp, int jb, const double *x, int nc, double *mt,
+                    double sign)
+{
+    int w = chunk_width(nc);
+    for (int c0 = 0; c0 < nc; c0 += w) {
+        int cc = nc - c0 < w ? nc - c0 : w;
+        switch (cc) {
+#define X1(N)                                                                                      \
+    case N: psi_t_x_tile(N <= CC_MAX ? N : 1, psi, rp, jb, x, nc, c0, mt, sign); break;
+            CASES(X1)
+#undef X1
+        }
+    }
+}
+
+static void phi_m(const double *phit, int64_t r, const double *ms, int nc, double *yt)
+{
+    int w = chunk_width(nc);
+    for (int c0 = 0; c0 < nc; c0 += w) {
+        int cc = nc - c0 < w ? nc - c0 : w;
+        switch (cc) {
+#define X2(N)                                                                                      \
+    case N: phi_m_tile(N <= CC_MAX ? N : 1, phit, r, ms, nc, c0, yt); break;
+            CASES(X2)
+#undef X2
+        }
+    }
+}
+
+/* ---- per-thread workspace ------------------------------------------------------------------ */
+
+typedef struct {
+    double *psi;  /* JB x rp */
+    double *phit; /* r x TW */
+    double *xt;   /* d x TW */
+    double *mt;   /* nc x rp: the running key sum, column-major */
+    double *ms;   /* r x nc: coef_q times mt, row-major */
+    double *yt;   /* nc x TW */
+    double *acc;  /* bn x nc: unnormalised outputs of a query block */
+} work;
+
+static void work_free(work *w)
+{
+    free(w->psi), free(w->phit), free(w->xt), free(w->mt), free(w->ms), free(w->yt), free(w->acc);
+}
+
+static int work_alloc(const fr__polyrope *pl, work *w)
+{
+    memset(w, 0, sizeof *w);
+    size_t D = sizeof(double);
+    w->psi = alloc_aligned(JB * pl->rp * D);
+    w->phit = alloc_aligned(pl->rp * TW * D);
+    w->xt = alloc_aligned((size_t)pl->d * TW * D);
+    w->mt = alloc_aligned(pl->nc * pl->rp * D);
+    w->ms = alloc_aligned(pl->rp * pl->nc * D);
+    w->yt = alloc_aligned((size_t)pl->nc * TW * D);
+    w->acc = alloc_aligned(pl->bn * pl->nc * D);
+    if (w->psi && w->phit && w->xt && w->mt && w->ms && w->yt && w->acc) return 1;
+    work_free(w);
+    return 0;
+}
+
+/* mt += sign * Psi(kr[j0..j1))^T x[j0..j1) */
+static void add_keys(const fr__polyrope *pl, work *w, const double *kr, const double *x, int64_t j0,
+                     int64_t j1, double sign)
+{
+    for (int64_t j = j0; j < j1; j += JB) {
+        int jb = (int)(j1 - j < JB ? j1 - j : JB);
+        psi_rows(pl, kr + j * pl->d, jb, w->psi);
+        psi_t_x(w->psi, pl->rp, jb, x + j * pl->nc, pl->nc, w->mt, sign);
+    }
+}
+
+static void scale_m(const fr__polyrope *pl, work *w)
+{
+    for (int64_t f = 0; f < pl->r; f++)
+        for (int c = 0; c < pl->nc; c++)
+            w->ms[f * pl->nc + c] = pl->coef_q[f] * w->mt[c * pl->rp + f];
+}
+
+/* acc[i - i0][c] = (Phi(qr[i]) ms)[c] for i in [i0, i1) */
+static void phi_rows(const fr__polyrope *pl, work *w, const double *qr, int64_t i0, int64_t i1)
+{
+    for (int64_t i = i0; i < i1; i += TW) {
+        int cnt = (int)(i1 - i < TW ? i1 - i : TW);
+        phi_tile(pl, qr + i * pl->d, cnt, w->xt, w->phit);
+        phi_m(w->phit, pl->r, w->ms, pl->nc, w->yt);
+        for (int l = 0; l < cnt; l++)
+            for (int c = 0; c < pl->nc; c++)
+                w->acc[(i - i0 + l) * pl->nc + c] = w->yt[c * TW + l];
+    }
+}
+
+/* Normalise rows [i0, i1) of acc into out; a non-positive denominator (the polynomial went
+ * negative on these scores) is reported, not divided by. Returns the first bad row or -1. */
+static int64_t finish_rows(const fr__polyrope *pl, const double *acc, int64_t i0, int64_t i1,
+                           double *out)
+{
+    int dv = pl->nc - 1;
+    for (int64_t i = i0; i < i1; i++) {
+        const double *a = acc + (i - i0) * pl->nc;
+        double den = a[dv];
+        if (!(den > 0)) return i;
+        double inv = 1 / den;
+        for (int c = 0; c < dv; c++)
+            out[i * dv + c] = a[c] * inv;
+    }
+    return -1;
+}
+
+/* ---- the masked sweep ------------------------------------------------------------------------ */
+
+typedef struct {
+    int64_t n, bn, nkb;
+    int64_t w; /* window, or -1 */
+    int causal;
+} mask;
+
+static int64_t lo_of(const mask *m, int64_t i)
+{
+    return m->w >= 0 && i > m->w ? i - m->w : 0;
+}
+static int64_t hi_of(const mask *m, int64_t i)
+{
+    if (m->causal) return i;
+    if (m->w >= 0 && i + m->w < m->n - 1) return i + m->w;
+    return m->n - 1;
+}
+
+/* The key blocks [*kl, *kh) that every query of block qb keeps. */
+static void full_range(const mask *m, int64_t qb, int64_t *kl, int64_t *kh)
+{
+    int64_t i0 = qb * m->bn, i1 = i0 + m->bn < m->n ? i0 + m->bn : m->n;
+    int64_t lo = lo_of(m, i1 - 1), hi = hi_of(m, i0);
+    *kl = (lo + m->bn - 1) / m->bn;
+    *kh = hi + 1 >= m->n ? m->nkb : (hi + 1) / m->bn;
+    if (*kh < *kl) *kh = *kl;
+}
+
+/* Key blocks the sliding sum adds or removes when going from block qb-1 to qb. */
+static int64_t step_cost(const mask *m, int64_t qb)
+{
+    int64_t l0, h0, l1, h1;
+    full_range(m, qb - 1, &l0, &h0);
+    full_range(m, qb, &l1, &h1);
+    if (l1 >= h0) return h1 - l1;
+    return (h1 - h0) + (l1 - l0);
+}
+
+static int64_t start_cost(const mask *m, int64_t qb)
+{
+    int64_t l, h;
+    full_range(m, qb, &l, &h);
+    return h - l;
+}
+
+/* Greedy split of the query blocks into chunks of cost <= target; returns the number of chunks
+ * (starts[] receives them when not NULL). A query block costs about one key block. */
+static int64_t split(const mask *m, int64_t nqb, int64_t target, int64_t *starts, int64_t maxc)
+{
+    int64_t nch = 0, cost = 0;
+    for (int64_t qb = 0; qb < nqb; qb++) {
+        int64_t c = qb ? step_cost(m, qb) + 1 : 0;
+        if (qb == 0 || cost + c > target) {
+            if (nch >= maxc) return maxc + 1;
+            if (starts) starts[nch] = qb;
+            nch++;
+            cost = start_cost(m, qb) + 1;
+        } else {
+            cost += c;
+        }
+    }
+    return nch;
+}
+
+static void direct_part(const fr__polyrope *pl, const mask *m, const double *qr, const double *kr,
+                        const double *x, int64_t i0, int64_t i1, int64_t kl, int64_t kh,
+                        double *acc)
+{
+    int d = pl->d, nc = pl->nc, g = pl->g;
+    int64_t E = hi_of(m, i1 - 1) + 1;
+    int64_t a0 = lo_of(m, i0), a1 = kl * m->bn < E ? kl * m->bn : E;
+    int64_t b0 = kh * m->bn < m->n ? kh * m->bn : m->n;
+    if (b0 < a1) b0 = a1;
+    int64_t ranges[2][2] = {{a0, a1}, {b0, E}};
+    for (int64_t i = i0; i < i1; i++) {
+        const double *qi = qr + i * d;
+        double *ai = acc + (i - i0) * nc;
+        int64_t lo = lo_of(m, i), hi = hi_of(m, i);
+        for (int rg = 0; rg < 2; rg++) {
+            int64_t j0 = ranges[rg][0] > lo ? ranges[rg][0] : lo;
+            int64_t j1 = ranges[rg][1] < hi + 1 ? ranges[rg][1] : hi + 1;
+            for (int64_t j = j0; j < j1; j++) {
+                const double *kj = kr + j * d;
+                double s = 0;
+                for (int a = 0; a < d; a++)
+                    s += qi[a] * kj[a];
+                double pv = pl->pcoef[g];
+                for (int t = g - 1; t >= 0; t--)
+                    pv = pv * s + pl->pcoef[t];
+                const double *xj = x + j * nc;
+                for (int c = 0; c < nc; c++)
+                    ai[c] += pv * xj[c];
+            }
+        }
+    }
+}
+
+static int64_t masked(const fr__polyrope *pl, const mask *m, const double *qr, const double *kr,
+                      const double *x, double *out, int *oom)
+{
+    int64_t nqb = (m->n + m->bn - 1) / m->bn;
+    int T = omp_get_max_threads();
+    if (T > nqb) T = (int)nqb;
+    int64_t *starts = malloc((size_t)(T + 1) * sizeof *starts);
+    if (!starts) {
+        *oom = 1;
+        return -1;
+    }
+    /* the smallest per-chunk cost that splits into at most T chunks */
+    int64_t lo = 1, hi = 1;
+    for (int64_t qb = 0; qb < nqb; qb++)
+        hi += (qb ? step_cost(m, qb) : start_cost(m, 0)) + 1;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (split(m, nqb, mid, NULL, T) <= T)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    int64_t nch = split(m, nqb, lo, starts, T);
+    starts[nch] = nqb;
+    int64_t bad = -1;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(T)
+    for (int64_t ch = 0; ch < nch; ch++) {
+        work w;
+        if (!work_alloc(pl, &w)) {
+#pragma omp atomic write
+            *oom = 1;
+            continue;
+        }
+        int64_t cl = 0, chh = 0; /* key blocks [cl, chh) summed in w.mt */
+        for (int64_t qb = starts[ch]; qb < starts[ch + 1]; qb++) {
+            int64_t kl, kh;
+            full_range(m, qb, &kl, &kh);
+            if (qb == starts[ch] || kl >= chh) {
+                memset(w.mt, 0, (size_t)pl->nc * pl->rp * sizeof(double));
+                cl = chh = kl;
+            }
+            add_keys(pl, &w, kr, x, chh * m->bn, kh * m->bn < m->n ? kh * m->bn : m->n, 1);
+            add_keys(pl, &w, kr, x, cl * m->bn, kl * m->bn < m->n ? kl * m->bn : m->n, -1);
+            cl = kl, chh = kh;
+            int64_t i0 = qb * m->bn, i1 = i0 + m->bn < m->n ? i0 + m->bn : m->n;
+            if (kh > kl) {
+                scale_m(pl, &w);
+                phi_rows(pl, &w, qr, i0, i1);
+            } else {
+                memset(w.acc, 0, (size_t)(i1 - i0) * pl->nc * sizeof(double));
+            }
+            direct_part(pl, m, qr, kr, x, i0, i1, kl, kh, w.acc);
+            int64_t b = finish_rows(pl, w.acc, i0, i1, out);
+            if (b >= 0) {
+#pragma omp critical(polyrope_bad)
+                if (bad < 0 || b < bad) bad = b;
+            }
+        }
+        work_free(&w);
+    }
+    free(starts);
+    return bad;
+}
+
+/* No mask: one key sum for everyone, built from per-thread partial sums. */
+static int64_t unmasked(const fr__polyrope *pl, const double *qr, const double *kr, const double *x,
+                        int64_t n, double *out, int *oom)
+{
+    int T = omp_get_max_threads();
+    size_t msz = (size_t)pl->nc * pl->rp;
+    double *mt = calloc(msz, sizeof(double));
+    double *ms = malloc((size_t)pl->rp * pl->nc * sizeof(double));
+    if (!mt || !ms) {
+        free(mt), free(ms);
+        *oom = 1;
+        return -1;
+    }
+    int64_t nkb = (n + JB * 8 - 1) / (JB * 8);
+    int64_t bad = -1;
+#pragma omp parallel num_threads(T)
+    {
+        work w;
+        int ok = work_alloc(pl, &w);
+        if (!ok) {
+#pragma omp atomic write
+            *oom = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t kb = 0; kb < nkb; kb++)
+            if (ok) {
+                int64_t j0 = kb * JB * 8, j1 = j0 + JB * 8 < n ? j0 + JB * 8 : n;
+                add_keys(pl, &w, kr, x, j0, j1, 1);
+            }
+#pragma omp critical(polyrope_reduce)
+        if (ok)
+            for (size_t t = 0; t < msz; t++)
+                mt[t] += w.mt[t];
+#pragma omp barrier
+#pragma omp single
+        {
+            for (int64_t f = 0; f < pl->r; f++)
+                for (int c = 0; c < pl->nc; c++)
+                    ms[f * pl->nc + c] = pl->coef_q[f] * mt[c * pl->rp + f];
+        }
+        int64_t nqt = (n + TW - 1) / TW;
+#pragma omp for schedule(static)
+        for (int64_t qt = 0; qt < nqt; qt++)
+            if (ok) {
+                int64_t i0 = qt * TW, i1 = i0 + TW < n ? i0 + TW : n;
+                int cnt = (int)(i1 - i0);
+                phi_tile(pl, qr + i0 * pl->d, cnt, w.xt, w.phit);
+                phi_m(w.phit, pl->r, ms, pl->nc, w.yt);
+                for (int l = 0; l < cnt; l++)
+                    for (int c = 0; c < pl->nc; c++)
+                        w.acc[l * pl->nc + c] = w.yt[c * TW + l];
+                int64_t b = finish_rows(pl, w.acc, i0, i1, out);
+                if (b >= 0) {
+#pragma omp critical(polyrope_bad)
+                    if (bad < 0 || b < bad) bad = b;
+                }
+            }
+        if (ok) work_free(&w);
+    }
+    free(mt), free(ms);
+    return bad;
+}
+
 int fr__polyrope_execute(fr__polyrope *pl, const double *q, const double *k, const double *v,
                          double *out, char *err, size_t errlen)
 {
-    return fr__err(err, errlen, FR_ENOMEM, "polyrope: not implemented");
+    const fr_problem *p = &pl->p;
+    int64_t n = p->n, d = p->d, dv = p->dv, nc = pl->nc, nd, nx;
+    if (!fr__mul_ok(n, d, &nd) || !fr__mul_ok(n, nc, &nx))
+        return fr__err(err, errlen, FR_ENOMEM, "polyrope: size overflow");
+    double *qr = malloc((size_t)nd * sizeof(double));
+    double *kr = malloc((size_t)nd * sizeof(double));
+    double *x = malloc((size_t)nx * sizeof(double));
+    if (!qr || !kr || !x) {
+        free(qr), free(kr), free(x);
+        return fr__err(err, errlen, FR_ENOMEM, "polyrope: out of memory (n = %lld)", (long long)n);
+    }
+    const int64_t RB = 4096;
+#pragma omp parallel for schedule(static)
+    for (int64_t i0 = 0; i0 < n; i0 += RB) {
+        int64_t cnt = n - i0 < RB ? n - i0 : RB;
+        fr__rotate_rows(p, q, i0, cnt, qr + i0 * d);
+        fr__rotate_rows(p, k, i0, cnt, kr + i0 * d);
+        for (int64_t j = i0; j < i0 + cnt; j++) {
+            memcpy(x + j * nc, v + j * dv, (size_t)dv * sizeof(double));
+            x[j * nc + dv] = 1;
+        }
+    }
+    int oom = 0;
+    int64_t w = p->window;
+    if (w >= n - 1) w = -1; /* a window as wide as the sequence masks nothing */
+    int64_t bad;
+    if (!p->causal && w < 0) {
+        bad = unmasked(pl, qr, kr, x, n, out, &oom);
+    } else {
+        mask m = {n, pl->bn, (n + pl->bn - 1) / pl->bn, w, p->causal};
+        bad = masked(pl, &m, qr, kr, x, out, &oom);
+    }
+    free(qr), free(kr), free(x);
+    if (oom) return fr__err(err, errlen, FR_ENOMEM, "polyrope: out of memory for the workspace");
+    if (bad >= 0)
+        return fr__err(err, errlen, FR_EACCURACY,
+                       "polyrope: the degree-%d polynomial gives a non-positive softmax "
+                       "denominator at row %lld (scores beyond the fitted range?); raise the "
+                       "degree or use --method exact",
+                       pl->g, (long long)bad);
+    return FR_OK;
 }
-void fr__polyrope_info(const fr__polyrope *pl, fr_plan_info *info) {}
-void fr__polyrope_free(fr__polyrope *pl) {}
