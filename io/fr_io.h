@@ -65,4 +65,7 @@ int fr_write_tensor(const char *path, fr_format fmt, const fr_tensor *t, fr_dtyp
 int fr_write_bundle(const char *path, fr_format fmt, const fr_bundle *b, fr_dtype dtype,
                     int compress, char *err, size_t errlen);
 
+/* Text (a JSON report) to path, atomically like the tensors; "-" writes to stdout. */
+int fr_write_text(const char *path, const char *text, char *err, size_t errlen);
+
 #endif
