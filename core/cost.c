@@ -1,7 +1,104 @@
-/* cost.c - the cost model behind --method auto. STUB. */
+/* cost.c - the cost model behind --method auto: predicted seconds of each method.
+ *
+ * Each method's time is a few counted operations times a constant measured on this machine:
+ *
+ *   exact            pairs * (c_exact_flop * (score_len + dv) + c_exact_exp)
+ *                    pairs = the (i, j) the mask keeps; score_len = d when rows are rotated
+ *                    first (RoPE family), |S| otherwise (one product per support entry)
+ *   polyfft          ffts * c_fft * N log2 N + alphas * (N/2 + 1) * (dv+1) * c_acc
+ *                    ffts = (#u + #v)(dv+1) + #c (spectral accumulation, ALGORITHM.md 5)
+ *   polyfft-literal  ffts = (2(dv+1) + 1) * alphas, the same constants
+ *   polyrope         n * r * (dv+1) * c_rope * mask factor, r = C(g + d, d)
+ *
+ * plus a fixed start-up cost per method (threads, allocation), which is what makes exact win
+ * at tiny n. Only the ratios between methods matter to auto; the absolute values make the
+ * report's predicted_s readable.
+ *
+ * The constants were measured once by scripts/calibrate_cost.py (timed CLI runs, least squares
+ * per method) on the project's 2-core AMD EPYC (AVX-512) machine, with OpenMP on both cores;
+ * see the comment at each for when. Re-run the script and paste its output after a change to
+ * a back end that moves its speed. */
 #include "internal.h"
+
+#include <math.h>
+
+/* polyrope: 64K x d=8 x g=6 (r = 3003, dv = 8) in 0.099 s unmasked, 0.18 s causal, 0.24 s with a
+ * window: measured 2025-11-24 on the quiet machine (first build of core/polyrope.c). */
+static const double c_rope = 5.6e-11;  /* s per feature x column x row (unmasked) */
+static const double c_rope_0 = 2e-4;   /* s per call: threads, workspaces */
+static const double rope_causal = 1.8; /* the running sum costs a third product */
+static const double rope_window = 2.4; /* keys enter and leave the sliding sum */
+
+/* exact and polyfft: placeholders until calibrate_cost.py has been run against the landed
+ * back ends (estimates: an online-softmax pair costs ~ (d + dv) FMAs and one exp; a float
+ * real FFT of length N ~ 2.5 N log2 N flops at a few GFLOP/s per core). */
+static const double c_exact_flop = 6e-11; /* s per multiply-add per pair */
+static const double c_exact_exp = 5e-10;  /* s per pair for exp and bookkeeping */
+static const double c_exact_0 = 2e-5;
+static const double c_fft = 6e-10;  /* s per N log2 N of one transform */
+static const double c_acc = 1.5e-9; /* s per complex multiply-add of the accumulation */
+static const double c_fft_0 = 5e-4;
+
+/* Pairs (i, j) kept by the mask, counted exactly. */
+static double kept_pairs(const fr_problem *p)
+{
+    double n = (double)p->n;
+    int64_t w = p->window;
+    if (w >= p->n - 1) w = -1;
+    double ww = (double)w;
+    if (p->causal) return w < 0 ? n * (n + 1) / 2 : n * (ww + 1) - ww * (ww + 1) / 2;
+    return w < 0 ? n * n : n * (2 * ww + 1) - ww * (ww + 1);
+}
+
+static int64_t fft_len(int64_t n)
+{
+    int64_t N = 1;
+    while (N < 2 * n - 1)
+        N *= 2;
+    return N;
+}
+
+/* #u, #v, #c and #alpha of polyfft (ALGORITHM.md 4-5), as counted without building anything:
+ * Q- and K-monomials range over the d columns, kernel monomials over the distinct kernel
+ * functions up to a factor (cos/sin per rotated pair and the constant for RoPE kinds, every
+ * support entry for an explicit W). */
+static void polyfft_counts(const fr_problem *p, int g, int64_t support, double *u, double *c,
+                           double *alphas)
+{
+    *alphas = (double)fr__binom(g + support, support);
+    *u = (double)fr__binom(g + p->d, p->d);
+    switch (p->rot.kind) {
+    case FR_ROT_NONE: *c = 1; break;
+    case FR_ROT_ROPE:
+    case FR_ROT_CLIP: *c = *u; break;
+    default: *c = *alphas; break;
+    }
+    if (*c > *alphas) *c = *alphas;
+}
 
 void fr_predict_times(const fr_problem *p, int degree, int64_t support, double *t)
 {
-    for (int m = 0; m < FR_NMETHODS; m++) t[m] = -1;
+    for (int m = 0; m < FR_NMETHODS; m++)
+        t[m] = -1;
+    double n = (double)p->n, dv = (double)p->dv, nc = dv + 1;
+    int family = p->rot.kind == FR_ROT_ROPE || p->rot.kind == FR_ROT_NONE;
+    if (p->rot.kind == FR_ROT_EXPLICIT) family = fr_rotation_is_rope_family(p, 1e-9, NULL);
+    double score_len = family ? (double)p->d : (double)support;
+    t[FR_METHOD_EXACT] =
+        c_exact_0 + kept_pairs(p) * (c_exact_flop * (score_len + dv) + c_exact_exp);
+    if (degree < 0) return;
+
+    double N = (double)fft_len(p->n), nlogn = N * log2(N > 2 ? N : 2);
+    double u, c, alphas;
+    polyfft_counts(p, degree, support, &u, &c, &alphas);
+    double acc = alphas * (N / 2 + 1) * nc * c_acc;
+    t[FR_METHOD_POLYFFT] = c_fft_0 + (2 * u * nc + c) * nlogn * c_fft + acc;
+    t[FR_METHOD_POLYFFT_LITERAL] = c_fft_0 + (2 * nc + 1) * alphas * nlogn * c_fft + acc;
+
+    if (family) {
+        double r = (double)fr__binom(degree + p->d, p->d);
+        int64_t w = p->window >= p->n - 1 ? -1 : p->window;
+        double f = w >= 0 ? rope_window : p->causal ? rope_causal : 1;
+        t[FR_METHOD_POLYROPE] = c_rope_0 + c_rope * n * r * nc * f;
+    }
 }
