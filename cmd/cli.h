@@ -59,20 +59,22 @@ extern const char cli_attn_help[];
 /* ---- loading inputs ---------------------------------------------------------------------- */
 
 typedef struct {
-    fr_bundle files[4];  /* what was read (q/k/v may share one bundle) */
+    fr_bundle files[5];  /* what was read (q/k/v may share one bundle), and dout/target */
     int nfiles;
     fr_tensor *q, *k, *v, *w;
-    const char *qname, *kname, *vname, *wname; /* for messages: the path (and member) */
     int64_t batch, n, d, dv;
     int64_t w_batch;     /* 1: W shared; batch: one W per batch entry; 0: no W */
     char qlabel[512], klabel[512], vlabel[512], wlabel[512];
 } cli_inputs;
 
 /* Read --input BUNDLE (or -q/-k/-v files) and the W file, check shapes and finiteness.
- * extra: optional additional member/file to load with the same leading shape as v ("dout"/
- * "target" for grad), NULL otherwise. Returns an exit code, having printed the error. */
+ * Returns an exit code, having printed the error. */
 int cli_load(cli_inputs *in, const char *bundle, const char *qp, const char *kp, const char *vp,
              const char *wp);
+/* One more tensor with the output's shape (dout or target for grad): the file's only tensor or
+ * its member named role. An exit code, having printed the error. */
+int cli_load_output_like(cli_inputs *in, const char *path, const char *role, fr_tensor **t,
+                         char *label, size_t labellen);
 void cli_inputs_free(cli_inputs *in);
 
 /* Check a tensor for NaN/Inf; print "PATH: NaN at index [i, j]" and return EXIT_INPUT. */
@@ -86,6 +88,7 @@ void cli_shape_str(const fr_tensor *t, char *buf, size_t len);
 int cmd_run(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_gen(int argc, char **argv);
+int cmd_grad(int argc, char **argv);
 
 /* Seconds on a monotonic clock. */
 double cli_now(void);

@@ -172,6 +172,24 @@ int cli_load(cli_inputs *in, const char *bundle, const char *qp, const char *kp,
     return EXIT_OK;
 }
 
+int cli_load_output_like(cli_inputs *in, const char *path, const char *role, fr_tensor **t,
+                         char *label, size_t labellen)
+{
+    fr_bundle *b;
+    int st = read_file(in, path, &b);
+    if (st || (st = pick(b, path, role, t, label, labellen))) return st;
+    /* The shape of the output T: q's leading axes, then [n, dv]. */
+    int ok = (*t)->ndim == in->q->ndim && leading_equal(*t, in->v, in->v->ndim);
+    if (!ok) {
+        char s1[256], s2[256];
+        cli_shape_str(*t, s1, sizeof s1);
+        cli_shape_str(in->v, s2, sizeof s2);
+        return cli_fail(EXIT_INPUT, "%s: %s has shape %s but the output has shape %s (that of v)",
+                        label, role, s1, s2);
+    }
+    return cli_check_finite(*t, label);
+}
+
 void cli_inputs_free(cli_inputs *in)
 {
     for (int i = 0; i < in->nfiles; i++) fr_bundle_free(&in->files[i]);

@@ -10,6 +10,7 @@ static const char usage[] =
     "\n"
     "Commands:\n"
     "  run       forward pass: T = softmax(tau Q W K^T) V, with an error report\n"
+    "  grad      gradients dL/dQ, dL/dK, dL/dV (and dL/dW), exact or fast\n"
     "  gen       generate a bounded random q, k, v bundle\n"
     "  convert   convert tensors between .npy, .npz and .json\n"
     "\n"
@@ -24,6 +25,7 @@ static const struct {
     int (*fn)(int, char **);
 } commands[] = {
     {"run", cmd_run},
+    {"grad", cmd_grad},
     {"gen", cmd_gen},
     {"convert", cmd_convert},
 };

@@ -1,0 +1,340 @@
+/* grad.c - `fastrope grad`: gradients of a loss through RoPE attention, exact or fast, with an
+ * error report against the exact gradients. */
+#include "job.h"
+#include "report.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: fastrope grad (--input BUNDLE | -q FILE -k FILE -v FILE) [rotation] [options]\n"
+    "                     (--dout FILE | --target FILE) (-o OUT.npz | --dq F --dk F --dv F)\n"
+    "\n"
+    "Gradients of a loss L through T = softmax(tau * Q_i W_{j-i} K_j^T) V. --dout gives\n"
+    "G = dL/dT (shape of T: [..., n, dv]); --target E uses L = 1/2 ||T - E||_F^2 (G = T - E) and\n"
+    "reports the loss. The fast methods return the exact gradient of their own polynomial\n"
+    "forward; the report measures its distance from the exact gradient.\n"
+    "\n"
+    "  --dout FILE            upstream gradient dL/dT (a tensor, or a bundle member 'dout')\n"
+    "  --target FILE          target E (a tensor, or a bundle member 'target')\n"
+    "  -o OUT                 bundle with dq, dk, dv, out (and dw with --grad-w); .npz or .json\n"
+    "                         ('-': .npz to stdout)\n"
+    "  --dq F --dk F --dv F --dw F --out F   individual output files instead of (or besides) -o\n"
+    "  --grad-w               also dL/dW (explicit -w only), shape of W\n"
+    "%s%s"
+    "\n"
+    "Exit codes: 0 ok, 1 internal/resources, 2 usage, 3 bad input, 4 accuracy not guaranteed.\n";
+
+enum { G_DQ, G_DK, G_DV, G_OUT, G_DW, G_N };
+static const char *const gname[G_N] = {"dq", "dk", "dv", "out", "dw"};
+
+typedef struct {
+    job_opts job;
+    const char *dout, *target, *bundle_out;
+    const char *file[G_N]; /* individual outputs */
+    int grad_w;
+} grad_opts;
+
+static int parse(int argc, char **argv, grad_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    job_init(&o->job);
+    cli_args a = {argc, argv, 1, 0, "grad"};
+    for (; a.i < argc && !a.bad; a.i++) {
+        if (arg_flag(&a, "--help") || arg_flag(&a, "-h")) {
+            printf(usage, job_help, cli_attn_help);
+            exit(0);
+        } else if (job_option(&a, &o->job) || arg_value(&a, "--dout", &o->dout) ||
+                   arg_value(&a, "--target", &o->target) || arg_value(&a, "-o", &o->bundle_out) ||
+                   arg_value(&a, "--dq", &o->file[G_DQ]) || arg_value(&a, "--dk", &o->file[G_DK]) ||
+                   arg_value(&a, "--dv", &o->file[G_DV]) || arg_value(&a, "--dw", &o->file[G_DW]) ||
+                   arg_value(&a, "--out", &o->file[G_OUT])) {
+        } else if (arg_flag(&a, "--grad-w")) {
+            o->grad_w = 1;
+        } else {
+            return cli_fail(EXIT_USAGE, "grad: unknown option '%s' (see fastrope grad --help)",
+                            argv[a.i]);
+        }
+    }
+    if (a.bad) return EXIT_USAGE;
+    if (!o->dout == !o->target)
+        return cli_fail(EXIT_USAGE, "grad: give exactly one of --dout FILE and --target FILE");
+    int any = o->bundle_out != NULL;
+    for (int g = 0; g < G_N; g++) any |= o->file[g] != NULL;
+    if (!any)
+        return cli_fail(EXIT_USAGE, "grad: give -o OUT.npz or --dq/--dk/--dv output files");
+    if (o->file[G_DW]) o->grad_w = 1;
+    if (o->grad_w && o->job.attn.rot.kind != FR_ROT_EXPLICIT)
+        return cli_fail(EXIT_USAGE, "grad: --grad-w needs an explicit W (-w FILE)");
+    int st = job_finish(&o->job, "grad", o->bundle_out);
+    for (int g = 0; g < G_N && !st; g++) st = job_finish(&o->job, "grad", o->file[g]);
+    return st;
+}
+
+typedef struct {
+    double *g[G_N];   /* the results, batch-major like the inputs */
+    double loss;
+} grads;
+
+typedef struct {
+    int64_t rows;
+    double max_abs[G_N], max_rel[G_N];
+    int checked[G_N];
+    double seconds;
+} grad_check;
+
+static int compute(const grad_opts *o, const cli_inputs *in, fr_problem *p,
+                   const fr_bounds *bounds, const double *upstream, fr_plan_info *info, grads *r,
+                   double t0)
+{
+    char err[512];
+    int st = EXIT_OK;
+    int64_t n = p->n, d = p->d, dv = p->dv, wsize = (2 * n - 1) * d * d;
+    fr_plan *plan = NULL;
+    double *dw_entry = r->g[G_DW] && in->w_batch == 1 ? malloc((size_t)wsize * sizeof(double))
+                                                      : NULL;
+    if (r->g[G_DW] && in->w_batch == 1 && !dw_entry)
+        return cli_fail(EXIT_INTERNAL, "out of memory for dW");
+    r->loss = 0;
+    for (int64_t b = 0; b < in->batch && !st; b++) {
+        p->rot.w = job_w(in, p, b);
+        if (!plan) {
+            st = fr_plan_create(&plan, p, bounds, &o->job.attn.opt, err, sizeof err);
+            if (st) break;
+            fr_plan_get_info(plan, info);
+        }
+        /* A shared W gets the sum of every entry's dW: it is one parameter. */
+        double *dw = !r->g[G_DW] ? NULL : (dw_entry ? dw_entry : r->g[G_DW] + b * wsize);
+        double loss = 0;
+        const double *up = upstream + b * n * dv;
+        st = fr_execute_backward(plan, in->q->data + b * n * d, in->k->data + b * n * d,
+                                 in->v->data + b * n * dv, o->dout ? up : NULL,
+                                 o->target ? up : NULL, r->g[G_OUT] + b * n * dv,
+                                 r->g[G_DQ] + b * n * d, r->g[G_DK] + b * n * d,
+                                 r->g[G_DV] + b * n * dv, dw, o->target ? &loss : NULL, err,
+                                 sizeof err);
+        r->loss += loss;
+        if (!st && dw_entry)
+            for (int64_t t = 0; t < wsize; t++) r->g[G_DW][t] += dw_entry[t];
+        if (in->w_batch > 1) {
+            fr_plan_free(plan);
+            plan = NULL;
+        }
+        job_progress(b + 1, in->batch, t0);
+    }
+    fr_plan_free(plan);
+    free(dw_entry);
+    p->rot.w = job_w(in, p, 0);
+    return st ? cli_fail(st, "%s", err) : EXIT_OK;
+}
+
+static void diff_into(grad_check *c, int g, const double *got, const double *ref, int64_t count,
+                      double *ref_max)
+{
+    fr_diff dd = fr_compare(got, ref, count);
+    if (!(dd.max_abs <= c->max_abs[g])) c->max_abs[g] = dd.max_abs;
+    for (int64_t t = 0; t < count; t++) ref_max[g] = fmax(ref_max[g], fabs(ref[t]));
+    c->checked[g] = 1;
+}
+
+/* Exact gradients on all rows (small n) or on sampled query/key rows, compared with r. */
+static int check(const grad_opts *o, const cli_inputs *in, const fr_problem *p0,
+                 const double *upstream, const grads *r, grad_check *c)
+{
+    char err[512];
+    int64_t n = in->n, d = in->d, dv = in->dv, m = job_check_count(n, o->job.check_rows);
+    memset(c, 0, sizeof *c);
+    if (m == 0) return EXIT_OK;
+    double t0 = cli_now(), ref_max[G_N] = {0};
+    int full = m == n;
+    int64_t *rows = job_sample_rows(n, m);
+    double *e[G_N] = {0}, *got = malloc((size_t)(m * (d > dv ? d : dv)) * sizeof(double));
+    int64_t size[G_N] = {m * d, m * d, m * dv, 0, (2 * n - 1) * d * d};
+    for (int g = 0; g < G_N; g++)
+        if (size[g] && (g != G_DW || (r->g[G_DW] && full)))
+            e[g] = malloc((size_t)size[g] * sizeof(double));
+    int st = rows && got && e[G_DQ] && e[G_DK] && e[G_DV] && (!r->g[G_DW] || !full || e[G_DW])
+                 ? EXIT_OK
+                 : cli_fail(EXIT_INTERNAL, "out of memory checking the gradients");
+    double *dw_sum = NULL;
+    if (!st && e[G_DW] && in->w_batch == 1) {
+        dw_sum = calloc((size_t)size[G_DW], sizeof(double));
+        if (!dw_sum) st = cli_fail(EXIT_INTERNAL, "out of memory checking dW");
+    }
+    for (int64_t b = 0; b < in->batch && !st; b++) {
+        fr_problem p = *p0;
+        p.rot.w = job_w(in, p0, b);
+        const double *q = in->q->data + b * n * d, *k = in->k->data + b * n * d,
+                     *v = in->v->data + b * n * dv, *up = upstream + b * n * dv;
+        const double *dout = o->dout ? up : NULL, *target = o->target ? up : NULL;
+        if (full)
+            st = fr_exact_backward(&p, q, k, v, dout, target, NULL, e[G_DQ], e[G_DK], e[G_DV],
+                                   e[G_DW], NULL, err, sizeof err);
+        else
+            st = fr_exact_backward_rows(&p, q, k, v, dout, target, rows, m, e[G_DQ], e[G_DK],
+                                        e[G_DV], err, sizeof err);
+        if (st) {
+            cli_fail(st, "computing the exact gradients for the check: %s", err);
+            break;
+        }
+        const int gs[3] = {G_DQ, G_DK, G_DV};
+        for (int i = 0; i < 3; i++) {
+            int g = gs[i];
+            int64_t w = g == G_DV ? dv : d;
+            for (int64_t t = 0; t < m; t++)
+                memcpy(got + t * w, r->g[g] + (b * n + rows[t]) * w, (size_t)w * sizeof *got);
+            diff_into(c, g, got, e[g], m * w, ref_max);
+        }
+        if (e[G_DW] && dw_sum)
+            for (int64_t t = 0; t < size[G_DW]; t++) dw_sum[t] += e[G_DW][t];
+        else if (e[G_DW])
+            diff_into(c, G_DW, r->g[G_DW] + b * size[G_DW], e[G_DW], size[G_DW], ref_max);
+        c->rows += m;
+    }
+    if (!st && dw_sum) diff_into(c, G_DW, r->g[G_DW], dw_sum, size[G_DW], ref_max);
+    for (int g = 0; g < G_N; g++)
+        c->max_rel[g] = ref_max[g] > 0 ? c->max_abs[g] / ref_max[g] : (c->max_abs[g] > 0 ? INFINITY : 0);
+    c->seconds = cli_now() - t0;
+    for (int g = 0; g < G_N; g++) free(e[g]);
+    free(dw_sum);
+    free(rows);
+    free(got);
+    return st;
+}
+
+/* The tensor of gradient g: the shape of q, k, v, T or W. */
+static void shape_of(const cli_inputs *in, int g, fr_tensor *t)
+{
+    memset(t, 0, sizeof *t);
+    const fr_tensor *like = g == G_DQ ? in->q : g == G_DK ? in->k : g == G_DW ? in->w : in->v;
+    t->ndim = like->ndim;
+    memcpy(t->shape, like->shape, sizeof t->shape);
+}
+
+static int write_outputs(const grad_opts *o, const cli_inputs *in, grads *r)
+{
+    char err[512];
+    int st = EXIT_OK;
+    for (int g = 0; g < G_N && !st; g++) {
+        if (!o->file[g] || !r->g[g]) continue;
+        fr_tensor t;
+        shape_of(in, g, &t);
+        t.data = r->g[g];
+        if ((st = fr_write_tensor(o->file[g], FR_FMT_UNKNOWN, &t, o->job.dtype, err, sizeof err)))
+            cli_fail(st, "%s", err);
+    }
+    if (st || !o->bundle_out) return st;
+    fr_bundle b;
+    memset(&b, 0, sizeof b);
+    for (int g = 0; g < G_N && !st; g++) {
+        if (!r->g[g]) continue;
+        fr_tensor t;
+        shape_of(in, g, &t);
+        t.data = r->g[g];
+        if ((st = fr_bundle_add(&b, gname[g], &t, err, sizeof err)))
+            cli_fail(st, "%s", err);
+        else
+            r->g[g] = NULL; /* the bundle owns it now */
+    }
+    fr_format fmt = strcmp(o->bundle_out, "-") == 0 ? FR_FMT_NPZ : FR_FMT_UNKNOWN;
+    if (!st && (st = fr_write_bundle(o->bundle_out, fmt, &b, o->job.dtype, 0, err, sizeof err)))
+        cli_fail(st, "%s", err);
+    fr_bundle_free(&b);
+    return st;
+}
+
+static void report_check(cJSON *r, const fr_plan_info *info, const grad_check *c, double eps)
+{
+    if (info->method == FR_METHOD_EXACT) {
+        cJSON_AddNullToObject(r, "error");
+        return;
+    }
+    cJSON *e = cJSON_AddObjectToObject(r, "error");
+    cJSON_AddNumberToObject(e, "rows_checked", (double)c->rows);
+    rep_num(e, "eps", eps);
+    rep_num(e, "a_priori_bound_out", info->a_priori_bound);
+    for (int g = 0; g < G_N; g++) {
+        if (g == G_OUT) continue;
+        if (!c->checked[g]) {
+            cJSON_AddNullToObject(e, gname[g]);
+            continue;
+        }
+        cJSON *x = cJSON_AddObjectToObject(e, gname[g]);
+        rep_num(x, "max_abs", c->max_abs[g]);
+        rep_num(x, "max_rel", c->max_rel[g]);
+    }
+}
+
+int cmd_grad(int argc, char **argv)
+{
+    double t0 = cli_now();
+    grad_opts o;
+    int st = parse(argc, argv, &o);
+    if (st) return st;
+    const char *outs[G_N + 2] = {o.bundle_out, o.job.report};
+    for (int g = 0; g < G_N; g++) outs[2 + g] = o.file[g];
+    const char *ups[2] = {o.dout, o.target};
+    if ((st = job_refuse_overwrite(&o.job, "grad", outs, G_N + 2))) return st;
+    for (int i = 0; i < G_N + 2; i++)
+        for (int j = 0; j < 2; j++)
+            if (job_same_file(outs[i], ups[j]))
+                return cli_fail(EXIT_USAGE, "grad: refusing to overwrite the input %s", ups[j]);
+
+    cli_inputs in;
+    fr_problem p;
+    fr_tensor *up = NULL;
+    char uplabel[512];
+    st = cli_load(&in, o.job.input, o.job.q, o.job.k, o.job.v, o.job.attn.w_path);
+    if (!st)
+        st = cli_load_output_like(&in, o.dout ? o.dout : o.target, o.dout ? "dout" : "target",
+                                  &up, uplabel, sizeof uplabel);
+    if (st || (st = job_problem(&o.job, &in, &p))) {
+        cli_inputs_free(&in);
+        return st;
+    }
+    grads r;
+    memset(&r, 0, sizeof r);
+    int64_t nb = in.batch * in.n;
+    int64_t size[G_N] = {nb * in.d, nb * in.d, nb * in.dv, nb * in.dv,
+                         o.grad_w ? in.w_batch * (2 * in.n - 1) * in.d * in.d : 0};
+    for (int g = 0; g < G_N && !st; g++)
+        if (size[g] && !(r.g[g] = calloc((size_t)size[g], sizeof(double))))
+            st = cli_fail(EXIT_INTERNAL, "out of memory for %s (%lld doubles)", gname[g],
+                          (long long)size[g]);
+    double tc = cli_now();
+    fr_bounds bounds;
+    fr_plan_info info;
+    if (!st) st = job_bounds(&p, &in, &bounds);
+    if (!st) st = compute(&o, &in, &p, &bounds, up->data, &info, &r, t0);
+    double compute_s = cli_now() - tc;
+    grad_check chk;
+    memset(&chk, 0, sizeof chk);
+    if (!st && info.method != FR_METHOD_EXACT) st = check(&o, &in, &p, up->data, &r, &chk);
+    if (!st) st = write_outputs(&o, &in, &r);
+    if (!st && (o.job.report || o.job.report_fd >= 0)) {
+        cJSON *rep = rep_problem(&p, fr_method_name(info.method), in.batch,
+                                 in.w ? in.wlabel : NULL);
+        rep_bounds(rep, &bounds);
+        rep_plan(rep, &info);
+        report_check(rep, &info, &chk, o.job.attn.opt.eps);
+        if (o.target)
+            rep_num(rep, "loss", r.loss);
+        else
+            cJSON_AddNullToObject(rep, "loss");
+        cJSON *t = cJSON_AddObjectToObject(rep, "time_s");
+        cJSON_AddNumberToObject(t, "compute", compute_s);
+        cJSON_AddNumberToObject(t, "check", chk.seconds);
+        cJSON_AddNumberToObject(t, "total", cli_now() - t0);
+        st = job_write_report(&o.job, rep);
+        cJSON_Delete(rep);
+    }
+    if (!st && !o.job.quiet)
+        fprintf(stderr, "fastrope: grad %s, n = %lld, batch %lld%s: %.3g s%s\n",
+                fr_method_name(info.method), (long long)in.n, (long long)in.batch,
+                o.target ? ", loss in the report" : "", compute_s,
+                chk.rows ? ", checked against exact gradients" : "");
+    for (int g = 0; g < G_N; g++) free(r.g[g]);
+    cli_inputs_free(&in);
+    return st;
+}
