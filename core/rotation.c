@@ -1,16 +1,364 @@
 /* rotation.c - W_delta for every rotation kind: matrices, support S, per-position rotation.
- * STUB: owned by the exact-engine work. */
+ *
+ * Conventions (ALGORITHM.md 1): theta_m = base^(-2m/r); pair m is (2m, 2m+1) ("interleaved") or
+ * (m, m + r/2) ("half"); R_p acts on column vectors with the block [[c, -s], [s, c]] at the
+ * pair's rows/columns, angle (p / pos_scale) * theta_m; coordinates >= r stay fixed. Scores are
+ * s_ij = tau * Q_i W_{j-i} K_j^T with Q_i, K_j row vectors. */
 #include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int64_t rotary_dim(const fr_problem *p)
+{
+    return p->rot.rotary_dim > 0 ? p->rot.rotary_dim : p->d;
+}
+
+static int is_rope_kind(const fr_problem *p)
+{
+    return p->rot.kind == FR_ROT_ROPE || p->rot.kind == FR_ROT_CLIP;
+}
 
 int fr_problem_check(const fr_problem *p, char *err, size_t errlen)
 {
-    return fr__err(err, errlen, FR_ENOMEM, "fr_problem_check: not implemented");
+    if (p->n < 1)
+        return fr__err(err, errlen, FR_EINPUT, "need n >= 1 tokens, got n = %lld", (long long)p->n);
+    if (p->d < 1)
+        return fr__err(err, errlen, FR_EINPUT, "need a head dimension d >= 1, got d = %lld",
+                       (long long)p->d);
+    if (p->dv < 1)
+        return fr__err(err, errlen, FR_EINPUT, "need a value dimension dv >= 1, got dv = %lld",
+                       (long long)p->dv);
+    /* Every buffer the core allocates is at most (2n-1) d^2 or n max(d, dv) doubles: make sure
+     * those sizes cannot overflow before anyone multiplies them. */
+    int64_t t;
+    if (!fr__mul_ok(2 * p->n, p->d, &t) || !fr__mul_ok(t, p->d, &t) || !fr__mul_ok(t, 8, &t) ||
+        !fr__mul_ok(p->n, p->dv, &t) || !fr__mul_ok(t, 8, &t))
+        return fr__err(err, errlen, FR_EINPUT, "problem too large: n = %lld, d = %lld, dv = %lld",
+                       (long long)p->n, (long long)p->d, (long long)p->dv);
+    if (!isfinite(p->tau) || !(p->tau > 0))
+        return fr__err(err, errlen, FR_EUSAGE,
+                       "the score scale tau must be finite and positive, got %g", p->tau);
+    switch (p->rot.kind) {
+    case FR_ROT_NONE: break;
+    case FR_ROT_ROPE:
+    case FR_ROT_CLIP: {
+        const char *what = p->rot.kind == FR_ROT_ROPE ? "RoPE" : "clipped RoPE";
+        if (p->rot.rotary_dim < 0)
+            return fr__err(err, errlen, FR_EUSAGE,
+                           "%s needs a rotary dimension >= 0 (0: all of d), got %lld", what,
+                           (long long)p->rot.rotary_dim);
+        if (p->rot.rotary_dim > p->d)
+            return fr__err(err, errlen, FR_EUSAGE,
+                           "%s rotary dimension %lld exceeds the head dimension d = %lld", what,
+                           (long long)p->rot.rotary_dim, (long long)p->d);
+        if (rotary_dim(p) % 2) {
+            if (p->rot.rotary_dim == 0)
+                return fr__err(err, errlen, FR_EUSAGE,
+                               "%s needs an even head dimension, got d = %lld", what,
+                               (long long)p->d);
+            return fr__err(err, errlen, FR_EUSAGE, "%s needs an even rotary dimension, got %lld",
+                           what, (long long)p->rot.rotary_dim);
+        }
+        if (!isfinite(p->rot.base) || !(p->rot.base > 0))
+            return fr__err(err, errlen, FR_EUSAGE, "%s base must be finite and positive, got %g",
+                           what, p->rot.base);
+        if (!isfinite(p->rot.pos_scale) || !(p->rot.pos_scale > 0))
+            return fr__err(err, errlen, FR_EUSAGE,
+                           "%s position scale must be finite and positive, got %g", what,
+                           p->rot.pos_scale);
+        if (p->rot.kind == FR_ROT_CLIP && p->rot.clip < 0)
+            return fr__err(err, errlen, FR_EUSAGE, "clipped RoPE needs clip >= 0, got %lld",
+                           (long long)p->rot.clip);
+        break;
+    }
+    case FR_ROT_EXPLICIT:
+        if (!p->rot.w)
+            return fr__err(err, errlen, FR_EUSAGE, "an explicit rotation needs the W tensor");
+        break;
+    default: return fr__err(err, errlen, FR_EUSAGE, "unknown rotation kind %d", (int)p->rot.kind);
+    }
+    return FR_OK;
 }
-void fr_rotation_matrix(const fr_problem *p, int64_t delta, double *w) {}
-int fr_rotation_is_rope_family(const fr_problem *p, double tol, const char **why) { return 0; }
+
+/* Pair m's two coordinates under the problem's pair convention. */
+static void pair_coords(const fr_problem *p, int64_t r, int64_t m, int64_t *a, int64_t *b)
+{
+    if (p->rot.pairs == FR_PAIRS_HALF) {
+        *a = m;
+        *b = m + r / 2;
+    } else {
+        *a = 2 * m;
+        *b = 2 * m + 1;
+    }
+}
+
+static double theta(const fr_problem *p, int64_t r, int64_t m)
+{
+    return pow(p->rot.base, -2.0 * (double)m / (double)r);
+}
+
+int64_t fr__rope_pairs(const fr_problem *p, int64_t *a, int64_t *b, double *freq)
+{
+    int64_t r = rotary_dim(p);
+    for (int64_t m = 0; m < r / 2; m++) {
+        pair_coords(p, r, m, &a[m], &b[m]);
+        freq[m] = theta(p, r, m) / p->rot.pos_scale;
+    }
+    return r / 2;
+}
+
+/* R_pos (pos before scaling) as a d x d matrix. */
+static void rope_matrix(const fr_problem *p, double pos, double *w)
+{
+    int64_t d = p->d, r = rotary_dim(p);
+    memset(w, 0, (size_t)(d * d) * sizeof *w);
+    for (int64_t i = 0; i < d; i++)
+        w[i * d + i] = 1;
+    for (int64_t m = 0; m < r / 2; m++) {
+        int64_t a, b;
+        pair_coords(p, r, m, &a, &b);
+        double ang = pos / p->rot.pos_scale * theta(p, r, m);
+        double c = cos(ang), s = sin(ang);
+        w[a * d + a] = c;
+        w[a * d + b] = -s;
+        w[b * d + a] = s;
+        w[b * d + b] = c;
+    }
+}
+
+void fr_rotation_matrix(const fr_problem *p, int64_t delta, double *w)
+{
+    int64_t d = p->d;
+    switch (p->rot.kind) {
+    case FR_ROT_ROPE: rope_matrix(p, (double)delta, w); return;
+    case FR_ROT_CLIP: {
+        int64_t c = p->rot.clip;
+        rope_matrix(p, (double)(delta < -c ? -c : delta > c ? c : delta), w);
+        return;
+    }
+    case FR_ROT_EXPLICIT:
+        memcpy(w, p->rot.w + (delta + p->n - 1) * d * d, (size_t)(d * d) * sizeof *w);
+        return;
+    case FR_ROT_NONE:
+    default:
+        memset(w, 0, (size_t)(d * d) * sizeof *w);
+        for (int64_t i = 0; i < d; i++)
+            w[i * d + i] = 1;
+        return;
+    }
+}
+
+/* c = a b for d x d row-major matrices (c distinct from a and b). */
+static void matmul(int64_t d, const double *a, const double *b, double *c)
+{
+    for (int64_t i = 0; i < d; i++) {
+        for (int64_t j = 0; j < d; j++)
+            c[i * d + j] = 0;
+        for (int64_t k = 0; k < d; k++) {
+            double x = a[i * d + k];
+            for (int64_t j = 0; j < d; j++)
+                c[i * d + j] += x * b[k * d + j];
+        }
+    }
+}
+
+static double max_abs_diff(int64_t cnt, const double *a, const double *b)
+{
+    double m = 0;
+    for (int64_t i = 0; i < cnt; i++) {
+        double e = fabs(a[i] - b[i]);
+        if (!(e <= m)) m = e; /* NaN counts as a failure */
+    }
+    return m;
+}
+
+/* The reason strings carry numbers, so they live in a per-thread buffer: valid until the same
+ * thread asks again. */
+static _Thread_local char why_buf[160];
+
+static int explicit_is_family(const fr_problem *p, double tol, const char **why)
+{
+    int64_t n = p->n, d = p->d, dd = d * d;
+    const double *w = p->rot.w;
+    const double *w0 = w + (n - 1) * dd;
+    double *id = calloc((size_t)dd, sizeof *id), *pw = malloc((size_t)dd * sizeof *pw),
+           *tmp = malloc((size_t)dd * sizeof *tmp), *w1t = calloc((size_t)dd, sizeof *w1t);
+    int ok = 0;
+    if (!id || !pw || !tmp || !w1t) {
+        if (why) *why = "out of memory checking W";
+        goto done;
+    }
+    for (int64_t i = 0; i < d; i++)
+        id[i * d + i] = 1;
+    double e = max_abs_diff(dd, w0, id);
+    if (!(e <= tol)) {
+        snprintf(why_buf, sizeof why_buf, "W_0 differs from the identity by %.3g", e);
+        if (why) *why = why_buf;
+        goto done;
+    }
+    if (n == 1) {
+        ok = 1;
+        goto done;
+    }
+    /* Orthogonal W_1 have entries of magnitude <= 1, so the absolute tolerance is relative to
+     * the norm of the matrices compared. */
+    const double *w1 = w0 + dd;
+    for (int64_t i = 0; i < d; i++)
+        for (int64_t j = 0; j < d; j++)
+            w1t[i * d + j] = w1[j * d + i];
+    matmul(d, w1, w1t, tmp);
+    e = max_abs_diff(dd, tmp, id);
+    if (!(e <= tol)) {
+        snprintf(why_buf, sizeof why_buf, "W_1 is not orthogonal: W_1 W_1^T differs from I by %.3g",
+                 e);
+        if (why) *why = why_buf;
+        goto done;
+    }
+    /* Compare with the powers of W_1 (not with W_{delta-1} W_1) so that tolerances cannot add
+     * up along the offsets: the factorised path relies on W_delta = W_1^delta itself. */
+    for (int sign = 1; sign >= -1; sign -= 2) {
+        const double *step = sign > 0 ? w1 : w1t;
+        memcpy(pw, step, (size_t)dd * sizeof *pw);
+        for (int64_t k = 1; k < n; k++) {
+            if (k > 1) {
+                matmul(d, pw, step, tmp);
+                memcpy(pw, tmp, (size_t)dd * sizeof *pw);
+            }
+            int64_t delta = sign * k;
+            e = max_abs_diff(dd, w + (delta + n - 1) * dd, pw);
+            if (!(e <= tol)) {
+                if (delta == -1)
+                    snprintf(why_buf, sizeof why_buf, "W_-1 differs from W_1^T by %.3g", e);
+                else
+                    snprintf(why_buf, sizeof why_buf, "W_%lld differs from W_1^%lld by %.3g",
+                             (long long)delta, (long long)delta, e);
+                if (why) *why = why_buf;
+                goto done;
+            }
+        }
+    }
+    ok = 1;
+done:
+    free(id);
+    free(pw);
+    free(tmp);
+    free(w1t);
+    return ok;
+}
+
+int fr_rotation_is_rope_family(const fr_problem *p, double tol, const char **why)
+{
+    if (why) *why = "";
+    switch (p->rot.kind) {
+    case FR_ROT_NONE:
+    case FR_ROT_ROPE: return 1;
+    case FR_ROT_CLIP:
+        /* Offsets never exceed n - 1, so a clip at n - 1 or beyond never bites. */
+        if (p->rot.clip >= p->n - 1) return 1;
+        if (why) {
+            snprintf(why_buf, sizeof why_buf,
+                     "clipped RoPE with clip = %lld < n - 1 = %lld is no per-position rotation",
+                     (long long)p->rot.clip, (long long)(p->n - 1));
+            *why = why_buf;
+        }
+        return 0;
+    case FR_ROT_EXPLICIT: return p->rot.w ? explicit_is_family(p, tol, why) : 0;
+    }
+    return 0;
+}
+
 int fr__support_build(const fr_problem *p, fr__support *s, char *err, size_t errlen)
 {
-    return fr__err(err, errlen, FR_ENOMEM, "support: not implemented");
+    memset(s, 0, sizeof *s);
+    int64_t n = p->n, d = p->d, nd = 2 * n - 1;
+    s->n = n;
+    double *wd = malloc((size_t)(d * d) * sizeof *wd);
+    char *in = calloc((size_t)(d * d), 1);
+    if (!wd || !in) {
+        free(wd);
+        free(in);
+        return fr__err(err, errlen, FR_ENOMEM, "out of memory building the support of W");
+    }
+    for (int64_t t = 0; t < nd; t++) {
+        fr_rotation_matrix(p, t - (n - 1), wd);
+        for (int64_t e = 0; e < d * d; e++)
+            if (wd[e] != 0) in[e] = 1;
+    }
+    for (int64_t e = 0; e < d * d; e++)
+        s->ns += in[e];
+    int64_t cells;
+    if (!fr__mul_ok(s->ns, nd, &cells)) cells = -1;
+    s->a = malloc((size_t)(s->ns ? s->ns : 1) * sizeof *s->a);
+    s->b = malloc((size_t)(s->ns ? s->ns : 1) * sizeof *s->b);
+    s->w = cells >= 0 ? malloc((size_t)(cells ? cells : 1) * sizeof *s->w) : NULL;
+    if (!s->a || !s->b || !s->w) {
+        free(wd);
+        free(in);
+        fr__support_free(s);
+        return fr__err(err, errlen, FR_ENOMEM,
+                       "out of memory for the kernel tables of W (|S| = %lld, %lld offsets)",
+                       (long long)s->ns, (long long)nd);
+    }
+    int64_t k = 0;
+    for (int64_t e = 0; e < d * d; e++)
+        if (in[e]) {
+            s->a[k] = (int)(e / d);
+            s->b[k] = (int)(e % d);
+            k++;
+        }
+    for (int64_t t = 0; t < nd; t++) {
+        fr_rotation_matrix(p, t - (n - 1), wd);
+        for (int64_t j = 0; j < s->ns; j++)
+            s->w[j * nd + t] = wd[s->a[j] * d + s->b[j]];
+    }
+    free(wd);
+    free(in);
+    return FR_OK;
 }
-void fr__support_free(fr__support *s) {}
-void fr__rotate_rows(const fr_problem *p, const double *x, int64_t i0, int64_t cnt, double *out) {}
+
+void fr__support_free(fr__support *s)
+{
+    free(s->a);
+    free(s->b);
+    free(s->w);
+    memset(s, 0, sizeof *s);
+}
+
+void fr__rotate_rows(const fr_problem *p, const double *x, int64_t i0, int64_t cnt, double *out)
+{
+    int64_t d = p->d, n = p->n;
+    if (p->rot.kind == FR_ROT_EXPLICIT) {
+        /* x_i W_{-i}: then (x_i W_{-i}) . (y_j W_{-j}) = x_i W_1^{-i} W_1^{j} y_j^T. */
+        for (int64_t i = i0; i < i0 + cnt; i++) {
+            const double *w = p->rot.w + (-i + n - 1) * d * d;
+            const double *xi = x + i * d;
+            double *o = out + (i - i0) * d;
+            for (int64_t b = 0; b < d; b++)
+                o[b] = 0;
+            for (int64_t a = 0; a < d; a++)
+                for (int64_t b = 0; b < d; b++)
+                    o[b] += xi[a] * w[a * d + b];
+        }
+        return;
+    }
+    memcpy(out, x + i0 * d, (size_t)(cnt * d) * sizeof *out);
+    if (!is_rope_kind(p)) return;
+    int64_t r = rotary_dim(p);
+    for (int64_t m = 0; m < r / 2; m++) {
+        int64_t a, b;
+        pair_coords(p, r, m, &a, &b);
+        double th = theta(p, r, m);
+        for (int64_t i = i0; i < i0 + cnt; i++) {
+            /* The angle is formed from the position directly (no recurrence) so that its error
+             * stays at one rounding whatever the position. */
+            double ang = (double)i / p->rot.pos_scale * th, c = cos(ang), s = sin(ang);
+            double *o = out + (i - i0) * d;
+            double xa = o[a], xb = o[b];
+            o[a] = xa * c - xb * s;
+            o[b] = xa * s + xb * c;
+        }
+    }
+}
