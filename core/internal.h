@@ -35,6 +35,13 @@ void fr__rotate_rows(const fr_problem *p, const double *x, int64_t i0, int64_t c
  * freq[m] = theta_m / pos_scale, so that R_p rotates pair m by p * freq[m]. Returns r/2. */
 int64_t fr__rope_pairs(const fr_problem *p, int64_t *a, int64_t *b, double *freq);
 
+/* ---- polynomial (core/poly.c) ---------------------------------------------------------------- */
+
+/* The rounding floor of the float FFTs in polyfft on ||T_fast - T||_inf, for P = coef on
+ * [-R, R] and transforms of length 2^log2n: c * 2^-24 * log2n * kappa(R) * B_v with
+ * kappa(R) = e^R sum_k |c_k| R^k (c measured, see poly.c). */
+double fr__poly_fft_floor(double R, const double *coef, int degree, double B_v, double log2n);
+
 /* ---- method back ends ------------------------------------------------------------------------ */
 
 /* polyfft (core/polyfft.c): coef[0..degree] are the monomial coefficients of P. */
@@ -45,6 +52,9 @@ int fr__polyfft_execute(fr__polyfft *pl, const double *q, const double *k, const
                         double *out, char *err, size_t errlen);
 void fr__polyfft_info(const fr__polyfft *pl, fr_plan_info *info); /* fills the count fields */
 void fr__polyfft_free(fr__polyfft *pl);
+/* Thread-seconds of the last execution: forward FFTs, frequency-domain accumulation, inverse
+ * FFTs with the sum over u (for the benchmark's cost split). */
+void fr__polyfft_timing(const fr__polyfft *pl, double t[3]);
 
 /* polyrope (core/polyrope.c): the factorised path, RoPE family only. */
 typedef struct fr__polyrope fr__polyrope;

@@ -1,18 +1,182 @@
-/* poly.c - the polynomial: Chebyshev interpolant of exp, certified eta, degree choice. STUB. */
+/* poly.c - the polynomial P ~ exp on [-R, R] (ALGORITHM.md 3): Chebyshev interpolant, its
+ * monomial coefficients, a certified relative error eta, and the degree choice.
+ *
+ * Conditioning. The pipeline uses the monomial form P(x) = sum c_k x^k, because the multinomial
+ * expansion needs it. Two losses come with it:
+ *  - the Chebyshev -> monomial conversion: b_k = sum_j a_j [t^k] T_j(t) on t = x/R in [-1, 1].
+ *    The coefficients of T_j grow like (1 + sqrt 2)^j, but the a_j of exp decay like
+ *    (R/2)^j / j!, so the products stay below ~ (1.21 R)^j / j!: harmless for R <~ 10 and any
+ *    g <= 24. We do it in long double anyway (cheap), then scale c_k = b_k / R^k, which is exact
+ *    up to one rounding per coefficient (no cancellation).
+ *  - evaluating the monomial form: sum_k |c_k| |x|^k ~ e^R while e^x can be e^-R, so the
+ *    evaluation's relative rounding is amplified by kappa(R) = e^R * sum_k |c_k| R^k ~ e^{2R}.
+ *    In double this is fine until e^{2R} 2^-53 ~ eta (R ~ 12 for eta = 1e-5). In the float FFTs
+ *    of polyfft it is the real limit: see fr__poly_fft_floor.
+ */
 #include "internal.h"
 
+#include <float.h>
 #include <math.h>
+#include <stdlib.h>
+
+/* Degree cap for the fit itself: far above anything the pipeline can afford. */
+#define POLY_MAX_FIT_DEGREE 64
+
+/* Measured constant of the float-FFT error floor (core/polyfft_test.c, test_fft_floor): the
+ * worst observed ratio of the pipeline's error, with the polynomial error removed, to
+ * 2^-24 * log2(N) * kappa(R) * B_v, over sizes up to 2^16, times a safety factor of 4. */
+#define FFT_FLOOR_C 1.0
+/* The length the floor is charged for when the caller does not know n (degree choice): 2^22,
+ * i.e. n up to 2^21, so log2 N = 22. */
+#define FFT_FLOOR_LOG2N 22.0
+
+/* sum_k |c_k| R^k: the size of the terms the pipeline adds up, relative to P's scale. */
+static double abs_sum(const double *c, int g, double R)
+{
+    double s = 0, rk = 1;
+    for (int k = 0; k <= g; k++, rk *= R)
+        s += fabs(c[k]) * rk;
+    return s;
+}
+
+double fr__poly_fft_floor(double R, const double *coef, int degree, double B_v, double log2n)
+{
+    double kappa = exp(R) * abs_sum(coef, degree, R);
+    return FFT_FLOOR_C * ldexp(1.0, -24) * log2n * kappa * B_v;
+}
+
+/* Chebyshev coefficients a_0..a_g of exp(R t) on t in [-1, 1], interpolating at the g+1
+ * Chebyshev points (first kind), in long double. */
+static void cheb_coeffs(double R, int g, long double *a)
+{
+    int m = g + 1;
+    long double pi = 3.141592653589793238462643383279502884L;
+    for (int j = 0; j <= g; j++) {
+        long double s = 0;
+        for (int k = 0; k < m; k++) {
+            long double th = pi * (k + 0.5L) / m;
+            s += expl((long double)R * cosl(th)) * cosl(j * th);
+        }
+        a[j] = 2 * s / m;
+    }
+    a[0] /= 2;
+}
+
+/* Monomial coefficients in t of sum_j a_j T_j(t), by the three-term recurrence on coefficient
+ * vectors T_{j+1} = 2 t T_j - T_{j-1}. */
+static void cheb_to_monomial(const long double *a, int g, long double *b)
+{
+    long double tp[POLY_MAX_FIT_DEGREE + 1] = {0}, tc[POLY_MAX_FIT_DEGREE + 1] = {0},
+                                         tn[POLY_MAX_FIT_DEGREE + 1];
+    for (int k = 0; k <= g; k++)
+        b[k] = 0;
+    tp[0] = 1; /* T_0 */
+    b[0] += a[0];
+    if (g == 0) return;
+    tc[1] = 1; /* T_1 */
+    b[1] += a[1];
+    for (int j = 1; j < g; j++) {
+        for (int k = 0; k <= g; k++)
+            tn[k] = (k ? 2 * tc[k - 1] : 0) - tp[k];
+        for (int k = 0; k <= g; k++) {
+            tp[k] = tc[k];
+            tc[k] = tn[k];
+            b[k] += a[j + 1] * tc[k];
+        }
+    }
+}
+
+/* max over x of |P(x) - e^x| / e^x with P evaluated in double by Horner, as the code uses it. */
+static double rel_err_at(const double *c, int g, double x)
+{
+    double p = c[g];
+    for (int k = g - 1; k >= 0; k--)
+        p = p * x + c[k];
+    long double ex = expl((long double)x);
+    return (double)(fabsl((long double)p - ex) / ex);
+}
 
 int fr_poly_fit(double R, int degree, double *coef, double *eta, char *err, size_t errlen)
 {
-    return fr__err(err, errlen, FR_ENOMEM, "poly: not implemented");
+    if (!(R >= 0) || !isfinite(R))
+        return fr__err(err, errlen, FR_EINPUT, "score bound R = %g is not finite and >= 0", R);
+    if (degree < 0 || degree > POLY_MAX_FIT_DEGREE)
+        return fr__err(err, errlen, FR_EUSAGE, "polynomial degree %d outside 0..%d", degree,
+                       POLY_MAX_FIT_DEGREE);
+    int g = degree;
+    /* Every score is 0 (n = 1 with zero inputs, or all-zero Q or K): P = 1 is exact. */
+    if (R == 0) {
+        coef[0] = 1;
+        for (int k = 1; k <= g; k++)
+            coef[k] = 0;
+        *eta = 0;
+        return FR_OK;
+    }
+    long double a[POLY_MAX_FIT_DEGREE + 1], b[POLY_MAX_FIT_DEGREE + 1];
+    cheb_coeffs(R, g, a);
+    cheb_to_monomial(a, g, b);
+    for (int k = 0; k <= g; k++)
+        coef[k] = (double)(b[k] / powl((long double)R, k));
+
+    /* Certification. The error of a Chebyshev interpolant oscillates like T_{g+1}(x/R), i.e.
+     * uniformly in theta = acos(x/R), so the grid is uniform in theta (endpoints included) plus
+     * uniform in x. With M >= 20 (g+1) theta-samples a peak of cos((g+1) theta) lies within
+     * (g+1) pi / (2M) <= pi/40 of a sample, where cos >= 0.9969; the factor 1.1 covers that and
+     * the deviation of the error curve from a pure cosine. */
+    int M = 20 * (g + 1) + 1000;
+    double emax = 0;
+    for (int i = 0; i <= M; i++) {
+        double x1 = R * cos(M_PI * i / M);
+        double x2 = -R + 2 * R * i / M;
+        emax = fmax(emax, fmax(rel_err_at(coef, g, x1), rel_err_at(coef, g, x2)));
+    }
+    /* Rounding of the double evaluation (Horner, 2g flops), amplified by kappa(R). */
+    double round = 2.0 * (g + 1) * DBL_EPSILON * exp(R) * abs_sum(coef, g, R);
+    *eta = 1.1 * emax + round;
+    return FR_OK;
 }
+
 double fr_a_priori_bound(double eta, double B_v)
 {
+    if (B_v == 0) return 0;
     return eta >= 1 ? INFINITY : 2 * eta / (1 - eta) * B_v;
 }
+
 int fr_poly_choose_degree(double R, double B_v, double eps, int max_degree, int *degree,
                           double *eta, char *err, size_t errlen)
 {
-    return fr__err(err, errlen, FR_ENOMEM, "poly: not implemented");
+    if (!(eps > 0)) return fr__err(err, errlen, FR_EUSAGE, "eps = %g must be positive", eps);
+    if (!(B_v >= 0) || !isfinite(B_v))
+        return fr__err(err, errlen, FR_EINPUT, "B_v = %g is not finite and >= 0", B_v);
+    if (max_degree > POLY_MAX_FIT_DEGREE) max_degree = POLY_MAX_FIT_DEGREE;
+    double coef[POLY_MAX_FIT_DEGREE + 1];
+    /* V = 0: the output is 0 whatever P is; the cheapest polynomial will do. */
+    if (B_v == 0) {
+        *degree = 0;
+        return fr_poly_fit(R, 0, coef, eta, err, errlen);
+    }
+    double best_floor = INFINITY;
+    for (int g = 0; g <= max_degree; g++) {
+        double e;
+        int st = fr_poly_fit(R, g, coef, &e, err, errlen);
+        if (st) return st;
+        double fl = fr__poly_fft_floor(R, coef, g, B_v, FFT_FLOOR_LOG2N);
+        best_floor = fmin(best_floor, fl);
+        /* 2% margin: the output itself is computed in floating point. */
+        if (fr_a_priori_bound(e, B_v) * 1.02 + fl <= eps) {
+            *degree = g;
+            *eta = e;
+            return FR_OK;
+        }
+    }
+    if (best_floor > 0.5 * eps)
+        return fr__err(err, errlen, FR_EACCURACY,
+                       "eps = %.3g is below what single-precision FFTs can deliver here "
+                       "(rounding floor ~%.2g for score bound R = %.3g, B_v = %.3g); use "
+                       "a larger --eps or --method exact",
+                       eps, best_floor, R, B_v);
+    return fr__err(err, errlen, FR_EACCURACY,
+                   "no polynomial degree <= %d meets eps = %.3g for score bound R = %.3g "
+                   "(B_v = %.3g)",
+                   max_degree, eps, R, B_v);
 }

@@ -1,0 +1,57 @@
+/* monomial.h - the terms of the multinomial expansion of P(s_ij) over the support S
+ * (ALGORITHM.md 4-5): multi-indices alpha, and the distinct Q-monomials u, K-monomials v and
+ * kernel monomials c they map to.
+ *
+ *   P(s_ij) = sum_alpha coef_alpha * u_alpha(i) * c_alpha(j - i) * v_alpha(j)
+ *
+ * Kernel functions w_s equal up to a constant factor are merged into one function f_k (the
+ * factor goes into coef), and functions that are constant drop out of c altogether, so c is a
+ * monomial in the distinct non-constant kernel functions only. */
+#ifndef FR_MONOMIAL_H
+#define FR_MONOMIAL_H
+
+#include "internal.h"
+
+typedef struct {
+    int d;        /* exponent vectors of u and v have d entries (columns of Q, K) */
+    int nk;       /* distinct non-constant kernel functions; exponent vectors of c have nk */
+    int degree;   /* g */
+    int64_t n;    /* the functions are tabulated on offsets -(n-1)..n-1 */
+    double *ftab; /* nk x (2n-1): f_k(delta) at delta + n - 1 (normalised: max |f_k| = 1) */
+
+    int64_t nalpha, nu, nv, nc, npairs;
+    unsigned char *u_exp, *v_exp, *c_exp; /* nu x d, nv x d, nc x nk */
+    /* u and v are numbered by degree: those of degree k are [u_first[k], u_first[k+1]). */
+    int64_t *u_first, *v_first; /* g + 2 entries */
+    int *c_deg;                 /* degree of each c */
+
+    /* alphas, sorted by (degree, u, v, c) */
+    int32_t *a_u, *a_v, *a_c;
+    double *a_coef;
+    int64_t *a_first; /* alphas of degree k: [a_first[k], a_first[k+1]); g + 2 entries */
+    /* (u, v) pairs in the same order; the alphas of pair q are [p_first[q], p_first[q+1]), and
+     * the pairs of Q-monomial u are [u_pair[u], u_pair[u+1]). */
+    int32_t *p_u, *p_v;
+    int64_t *p_first; /* npairs + 1 */
+    int64_t *u_pair;  /* nu + 1 */
+} fr__monomials;
+
+/* Largest number of alphas fr__monomials_build accepts (memory and time beyond are hopeless). */
+#define FR_MONOMIALS_MAX_ALPHAS 20000000
+
+/* coef[0..degree]: monomial coefficients of P; tau: the score scale. */
+int fr__monomials_build(const fr__support *S, const double *coef, int degree, double tau,
+                        fr__monomials *m, char *err, size_t errlen);
+void fr__monomials_free(fr__monomials *m);
+
+/* value of the monomial with exponents e[0..d) at row x[0..d): prod x[a]^e[a] */
+static inline double fr__monomial_eval(const unsigned char *e, const double *x, int d)
+{
+    double r = 1;
+    for (int a = 0; a < d; a++)
+        for (int t = 0; t < e[a]; t++)
+            r *= x[a];
+    return r;
+}
+
+#endif
