@@ -1,0 +1,537 @@
+/* io.c - what the formats share: tensors and bundles, the byte sources, reading a path or
+ * stdin with the format recognised from its first bytes, and atomic output files. */
+#include "io_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int io_err(char *err, size_t errlen, int status, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}
+
+int io_mul_ok(int64_t a, int64_t b, int64_t *out)
+{
+    if (a < 0 || b < 0) return 0;
+    if (a != 0 && b > INT64_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+fr_limits io_limits(const fr_limits *lim)
+{
+    fr_limits l = {0, 0};
+    if (lim) l = *lim;
+    if (l.max_elements <= 0) l.max_elements = IO_DEFAULT_MAX_ELEMENTS;
+    if (l.max_bytes <= 0) l.max_bytes = IO_DEFAULT_MAX_BYTES;
+    return l;
+}
+
+int64_t io_src_read(io_src *s, void *buf, size_t n)
+{
+    if ((int64_t)n > s->size - s->pos) n = (size_t)(s->size - s->pos);
+    size_t got = 0;
+    while (got < n) {
+        int64_t r;
+        switch (s->kind) {
+        case IO_SRC_MEM:
+            memcpy((char *)buf + got, s->mem + s->pos, n - got);
+            r = (int64_t)(n - got);
+            break;
+        case IO_SRC_FILE:
+            r = (int64_t)fread((char *)buf + got, 1, n - got, s->f);
+            if (r == 0 && ferror(s->f)) return -1;
+            break;
+        default:
+            r = zip_fread(s->zf, (char *)buf + got, n - got);
+            if (r < 0) return -1;
+        }
+        if (r == 0) break;
+        got += (size_t)r;
+        s->pos += r;
+    }
+    return (int64_t)got;
+}
+
+int io_src_check_end(io_src *s)
+{
+    if (s->kind != IO_SRC_ZIP) return 0;
+    /* One byte past the declared size: a zip bomb lying about its size is stopped here, and at
+     * the end of the stream libzip verifies the CRC. */
+    char c;
+    zip_int64_t r = zip_fread(s->zf, &c, 1);
+    return r < 0 ? -1 : r > 0;
+}
+
+int64_t fr_tensor_count(const fr_tensor *t)
+{
+    int64_t c = 1;
+    for (int i = 0; i < t->ndim; i++)
+        c *= t->shape[i];
+    return c;
+}
+
+void fr_tensor_free(fr_tensor *t)
+{
+    if (!t) return;
+    free(t->data);
+    t->data = NULL;
+}
+
+fr_tensor *fr_bundle_get(const fr_bundle *b, const char *name)
+{
+    for (int i = 0; i < b->count; i++)
+        if (strcmp(b->names[i], name) == 0) return &b->tensors[i];
+    return NULL;
+}
+
+int fr_bundle_add(fr_bundle *b, const char *name, fr_tensor *t, char *err, size_t errlen)
+{
+    if (fr_bundle_get(b, name))
+        return io_err(err, errlen, FR_EINPUT, "duplicate tensor name '%s'", name);
+    char **names = realloc(b->names, (size_t)(b->count + 1) * sizeof *names);
+    if (!names) return io_err(err, errlen, FR_ENOMEM, "out of memory");
+    b->names = names;
+    fr_tensor *ts = realloc(b->tensors, (size_t)(b->count + 1) * sizeof *ts);
+    if (!ts) return io_err(err, errlen, FR_ENOMEM, "out of memory");
+    b->tensors = ts;
+    char *nm = strdup(name);
+    if (!nm) return io_err(err, errlen, FR_ENOMEM, "out of memory");
+    b->names[b->count] = nm;
+    b->tensors[b->count] = *t;
+    b->count++;
+    t->data = NULL;
+    return FR_OK;
+}
+
+void fr_bundle_free(fr_bundle *b)
+{
+    if (!b) return;
+    for (int i = 0; i < b->count; i++) {
+        free(b->names[i]);
+        fr_tensor_free(&b->tensors[i]);
+    }
+    free(b->names);
+    free(b->tensors);
+    memset(b, 0, sizeof *b);
+}
+
+fr_format fr_format_from_path(const char *path)
+{
+    const char *dot = strrchr(path, '.');
+    if (!dot || strchr(dot, '/')) return FR_FMT_UNKNOWN;
+    if (strcasecmp(dot, ".npy") == 0) return FR_FMT_NPY;
+    if (strcasecmp(dot, ".npz") == 0) return FR_FMT_NPZ;
+    if (strcasecmp(dot, ".json") == 0) return FR_FMT_JSON;
+    return FR_FMT_UNKNOWN;
+}
+
+/* ---- reading ---------------------------------------------------------------------------- */
+
+static fr_format sniff(const unsigned char *p, size_t n)
+{
+    if (n >= 6 && memcmp(p, "\x93NUMPY", 6) == 0) return FR_FMT_NPY;
+    if (n >= 4 && memcmp(p, "PK\x03\x04", 4) == 0) return FR_FMT_NPZ;
+    /* An empty zip (numpy.savez with no arrays) is only its end-of-central-directory record. */
+    if (n >= 4 && memcmp(p, "PK\x05\x06", 4) == 0) return FR_FMT_NPZ;
+    size_t i = 0;
+    if (n >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0) i = 3; /* a UTF-8 byte order mark */
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+        i++;
+    if (i < n && (p[i] == '{' || p[i] == '[')) return FR_FMT_JSON;
+    return FR_FMT_UNKNOWN;
+}
+
+static int unknown_format(const char *label, const unsigned char *p, size_t n, char *err,
+                          size_t errlen)
+{
+    char shown[40];
+    size_t k = 0;
+    for (size_t i = 0; i < n && i < 8 && k + 5 < sizeof shown; i++)
+        k += (size_t)snprintf(shown + k, sizeof shown - k,
+                              p[i] >= 32 && p[i] < 127 ? "%c" : "\\x%02x", p[i]);
+    return io_err(err, errlen, FR_EINPUT,
+                  "%s: not a .npy, .npz or JSON file (it starts with \"%s\")", label, shown);
+}
+
+/* All of f into a growing buffer, refusing more than max bytes (stdin, pipes). */
+static int slurp(FILE *f, const char *label, int64_t max, unsigned char **out, size_t *len,
+                 char *err, size_t errlen)
+{
+    size_t cap = 1 << 16, n = 0;
+    unsigned char *buf = malloc(cap);
+    if (!buf) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
+    for (;;) {
+        if (n == cap) {
+            if ((int64_t)cap > max) {
+                free(buf);
+                return io_err(err, errlen, FR_EINPUT,
+                              "%s: input larger than the limit of %lld bytes", label,
+                              (long long)max);
+            }
+            size_t ncap = cap * 2;
+            unsigned char *nb = realloc(buf, ncap);
+            if (!nb) {
+                free(buf);
+                return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) break;
+    }
+    if (ferror(f)) {
+        free(buf);
+        return io_err(err, errlen, FR_ENOMEM, "%s: read error: %s", label, strerror(errno));
+    }
+    if ((int64_t)n > max) {
+        free(buf);
+        return io_err(err, errlen, FR_EINPUT, "%s: input larger than the limit of %lld bytes",
+                      label, (long long)max);
+    }
+    *out = buf;
+    *len = n;
+    return FR_OK;
+}
+
+static int single(fr_bundle *out, fr_tensor *t, char *err, size_t errlen)
+{
+    int st = fr_bundle_add(out, "", t, err, errlen);
+    if (st) fr_tensor_free(t);
+    out->single = 1;
+    return st;
+}
+
+static int read_npz_src(zip_source_t *src, zip_error_t *ze, const char *label, const fr_limits *lim,
+                        fr_bundle *out, char *err, size_t errlen)
+{
+    if (!src) {
+        int st = io_err(err, errlen, FR_ENOMEM, "%s: %s", label, zip_error_strerror(ze));
+        zip_error_fini(ze);
+        return st;
+    }
+    zip_error_fini(ze);
+    return io_npz_read(src, label, lim, out, err, errlen);
+}
+
+/* Everything is in memory (stdin, a pipe). */
+static int read_mem(const unsigned char *buf, size_t len, const char *label, const fr_limits *lim,
+                    fr_bundle *out, char *err, size_t errlen)
+{
+    if (len == 0) return io_err(err, errlen, FR_EINPUT, "%s: empty input", label);
+    switch (sniff(buf, len)) {
+    case FR_FMT_NPY: {
+        io_src s = {IO_SRC_MEM, buf, NULL, NULL, (int64_t)len, 0};
+        fr_tensor t;
+        int st = io_npy_read(&s, label, lim, &t, err, errlen);
+        return st ? st : single(out, &t, err, errlen);
+    }
+    case FR_FMT_NPZ: {
+        zip_error_t ze;
+        zip_error_init(&ze);
+        zip_source_t *src = zip_source_buffer_create(buf, len, 0, &ze);
+        return read_npz_src(src, &ze, label, lim, out, err, errlen);
+    }
+    case FR_FMT_JSON: return io_json_read((const char *)buf, len, label, lim, out, err, errlen);
+    default: return unknown_format(label, buf, len, err, errlen);
+    }
+}
+
+static int read_stream(FILE *f, const char *label, const fr_limits *lim, fr_bundle *out, char *err,
+                       size_t errlen)
+{
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int st = slurp(f, label, io_limits(lim).max_bytes, &buf, &len, err, errlen);
+    if (st) return st;
+    st = read_mem(buf, len, label, lim, out, err, errlen);
+    free(buf);
+    return st;
+}
+
+/* A regular file: its size is known, so the npy reader streams it and libzip seeks in it. */
+static int read_regular(FILE **fp, int64_t size, const char *label, const fr_limits *lim,
+                        fr_bundle *out, char *err, size_t errlen)
+{
+    FILE *f = *fp;
+    if (size == 0) return io_err(err, errlen, FR_EINPUT, "%s: empty file", label);
+    unsigned char head[16];
+    size_t n = fread(head, 1, sizeof head, f);
+    if (ferror(f) || fseek(f, 0, SEEK_SET) != 0)
+        return io_err(err, errlen, FR_ENOMEM, "%s: read error: %s", label, strerror(errno));
+    fr_limits l = io_limits(lim);
+    switch (sniff(head, n)) {
+    case FR_FMT_NPY: {
+        io_src s = {IO_SRC_FILE, NULL, f, NULL, size, 0};
+        fr_tensor t;
+        int st = io_npy_read(&s, label, lim, &t, err, errlen);
+        return st ? st : single(out, &t, err, errlen);
+    }
+    case FR_FMT_NPZ: {
+        zip_error_t ze;
+        zip_error_init(&ze);
+        zip_source_t *src = zip_source_filep_create(f, 0, -1, &ze);
+        if (src) *fp = NULL; /* the source closes it */
+        return read_npz_src(src, &ze, label, lim, out, err, errlen);
+    }
+    case FR_FMT_JSON: {
+        if (size > l.max_bytes)
+            return io_err(err, errlen, FR_EINPUT, "%s: %lld bytes, over the limit of %lld", label,
+                          (long long)size, (long long)l.max_bytes);
+        if ((uint64_t)size >= SIZE_MAX)
+            return io_err(err, errlen, FR_ENOMEM, "%s: too large for memory", label);
+        char *text = malloc((size_t)size);
+        if (!text) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
+        size_t got = fread(text, 1, (size_t)size, f);
+        int st = got != (size_t)size
+                     ? io_err(err, errlen, FR_ENOMEM, "%s: read error", label)
+                     : io_json_read(text, (size_t)size, label, lim, out, err, errlen);
+        free(text);
+        return st;
+    }
+    default: return unknown_format(label, head, n, err, errlen);
+    }
+}
+
+int fr_read(const char *path, fr_bundle *out, const fr_limits *lim, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    int st;
+    if (strcmp(path, "-") == 0) {
+        st = read_stream(stdin, "<stdin>", lim, out, err, errlen);
+    } else {
+        FILE *f = fopen(path, "rb");
+        if (!f) return io_err(err, errlen, FR_EINPUT, "%s: %s", path, strerror(errno));
+        struct stat sb;
+        if (fstat(fileno(f), &sb) != 0) {
+            st = io_err(err, errlen, FR_EINPUT, "%s: %s", path, strerror(errno));
+        } else if (S_ISDIR(sb.st_mode)) {
+            st = io_err(err, errlen, FR_EINPUT, "%s: is a directory, not a file", path);
+        } else if (S_ISREG(sb.st_mode)) {
+            st = read_regular(&f, (int64_t)sb.st_size, path, lim, out, err, errlen);
+        } else {
+            st = read_stream(f, path, lim, out, err, errlen); /* a pipe, /dev/stdin, <(...) */
+        }
+        if (f) fclose(f);
+    }
+    if (st) fr_bundle_free(out);
+    return st;
+}
+
+/* ---- writing ---------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *path;
+    char *tmp; /* NULL for stdout */
+    FILE *f;
+} io_out;
+
+static int out_open(io_out *o, const char *path, int want_file, char *err, size_t errlen)
+{
+    memset(o, 0, sizeof *o);
+    o->path = path;
+    int to_stdout = strcmp(path, "-") == 0;
+    if (to_stdout && !want_file) {
+        o->f = stdout;
+        return FR_OK;
+    }
+    /* The temporary file lives next to the target so that rename() is atomic; for stdout (a
+     * zip, which libzip writes by path) it lives in TMPDIR. */
+    size_t len = strlen(path);
+    o->tmp = malloc(len + 64 + (to_stdout ? 4096 : 0));
+    if (!o->tmp) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", path);
+    if (to_stdout) {
+        const char *td = getenv("TMPDIR");
+        sprintf(o->tmp, "%.4000s/fastrope.XXXXXX", td && *td ? td : "/tmp");
+    } else {
+        const char *slash = strrchr(path, '/');
+        size_t dl = slash ? (size_t)(slash - path) + 1 : 0;
+        sprintf(o->tmp, "%.*s.%s.XXXXXX", (int)dl, path, slash ? slash + 1 : path);
+    }
+    int fd = mkstemp(o->tmp);
+    if (fd < 0) {
+        int st = io_err(err, errlen, FR_ENOMEM, "%s: cannot create a temporary file: %s", path,
+                        strerror(errno));
+        free(o->tmp);
+        o->tmp = NULL;
+        return st;
+    }
+    /* mkstemp makes 0600; an output file gets the usual 0666 & ~umask. */
+    mode_t um = umask(0);
+    umask(um);
+    fchmod(fd, 0666 & ~um);
+    o->f = fdopen(fd, "wb");
+    if (!o->f) {
+        close(fd);
+        unlink(o->tmp);
+        free(o->tmp);
+        o->tmp = NULL;
+        return io_err(err, errlen, FR_ENOMEM, "%s: %s", path, strerror(errno));
+    }
+    return FR_OK;
+}
+
+static void out_abort(io_out *o)
+{
+    if (o->tmp) {
+        if (o->f) fclose(o->f);
+        unlink(o->tmp);
+        free(o->tmp);
+    }
+    o->tmp = NULL;
+    o->f = NULL;
+}
+
+static int copy_to_stdout(const char *tmp, const char *label, char *err, size_t errlen)
+{
+    FILE *in = fopen(tmp, "rb");
+    if (!in) return io_err(err, errlen, FR_ENOMEM, "%s: %s", label, strerror(errno));
+    char buf[1 << 15];
+    size_t r;
+    int bad = 0;
+    while (!bad && (r = fread(buf, 1, sizeof buf, in)) > 0)
+        bad = fwrite(buf, 1, r, stdout) != r;
+    bad |= ferror(in);
+    fclose(in);
+    if (bad || fflush(stdout) != 0)
+        return io_err(err, errlen, FR_ENOMEM, "%s: write error: %s", label, strerror(errno));
+    return FR_OK;
+}
+
+/* Finish: stdout is flushed; a temporary file is synced and renamed over the target (or, for
+ * a zip going to stdout, copied there and removed). */
+static int out_commit(io_out *o, int closed, char *err, size_t errlen)
+{
+    const char *label = strcmp(o->path, "-") == 0 ? "<stdout>" : o->path;
+    if (!o->tmp) {
+        if (fflush(o->f) != 0 || ferror(o->f))
+            return io_err(err, errlen, FR_ENOMEM, "%s: write error: %s", label, strerror(errno));
+        return FR_OK;
+    }
+    int bad = 0;
+    if (!closed) {
+        bad = fflush(o->f) != 0 || ferror(o->f) || fsync(fileno(o->f)) != 0;
+        bad |= fclose(o->f) != 0;
+        o->f = NULL;
+    }
+    if (bad) {
+        int st = io_err(err, errlen, FR_ENOMEM, "%s: write error: %s", label, strerror(errno));
+        out_abort(o);
+        return st;
+    }
+    int st = FR_OK;
+    if (strcmp(o->path, "-") == 0)
+        st = copy_to_stdout(o->tmp, label, err, errlen);
+    else if (rename(o->tmp, o->path) != 0)
+        st = io_err(err, errlen, FR_ENOMEM, "%s: %s", o->path, strerror(errno));
+    else {
+        free(o->tmp);
+        o->tmp = NULL;
+        return FR_OK;
+    }
+    out_abort(o);
+    return st;
+}
+
+static fr_format out_format(const char *path, fr_format fmt, int bundle)
+{
+    if (fmt != FR_FMT_UNKNOWN) return fmt;
+    fmt = fr_format_from_path(path);
+    if (fmt == FR_FMT_UNKNOWN && strcmp(path, "-") == 0) fmt = bundle ? FR_FMT_NPZ : FR_FMT_NPY;
+    return fmt;
+}
+
+static int write_npz(const char *path, const fr_bundle *b, fr_dtype dtype, int compress, char *err,
+                     size_t errlen)
+{
+    io_out o;
+    int st = out_open(&o, path, 1, err, errlen);
+    if (st) return st;
+    /* libzip writes by path (and replaces the file by its own rename). */
+    fclose(o.f);
+    o.f = NULL;
+    const char *label = strcmp(path, "-") == 0 ? "<stdout>" : path;
+    st = io_npz_write(o.tmp, label, b, dtype, compress, err, errlen);
+    if (st) {
+        out_abort(&o);
+        return st;
+    }
+    return out_commit(&o, 1, err, errlen);
+}
+
+static int check_dtype(const char *path, fr_dtype dtype, char *err, size_t errlen)
+{
+    if (dtype == FR_DTYPE_F4 || dtype == FR_DTYPE_F8) return FR_OK;
+    return io_err(err, errlen, FR_EUSAGE, "%s: unsupported output dtype %d", path, (int)dtype);
+}
+
+int fr_write_tensor(const char *path, fr_format fmt, const fr_tensor *t, fr_dtype dtype, char *err,
+                    size_t errlen)
+{
+    int st = check_dtype(path, dtype, err, errlen);
+    if (st) return st;
+    fmt = out_format(path, fmt, 0);
+    if (fmt == FR_FMT_NPZ) { /* one member, named as numpy.savez names a positional array */
+        char *names[1] = {"arr_0"};
+        fr_bundle b = {1, names, (fr_tensor *)t, 0};
+        return write_npz(path, &b, dtype, 0, err, errlen);
+    }
+    if (fmt != FR_FMT_NPY && fmt != FR_FMT_JSON)
+        return io_err(err, errlen, FR_EUSAGE, "%s: unknown output format (use .npy, .npz or .json)",
+                      path);
+    io_out o;
+    if ((st = out_open(&o, path, 0, err, errlen))) return st;
+    const char *label = strcmp(path, "-") == 0 ? "<stdout>" : path;
+    st = fmt == FR_FMT_NPY ? io_npy_write(o.f, label, t, dtype, err, errlen)
+                           : io_json_write_tensor(o.f, label, t, err, errlen);
+    if (st) {
+        out_abort(&o);
+        return st;
+    }
+    return out_commit(&o, 0, err, errlen);
+}
+
+int fr_write_bundle(const char *path, fr_format fmt, const fr_bundle *b, fr_dtype dtype,
+                    int compress, char *err, size_t errlen)
+{
+    int st = check_dtype(path, dtype, err, errlen);
+    if (st) return st;
+    fmt = out_format(path, fmt, !b->single);
+    if (fmt == FR_FMT_NPY || (fmt == FR_FMT_JSON && b->single)) {
+        if (b->count != 1)
+            return io_err(err, errlen, FR_EUSAGE,
+                          "%s: a bundle of %d tensors cannot be written as one tensor", path,
+                          b->count);
+        return fr_write_tensor(path, fmt, &b->tensors[0], dtype, err, errlen);
+    }
+    if (fmt == FR_FMT_NPZ) {
+        if (b->single && b->count == 1 && b->names[0][0] == '\0')
+            return fr_write_tensor(path, fmt, &b->tensors[0], dtype, err, errlen);
+        return write_npz(path, b, dtype, compress, err, errlen);
+    }
+    if (fmt != FR_FMT_JSON)
+        return io_err(err, errlen, FR_EUSAGE, "%s: unknown output format (use .npy, .npz or .json)",
+                      path);
+    io_out o;
+    if ((st = out_open(&o, path, 0, err, errlen))) return st;
+    const char *label = strcmp(path, "-") == 0 ? "<stdout>" : path;
+    st = io_json_write_bundle(o.f, label, b, err, errlen);
+    if (st) {
+        out_abort(&o);
+        return st;
+    }
+    return out_commit(&o, 0, err, errlen);
+}

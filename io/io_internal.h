@@ -1,0 +1,70 @@
+/* io_internal.h - interfaces between the files of io/ (not installed, not public).
+ *
+ * Readers pull bytes from an io_src (a file, a memory buffer or a zip member) whose size is
+ * known up front, so every declared size can be checked before anything is allocated.
+ * Writers push into an io_out, which is a temporary file renamed over the target on commit. */
+#ifndef FR_IO_INTERNAL_H
+#define FR_IO_INTERNAL_H
+
+#include <stdio.h>
+#include <zip.h>
+
+#include "fr_io.h"
+
+#define IO_DEFAULT_MAX_ELEMENTS ((int64_t)1 << 32)
+#define IO_DEFAULT_MAX_BYTES ((int64_t)32 << 30)
+
+typedef enum { IO_SRC_MEM, IO_SRC_FILE, IO_SRC_ZIP } io_src_kind;
+
+typedef struct {
+    io_src_kind kind;
+    const unsigned char *mem; /* IO_SRC_MEM */
+    FILE *f;                  /* IO_SRC_FILE */
+    zip_file_t *zf;           /* IO_SRC_ZIP */
+    int64_t size;             /* bytes the source holds (file size, member's declared size) */
+    int64_t pos;
+} io_src;
+
+/* Up to n bytes, never past s->size: the count read (short only at the end), or -1 on an I/O
+ * or decompression error. */
+int64_t io_src_read(io_src *s, void *buf, size_t n);
+/* After s->size bytes were read: 0 if the source really ends there, 1 if it holds more (a zip
+ * member longer than declared), -1 on an error (a zip member's CRC mismatch). */
+int io_src_check_end(io_src *s);
+
+/* The effective limits (defaults filled in). */
+fr_limits io_limits(const fr_limits *lim);
+
+/* Format one line into err and return status. */
+int io_err(char *err, size_t errlen, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Overflow-checked a * b for non-negative operands: 0 on overflow. */
+int io_mul_ok(int64_t a, int64_t b, int64_t *out);
+
+/* ---- .npy ---- */
+int io_npy_read(io_src *s, const char *label, const fr_limits *lim, fr_tensor *t, char *err,
+                size_t errlen);
+/* The header (magic, version, length, dict, padding) for t stored as dtype; its length, or 0
+ * if cap is too small. */
+size_t io_npy_header(const fr_tensor *t, fr_dtype dtype, unsigned char *buf, size_t cap);
+/* Encode count values of x as little-endian dtype into out (count * dtype bytes). */
+void io_npy_encode(const double *x, int64_t count, fr_dtype dtype, unsigned char *out);
+int io_npy_write(FILE *f, const char *label, const fr_tensor *t, fr_dtype dtype, char *err,
+                 size_t errlen);
+
+/* ---- .npz ---- */
+/* src is consumed (freed by this function in every case). */
+int io_npz_read(zip_source_t *src, const char *label, const fr_limits *lim, fr_bundle *out,
+                char *err, size_t errlen);
+/* Writes the zip file tmppath (which must not be open elsewhere). */
+int io_npz_write(const char *tmppath, const char *label, const fr_bundle *b, fr_dtype dtype,
+                 int compress, char *err, size_t errlen);
+
+/* ---- JSON ---- */
+int io_json_read(const char *text, size_t len, const char *label, const fr_limits *lim,
+                 fr_bundle *out, char *err, size_t errlen);
+int io_json_write_tensor(FILE *f, const char *label, const fr_tensor *t, char *err, size_t errlen);
+int io_json_write_bundle(FILE *f, const char *label, const fr_bundle *b, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,307 @@
+/* json.c - tensors as JSON: nested arrays ([[1, 2], [3, 4]]) or {"shape": [...], "data": [flat,
+ * row-major]}; a bundle is an object of named tensors. Parsing uses cJSON (strtod: correctly
+ * rounded); writing prints each double in the fewest digits that read back to the same bits. */
+#include "io_internal.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* An object with exactly the keys shape and data is one tensor, anything else a bundle. */
+static int is_tensor_object(const cJSON *o)
+{
+    const cJSON *a = o->child;
+    if (!a || !a->next || a->next->next) return 0;
+    const char *x = a->string, *y = a->next->string;
+    return (strcmp(x, "shape") == 0 && strcmp(y, "data") == 0) ||
+           (strcmp(x, "data") == 0 && strcmp(y, "shape") == 0);
+}
+
+static int alloc_data(fr_tensor *t, const char *label, const fr_limits *lim, char *err,
+                      size_t errlen)
+{
+    fr_limits l = io_limits(lim);
+    int64_t count = 1;
+    for (int i = 0; i < t->ndim; i++)
+        if (!io_mul_ok(count, t->shape[i], &count))
+            return io_err(err, errlen, FR_EINPUT, "%s: shape overflows", label);
+    if (count > l.max_elements)
+        return io_err(err, errlen, FR_EINPUT, "%s: %lld elements, over the limit of %lld", label,
+                      (long long)count, (long long)l.max_elements);
+    t->data = malloc(count ? (size_t)count * sizeof(double) : 1);
+    if (!t->data) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
+    return FR_OK;
+}
+
+static int number(const cJSON *v, double *x, const char *label, int64_t pos, char *err,
+                  size_t errlen)
+{
+    if (!cJSON_IsNumber(v))
+        return io_err(err, errlen, FR_EINPUT, "%s: entry %lld is not a number", label,
+                      (long long)pos);
+    if (!isfinite(v->valuedouble))
+        return io_err(err, errlen, FR_EINPUT, "%s: entry %lld is out of the range of a double",
+                      label, (long long)pos);
+    *x = v->valuedouble;
+    return FR_OK;
+}
+
+static int fill(const cJSON *v, int depth, fr_tensor *t, int64_t *pos, const char *label, char *err,
+                size_t errlen)
+{
+    if (depth == t->ndim) {
+        if (cJSON_IsArray(v))
+            return io_err(err, errlen, FR_EINPUT,
+                          "%s: ragged nested arrays (an array where entry %lld should be a number)",
+                          label, (long long)*pos);
+        int st = number(v, &t->data[*pos], label, *pos, err, errlen);
+        (*pos)++;
+        return st;
+    }
+    if (!cJSON_IsArray(v))
+        return io_err(err, errlen, FR_EINPUT,
+                      "%s: ragged or non-numeric nested arrays (%s at depth %d where an array of "
+                      "%lld was expected)",
+                      label, cJSON_IsNumber(v) ? "a number" : "a non-number", depth,
+                      (long long)t->shape[depth]);
+    int64_t n = 0;
+    for (const cJSON *c = v->child; c; c = c->next) {
+        if (n == t->shape[depth]) break;
+        int st = fill(c, depth + 1, t, pos, label, err, errlen);
+        if (st) return st;
+        n++;
+    }
+    int64_t real = 0;
+    for (const cJSON *c = v->child; c; c = c->next)
+        real++;
+    if (real != t->shape[depth])
+        return io_err(err, errlen, FR_EINPUT,
+                      "%s: ragged nested arrays (length %lld at depth %d, expected %lld)", label,
+                      (long long)real, depth, (long long)t->shape[depth]);
+    return FR_OK;
+}
+
+static int from_nested(const cJSON *v, fr_tensor *t, const char *label, const fr_limits *lim,
+                       char *err, size_t errlen)
+{
+    for (const cJSON *c = v; cJSON_IsArray(c); c = c->child) {
+        if (t->ndim == FR_MAXDIM)
+            return io_err(err, errlen, FR_EINPUT, "%s: more than %d dimensions", label, FR_MAXDIM);
+        int64_t n = 0;
+        for (const cJSON *e = c->child; e; e = e->next)
+            n++;
+        t->shape[t->ndim++] = n;
+        if (n == 0) break;
+    }
+    int st = alloc_data(t, label, lim, err, errlen);
+    int64_t pos = 0;
+    if (!st) st = fill(v, 0, t, &pos, label, err, errlen);
+    return st;
+}
+
+static int from_shape_data(const cJSON *o, fr_tensor *t, const char *label, const fr_limits *lim,
+                           char *err, size_t errlen)
+{
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(o, "shape");
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(o, "data");
+    if (!cJSON_IsArray(shape))
+        return io_err(err, errlen, FR_EINPUT, "%s: \"shape\" is not an array", label);
+    if (!cJSON_IsArray(data))
+        return io_err(err, errlen, FR_EINPUT, "%s: \"data\" is not an array", label);
+    for (const cJSON *c = shape->child; c; c = c->next) {
+        if (t->ndim == FR_MAXDIM)
+            return io_err(err, errlen, FR_EINPUT, "%s: more than %d dimensions", label, FR_MAXDIM);
+        double x = cJSON_IsNumber(c) ? c->valuedouble : -1;
+        if (!(x >= 0 && x <= 9007199254740992.0 && x == floor(x)))
+            return io_err(err, errlen, FR_EINPUT,
+                          "%s: \"shape\" holds something other than non-negative integers", label);
+        t->shape[t->ndim++] = (int64_t)x;
+    }
+    int64_t count = 1, n = 0;
+    for (int i = 0; i < t->ndim; i++)
+        if (!io_mul_ok(count, t->shape[i], &count))
+            return io_err(err, errlen, FR_EINPUT, "%s: \"shape\" overflows", label);
+    for (const cJSON *c = data->child; c; c = c->next)
+        n++;
+    if (n != count)
+        return io_err(err, errlen, FR_EINPUT,
+                      "%s: \"shape\" says %lld elements but \"data\" holds %lld", label,
+                      (long long)count, (long long)n);
+    int st = alloc_data(t, label, lim, err, errlen);
+    int64_t pos = 0;
+    for (const cJSON *c = data->child; c && !st; c = c->next, pos++)
+        st = number(c, &t->data[pos], label, pos, err, errlen);
+    return st;
+}
+
+static int to_tensor(const cJSON *v, fr_tensor *t, const char *label, const fr_limits *lim,
+                     char *err, size_t errlen)
+{
+    memset(t, 0, sizeof *t);
+    int st;
+    if (cJSON_IsArray(v)) {
+        st = from_nested(v, t, label, lim, err, errlen);
+    } else if (cJSON_IsObject(v) && is_tensor_object(v)) {
+        st = from_shape_data(v, t, label, lim, err, errlen);
+    } else if (cJSON_IsNumber(v)) { /* a scalar member of a bundle */
+        st = alloc_data(t, label, lim, err, errlen);
+        if (!st) st = number(v, t->data, label, 0, err, errlen);
+    } else {
+        st = io_err(err, errlen, FR_EINPUT,
+                    "%s: not a tensor (expected nested arrays or {\"shape\", \"data\"})", label);
+    }
+    if (st) fr_tensor_free(t);
+    return st;
+}
+
+int io_json_read(const char *text, size_t len, const char *label, const fr_limits *lim,
+                 fr_bundle *out, char *err, size_t errlen)
+{
+    fr_limits l = io_limits(lim);
+    if ((int64_t)len > l.max_bytes)
+        return io_err(err, errlen, FR_EINPUT, "%s: %zu bytes, over the limit of %lld", label, len,
+                      (long long)l.max_bytes);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!root) {
+        const char *ep = cJSON_GetErrorPtr();
+        long at = ep && ep >= text && ep <= text + len ? (long)(ep - text) : -1;
+        return io_err(err, errlen, FR_EINPUT, "%s: invalid JSON (near byte %ld)", label, at);
+    }
+    while (end && end < text + len &&
+           (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t' || *end == '\0'))
+        end++;
+    int st = FR_OK;
+    if (end && end < text + len) {
+        st = io_err(err, errlen, FR_EINPUT, "%s: text after the JSON value (byte %ld)", label,
+                    (long)(end - text));
+    } else if (cJSON_IsArray(root) || (cJSON_IsObject(root) && is_tensor_object(root))) {
+        fr_tensor t;
+        st = to_tensor(root, &t, label, lim, err, errlen);
+        if (!st && (st = fr_bundle_add(out, "", &t, err, errlen))) fr_tensor_free(&t);
+        out->single = 1;
+    } else if (cJSON_IsObject(root)) {
+        size_t cap = strlen(label) + 512;
+        char *mlabel = malloc(cap);
+        if (!mlabel) st = io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
+        for (const cJSON *c = root->child; c && !st; c = c->next) {
+            snprintf(mlabel, cap, "%s:%.500s", label, c->string);
+            fr_tensor t;
+            st = to_tensor(c, &t, mlabel, lim, err, errlen);
+            if (!st && (st = fr_bundle_add(out, c->string, &t, err, errlen))) {
+                io_err(err, errlen, st, "%s: duplicate member '%.500s'", label, c->string);
+                fr_tensor_free(&t);
+            }
+        }
+        free(mlabel);
+    } else {
+        st = io_err(err, errlen, FR_EINPUT, "%s: JSON is neither a tensor nor a bundle", label);
+    }
+    cJSON_Delete(root);
+    return st;
+}
+
+/* ---- writing ---- */
+
+static void put_num(FILE *f, double x)
+{
+    char buf[40];
+    for (int p = 15; p <= 17; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, x);
+        if (strtod(buf, NULL) == x) break;
+    }
+    fputs(buf, f);
+}
+
+static void put_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+static void put_nested(FILE *f, const fr_tensor *t, int depth, int64_t *pos, int indent)
+{
+    fputc('[', f);
+    for (int64_t i = 0; i < t->shape[depth]; i++) {
+        if (i) {
+            if (depth == t->ndim - 1) {
+                fputs(", ", f);
+            } else {
+                fputs(",\n", f);
+                for (int s = 0; s < indent + depth + 1; s++)
+                    fputc(' ', f);
+            }
+        }
+        if (depth == t->ndim - 1)
+            put_num(f, t->data[(*pos)++]);
+        else
+            put_nested(f, t, depth + 1, pos, indent);
+    }
+    fputc(']', f);
+}
+
+static int put_tensor(FILE *f, const char *label, const fr_tensor *t, int indent, char *err,
+                      size_t errlen)
+{
+    int64_t count = fr_tensor_count(t);
+    for (int64_t i = 0; i < count; i++)
+        if (!isfinite(t->data[i]))
+            return io_err(err, errlen, FR_EINPUT,
+                          "%s: entry %lld is %s, which JSON cannot represent", label, (long long)i,
+                          isnan(t->data[i]) ? "NaN" : "infinite");
+    int nested = t->ndim > 0;
+    for (int i = 0; i < t->ndim; i++)
+        nested &= t->shape[i] > 0;
+    if (nested) { /* (nested arrays lose the shape of scalars and of empty axes) */
+        int64_t pos = 0;
+        put_nested(f, t, 0, &pos, indent);
+        return FR_OK;
+    }
+    fputs("{\"shape\": [", f);
+    for (int i = 0; i < t->ndim; i++)
+        fprintf(f, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+    fputs("], \"data\": [", f);
+    for (int64_t i = 0; i < count; i++) {
+        if (i) fputs(", ", f);
+        put_num(f, t->data[i]);
+    }
+    fputs("]}", f);
+    return FR_OK;
+}
+
+int io_json_write_tensor(FILE *f, const char *label, const fr_tensor *t, char *err, size_t errlen)
+{
+    int st = put_tensor(f, label, t, 0, err, errlen);
+    if (!st) fputc('\n', f);
+    return st;
+}
+
+int io_json_write_bundle(FILE *f, const char *label, const fr_bundle *b, char *err, size_t errlen)
+{
+    if (b->count == 2 && ((strcmp(b->names[0], "shape") == 0 && strcmp(b->names[1], "data") == 0) ||
+                          (strcmp(b->names[0], "data") == 0 && strcmp(b->names[1], "shape") == 0)))
+        return io_err(err, errlen, FR_EINPUT,
+                      "%s: a bundle of exactly 'shape' and 'data' would read back as one tensor; "
+                      "use .npz",
+                      label);
+    fputs("{", f);
+    for (int i = 0; i < b->count; i++) {
+        fputs(i ? ",\n " : "", f);
+        put_str(f, b->names[i]);
+        fputs(": ", f);
+        int indent = 3 + (int)strlen(b->names[i]) + 2;
+        int st = put_tensor(f, label, &b->tensors[i], indent, err, errlen);
+        if (st) return st;
+    }
+    fputs("}\n", f);
+    return FR_OK;
+}

@@ -1,0 +1,493 @@
+/* npy.c - the .npy format (numpy/lib/format.py): versions 1.0, 2.0, 3.0; float and integer
+ * dtypes of any byte order, C or Fortran order, any rank; everything becomes row-major double.
+ *
+ * The header is a Python dict literal, so it is parsed as one (keys in any order, either quote,
+ * trailing commas, "(5,)" and "()") instead of being matched against numpy's exact spelling;
+ * anything else is refused, because a misread header means silently wrong numbers. */
+#include "io_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NPY_MAX_HEADER (1 << 20) /* numpy itself refuses headers over 10000 bytes by default */
+#define CHUNK (1 << 16)
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define HOST_BIG 1
+#else
+#define HOST_BIG 0
+#endif
+
+typedef struct {
+    char kind; /* 'f', 'i', 'u', 'b' */
+    int size;  /* bytes per item */
+    int swap;  /* the file's byte order differs from the host's */
+    char descr[64];
+} npy_dtype;
+
+typedef struct {
+    const char *p, *end;
+} cursor;
+
+static void skip_ws(cursor *c)
+{
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
+        c->p++;
+}
+
+static int eat(cursor *c, char ch)
+{
+    skip_ws(c);
+    if (c->p < c->end && *c->p == ch) {
+        c->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* A quoted string without escapes (no key or descr we accept needs one). */
+static int parse_str(cursor *c, char *out, size_t cap)
+{
+    skip_ws(c);
+    if (c->p >= c->end || (*c->p != '\'' && *c->p != '"')) return 0;
+    char q = *c->p++;
+    size_t n = 0;
+    while (c->p < c->end && *c->p != q) {
+        if (*c->p == '\\' || n + 1 >= cap) return 0;
+        out[n++] = *c->p++;
+    }
+    if (c->p >= c->end) return 0;
+    c->p++;
+    out[n] = '\0';
+    return 1;
+}
+
+static int parse_word(cursor *c, const char *w)
+{
+    skip_ws(c);
+    size_t n = strlen(w);
+    if ((size_t)(c->end - c->p) < n || memcmp(c->p, w, n) != 0) return 0;
+    c->p += n;
+    return 1;
+}
+
+/* A non-negative Python int (Python 2 wrote "3L"); -1 for a malformed one, -2 if it overflows. */
+static int64_t parse_dim(cursor *c)
+{
+    skip_ws(c);
+    if (c->p >= c->end || *c->p < '0' || *c->p > '9') return -1;
+    int64_t v = 0;
+    int over = 0;
+    while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+        int d = *c->p++ - '0';
+        if (v > (INT64_MAX - d) / 10)
+            over = 1;
+        else
+            v = v * 10 + d;
+    }
+    if (c->p < c->end && (*c->p == 'L' || *c->p == 'l')) c->p++;
+    return over ? -2 : v;
+}
+
+static int parse_descr(const char *s, npy_dtype *dt)
+{
+    const char *p = s;
+    char order = '=';
+    if (*p == '<' || *p == '>' || *p == '|' || *p == '=') order = *p++;
+    if (!*p || !strchr("fiub", *p)) return 0;
+    dt->kind = *p++;
+    if (*p < '1' || *p > '9' || p[1] != '\0') return 0;
+    dt->size = *p - '0';
+    switch (dt->kind) {
+    case 'f':
+        if (dt->size != 2 && dt->size != 4 && dt->size != 8) return 0;
+        break;
+    case 'b':
+        if (dt->size != 1) return 0;
+        break;
+    default:
+        if (dt->size != 1 && dt->size != 2 && dt->size != 4 && dt->size != 8) return 0;
+    }
+    /* '|' means "byte order does not apply", which is only true of one-byte items. */
+    if (order == '|' && dt->size != 1) return 0;
+    int big = order == '>' || (order == '=' && HOST_BIG);
+    dt->swap = dt->size > 1 && order != '|' && big != HOST_BIG;
+    snprintf(dt->descr, sizeof dt->descr, "%s", s);
+    return 1;
+}
+
+static void shape_str(const int64_t *shape, int ndim, char *buf, size_t cap)
+{
+    size_t off = (size_t)snprintf(buf, cap, "(");
+    for (int i = 0; i < ndim && off < cap; i++)
+        off += (size_t)snprintf(buf + off, cap - off, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (off < cap) snprintf(buf + off, cap - off, ndim == 1 ? ",)" : ")");
+}
+
+/* The dict literal of the header into dt, fortran, t->ndim, t->shape. */
+static int parse_header(const char *h, size_t len, const char *label, npy_dtype *dt, int *fortran,
+                        fr_tensor *t, char *err, size_t errlen)
+{
+    cursor c = {h, h + len};
+    int have_descr = 0, have_fortran = 0, have_shape = 0;
+    char key[32], descr[64];
+    if (!eat(&c, '{')) return io_err(err, errlen, FR_EINPUT, "%s: npy header is not a dict", label);
+    while (!eat(&c, '}')) {
+        if (!parse_str(&c, key, sizeof key) || !eat(&c, ':'))
+            return io_err(err, errlen, FR_EINPUT, "%s: malformed npy header near '%.20s'", label,
+                          c.p);
+        if (strcmp(key, "descr") == 0 && !have_descr) {
+            have_descr = 1;
+            if (!parse_str(&c, descr, sizeof descr)) {
+                skip_ws(&c);
+                return io_err(err, errlen, FR_EINPUT,
+                              "%s: unsupported dtype %.30s (structured arrays are not tensors)",
+                              label, c.p);
+            }
+            if (!parse_descr(descr, dt))
+                return io_err(err, errlen, FR_EINPUT,
+                              "%s: unsupported dtype '%s' (supported: f2 f4 f8 i1-i8 u1-u8 b1)",
+                              label, descr);
+        } else if (strcmp(key, "fortran_order") == 0 && !have_fortran) {
+            have_fortran = 1;
+            if (parse_word(&c, "True"))
+                *fortran = 1;
+            else if (parse_word(&c, "False"))
+                *fortran = 0;
+            else
+                return io_err(err, errlen, FR_EINPUT,
+                              "%s: npy header: fortran_order is not True or False", label);
+        } else if (strcmp(key, "shape") == 0 && !have_shape) {
+            have_shape = 1;
+            if (!eat(&c, '('))
+                return io_err(err, errlen, FR_EINPUT, "%s: npy header: shape is not a tuple",
+                              label);
+            t->ndim = 0;
+            int last_comma = 0;
+            while (!eat(&c, ')')) {
+                if (t->ndim > 0 && !last_comma)
+                    return io_err(err, errlen, FR_EINPUT, "%s: npy header: malformed shape", label);
+                int64_t d = parse_dim(&c);
+                if (d == -2)
+                    return io_err(err, errlen, FR_EINPUT,
+                                  "%s: npy header: shape dimension overflows int64", label);
+                if (d < 0)
+                    return io_err(err, errlen, FR_EINPUT,
+                                  "%s: npy header: shape holds something other than "
+                                  "non-negative integers",
+                                  label);
+                if (t->ndim >= FR_MAXDIM)
+                    return io_err(err, errlen, FR_EINPUT, "%s: more than %d dimensions", label,
+                                  FR_MAXDIM);
+                t->shape[t->ndim++] = d;
+                last_comma = eat(&c, ',');
+            }
+            /* Python needs "(5,)" for a 1-tuple; "(5)" is an int, which numpy refuses too. */
+            if (t->ndim == 1 && !last_comma)
+                return io_err(err, errlen, FR_EINPUT,
+                              "%s: npy header: shape is '(n)', not a tuple '(n,)'", label);
+        } else {
+            return io_err(err, errlen, FR_EINPUT, "%s: npy header: unexpected or repeated key '%s'",
+                          label, key);
+        }
+        if (!eat(&c, ',')) {
+            if (!eat(&c, '}'))
+                return io_err(err, errlen, FR_EINPUT, "%s: malformed npy header near '%.20s'",
+                              label, c.p);
+            break;
+        }
+    }
+    skip_ws(&c);
+    if (c.p != c.end)
+        return io_err(err, errlen, FR_EINPUT, "%s: npy header: text after the dict", label);
+    if (!have_descr || !have_fortran || !have_shape)
+        return io_err(err, errlen, FR_EINPUT, "%s: npy header lacks '%s'", label,
+                      !have_descr     ? "descr"
+                      : !have_fortran ? "fortran_order"
+                                      : "shape");
+    return FR_OK;
+}
+
+static double half_to_double(uint16_t h)
+{
+    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    double v;
+    if (e == 0)
+        v = ldexp(m, -24);
+    else if (e == 31)
+        v = m ? NAN : INFINITY;
+    else
+        v = ldexp(m + 1024, e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
+static double decode(const unsigned char *p, const npy_dtype *dt)
+{
+    unsigned char b[8];
+    if (dt->swap)
+        for (int i = 0; i < dt->size; i++)
+            b[i] = p[dt->size - 1 - i];
+    else
+        memcpy(b, p, (size_t)dt->size);
+    switch (dt->kind) {
+    case 'b': return b[0] != 0;
+    case 'u':
+        switch (dt->size) {
+        case 1: return b[0];
+        case 2: {
+            uint16_t v;
+            memcpy(&v, b, 2);
+            return v;
+        }
+        case 4: {
+            uint32_t v;
+            memcpy(&v, b, 4);
+            return v;
+        }
+        default: {
+            uint64_t v;
+            memcpy(&v, b, 8);
+            return (double)v;
+        }
+        }
+    case 'i':
+        switch (dt->size) {
+        case 1: return (int8_t)b[0];
+        case 2: {
+            int16_t v;
+            memcpy(&v, b, 2);
+            return v;
+        }
+        case 4: {
+            int32_t v;
+            memcpy(&v, b, 4);
+            return v;
+        }
+        default: {
+            int64_t v;
+            memcpy(&v, b, 8);
+            return (double)v;
+        }
+        }
+    default:
+        switch (dt->size) {
+        case 2: {
+            uint16_t v;
+            memcpy(&v, b, 2);
+            return half_to_double(v);
+        }
+        case 4: {
+            float v;
+            memcpy(&v, b, 4);
+            return v;
+        }
+        default: {
+            double v;
+            memcpy(&v, b, 8);
+            return v;
+        }
+        }
+    }
+}
+
+static int read_exact(io_src *s, void *buf, size_t n)
+{
+    int64_t got = io_src_read(s, buf, n);
+    return got == (int64_t)n;
+}
+
+int io_npy_read(io_src *s, const char *label, const fr_limits *lim_in, fr_tensor *t, char *err,
+                size_t errlen)
+{
+    fr_limits lim = io_limits(lim_in);
+    memset(t, 0, sizeof *t);
+    unsigned char pre[12];
+    if (s->size < 10 || !read_exact(s, pre, 10))
+        return io_err(err, errlen, FR_EINPUT, "%s: truncated npy file (%lld bytes)", label,
+                      (long long)s->size);
+    if (memcmp(pre, "\x93NUMPY", 6) != 0)
+        return io_err(err, errlen, FR_EINPUT, "%s: not a .npy file (bad magic)", label);
+    int major = pre[6];
+    int64_t hlen, pre_len = 10;
+    if (major == 1) {
+        hlen = pre[8] | (pre[9] << 8);
+    } else if (major == 2 || major == 3) {
+        if (!read_exact(s, pre + 10, 2))
+            return io_err(err, errlen, FR_EINPUT, "%s: truncated npy header", label);
+        hlen = (int64_t)pre[8] | ((int64_t)pre[9] << 8) | ((int64_t)pre[10] << 16) |
+               ((int64_t)pre[11] << 24);
+        pre_len = 12;
+    } else {
+        return io_err(err, errlen, FR_EINPUT, "%s: unsupported npy version %d.%d", label, major,
+                      pre[7]);
+    }
+    if (hlen > NPY_MAX_HEADER)
+        return io_err(err, errlen, FR_EINPUT, "%s: npy header of %lld bytes is too long", label,
+                      (long long)hlen);
+    if (pre_len + hlen > s->size)
+        return io_err(err, errlen, FR_EINPUT,
+                      "%s: truncated npy file (header of %lld bytes, file of %lld)", label,
+                      (long long)hlen, (long long)s->size);
+    char *h = malloc((size_t)hlen + 1);
+    if (!h) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
+    if (!read_exact(s, h, (size_t)hlen)) {
+        free(h);
+        return io_err(err, errlen, FR_EINPUT, "%s: truncated npy header", label);
+    }
+    h[hlen] = '\0';
+    if (memchr(h, '\0', (size_t)hlen)) {
+        free(h);
+        return io_err(err, errlen, FR_EINPUT, "%s: npy header holds a NUL byte", label);
+    }
+    npy_dtype dt;
+    int fortran = 0;
+    int st = parse_header(h, (size_t)hlen, label, &dt, &fortran, t, err, errlen);
+    free(h);
+    if (st) {
+        t->ndim = 0;
+        return st;
+    }
+
+    char shp[FR_MAXDIM * 22 + 8];
+    shape_str(t->shape, t->ndim, shp, sizeof shp);
+    int64_t count = 1, bytes;
+    int zero = 0;
+    for (int i = 0; i < t->ndim; i++)
+        zero |= t->shape[i] == 0;
+    for (int i = 0; i < t->ndim && !zero; i++)
+        if (!io_mul_ok(count, t->shape[i], &count))
+            return io_err(err, errlen, FR_EINPUT, "%s: header says shape %s: its size overflows",
+                          label, shp);
+    if (zero) count = 0;
+    if (!io_mul_ok(count, dt.size, &bytes))
+        return io_err(err, errlen, FR_EINPUT, "%s: header says shape %s of %s: its size overflows",
+                      label, shp, dt.descr);
+    int64_t have = s->size - pre_len - hlen;
+    if (bytes != have)
+        return io_err(err, errlen, FR_EINPUT,
+                      "%s: header says shape %s of %s (%lld bytes) but the file holds %lld bytes "
+                      "of data",
+                      label, shp, dt.descr, (long long)bytes, (long long)have);
+    if (count > lim.max_elements)
+        return io_err(err, errlen, FR_EINPUT,
+                      "%s: shape %s has %lld elements, over the limit of %lld", label, shp,
+                      (long long)count, (long long)lim.max_elements);
+    if ((uint64_t)count > SIZE_MAX / sizeof(double))
+        return io_err(err, errlen, FR_EINPUT, "%s: shape %s does not fit in memory", label, shp);
+
+    t->data = malloc(count ? (size_t)count * sizeof(double) : 1);
+    unsigned char *buf = malloc(CHUNK);
+    if (!t->data || !buf) {
+        free(buf);
+        fr_tensor_free(t);
+        return io_err(err, errlen, FR_ENOMEM, "%s: out of memory for shape %s", label, shp);
+    }
+    /* Fortran order is transposed while streaming: an odometer over the Fortran index (first
+     * axis fastest) tracks the element's C offset, so no second copy of the data is needed. */
+    int64_t idx[FR_MAXDIM] = {0}, cstride[FR_MAXDIM], off = 0;
+    int64_t acc = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        cstride[i] = acc;
+        acc *= t->shape[i] ? t->shape[i] : 1;
+    }
+    int transpose = fortran && t->ndim > 1;
+    int64_t per = CHUNK / dt.size, done = 0;
+    while (done < count) {
+        int64_t m = count - done < per ? count - done : per;
+        if (!read_exact(s, buf, (size_t)(m * dt.size))) {
+            free(buf);
+            fr_tensor_free(t);
+            return io_err(err, errlen, FR_EINPUT, "%s: truncated or unreadable npy data", label);
+        }
+        for (int64_t j = 0; j < m; j++) {
+            double v = decode(buf + j * dt.size, &dt);
+            if (!transpose) {
+                t->data[done + j] = v;
+                continue;
+            }
+            t->data[off] = v;
+            for (int a = 0; a < t->ndim; a++) {
+                off += cstride[a];
+                if (++idx[a] < t->shape[a]) break;
+                off -= cstride[a] * t->shape[a];
+                idx[a] = 0;
+            }
+        }
+        done += m;
+    }
+    free(buf);
+    int end = io_src_check_end(s);
+    if (end) {
+        fr_tensor_free(t);
+        return io_err(err, errlen, FR_EINPUT, "%s: %s", label,
+                      end > 0 ? "member holds more data than its declared size"
+                              : "corrupt data (checksum or decompression error)");
+    }
+    return FR_OK;
+}
+
+size_t io_npy_header(const fr_tensor *t, fr_dtype dtype, unsigned char *buf, size_t cap)
+{
+    char dict[FR_MAXDIM * 22 + 128], shp[FR_MAXDIM * 22 + 8];
+    shape_str(t->shape, t->ndim, shp, sizeof shp);
+    int n = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }",
+                     dtype == FR_DTYPE_F4 ? "<f4" : "<f8", shp);
+    /* Version 1.0 unless the dict outgrows its 16-bit length field; total padded to 64 bytes as
+     * numpy does, so the data is aligned for memory mapping. */
+    size_t pre = (size_t)n + 1 + 10 > 65535 ? 12 : 10;
+    size_t total = (pre + (size_t)n + 1 + 63) / 64 * 64;
+    if (total > cap) return 0;
+    size_t hlen = total - pre;
+    memcpy(buf, "\x93NUMPY", 6);
+    buf[6] = pre == 10 ? 1 : 2;
+    buf[7] = 0;
+    for (size_t i = 0; i < pre - 8; i++)
+        buf[8 + i] = (unsigned char)(hlen >> (8 * i));
+    memcpy(buf + pre, dict, (size_t)n);
+    memset(buf + pre + n, ' ', hlen - (size_t)n - 1);
+    buf[total - 1] = '\n';
+    return total;
+}
+
+void io_npy_encode(const double *x, int64_t count, fr_dtype dtype, unsigned char *out)
+{
+    for (int64_t i = 0; i < count; i++) {
+        unsigned char b[8];
+        if (dtype == FR_DTYPE_F4) {
+            float f = (float)x[i]; /* round to nearest even: numpy's astype(float32) */
+            memcpy(b, &f, 4);
+        } else {
+            memcpy(b, &x[i], 8);
+        }
+        unsigned char *o = out + i * (int64_t)dtype;
+        if (HOST_BIG)
+            for (int j = 0; j < (int)dtype; j++)
+                o[j] = b[dtype - 1 - j];
+        else
+            memcpy(o, b, (size_t)dtype);
+    }
+}
+
+int io_npy_write(FILE *f, const char *label, const fr_tensor *t, fr_dtype dtype, char *err,
+                 size_t errlen)
+{
+    unsigned char head[FR_MAXDIM * 22 + 256];
+    size_t hl = io_npy_header(t, dtype, head, sizeof head);
+    if (!hl) return io_err(err, errlen, FR_ENOMEM, "%s: npy header too long", label);
+    if (fwrite(head, 1, hl, f) != hl)
+        return io_err(err, errlen, FR_ENOMEM, "%s: write error", label);
+    int64_t count = fr_tensor_count(t), per = CHUNK / 8;
+    unsigned char *buf = malloc(CHUNK);
+    if (!buf) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
+    for (int64_t i = 0; i < count; i += per) {
+        int64_t m = count - i < per ? count - i : per;
+        io_npy_encode(t->data + i, m, dtype, buf);
+        if (fwrite(buf, (size_t)dtype, (size_t)m, f) != (size_t)m) {
+            free(buf);
+            return io_err(err, errlen, FR_ENOMEM, "%s: write error", label);
+        }
+    }
+    free(buf);
+    return FR_OK;
+}
