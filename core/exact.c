@@ -28,6 +28,9 @@ extern double exp(double);
 #define BC 128 /* keys per block (multiple of VW) */
 #define VW 8   /* doubles per vector of the micro-kernels */
 #define TR 4   /* rows per micro-tile */
+/* O(n d) preparation below this many entries runs on one thread: a team's barrier costs more
+ * than the work, especially when the cores are shared. */
+#define PAR_MIN (1 << 16)
 
 /* GCC vector extension: lowered to AVX-512, AVX2 pairs or SSE quadruples as the target allows. */
 typedef double vd __attribute__((vector_size(VW * sizeof(double))));
@@ -270,7 +273,7 @@ static void prep_queries(const fr_problem *p, const double *x, const int64_t *ro
                          int rotate, const double *wc, double *dst)
 {
     int64_t d = p->d;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (nrows * d >= PAR_MIN)
     for (int64_t t = 0; t < nrows; t++) {
         int64_t i = rows ? rows[t] : t;
         double *o = dst + t * d;
@@ -293,7 +296,7 @@ static void prep_queries(const fr_problem *p, const double *x, const int64_t *ro
 /* Keys (n x d) into transposed d x BC tiles, zero past n. */
 static void tile_keys(const double *k, int64_t n, int64_t d, int64_t nb, double *kt)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * d >= PAR_MIN)
     for (int64_t kb = 0; kb < nb; kb++) {
         int64_t j0 = kb * BC, cnt = n - j0 < BC ? n - j0 : BC;
         double *tile = kt + kb * d * BC;
@@ -307,7 +310,7 @@ static void tile_keys(const double *k, int64_t n, int64_t d, int64_t nb, double 
 static void rotate_all(const fr_problem *p, const double *x, double *dst)
 {
     int64_t n = p->n, chunk = 256;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * p->d >= PAR_MIN)
     for (int64_t i0 = 0; i0 < n; i0 += chunk)
         fr__rotate_rows(p, x, i0, n - i0 < chunk ? n - i0 : chunk, dst + i0 * p->d);
 }
@@ -423,7 +426,7 @@ int fr_exact_rows(const fr_problem *p, const double *q, const double *k, const d
             x.v[j * x.dvp + o] = j < n && o < dv ? v[j * dv + o] : 0;
 
     int64_t nrb = nrp / BR;
-#pragma omp parallel
+#pragma omp parallel if (nrb > 1)
     {
         scratch *w = &ws[omp_get_thread_num()];
 #pragma omp for schedule(dynamic, 1)
