@@ -11,6 +11,7 @@ static const char usage[] =
     "Commands:\n"
     "  run       forward pass: T = softmax(tau Q W K^T) V, with an error report\n"
     "  grad      gradients dL/dQ, dL/dK, dL/dV (and dL/dW), exact or fast\n"
+    "  bound     degree, error bound, counts and predicted times for a size and entry bound\n"
     "  gen       generate a bounded random q, k, v bundle\n"
     "  convert   convert tensors between .npy, .npz and .json\n"
     "\n"
@@ -26,6 +27,7 @@ static const struct {
 } commands[] = {
     {"run", cmd_run},
     {"grad", cmd_grad},
+    {"bound", cmd_bound},
     {"gen", cmd_gen},
     {"convert", cmd_convert},
 };

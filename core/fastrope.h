@@ -59,6 +59,9 @@ typedef struct {
     int64_t rotary_dim; /* r: only coordinates < r rotate; 0 means d */
     int64_t clip;       /* FR_ROT_CLIP only */
     const double *w;    /* FR_ROT_EXPLICIT only: (2n-1) * d * d doubles, not owned */
+    /* FR_ROT_EXPLICIT with w == NULL, for estimates without data (fr_plan_estimate): a general
+     * W with this many non-zero entries per offset, |entries| <= 1, no two kernels alike. */
+    int64_t support_hint;
 } fr_rotation;
 
 typedef struct {
@@ -160,6 +163,12 @@ typedef struct fr_plan fr_plan;
  * bounds may be NULL only for FR_METHOD_EXACT. */
 int fr_plan_create(fr_plan **plan, const fr_problem *p, const fr_bounds *bounds,
                    const fr_options *opt, char *err, size_t errlen);
+/* What fr_plan_create would decide (degree, eta, method, counts, predicted times) without
+ * building anything that grows with n: for `fastrope bound` and `fastrope check`. A degree above
+ * max_degree is not an error here: info->degree is -1 and info->reason says why. The counts
+ * are those of polyfft whatever the method (features: polyrope's rank, RoPE family only). */
+int fr_plan_estimate(const fr_problem *p, const fr_bounds *bounds, const fr_options *opt,
+                     fr_plan_info *info, char *err, size_t errlen);
 int fr_execute(fr_plan *plan, const double *q, const double *k, const double *v, double *out,
                char *err, size_t errlen);
 void fr_plan_get_info(const fr_plan *plan, fr_plan_info *info);

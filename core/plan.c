@@ -3,7 +3,9 @@
  * Everything that does not depend on the tensors' values (only on their shapes and bounds) is
  * decided here once, so that a batch of problems pays for it once: the degree, the method
  * (auto's choice through the cost model), and the back end's own plan (monomials, spectra). */
+#include "fft.h"
 #include "internal.h"
+#include "monomial.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -25,6 +27,7 @@ static int64_t support_size(const fr_problem *p)
     case FR_ROT_ROPE:
     case FR_ROT_CLIP: return 2 * r + (p->d - r); /* a 2x2 block per pair, 1 per fixed coordinate */
     case FR_ROT_EXPLICIT: {
+        if (!p->rot.w) return p->rot.support_hint;
         int64_t ns = 0;
         for (int64_t a = 0; a < p->d; a++)
             for (int64_t b = 0; b < p->d; b++)
@@ -37,6 +40,26 @@ static int64_t support_size(const fr_problem *p)
     }
     }
     return p->d * p->d;
+}
+
+/* Monomial and FFT counts of polyfft for p (ALGORITHM.md 5): (#u + #v)(dv + 1) + #c FFTs. */
+static int count_terms_with(const fr_problem *p, const double *coef, fr_plan_info *info,
+                            int64_t dv, char *err, size_t errlen)
+{
+    fr__support S;
+    fr__monomials m;
+    int st = fr__support_build(p, &S, err, errlen);
+    if (st) return st;
+    st = fr__monomials_build(&S, coef, info->degree, p->tau, &m, err, errlen);
+    fr__support_free(&S);
+    if (st) return st;
+    info->alphas = m.nalpha;
+    info->q_monomials = m.nu;
+    info->k_monomials = m.nv;
+    info->kernels = m.nc;
+    info->ffts = (m.nu + m.nv) * (dv + 1) + m.nc;
+    fr__monomials_free(&m);
+    return FR_OK;
 }
 
 /* auto: the fastest method the cost model predicts among those that apply. */
@@ -56,6 +79,71 @@ static fr_method choose(const fr_plan_info *info, int rope_family, const char **
     return best;
 }
 
+/* Everything fr_plan_create decides before building: the degree (and the coefficients, in
+ * *coef, malloc'd), the method, the predicted times. FR_EACCURACY only when a fast method was
+ * forced and no degree meets eps; auto then falls back to exact. */
+static int decide(const fr_problem *p, const fr_bounds *bounds, const fr_options *opt,
+                  fr_plan_info *info, double **coef, char *err, size_t errlen)
+{
+    *coef = NULL;
+    memset(info, 0, sizeof *info);
+    info->method = opt->method;
+    info->reason = "requested";
+    info->degree = -1;
+    info->support = support_size(p);
+    for (int m = 0; m < FR_NMETHODS; m++) info->predicted_s[m] = -1;
+    fr_predict_times(p, -1, info->support, info->predicted_s);
+    if (opt->method == FR_METHOD_EXACT) return FR_OK;
+    if (!bounds) return fr__err(err, errlen, FR_EUSAGE, "the fast methods need the data's bounds");
+
+    int rope_family = fr_rotation_is_rope_family(p, 1e-9, NULL);
+    if (opt->method == FR_METHOD_POLYROPE && !rope_family) {
+        const char *why = "";
+        fr_rotation_is_rope_family(p, 1e-9, &why);
+        return fr__err(err, errlen, FR_EUSAGE,
+                       "--method polyrope needs a rotation of the RoPE family (W_delta = "
+                       "W_1^delta)%s%s; --method polyfft handles any W",
+                       why && *why ? ": " : "", why ? why : "");
+    }
+
+    /* The degree: forced, or the smallest that meets eps through the a-priori bound. */
+    double eta = INFINITY;
+    int g = opt->degree, st;
+    if (g > opt->max_degree)
+        return fr__err(err, errlen, FR_EUSAGE, "--degree %d is above --max-degree %d", g,
+                       opt->max_degree);
+    if (g < 0) {
+        st = fr_poly_choose_degree(bounds->R, bounds->B_v, opt->eps, opt->max_degree, &g, &eta,
+                                   err, errlen);
+        if (st == FR_EACCURACY && opt->method == FR_METHOD_AUTO) {
+            info->method = FR_METHOD_EXACT;
+            info->reason = "entries too large for the fast regime: the degree needed for eps "
+                           "exceeds --max-degree";
+            return FR_OK;
+        }
+        if (st == FR_EACCURACY)
+            return fr__err(err, errlen, FR_EACCURACY,
+                           "entries too large for the fast regime (score bound R = %.3g): no "
+                           "degree <= %d meets eps = %.3g; use --method exact",
+                           bounds->R, opt->max_degree, opt->eps);
+        if (st) return st;
+    }
+    *coef = malloc((size_t)(g + 1) * sizeof **coef);
+    if (!*coef) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
+    if ((st = fr_poly_fit(bounds->R, g, *coef, &eta, err, errlen))) {
+        free(*coef);
+        *coef = NULL;
+        return st;
+    }
+    info->degree = g;
+    info->eta = eta;
+    info->a_priori_bound = fr_a_priori_bound(eta, bounds->B_v);
+    fr_predict_times(p, g, info->support, info->predicted_s);
+    if (!rope_family) info->predicted_s[FR_METHOD_POLYROPE] = -1;
+    if (opt->method == FR_METHOD_AUTO) info->method = choose(info, rope_family, &info->reason);
+    return FR_OK;
+}
+
 int fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bounds,
                    const fr_options *opt, char *err, size_t errlen)
 {
@@ -65,92 +153,15 @@ int fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bounds,
     fr_plan *pl = calloc(1, sizeof *pl);
     if (!pl) return fr__err(err, errlen, FR_ENOMEM, "out of memory creating the plan");
     pl->p = *p;
+    double *coef = NULL;
+    st = decide(p, bounds, opt, &pl->info, &coef, err, errlen);
     fr_plan_info *info = &pl->info;
-    info->method = opt->method;
-    info->reason = "requested";
-    info->degree = -1;
-    info->support = support_size(p);
-    for (int m = 0; m < FR_NMETHODS; m++) info->predicted_s[m] = -1;
-
-    if (opt->method == FR_METHOD_EXACT) {
-        *out = pl;
-        return FR_OK;
-    }
-    if (!bounds) {
-        free(pl);
-        return fr__err(err, errlen, FR_EUSAGE, "the fast methods need the bounds of the data");
-    }
-
-    int rope_family = fr_rotation_is_rope_family(p, 1e-9, NULL);
-    if (opt->method == FR_METHOD_POLYROPE && !rope_family) {
-        const char *why = "";
-        fr_rotation_is_rope_family(p, 1e-9, &why);
-        free(pl);
-        return fr__err(err, errlen, FR_EUSAGE,
-                       "--method polyrope needs a rotation of the RoPE family (W_delta = "
-                       "W_1^delta)%s%s; --method polyfft handles any W",
-                       why && *why ? ": " : "", why ? why : "");
-    }
-
-    /* The degree: forced, or the smallest that meets eps through the a-priori bound. */
-    double eta = INFINITY;
-    int g = opt->degree;
-    if (g >= 0) {
-        if (g > opt->max_degree) {
-            free(pl);
-            return fr__err(err, errlen, FR_EUSAGE, "--degree %d is above --max-degree %d", g,
-                           opt->max_degree);
-        }
-        double *c = malloc((size_t)(g + 1) * sizeof *c);
-        if (!c) {
-            free(pl);
-            return fr__err(err, errlen, FR_ENOMEM, "out of memory");
-        }
-        st = fr_poly_fit(bounds->R, g, c, &eta, err, errlen);
-        free(c);
-    } else {
-        st = fr_poly_choose_degree(bounds->R, bounds->B_v, opt->eps, opt->max_degree, &g, &eta,
-                                   err, errlen);
-    }
-    if (st == FR_EACCURACY && opt->method == FR_METHOD_AUTO) {
-        info->method = FR_METHOD_EXACT;
-        info->reason = "entries too large for the fast regime: the degree needed for eps "
-                       "exceeds --max-degree";
-        fr_predict_times(p, -1, info->support, info->predicted_s);
-        *out = pl;
-        return FR_OK;
-    }
-    if (st == FR_EACCURACY) {
-        free(pl);
-        return fr__err(err, errlen, FR_EACCURACY,
-                       "entries too large for the fast regime (score bound R = %.3g): no "
-                       "degree <= %d meets eps = %.3g; use --method exact",
-                       bounds->R, opt->max_degree, opt->eps);
-    }
-    if (st) {
-        free(pl);
-        return st;
-    }
-    info->degree = g;
-    info->eta = eta;
-    info->a_priori_bound = fr_a_priori_bound(eta, bounds->B_v);
-    fr_predict_times(p, g, info->support, info->predicted_s);
-    if (!rope_family) info->predicted_s[FR_METHOD_POLYROPE] = -1;
-
-    if (opt->method == FR_METHOD_AUTO) info->method = choose(info, rope_family, &info->reason);
-
-    double *coef = malloc((size_t)(g + 1) * sizeof *coef);
-    if (!coef) {
-        free(pl);
-        return fr__err(err, errlen, FR_ENOMEM, "out of memory");
-    }
-    st = fr_poly_fit(bounds->R, g, coef, &eta, err, errlen);
     if (!st && (info->method == FR_METHOD_POLYFFT || info->method == FR_METHOD_POLYFFT_LITERAL)) {
-        st = fr__polyfft_create(&pl->polyfft, p, coef, g,
+        st = fr__polyfft_create(&pl->polyfft, p, coef, info->degree,
                                 info->method == FR_METHOD_POLYFFT_LITERAL, err, errlen);
         if (!st) fr__polyfft_info(pl->polyfft, info);
     } else if (!st && info->method == FR_METHOD_POLYROPE) {
-        st = fr__polyrope_create(&pl->polyrope, p, coef, g, err, errlen);
+        st = fr__polyrope_create(&pl->polyrope, p, coef, info->degree, err, errlen);
         if (!st) fr__polyrope_info(pl->polyrope, info);
     }
     free(coef);
@@ -160,6 +171,50 @@ int fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bounds,
     }
     *out = pl;
     return FR_OK;
+}
+
+/* The kernel functions that merge (RoPE's cos and sin of one frequency) merge on any range of
+ * offsets that shows them apart, so the monomial counts of a problem of length n are those of
+ * the same rotation on a few hundred offsets: counting never needs the tables at full n. */
+#define COUNT_N 257
+
+int fr_plan_estimate(const fr_problem *p, const fr_bounds *bounds, const fr_options *opt,
+                     fr_plan_info *info, char *err, size_t errlen)
+{
+    int st = fr_problem_check(p, err, errlen);
+    double *coef = NULL;
+    fr_options o = *opt;
+    if (o.method != FR_METHOD_AUTO && o.method != FR_METHOD_EXACT && o.degree < 0)
+        o.method = FR_METHOD_AUTO; /* a degree over the maximum is reported, not an error */
+    if (!st) st = decide(p, bounds, &o, info, &coef, err, errlen);
+    if (st) return st;
+    if (opt->method != FR_METHOD_AUTO && info->degree >= 0) {
+        info->method = opt->method;
+        info->reason = "requested";
+    }
+    if (info->degree < 0) return FR_OK;
+    int64_t d = p->d;
+    if (fr_rotation_is_rope_family(p, 1e-9, NULL))
+        info->features = fr__binom(info->degree + d, d);
+    info->fft_size = fr__fft_fast_size(2 * p->n - 1);
+    if (p->rot.kind == FR_ROT_EXPLICIT && !p->rot.w) {
+        /* A general W of S entries, no two kernels alike: every alpha has its own kernel
+         * monomial, and the Q- and K-monomials range over all d columns. */
+        int64_t g = info->degree, S = p->rot.support_hint;
+        info->alphas = fr__binom(g + S, S);
+        info->q_monomials = info->k_monomials = fr__binom(g + d, d);
+        if (info->q_monomials > info->alphas) info->q_monomials = info->k_monomials = info->alphas;
+        info->kernels = info->alphas;
+        info->ffts = 2 * info->q_monomials * (p->dv + 1) + info->kernels;
+        free(coef);
+        return FR_OK;
+    }
+    /* An explicit W is counted on its own tables (they are in memory already). */
+    fr_problem small = *p;
+    if (p->rot.kind != FR_ROT_EXPLICIT && p->n > COUNT_N) small.n = COUNT_N;
+    st = count_terms_with(&small, coef, info, p->dv, err, errlen);
+    free(coef);
+    return st;
 }
 
 int fr_execute(fr_plan *pl, const double *q, const double *k, const double *v, double *out,
