@@ -165,10 +165,11 @@ int cmd_bound(int argc, char **argv)
         if (arg_flag(&a, "--help") || arg_flag(&a, "-h")) {
             printf(usage, cli_attn_help);
             return 0;
-        } else if (cli_attn_option(&a, &attn)) {
         } else if (arg_value(&a, "--n", &sn) || arg_value(&a, "--d", &sd) ||
                    arg_value(&a, "--B", &sB) || arg_value(&a, "--eps", &seps) ||
                    arg_value(&a, "--format", &format)) {
+            /* before the shared options: here --eps takes a list */
+        } else if (cli_attn_option(&a, &attn)) {
         } else if (arg_value(&a, "--dv", &v)) {
             if (v && (parse_int64("--dv", v, &dv) || dv < 1))
                 return cli_fail(EXIT_USAGE, "--dv must be a whole number >= 1");

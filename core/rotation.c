@@ -75,7 +75,8 @@ int fr_problem_check(const fr_problem *p, char *err, size_t errlen)
         break;
     }
     case FR_ROT_EXPLICIT:
-        if (!p->rot.w)
+        /* w == NULL with a support size describes a general W for estimates without data. */
+        if (!p->rot.w && p->rot.support_hint <= 0)
             return fr__err(err, errlen, FR_EUSAGE, "an explicit rotation needs the W tensor");
         break;
     default: return fr__err(err, errlen, FR_EUSAGE, "unknown rotation kind %d", (int)p->rot.kind);
