@@ -398,6 +398,14 @@ static int64_t finish_rows(const fr__polyrope *pl, const double *acc, int64_t i0
     return -1;
 }
 
+/* Threads for a problem of this size: a parallel region costs tens of microseconds (far more
+ * when the other core is busy), which small problems never win back. */
+static int threads_for(const fr__polyrope *pl, int64_t n)
+{
+    double units = (double)n * (double)pl->r * pl->nc;
+    return units < (double)(1 << 21) ? 1 : omp_get_max_threads();
+}
+
 /* ---- the masked sweep ------------------------------------------------------------------------ */
 
 typedef struct {
@@ -500,7 +508,7 @@ static int64_t masked(const fr__polyrope *pl, const mask *m, const double *qr, c
                       const double *x, double *out, int *oom)
 {
     int64_t nqb = (m->n + m->bn - 1) / m->bn;
-    int T = omp_get_max_threads();
+    int T = threads_for(pl, m->n);
     if (T > nqb) T = (int)nqb;
     int64_t *starts = malloc((size_t)(T + 1) * sizeof *starts);
     if (!starts) {
@@ -564,7 +572,7 @@ static int64_t masked(const fr__polyrope *pl, const mask *m, const double *qr, c
 static int64_t unmasked(const fr__polyrope *pl, const double *qr, const double *kr, const double *x,
                         int64_t n, double *out, int *oom)
 {
-    int T = omp_get_max_threads();
+    int T = threads_for(pl, n);
     size_t msz = (size_t)pl->nc * pl->rp;
     double *mt = calloc(msz, sizeof(double));
     double *ms = malloc((size_t)pl->rp * pl->nc * sizeof(double));
@@ -638,7 +646,7 @@ int fr__polyrope_execute(fr__polyrope *pl, const double *q, const double *k, con
         return fr__err(err, errlen, FR_ENOMEM, "polyrope: out of memory (n = %lld)", (long long)n);
     }
     const int64_t RB = 4096;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > 2 * RB)
     for (int64_t i0 = 0; i0 < n; i0 += RB) {
         int64_t cnt = n - i0 < RB ? n - i0 : RB;
         fr__rotate_rows(p, q, i0, cnt, qr + i0 * d);
