@@ -90,6 +90,7 @@ int cmd_convert(int argc, char **argv);
 int cmd_gen(int argc, char **argv);
 int cmd_grad(int argc, char **argv);
 int cmd_bound(int argc, char **argv);
+int cmd_check(int argc, char **argv);
 
 /* Seconds on a monotonic clock. */
 double cli_now(void);

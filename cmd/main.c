@@ -12,6 +12,7 @@ static const char usage[] =
     "  run       forward pass: T = softmax(tau Q W K^T) V, with an error report\n"
     "  grad      gradients dL/dQ, dL/dK, dL/dV (and dL/dW), exact or fast\n"
     "  bound     degree, error bound, counts and predicted times for a size and entry bound\n"
+    "  check     are dumped activations in the bounded regime, and what speed-up would they get\n"
     "  gen       generate a bounded random q, k, v bundle\n"
     "  convert   convert tensors between .npy, .npz and .json\n"
     "\n"
@@ -28,6 +29,7 @@ static const struct {
     {"run", cmd_run},
     {"grad", cmd_grad},
     {"bound", cmd_bound},
+    {"check", cmd_check},
     {"gen", cmd_gen},
     {"convert", cmd_convert},
 };
