@@ -13,7 +13,7 @@
 
 static char tu_dir[256];
 
-static void tu_rmdir(void)
+static inline void tu_rmdir(void)
 {
     DIR *d = opendir(tu_dir);
     if (d) {
@@ -31,7 +31,7 @@ static void tu_rmdir(void)
     rmdir(tu_dir);
 }
 
-static void tu_init(void)
+static inline void tu_init(void)
 {
     (void)t_rand;
     const char *td = getenv("TMPDIR");
@@ -43,7 +43,7 @@ static void tu_init(void)
     atexit(tu_rmdir);
 }
 
-static const char *tu_path(const char *name)
+static inline const char *tu_path(const char *name)
 {
     static char p[4][600];
     static int k;
@@ -52,7 +52,7 @@ static const char *tu_path(const char *name)
     return p[k];
 }
 
-static const char *tu_write(const char *name, const void *bytes, size_t n)
+static inline const char *tu_write(const char *name, const void *bytes, size_t n)
 {
     const char *p = tu_path(name);
     FILE *f = fopen(p, "wb");
@@ -65,7 +65,7 @@ static const char *tu_write(const char *name, const void *bytes, size_t n)
 }
 
 /* A .npy with the given dict and data bytes (version 1.0 framing, padded to 64). */
-static size_t tu_npy(unsigned char *out, const char *dict, const void *data, size_t dlen)
+static inline size_t tu_npy(unsigned char *out, const char *dict, const void *data, size_t dlen)
 {
     size_t n = strlen(dict), total = (10 + n + 1 + 63) / 64 * 64, hlen = total - 10;
     memcpy(out, "\x93NUMPY\x01\x00", 8);
@@ -79,7 +79,7 @@ static size_t tu_npy(unsigned char *out, const char *dict, const void *data, siz
 }
 
 /* Reading path fails with status and a message holding want. */
-static void tu_expect_fail(const char *what, const char *path, const fr_limits *lim, int status,
+static inline void tu_expect_fail(const char *what, const char *path, const fr_limits *lim, int status,
                            const char *want)
 {
     fr_bundle b;
@@ -92,13 +92,13 @@ static void tu_expect_fail(const char *what, const char *path, const fr_limits *
     fr_bundle_free(&b);
 }
 
-static int tu_same_bits(const double *a, const double *b, int64_t n)
+static inline int tu_same_bits(const double *a, const double *b, int64_t n)
 {
     return n == 0 || memcmp(a, b, (size_t)n * sizeof(double)) == 0;
 }
 
 /* How many entries of the test directory (other than . and ..) there are. */
-static int tu_count_files(void)
+static inline int tu_count_files(void)
 {
     DIR *d = opendir(tu_dir);
     int n = 0;
