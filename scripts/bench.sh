@@ -8,3 +8,4 @@ FASTROPE=${FASTROPE:-$(pwd)/build/fastrope}
 export FASTROPE
 export PYTHONPATH="$(dirname "$0")${PYTHONPATH:+:$PYTHONPATH}"
 "$PYTHON" "$(dirname "$0")/bench_exact.py" "$@"
+"$PYTHON" "$(dirname "$0")/bench_polyrope.py" "$@"
