@@ -25,7 +25,10 @@ static char *slurp(const char *path)
 }
 
 /* Same value, bit for bit (NaN never appears in the fixtures). */
-static int same(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
+static int same(double a, double b)
+{
+    return memcmp(&a, &b, sizeof a) == 0;
+}
 
 static void test_fixtures(void)
 {
@@ -51,7 +54,8 @@ static void test_fixtures(void)
         T_CHECK(b.single == !colon, "%s: single is %d", e->string, b.single);
         const fr_tensor *t = fr_bundle_get(&b, member);
         T_CHECK(t, "%s: no member '%s'", e->string, member);
-        const cJSON *shape = cJSON_GetObjectItem(e, "shape"), *data = cJSON_GetObjectItem(e, "data");
+        const cJSON *shape = cJSON_GetObjectItem(e, "shape"),
+                    *data = cJSON_GetObjectItem(e, "data");
         if (t) {
             int nd = cJSON_GetArraySize(shape), ok = t->ndim == nd;
             for (int i = 0; ok && i < nd; i++)
@@ -63,8 +67,8 @@ static void test_fixtures(void)
             int64_t i = 0;
             for (const cJSON *x = data->child; ok && x && i < n; x = x->next, i++)
                 if (!same(t->data[i], x->valuedouble) && bad < 0) bad = i;
-            T_CHECK(bad < 0, "%s: value %lld is %.17g, numpy says %.17g", e->string,
-                    (long long)bad, bad >= 0 ? t->data[bad] : 0,
+            T_CHECK(bad < 0, "%s: value %lld is %.17g, numpy says %.17g", e->string, (long long)bad,
+                    bad >= 0 ? t->data[bad] : 0,
                     bad >= 0 ? cJSON_GetArrayItem(data, (int)bad)->valuedouble : 0);
             checked++;
         }
@@ -78,8 +82,8 @@ static void test_fixtures(void)
  * reader is the file reader on a buffer, so a pipe must not change a single bit. */
 static void test_fixtures_via_pipe(void)
 {
-    const char *files[] = {"c3d.npy", "fortran3d_be_f4.npy", "qkv.npz", "qkv_compressed.npz",
-                           "dtypes.npz", "bundle.json", "scalar.npy"};
+    const char *files[] = {"c3d.npy",    "fortran3d_be_f4.npy", "qkv.npz",   "qkv_compressed.npz",
+                           "dtypes.npz", "bundle.json",         "scalar.npy"};
     for (size_t k = 0; k < sizeof files / sizeof *files; k++) {
         char path[1024], cmd[1100], err[512];
         snprintf(path, sizeof path, "%s/%s", dir, files[k]);
@@ -99,7 +103,8 @@ static void test_fixtures_via_pipe(void)
             T_CHECK(a.count == b.count && a.single == b.single, "%s: bundles differ", files[k]);
             for (int i = 0; i < a.count && i < b.count; i++) {
                 int64_t n = fr_tensor_count(&a.tensors[i]);
-                T_CHECK(strcmp(a.names[i], b.names[i]) == 0 && n == fr_tensor_count(&b.tensors[i]) &&
+                T_CHECK(strcmp(a.names[i], b.names[i]) == 0 &&
+                            n == fr_tensor_count(&b.tensors[i]) &&
                             memcmp(a.tensors[i].data, b.tensors[i].data, (size_t)n * 8) == 0,
                         "%s: member %d differs", files[k], i);
             }

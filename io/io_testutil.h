@@ -79,8 +79,8 @@ static inline size_t tu_npy(unsigned char *out, const char *dict, const void *da
 }
 
 /* Reading path fails with status and a message holding want. */
-static inline void tu_expect_fail(const char *what, const char *path, const fr_limits *lim, int status,
-                           const char *want)
+static inline void tu_expect_fail(const char *what, const char *path, const fr_limits *lim,
+                                  int status, const char *want)
 {
     fr_bundle b;
     char err[512] = "";

@@ -211,6 +211,7 @@ static void put_num(FILE *f, double x)
         snprintf(buf, sizeof buf, "%.*g", p, x);
         if (strtod(buf, NULL) == x) break;
     }
+    if (x == 0 && signbit(x)) snprintf(buf, sizeof buf, "-0.0"); /* "-0" reads as the int 0 */
     fputs(buf, f);
 }
 

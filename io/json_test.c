@@ -95,9 +95,16 @@ static void test_roundtrip(void)
 {
     unsigned long long seed = 3;
     double x[24];
-    for (int i = 0; i < 24; i++) x[i] = t_rand(&seed) * pow(10, (i % 7) * 50 - 150);
-    double special[] = {0.1, -0.0, 5e-324, 1.7976931348623157e308, 1.0 / 3, 2.2250738585072014e-308,
-                        9007199254740993.0, 123456789012345678.0};
+    for (int i = 0; i < 24; i++)
+        x[i] = t_rand(&seed) * pow(10, (i % 7) * 50 - 150);
+    double special[] = {0.1,
+                        -0.0,
+                        5e-324,
+                        1.7976931348623157e308,
+                        1.0 / 3,
+                        2.2250738585072014e-308,
+                        9007199254740993.0,
+                        123456789012345678.0};
     memcpy(x, special, sizeof special);
     fr_tensor ts[] = {{3, {2, 3, 4}, x}, {1, {24}, x}, {0, {0}, x}, {2, {0, 5}, x}, {2, {4, 6}, x}};
     char err[512];
@@ -134,8 +141,7 @@ static void test_roundtrip(void)
     T_CHECK(!r.single && r.count == 3, "count %d", r.count);
     for (int m = 0; m < 3; m++) {
         const fr_tensor *t = fr_bundle_get(&r, names[m]);
-        T_CHECK(t && t->ndim == bun.tensors[m].ndim &&
-                    tu_same_bits(t->data, x, fr_tensor_count(t)),
+        T_CHECK(t && t->ndim == bun.tensors[m].ndim && tu_same_bits(t->data, x, fr_tensor_count(t)),
                 "member %d", m);
     }
     fr_bundle_free(&r);

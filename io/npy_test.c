@@ -11,13 +11,16 @@ static void fill(fr_tensor *t, int ndim, const int64_t *shape, unsigned long lon
 {
     memset(t, 0, sizeof *t);
     t->ndim = ndim;
-    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    for (int i = 0; i < ndim; i++)
+        t->shape[i] = shape[i];
     int64_t n = fr_tensor_count(t);
     t->data = malloc((size_t)(n ? n : 1) * sizeof(double));
-    for (int64_t i = 0; i < n; i++) t->data[i] = t_rand(&seed) * 1e3;
+    for (int64_t i = 0; i < n; i++)
+        t->data[i] = t_rand(&seed) * 1e3;
     /* values a sloppy writer would lose */
     double special[] = {0.1, -0.0, 5e-324, 1.7976931348623157e308, 1.0 / 3, 16777217.0};
-    for (int64_t i = 0; i < n && i < 6; i++) t->data[i] = special[i];
+    for (int64_t i = 0; i < n && i < 6; i++)
+        t->data[i] = special[i];
 }
 
 static void test_roundtrip_f8_f4(void)
@@ -122,8 +125,8 @@ static void test_hostile(void)
         size_t dlen;
         const char *want;
     } table[] = {
-        {"shape vs file size", "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 8), }",
-         1024,
+        {"shape vs file size",
+         "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 8), }", 1024,
          "header says shape (4294967296, 8) of <f8 (274877906944 bytes) but the file holds 1024 "
          "bytes of data"},
         {"one byte short", "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }", 23,
@@ -143,8 +146,8 @@ static void test_hostile(void)
          "unsupported dtype '<c16'"},
         {"object dtype", "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", 8,
          "unsupported dtype '|O'"},
-        {"multibyte without order", "{'descr': '|f8', 'fortran_order': False, 'shape': (1,), }",
-         8, "unsupported dtype '|f8'"},
+        {"multibyte without order", "{'descr': '|f8', 'fortran_order': False, 'shape': (1,), }", 8,
+         "unsupported dtype '|f8'"},
         {"structured dtype", "{'descr': [('a', '<f8')], 'fortran_order': False, 'shape': (1,), }",
          8, "structured"},
         {"missing key", "{'descr': '<f8', 'shape': (1,), }", 8, "lacks 'fortran_order'"},

@@ -22,8 +22,8 @@ static const char *make_zip(const char *fname, const member *m, int count)
     for (int i = 0; i < count; i++) {
         zip_source_t *s = zip_source_buffer(za, m[i].bytes, m[i].len, 0);
         zip_int64_t idx = zip_file_add(za, m[i].name, s, 0);
-        zip_set_file_compression(za, (zip_uint64_t)idx, m[i].deflate ? ZIP_CM_DEFLATE : ZIP_CM_STORE,
-                                 0);
+        zip_set_file_compression(za, (zip_uint64_t)idx,
+                                 m[i].deflate ? ZIP_CM_DEFLATE : ZIP_CM_STORE, 0);
     }
     if (zip_close(za) != 0) exit(1);
     return p;
@@ -43,7 +43,8 @@ static unsigned char *slurp(const char *p, size_t *n)
 
 static void put32(unsigned char *p, uint32_t v)
 {
-    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
 }
 
 /* Overwrite the uncompressed size of the (only) member in its local and central headers. */
@@ -66,7 +67,8 @@ static void make_bundle(fr_bundle *b)
         memcpy(t.shape, shapes[m], sizeof shapes[m]);
         int64_t n = fr_tensor_count(&t);
         t.data = malloc((size_t)(n ? n : 1) * 8);
-        for (int64_t i = 0; i < n; i++) t.data[i] = t_rand(&seed) / 3;
+        for (int64_t i = 0; i < n; i++)
+            t.data[i] = t_rand(&seed) / 3;
         if (n) t.data[0] = 5e-324;
         char err[256];
         if (fr_bundle_add(b, names[m], &t, err, sizeof err)) exit(1);
@@ -90,8 +92,7 @@ static void test_roundtrip(void)
         T_CHECK(!r.single && r.count == b.count, "count %d", r.count);
         for (int m = 0; m < b.count && m < r.count; m++) {
             const fr_tensor *x = &b.tensors[m], *y = fr_bundle_get(&r, b.names[m]);
-            T_CHECK(y && y->ndim == x->ndim &&
-                        memcmp(y->shape, x->shape, (size_t)x->ndim * 8) == 0,
+            T_CHECK(y && y->ndim == x->ndim && memcmp(y->shape, x->shape, (size_t)x->ndim * 8) == 0,
                     "mode %d: member %s missing or reshaped", mode, b.names[m]);
             if (!y) continue;
             int64_t n = fr_tensor_count(x), bad = -1;
@@ -118,9 +119,9 @@ static void test_roundtrip(void)
         zip_error_fini(&ze);
         T_CHECK(st == 0 && s.count == r.count, "from memory: %s", err);
         for (int m = 0; m < s.count && m < r.count; m++)
-            T_CHECK(tu_same_bits(s.tensors[m].data, r.tensors[m].data,
-                                 fr_tensor_count(&r.tensors[m])),
-                    "from memory: member %d", m);
+            T_CHECK(
+                tu_same_bits(s.tensors[m].data, r.tensors[m].data, fr_tensor_count(&r.tensors[m])),
+                "from memory: member %d", m);
         fr_bundle_free(&s);
         free(z);
         fr_bundle_free(&r);
@@ -168,8 +169,8 @@ static void test_hostile(void)
     /* a zip bomb that tells the truth: refused from its declared size, before inflating */
     size_t big = (size_t)4 << 20;
     unsigned char *zeros = calloc(1, big + 128);
-    size_t nz = tu_npy(zeros, "{'descr': '<f8', 'fortran_order': False, 'shape': (524288,), }",
-                       NULL, 0);
+    size_t nz =
+        tu_npy(zeros, "{'descr': '<f8', 'fortran_order': False, 'shape': (524288,), }", NULL, 0);
     member m4[] = {{"q.npy", zeros, nz + big, 1}};
     const char *bomb = make_zip("bomb.npz", m4, 1);
     fr_limits lim = {0, 1 << 20};
