@@ -31,7 +31,12 @@
 extern double exp(double);
 
 #define BR 32 /* query rows per block */
-#define BC 64 /* key rows per block */
+#define BC 64 /* key rows per block (multiple of VW) */
+#define VW 8  /* doubles per vector of the micro-kernels */
+#define TR 4  /* rows per micro-tile (divides BR) */
+
+/* GCC vector extension: lowered to AVX-512, AVX2 pairs or SSE quadruples as the target allows. */
+typedef double vd __attribute__((vector_size(VW * sizeof(double))));
 
 enum { MODE_DOT, MODE_SUPPORT };
 
@@ -158,21 +163,27 @@ static void apply_mask(const ctx *x, scratch *w)
 
 /* ---- block products (all vectorised along the BC keys) -------------------------------------- */
 
-/* out[BR][BC] = a[BR][K] bt[K][BC] */
+/* out[BR][BC] = a[BR][K] bt[K][BC], in TR x VW register tiles (the hottest product: scores
+ * and G V^T, each recomputed in every pass). */
 static void mm_rows_by_tiles(const double *restrict a, const double *restrict bt, int64_t K,
                              double *restrict out)
 {
-    for (int r = 0; r < BR; r++) {
-        double acc[BC] = {0};
-        const double *ar = a + r * K;
-        for (int64_t t = 0; t < K; t++) {
-            double xa = ar[t];
-            const double *b = bt + t * BC;
-#pragma omp simd
-            for (int c = 0; c < BC; c++)
-                acc[c] += xa * b[c];
+    for (int r = 0; r < BR; r += TR) {
+        const double *a0 = a + r * K;
+        for (int c = 0; c < BC; c += VW) {
+            vd x0 = {0}, x1 = {0}, x2 = {0}, x3 = {0};
+            for (int64_t t = 0; t < K; t++) {
+                vd b = *(const vd *)(bt + t * BC + c);
+                x0 += a0[t] * b;
+                x1 += a0[K + t] * b;
+                x2 += a0[2 * K + t] * b;
+                x3 += a0[3 * K + t] * b;
+            }
+            *(vd *)(out + (r + 0) * BC + c) = x0;
+            *(vd *)(out + (r + 1) * BC + c) = x1;
+            *(vd *)(out + (r + 2) * BC + c) = x2;
+            *(vd *)(out + (r + 3) * BC + c) = x3;
         }
-        memcpy(out + r * BC, acc, sizeof acc);
     }
 }
 
@@ -557,7 +568,7 @@ static int backward(const fr_problem *p, const double *q, const double *k, const
     x.kraw = k;
     x.v = v;
     /* Same test as the forward: W_delta = W_1^delta to rounding, not to a user tolerance. */
-    x.mode = fr_rotation_is_rope_family(p, 1e-13, NULL) ? MODE_DOT : MODE_SUPPORT;
+    x.mode = fr_rotation_is_rope_family(p, 1e-13, NULL, 0) ? MODE_DOT : MODE_SUPPORT;
 
     int nthreads = omp_get_max_threads();
     fr__support sup;

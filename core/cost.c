@@ -18,6 +18,7 @@
  * per method) on the project's 2-core AMD EPYC (AVX-512) machine, with OpenMP on both cores;
  * see the comment at each for when. Re-run the script and paste its output after a change to
  * a back end that moves its speed. */
+#include "fft.h"
 #include "internal.h"
 
 #include <math.h>
@@ -50,14 +51,6 @@ static double kept_pairs(const fr_problem *p)
     return w < 0 ? n * n : n * (2 * ww + 1) - ww * (ww + 1);
 }
 
-static int64_t fft_len(int64_t n)
-{
-    int64_t N = 1;
-    while (N < 2 * n - 1)
-        N *= 2;
-    return N;
-}
-
 /* #u, #v, #c and #alpha of polyfft (ALGORITHM.md 4-5), as counted without building anything:
  * Q- and K-monomials range over the d columns, kernel monomials over the distinct kernel
  * functions up to a factor (cos/sin per rotated pair and the constant for RoPE kinds, every
@@ -82,13 +75,13 @@ void fr_predict_times(const fr_problem *p, int degree, int64_t support, double *
         t[m] = -1;
     double n = (double)p->n, dv = (double)p->dv, nc = dv + 1;
     int family = p->rot.kind == FR_ROT_ROPE || p->rot.kind == FR_ROT_NONE;
-    if (p->rot.kind == FR_ROT_EXPLICIT) family = fr_rotation_is_rope_family(p, 1e-9, NULL);
+    if (p->rot.kind == FR_ROT_EXPLICIT) family = fr_rotation_is_rope_family(p, 1e-9, NULL, 0);
     double score_len = family ? (double)p->d : (double)support;
     t[FR_METHOD_EXACT] =
         c_exact_0 + kept_pairs(p) * (c_exact_flop * (score_len + dv) + c_exact_exp);
     if (degree < 0) return;
 
-    double N = (double)fft_len(p->n), nlogn = N * log2(N > 2 ? N : 2);
+    double N = (double)fr__fft_fast_size(2 * p->n - 1), nlogn = N * log2(N > 2 ? N : 2);
     double u, c, alphas;
     polyfft_counts(p, degree, support, &u, &c, &alphas);
     double acc = alphas * (N / 2 + 1) * nc * c_acc;

@@ -361,7 +361,7 @@ int fr_exact_rows(const fr_problem *p, const double *q, const double *k, const d
     x.causal = p->causal;
     x.window = p->window < 0 ? -1 : p->window;
     /* The exact path wants W_delta = W_1^delta to rounding, not to a user tolerance. */
-    int family = fr_rotation_is_rope_family(p, 1e-13, NULL);
+    int family = fr_rotation_is_rope_family(p, 1e-13, NULL, 0);
     x.mode = family ? MODE_DOT : p->rot.kind == FR_ROT_CLIP ? MODE_CLIP : MODE_SUPPORT;
     x.clip = p->rot.clip;
 

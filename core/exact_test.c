@@ -267,7 +267,7 @@ static void test_explicit_general(void)
     }
     p.rot.kind = FR_ROT_EXPLICIT;
     p.rot.w = w;
-    T_CHECK(!fr_rotation_is_rope_family(&p, 1e-9, NULL), "random W recognised as RoPE family");
+    T_CHECK(!fr_rotation_is_rope_family(&p, 1e-9, NULL, 0), "random W recognised as RoPE family");
     check_masks(p, 1.0, 14, 1e-12);
     free(w);
 }

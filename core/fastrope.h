@@ -84,8 +84,8 @@ void fr_rotation_matrix(const fr_problem *p, int64_t delta, double *w);
 
 /* 1 when W_delta = R^delta for a per-position orthogonal R (standard RoPE and its variants,
  * no rotation, or an explicit W recognised as such a family to within tol); then the
- * factorised path applies. For explicit W, *why (if not NULL) says why not. */
-int fr_rotation_is_rope_family(const fr_problem *p, double tol, const char **why);
+ * factorised path applies. Otherwise why (if not NULL) receives the reason, one line. */
+int fr_rotation_is_rope_family(const fr_problem *p, double tol, char *why, size_t whylen);
 
 /* First index i in x[0..count) with x[i] NaN or infinite, or -1. */
 int64_t fr_find_nonfinite(const double *x, int64_t count);

@@ -96,14 +96,14 @@ static int decide(const fr_problem *p, const fr_bounds *bounds, const fr_options
     if (opt->method == FR_METHOD_EXACT) return FR_OK;
     if (!bounds) return fr__err(err, errlen, FR_EUSAGE, "the fast methods need the data's bounds");
 
-    int rope_family = fr_rotation_is_rope_family(p, 1e-9, NULL);
+    int rope_family = fr_rotation_is_rope_family(p, 1e-9, NULL, 0);
     if (opt->method == FR_METHOD_POLYROPE && !rope_family) {
-        const char *why = "";
-        fr_rotation_is_rope_family(p, 1e-9, &why);
+        char why[192];
+        fr_rotation_is_rope_family(p, 1e-9, why, sizeof why);
         return fr__err(err, errlen, FR_EUSAGE,
                        "--method polyrope needs a rotation of the RoPE family (W_delta = "
                        "W_1^delta)%s%s; --method polyfft handles any W",
-                       why && *why ? ": " : "", why ? why : "");
+                       *why ? ": " : "", why);
     }
 
     /* The degree: forced, or the smallest that meets eps through the a-priori bound. */
@@ -194,7 +194,7 @@ int fr_plan_estimate(const fr_problem *p, const fr_bounds *bounds, const fr_opti
     }
     if (info->degree < 0) return FR_OK;
     int64_t d = p->d;
-    if (fr_rotation_is_rope_family(p, 1e-9, NULL))
+    if (fr_rotation_is_rope_family(p, 1e-9, NULL, 0))
         info->features = fr__binom(info->degree + d, d);
     info->fft_size = fr__fft_fast_size(2 * p->n - 1);
     if (p->rot.kind == FR_ROT_EXPLICIT && !p->rot.w) {

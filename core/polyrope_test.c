@@ -156,7 +156,7 @@ static void test_explicit_family(void)
     p.rot.kind = FR_ROT_EXPLICIT;
     p.rot.w = w;
     p.window = 9;
-    T_CHECK(fr_rotation_is_rope_family(&p, 1e-9, NULL), "explicit RoPE not recognised");
+    T_CHECK(fr_rotation_is_rope_family(&p, 1e-9, NULL, 0), "explicit RoPE not recognised");
     double e = check_direct(&p, 4, 1.0);
     T_CHECK(e < 1e-12, "explicit W: |polyrope - direct| = %.3g", e);
     free(w);

@@ -178,9 +178,8 @@ static double max_abs_diff(int64_t cnt, const double *a, const double *b)
 
 /* The reason strings carry numbers, so they live in a per-thread buffer: valid until the same
  * thread asks again. */
-static _Thread_local char why_buf[160];
 
-static int explicit_is_family(const fr_problem *p, double tol, const char **why)
+static int explicit_is_family(const fr_problem *p, double tol, char *why, size_t whylen)
 {
     int64_t n = p->n, d = p->d, dd = d * d;
     const double *w = p->rot.w;
@@ -189,15 +188,14 @@ static int explicit_is_family(const fr_problem *p, double tol, const char **why)
            *tmp = malloc((size_t)dd * sizeof *tmp), *w1t = calloc((size_t)dd, sizeof *w1t);
     int ok = 0;
     if (!id || !pw || !tmp || !w1t) {
-        if (why) *why = "out of memory checking W";
+        if (why) snprintf(why, whylen, "out of memory checking W");
         goto done;
     }
     for (int64_t i = 0; i < d; i++)
         id[i * d + i] = 1;
     double e = max_abs_diff(dd, w0, id);
     if (!(e <= tol)) {
-        snprintf(why_buf, sizeof why_buf, "W_0 differs from the identity by %.3g", e);
-        if (why) *why = why_buf;
+        if (why) snprintf(why, whylen, "W_0 differs from the identity by %.3g", e);
         goto done;
     }
     if (n == 1) {
@@ -213,9 +211,8 @@ static int explicit_is_family(const fr_problem *p, double tol, const char **why)
     matmul(d, w1, w1t, tmp);
     e = max_abs_diff(dd, tmp, id);
     if (!(e <= tol)) {
-        snprintf(why_buf, sizeof why_buf, "W_1 is not orthogonal: W_1 W_1^T differs from I by %.3g",
-                 e);
-        if (why) *why = why_buf;
+        if (why)
+            snprintf(why, whylen, "W_1 is not orthogonal: W_1 W_1^T differs from I by %.3g", e);
         goto done;
     }
     /* Compare with the powers of W_1 (not with W_{delta-1} W_1) so that tolerances cannot add
@@ -231,12 +228,11 @@ static int explicit_is_family(const fr_problem *p, double tol, const char **why)
             int64_t delta = sign * k;
             e = max_abs_diff(dd, w + (delta + n - 1) * dd, pw);
             if (!(e <= tol)) {
-                if (delta == -1)
-                    snprintf(why_buf, sizeof why_buf, "W_-1 differs from W_1^T by %.3g", e);
-                else
-                    snprintf(why_buf, sizeof why_buf, "W_%lld differs from W_1^%lld by %.3g",
-                             (long long)delta, (long long)delta, e);
-                if (why) *why = why_buf;
+                if (why && delta == -1)
+                    snprintf(why, whylen, "W_-1 differs from W_1^T by %.3g", e);
+                else if (why)
+                    snprintf(why, whylen, "W_%lld differs from W_1^%lld by %.3g", (long long)delta,
+                             (long long)delta, e);
                 goto done;
             }
         }
@@ -250,23 +246,21 @@ done:
     return ok;
 }
 
-int fr_rotation_is_rope_family(const fr_problem *p, double tol, const char **why)
+int fr_rotation_is_rope_family(const fr_problem *p, double tol, char *why, size_t whylen)
 {
-    if (why) *why = "";
+    if (why && whylen) why[0] = '\0';
     switch (p->rot.kind) {
     case FR_ROT_NONE:
     case FR_ROT_ROPE: return 1;
     case FR_ROT_CLIP:
         /* Offsets never exceed n - 1, so a clip at n - 1 or beyond never bites. */
         if (p->rot.clip >= p->n - 1) return 1;
-        if (why) {
-            snprintf(why_buf, sizeof why_buf,
+        if (why)
+            snprintf(why, whylen,
                      "clipped RoPE with clip = %lld < n - 1 = %lld is no per-position rotation",
                      (long long)p->rot.clip, (long long)(p->n - 1));
-            *why = why_buf;
-        }
         return 0;
-    case FR_ROT_EXPLICIT: return p->rot.w ? explicit_is_family(p, tol, why) : 0;
+    case FR_ROT_EXPLICIT: return p->rot.w ? explicit_is_family(p, tol, why, whylen) : 0;
     }
     return 0;
 }

@@ -129,39 +129,39 @@ static double *rope_tensor(int64_t n, int64_t d, int half)
 static void test_family(void)
 {
     fr_problem p = fr_problem_default(20, 4, 2);
-    const char *why = NULL;
-    T_CHECK(fr_rotation_is_rope_family(&p, 1e-9, &why), "ROPE");
+    char why[192];
+    T_CHECK(fr_rotation_is_rope_family(&p, 1e-9, why, sizeof why), "ROPE");
     p.rot.kind = FR_ROT_NONE;
-    T_CHECK(fr_rotation_is_rope_family(&p, 1e-9, &why), "NONE");
+    T_CHECK(fr_rotation_is_rope_family(&p, 1e-9, why, sizeof why), "NONE");
     p.rot.kind = FR_ROT_CLIP;
     p.rot.clip = 5;
-    T_CHECK(!fr_rotation_is_rope_family(&p, 1e-9, &why) && strstr(why, "clip"), "clip 5 < 19: %s",
+    T_CHECK(!fr_rotation_is_rope_family(&p, 1e-9, why, sizeof why) && strstr(why, "clip"), "clip 5 < 19: %s",
             why);
     p.rot.clip = 19;
-    T_CHECK(fr_rotation_is_rope_family(&p, 1e-9, &why), "clip 19 = n - 1 never bites");
+    T_CHECK(fr_rotation_is_rope_family(&p, 1e-9, why, sizeof why), "clip 19 = n - 1 never bites");
 
     double *w = rope_tensor(20, 4, 1);
     p.rot.kind = FR_ROT_EXPLICIT;
     p.rot.w = w;
-    T_CHECK(fr_rotation_is_rope_family(&p, 1e-12, &why), "explicit RoPE W: %s", why);
+    T_CHECK(fr_rotation_is_rope_family(&p, 1e-12, why, sizeof why), "explicit RoPE W: %s", why);
     w[(5 + 19) * 16 + 3] += 0.3; /* W_5 */
-    T_CHECK(!fr_rotation_is_rope_family(&p, 1e-9, &why) &&
+    T_CHECK(!fr_rotation_is_rope_family(&p, 1e-9, why, sizeof why) &&
                 strstr(why, "W_5 differs from W_1^5 by 0.3"),
             "perturbed W_5: '%s'", why);
     w[(5 + 19) * 16 + 3] -= 0.3;
     w[(-1 + 19) * 16 + 0] += 1e-6; /* W_-1 */
-    T_CHECK(!fr_rotation_is_rope_family(&p, 1e-9, &why) && strstr(why, "W_-1"),
+    T_CHECK(!fr_rotation_is_rope_family(&p, 1e-9, why, sizeof why) && strstr(why, "W_-1"),
             "perturbed W_-1: '%s'", why);
-    T_CHECK(fr_rotation_is_rope_family(&p, 1e-5, &why), "within a loose tolerance: %s", why);
+    T_CHECK(fr_rotation_is_rope_family(&p, 1e-5, why, sizeof why), "within a loose tolerance: %s", why);
     w[(-1 + 19) * 16 + 0] -= 1e-6;
     w[19 * 16 + 5] = 2; /* W_0 */
-    T_CHECK(!fr_rotation_is_rope_family(&p, 1e-9, &why) && strstr(why, "W_0"), "W_0 != I: '%s'",
+    T_CHECK(!fr_rotation_is_rope_family(&p, 1e-9, why, sizeof why) && strstr(why, "W_0"), "W_0 != I: '%s'",
             why);
     w[19 * 16 + 5] = 1;
     for (int64_t t = 0; t < 39; t++) /* W_delta = (2 I)^delta: a power family, not orthogonal */
         for (int64_t e = 0; e < 16; e++)
             w[t * 16 + e] = e % 5 == 0 ? pow(2, (double)(t - 19)) : 0;
-    T_CHECK(!fr_rotation_is_rope_family(&p, 1e-9, &why) && strstr(why, "orthogonal"),
+    T_CHECK(!fr_rotation_is_rope_family(&p, 1e-9, why, sizeof why) && strstr(why, "orthogonal"),
             "scaled: '%s'", why);
     free(w);
 }
