@@ -52,6 +52,9 @@ typedef struct {
     const double *g;           /* n x dv: dL/dT (pass 2) */
     const double *lse, *dl;    /* n: row log-sum-exp, Delta (pass 2) */
     const double *qraw, *kraw; /* the caller's q, k (dW) */
+    /* ks and v as transposed tiles per key block (d x BC, dv x BC, zero past n), made once so
+     * that the passes over contiguous keys need not gather them again for every row block */
+    const double *ktiles, *vtiles;
     const fr__support *sup;
 } ctx;
 
@@ -61,8 +64,9 @@ typedef struct {
     int64_t rmin, rmax, cmin, cmax;
     int allr, allc;
     double lse[BR], dl[BR], m[BR], l[BR];
-    double *qb, *gb;   /* BR x d, BR x dv */
-    double *kt, *vt;   /* d x BC, dv x BC (transposed key block) */
+    double *qb, *gb; /* BR x d, BR x dv */
+    double *kt, *vt; /* d x BC, dv x BC (transposed key block): a tile, or kt_own/vt_own */
+    double *kt_own, *vt_own;
     double *s, *dp;    /* BR x BC */
     double *acc;       /* BR x max(d, dv): T (pass 1) or dQ (pass 2a) */
     double *dkt, *dvt; /* d x BC, dv x BC */
@@ -109,7 +113,15 @@ static void load_cols(const ctx *x, scratch *w, const int64_t *list, int64_t t0,
                       int want_dw)
 {
     int64_t d = x->d, dv = x->dv;
+    int tiled = !list && x->ktiles;
     w->allc = 1;
+    if (tiled) {
+        w->kt = (double *)x->ktiles + (t0 / BC) * d * BC;
+        w->vt = (double *)x->vtiles + (t0 / BC) * dv * BC;
+    } else {
+        w->kt = w->kt_own;
+        w->vt = w->vt_own;
+    }
     for (int c = 0; c < BC; c++) {
         int64_t t = t0 + c;
         int ok = t < total;
@@ -117,15 +129,16 @@ static void load_cols(const ctx *x, scratch *w, const int64_t *list, int64_t t0,
         w->cidx[c] = j;
         w->cok[c] = ok;
         if (!ok) w->allc = 0;
+        if (c == 0 || (ok && j < w->cmin)) w->cmin = j;
+        if (c == 0 || (ok && j > w->cmax)) w->cmax = j;
+        if (want_dw)
+            for (int64_t a = 0; a < d; a++)
+                w->kw[c * d + a] = ok ? x->kraw[j * d + a] : 0;
+        if (tiled) continue;
         for (int64_t a = 0; a < d; a++)
             w->kt[a * BC + c] = ok ? x->ks[j * d + a] : 0;
         for (int64_t o = 0; o < dv; o++)
             w->vt[o * BC + c] = ok ? x->v[j * dv + o] : 0;
-        if (want_dw)
-            for (int64_t a = 0; a < d; a++)
-                w->kw[c * d + a] = ok ? x->kraw[j * d + a] : 0;
-        if (c == 0 || (ok && j < w->cmin)) w->cmin = j;
-        if (c == 0 || (ok && j > w->cmax)) w->cmax = j;
     }
 }
 
@@ -475,8 +488,8 @@ static void scratch_free(scratch *w)
 {
     free(w->qb);
     free(w->gb);
-    free(w->kt);
-    free(w->vt);
+    free(w->kt_own);
+    free(w->vt_own);
     free(w->s);
     free(w->dp);
     free(w->acc);
@@ -492,8 +505,8 @@ static int scratch_alloc(scratch *w, int64_t d, int64_t dv)
     memset(w, 0, sizeof *w);
     w->qb = alloc_doubles(BR * d);
     w->gb = alloc_doubles(BR * dv);
-    w->kt = alloc_doubles(d * BC);
-    w->vt = alloc_doubles(dv * BC);
+    w->kt = w->kt_own = alloc_doubles(d * BC);
+    w->vt = w->vt_own = alloc_doubles(dv * BC);
     w->s = alloc_doubles(BR * BC);
     w->dp = alloc_doubles(BR * BC);
     w->acc = alloc_doubles(BR * dm);
@@ -576,13 +589,17 @@ static int backward(const fr_problem *p, const double *q, const double *k, const
     double *qs = alloc_doubles(n * d), *ks = alloc_doubles(n * d);
     double *tt = t ? t : alloc_doubles(n * dvd), *g = NULL;
     double *lse = alloc_doubles(n), *dl = alloc_doubles(n);
+    int64_t nkt = (n + BC - 1) / BC;
+    double *ktiles = alloc_doubles(nkt * d * BC), *vtiles = alloc_doubles(nkt * dvd * BC);
     double *pairs_f = malloc((size_t)(d / 2 + 1) * sizeof(double));
     int64_t *pairs_a = malloc((size_t)(d / 2 + 1) * sizeof(int64_t));
     int64_t *pairs_b = malloc((size_t)(d / 2 + 1) * sizeof(int64_t));
     scratch *ws = calloc((size_t)nthreads, sizeof *ws);
     double **dwt = calloc((size_t)nthreads, sizeof *dwt);
-    int st = qs && ks && tt && lse && dl && ws && dwt && pairs_f && pairs_a && pairs_b ? FR_OK
-                                                                                       : FR_ENOMEM;
+    int st = qs && ks && tt && lse && dl && ktiles && vtiles && ws && dwt && pairs_f && pairs_a &&
+                     pairs_b
+                 ? FR_OK
+                 : FR_ENOMEM;
     if (!st && target && !(g = alloc_doubles(n * dvd))) st = FR_ENOMEM;
     for (int i = 0; !st && i < nthreads; i++)
         if (!scratch_alloc(&ws[i], d, dvd)) st = FR_ENOMEM;
@@ -619,6 +636,17 @@ static int backward(const fr_problem *p, const double *q, const double *k, const
     }
     x.qs = qs;
     x.ks = ks;
+#pragma omp parallel for schedule(static)
+    for (int64_t kb = 0; kb < nkt; kb++)
+        for (int c = 0; c < BC; c++) {
+            int64_t j = kb * BC + c;
+            for (int64_t a = 0; a < d; a++)
+                ktiles[(kb * d + a) * BC + c] = j < n ? ks[j * d + a] : 0;
+            for (int64_t o = 0; o < dvd; o++)
+                vtiles[(kb * dvd + o) * BC + c] = j < n ? v[j * dvd + o] : 0;
+        }
+    x.ktiles = ktiles;
+    x.vtiles = vtiles;
 
     /* Pass 1: T and lse for every row (dK and dV need all of them, even for sampled rows). */
     int64_t nrb = (n + BR - 1) / BR;
@@ -702,6 +730,8 @@ done:
     free(g);
     free(lse);
     free(dl);
+    free(ktiles);
+    free(vtiles);
     free(pairs_f);
     free(pairs_a);
     free(pairs_b);
