@@ -373,6 +373,9 @@ int io_npy_read(io_src *s, const char *label, const fr_limits *lim_in, fr_tensor
         return io_err(err, errlen, FR_EINPUT,
                       "%s: shape %s has %lld elements, over the limit of %lld", label, shp,
                       (long long)count, (long long)lim.max_elements);
+    if (bytes > lim.max_bytes)
+        return io_err(err, errlen, FR_EINPUT, "%s: %lld bytes of data, over the limit of %lld",
+                      label, (long long)bytes, (long long)lim.max_bytes);
     if ((uint64_t)count > SIZE_MAX / sizeof(double))
         return io_err(err, errlen, FR_EINPUT, "%s: shape %s does not fit in memory", label, shp);
 

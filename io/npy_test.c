@@ -201,6 +201,9 @@ static void test_hostile(void)
     fr_limits lim = {10, 0};
     tu_expect_fail("over max_elements", tu_write("l.npy", buf, n), &lim, FR_EINPUT,
                    "11 elements, over the limit of 10");
+    lim = (fr_limits){0, 80};
+    tu_expect_fail("over max_bytes", tu_write("l.npy", buf, n), &lim, FR_EINPUT,
+                   "88 bytes of data, over the limit of 80");
     lim = (fr_limits){0, 100};
     tu_expect_fail("stdin-like over max_bytes", "/dev/zero", &lim, FR_EINPUT,
                    "input larger than the limit of 100 bytes");
