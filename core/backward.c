@@ -200,38 +200,71 @@ static void mm_rows_by_tiles(const double *restrict a, const double *restrict bt
     }
 }
 
-/* out[BR][K] += m[BR][BC] bt[K][BC]^T */
+static double hsum(vd x)
+{
+    double s = 0;
+    for (int e = 0; e < VW; e++)
+        s += x[e];
+    return s;
+}
+
+/* out[BR][K] (row stride ldo) += m[BR][BC] bt[K][BC]^T: TR rows at a time share the loads of
+ * bt, one horizontal sum per output. */
 static void mm_block_by_tiles_t(const double *restrict m, const double *restrict bt, int64_t K,
                                 int64_t ldo, double *restrict out)
 {
-    for (int r = 0; r < BR; r++) {
-        const double *mr = m + r * BC;
+    for (int r = 0; r < BR; r += TR) {
+        const double *m0 = m + r * BC;
         for (int64_t t = 0; t < K; t++) {
             const double *b = bt + t * BC;
-            double sum = 0;
-#pragma omp simd reduction(+ : sum)
-            for (int c = 0; c < BC; c++)
-                sum += mr[c] * b[c];
-            out[r * ldo + t] += sum;
+            vd x0 = {0}, x1 = {0}, x2 = {0}, x3 = {0};
+            for (int c = 0; c < BC; c += VW) {
+                vd bb = *(const vd *)(b + c);
+                x0 += *(const vd *)(m0 + c) * bb;
+                x1 += *(const vd *)(m0 + BC + c) * bb;
+                x2 += *(const vd *)(m0 + 2 * BC + c) * bb;
+                x3 += *(const vd *)(m0 + 3 * BC + c) * bb;
+            }
+            out[(r + 0) * ldo + t] += hsum(x0);
+            out[(r + 1) * ldo + t] += hsum(x1);
+            out[(r + 2) * ldo + t] += hsum(x2);
+            out[(r + 3) * ldo + t] += hsum(x3);
         }
     }
 }
 
-/* outt[K][BC] += a[BR][K]^T m[BR][BC] */
+/* outt[K][BC] += a[BR][K]^T m[BR][BC]: per VW keys, up to four output rows stay in registers
+ * over the whole block. */
 static void mm_rows_t_by_block(const double *restrict a, const double *restrict m, int64_t K,
                                double *restrict outt)
 {
-    for (int r = 0; r < BR; r++) {
-        const double *mr = m + r * BC;
-        for (int64_t t = 0; t < K; t++) {
-            double xa = a[r * K + t];
-            if (xa == 0) continue;
-            double *o = outt + t * BC;
-#pragma omp simd
-            for (int c = 0; c < BC; c++)
-                o[c] += xa * mr[c];
+    int64_t t = 0;
+    for (; t + 4 <= K; t += 4)
+        for (int c = 0; c < BC; c += VW) {
+            double *o = outt + t * BC + c;
+            vd x0 = *(vd *)o, x1 = *(vd *)(o + BC), x2 = *(vd *)(o + 2 * BC),
+               x3 = *(vd *)(o + 3 * BC);
+            for (int r = 0; r < BR; r++) {
+                vd mm = *(const vd *)(m + r * BC + c);
+                const double *ar = a + r * K + t;
+                x0 += ar[0] * mm;
+                x1 += ar[1] * mm;
+                x2 += ar[2] * mm;
+                x3 += ar[3] * mm;
+            }
+            *(vd *)o = x0;
+            *(vd *)(o + BC) = x1;
+            *(vd *)(o + 2 * BC) = x2;
+            *(vd *)(o + 3 * BC) = x3;
         }
-    }
+    for (; t < K; t++)
+        for (int c = 0; c < BC; c += VW) {
+            double *o = outt + t * BC + c;
+            vd x0 = *(vd *)o;
+            for (int r = 0; r < BR; r++)
+                x0 += a[r * K + t] * *(const vd *)(m + r * BC + c);
+            *(vd *)o = x0;
+        }
 }
 
 /* Kernel table offsets delta + n - 1 of row r against the block's keys. */
