@@ -72,6 +72,7 @@ typedef struct {
     double *dkt, *dvt; /* d x BC, dv x BC */
     double *qw, *kw;   /* BR x d (tau q), BC x d (k): raw rows for dW */
     double *dw;        /* this thread's dW accumulator, or NULL */
+    double *dq;        /* fused pass: this thread's dq' accumulator (n x d), or NULL */
     int64_t off[BC];
 } scratch;
 
@@ -471,6 +472,14 @@ static void pass2b_block(const ctx *x, scratch *w, const int64_t *list, int64_t 
         mm_rows_t_by_block(w->gb, w->s, dv, w->dvt); /* dV += P^T G */
         block_dk(x, w);
         if (want_dw) block_dw(x, w);
+        if (w->dq) {
+            memset(w->acc, 0, (size_t)(BR * d) * sizeof(double));
+            block_dq(x, w);
+            for (int r = 0; r < BR; r++)
+                if (w->rok[r])
+                    for (int64_t a = 0; a < d; a++)
+                        w->dq[w->ridx[r] * d + a] += x->tau * w->acc[r * d + a];
+        }
     }
     for (int c = 0; c < BC; c++) {
         if (!w->cok[c]) continue;
@@ -629,8 +638,9 @@ static int backward(const fr_problem *p, const double *q, const double *k, const
     int64_t *pairs_b = malloc((size_t)(d / 2 + 1) * sizeof(int64_t));
     scratch *ws = calloc((size_t)nthreads, sizeof *ws);
     double **dwt = calloc((size_t)nthreads, sizeof *dwt);
-    int st = qs && ks && tt && lse && dl && ktiles && vtiles && ws && dwt && pairs_f && pairs_a &&
-                     pairs_b
+    double **dqt = calloc((size_t)nthreads, sizeof *dqt);
+    int st = qs && ks && tt && lse && dl && ktiles && vtiles && ws && dwt && dqt && pairs_f &&
+                     pairs_a && pairs_b
                  ? FR_OK
                  : FR_ENOMEM;
     if (!st && target && !(g = alloc_doubles(n * dvd))) st = FR_ENOMEM;
@@ -712,17 +722,34 @@ static int backward(const fr_problem *p, const double *q, const double *k, const
     x.lse = lse;
     x.dl = dl;
 
-    /* Pass 2a (dq) and 2b (dk, dv, dW), over the asked rows. */
+    /* Pass 2, over the asked rows. Full gradients: one fused pass over key blocks, dq summed
+     * from per-thread copies (P and dS are then formed once, not twice: exp is the largest cost).
+     * Sampled rows: dq by query blocks (2a), dk, dv by key blocks (2b). */
     int64_t nq = rows ? nrows : n;
     int64_t nqb = (nq + BR - 1) / BR, nkb = (nq + BC - 1) / BC;
+    int fused = rows == NULL;
+    if (fused) {
+        memset(dq, 0, (size_t)(n * d) * sizeof *dq);
+        dqt[0] = dq;
+        for (int i = 1; i < nthreads; i++) {
+            if (!(dqt[i] = calloc((size_t)(n * d), sizeof(double)))) {
+                st = fr__err(err, errlen, FR_ENOMEM, "out of memory for the exact backward");
+                goto done;
+            }
+        }
+    }
 #pragma omp parallel
     {
         scratch *w = &ws[omp_get_thread_num()];
         w->dw = NULL;
+        w->dq = NULL;
+        if (!fused) {
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t b = 0; b < nqb; b++)
-            pass2a_block(&x, w, rows, b * BR, nq, dq);
+            for (int64_t b = 0; b < nqb; b++)
+                pass2a_block(&x, w, rows, b * BR, nq, dq);
+        }
         w->dw = dw ? dwt[omp_get_thread_num()] : NULL;
+        w->dq = fused ? dqt[omp_get_thread_num()] : NULL;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t b = 0; b < nkb; b++)
             pass2b_block(&x, w, rows, b * BC, nq, dk, dv);
@@ -732,6 +759,12 @@ static int backward(const fr_problem *p, const double *q, const double *k, const
         for (int64_t e = 0; e < dwsize; e++)
             for (int i = 1; i < nthreads; i++)
                 dw[e] += dwt[i][e];
+    }
+    if (fused && nthreads > 1) {
+#pragma omp parallel for schedule(static)
+        for (int64_t e = 0; e < n * d; e++)
+            for (int i = 1; i < nthreads; i++)
+                dq[e] += dqt[i][e];
     }
 
     /* Gradients of the rotated rows back to the caller's rows. */
@@ -757,6 +790,9 @@ done:
         free(dwt[i]);
     free(ws);
     free(dwt);
+    for (int i = 1; dqt && i < nthreads; i++)
+        free(dqt[i]);
+    free(dqt);
     free(qs);
     free(ks);
     if (tt != t) free(tt);
