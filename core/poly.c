@@ -22,10 +22,13 @@
 /* Degree cap for the fit itself: far above anything the pipeline can afford. */
 #define POLY_MAX_FIT_DEGREE 64
 
-/* Measured constant of the float-FFT error floor (core/polyfft_test.c, test_fft_floor): the
- * worst observed ratio of the pipeline's error, with the polynomial error removed, to
- * 2^-24 * log2(N) * kappa(R) * B_v, over sizes up to 2^16, times a safety factor of 4. */
-#define FFT_FLOOR_C 1.0
+/* Constant of the float-FFT error floor, measured (polyfft at degree 14, so eta ~ 0, against
+ * fr_exact_rows; d = 4, B in {0.5 .. 2}, R = 0.2 .. 3.6, n = 256 .. 16384): unmasked, the
+ * observed error over 2^-24 log2(N) kappa(R) B_v was at most 0.0094 (errors 6e-10 .. 2e-8; it
+ * hardly grows with R, so kappa makes the model conservative for larger R). Causal rows with
+ * few keys were far worse (row 0: 1.8e-3 at n = 65536) until polyfft started recomputing the
+ * rows with few keys exactly; after that the rest stays ~1e-7. 0.05 = the worst ratio times ~5. */
+#define FFT_FLOOR_C 0.05
 /* The length the floor is charged for when the caller does not know n (degree choice): 2^22,
  * i.e. n up to 2^21, so log2 N = 22. */
 #define FFT_FLOOR_LOG2N 22.0
@@ -155,26 +158,30 @@ int fr_poly_choose_degree(double R, double B_v, double eps, int max_degree, int 
         *degree = 0;
         return fr_poly_fit(R, 0, coef, eta, err, errlen);
     }
-    double best_floor = INFINITY;
+    /* The polynomial alone may meet eps at some degree while the float FFTs' rounding (which
+     * grows with the degree through kappa) keeps every such degree above it: then refuse with
+     * the floor as the reason, rather than promise an accuracy the FFTs cannot deliver. */
+    double floor_at_poly_ok = -1;
     for (int g = 0; g <= max_degree; g++) {
         double e;
         int st = fr_poly_fit(R, g, coef, &e, err, errlen);
         if (st) return st;
         double fl = fr__poly_fft_floor(R, coef, g, B_v, FFT_FLOOR_LOG2N);
-        best_floor = fmin(best_floor, fl);
         /* 2% margin: the output itself is computed in floating point. */
+        int poly_ok = fr_a_priori_bound(e, B_v) * 1.02 <= eps;
+        if (poly_ok && floor_at_poly_ok < 0) floor_at_poly_ok = fl;
         if (fr_a_priori_bound(e, B_v) * 1.02 + fl <= eps) {
             *degree = g;
             *eta = e;
             return FR_OK;
         }
     }
-    if (best_floor > 0.5 * eps)
+    if (floor_at_poly_ok >= 0)
         return fr__err(err, errlen, FR_EACCURACY,
                        "eps = %.3g is below what single-precision FFTs can deliver here "
                        "(rounding floor ~%.2g for score bound R = %.3g, B_v = %.3g); use "
                        "a larger --eps or --method exact",
-                       eps, best_floor, R, B_v);
+                       eps, floor_at_poly_ok, R, B_v);
     return fr__err(err, errlen, FR_EACCURACY,
                    "no polynomial degree <= %d meets eps = %.3g for score bound R = %.3g "
                    "(B_v = %.3g)",

@@ -46,7 +46,21 @@ struct fr__polyfft {
     int64_t cb;     /* columns per block */
     fr__cpx *spec;  /* PAIRS: npairs x nb; KERNELS: nc x nb; both include the 1/N */
     double time[3]; /* last execution, thread-seconds: forward FFTs, accumulation, inverse */
+    int64_t *fix;   /* rows recomputed exactly (too few keys for the float FFTs), ascending */
+    int64_t nfix;
 };
+
+/* Rows with fewer unmasked keys than this are recomputed exactly. Why: the float FFT's
+ * rounding is an absolute error spread evenly over the rows (~ 2^-24 sqrt(N) times the size of
+ * the vectors), while D_i is ~ the number of keys of row i. A causal row 0 has one key: at
+ * n = 65536 its error was 1.8e-3 (eps 1e-3 missed), row 127's 9e-7, row 1023's 6e-8. Exact rows
+ * cost FIX_KEYS * d each, so ~FIX_KEYS^2 d for a causal mask: negligible next to the FFTs. The
+ * threshold grows with n because the absolute error does (n/16, capped at 4096). */
+static int64_t fix_keys(int64_t n)
+{
+    int64_t m = n / 16;
+    return m < 16 ? 16 : m > 4096 ? 4096 : m;
+}
 
 /* ---- kernels ------------------------------------------------------------------------------ */
 
@@ -132,8 +146,16 @@ static int compute_kernels(fr__polyfft *pl)
 
 /* ---- plan ------------------------------------------------------------------------------------ */
 
-int fr__polyfft_create(fr__polyfft **out, const fr_problem *p, const double *coef, int degree,
+int fr__polyfft_create(fr__polyfft **pl, const fr_problem *p, const double *coef, int degree,
                        int literal, char *err, size_t errlen)
+{
+    return fr__polyfft_create_budget(pl, p, coef, degree, literal, PLAN_BUDGET, EXEC_BUDGET, err,
+                                     errlen);
+}
+
+int fr__polyfft_create_budget(fr__polyfft **out, const fr_problem *p, const double *coef,
+                              int degree, int literal, int64_t plan_budget, int64_t exec_budget,
+                              char *err, size_t errlen)
 {
     *out = NULL;
     fr__polyfft *pl = calloc(1, sizeof *pl);
@@ -171,6 +193,24 @@ int fr__polyfft_create(fr__polyfft **out, const fr_problem *p, const double *coe
     pl->N = fr__fft_len(pl->fft);
     pl->nb = fr__fft_bins(pl->fft);
 
+    /* Keys of row i: j in [0, n) with j - i in [lo, hi]. */
+    int64_t M0 = fix_keys(n);
+    for (int pass = 0; pass < 2; pass++) {
+        pl->nfix = 0;
+        for (int64_t i = 0; i < n; i++) {
+            int64_t j0 = i + pl->lo < 0 ? 0 : i + pl->lo,
+                    j1 = i + pl->hi > n - 1 ? n - 1 : i + pl->hi;
+            if (j1 - j0 + 1 < M0) {
+                if (pass) pl->fix[pl->nfix] = i;
+                pl->nfix++;
+            }
+        }
+        if (!pass && pl->nfix && !(pl->fix = malloc((size_t)pl->nfix * sizeof *pl->fix))) {
+            fr__polyfft_free(pl);
+            return fr__err(err, errlen, FR_ENOMEM, "out of memory");
+        }
+    }
+
     int64_t spec_bytes = pl->nb * (int64_t)sizeof(fr__cpx);
     int64_t cols = p->dv + 1;
     if (!literal) {
@@ -180,14 +220,14 @@ int fr__polyfft_create(fr__polyfft **out, const fr_problem *p, const double *coe
             int64_t c = m->v_first[k + 1] - m->v_first[k];
             nv_max = c > nv_max ? c : nv_max;
         }
-        pl->cb = EXEC_BUDGET / (nv_max * spec_bytes);
+        pl->cb = exec_budget / (nv_max * spec_bytes);
         pl->cb = pl->cb < 1 ? 1 : pl->cb > cols ? cols : pl->cb;
 
         int64_t stored;
-        if (m->npairs * spec_bytes <= PLAN_BUDGET) {
+        if (m->npairs * spec_bytes <= plan_budget) {
             pl->mode = MODE_PAIRS;
             stored = m->npairs;
-        } else if (m->nc * spec_bytes <= PLAN_BUDGET) {
+        } else if (m->nc * spec_bytes <= plan_budget) {
             pl->mode = MODE_KERNELS;
             stored = m->nc;
         } else {
@@ -209,6 +249,12 @@ int fr__polyfft_create(fr__polyfft **out, const fr_problem *p, const double *coe
     return FR_OK;
 }
 
+int fr__polyfft_mode(const fr__polyfft *pl, int64_t *col_block)
+{
+    if (col_block) *col_block = pl->cb;
+    return pl->literal ? -1 : pl->mode;
+}
+
 void fr__polyfft_info(const fr__polyfft *pl, fr_plan_info *info)
 {
     const fr__monomials *m = &pl->m;
@@ -227,6 +273,7 @@ void fr__polyfft_free(fr__polyfft *pl)
     fr__monomials_free(&pl->m);
     fr__fft_free(pl->fft);
     free(pl->spec);
+    free(pl->fix);
     free(pl);
 }
 
@@ -342,13 +389,12 @@ static int exec_block(fr__polyfft *pl, const double *q, const double *k, const d
     const fr__monomials *m = &pl->m;
     int64_t n = pl->p.n, N = pl->N, nb = pl->nb, d = pl->p.d;
     int T = omp_get_max_threads();
-    int64_t nv_max = 0, nc_max = 0;
+    int64_t nv_max = 0;
     for (int g = 0; g <= pl->degree; g++) {
         int64_t c = m->v_first[g + 1] - m->v_first[g];
         nv_max = c > nv_max ? c : nv_max;
     }
     int64_t *cslot = malloc((size_t)(m->nc + 1) * sizeof *cslot);
-    if (pl->mode == MODE_STREAM) nc_max = m->nc; /* upper bound; per degree far fewer */
     int64_t *clist = malloc((size_t)(m->nc + 1) * sizeof *clist);
     /* Per thread: one float time buffer, ncb accumulated spectra, one K_uv, ncb x n outputs. */
     float *bufs = malloc((size_t)(T * N) * sizeof *bufs);
@@ -358,7 +404,6 @@ static int exec_block(fr__polyfft *pl, const double *q, const double *k, const d
     fr__cpx *Cs = NULL;
     int ok = cslot && clist && bufs && Ys && acc && Z;
     double tf = 0, ta = 0, ti = 0;
-    (void)nc_max;
     for (int g = 0; ok && g <= pl->degree; g++) {
         int64_t v0 = m->v_first[g], v1 = m->v_first[g + 1];
         int64_t u0 = m->u_first[g], u1 = m->u_first[g + 1];
@@ -477,7 +522,12 @@ int fr__polyfft_execute(fr__polyfft *pl, const double *q, const double *k, const
         return fr__err(err, errlen, FR_ENOMEM, "out of memory (polyfft, n = %lld)", (long long)n);
     }
     const double *D = num + dv * n;
-    for (int64_t i = 0; i < n; i++)
+    int64_t f = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (f < pl->nfix && pl->fix[f] == i) {
+            f++;
+            continue;
+        }
         if (!(D[i] > 0) || !isfinite(D[i])) {
             double Di = D[i];
             free(num);
@@ -487,9 +537,20 @@ int fr__polyfft_execute(fr__polyfft *pl, const double *q, const double *k, const
                            "--method exact",
                            (long long)i, Di, pl->degree);
         }
+    }
     for (int64_t i = 0; i < n; i++)
         for (int64_t col = 0; col < dv; col++)
             out[i * dv + col] = num[col * n + i] / D[i];
     free(num);
-    return FR_OK;
+    if (!pl->nfix) return FR_OK;
+    double *ex = malloc((size_t)(pl->nfix * (dv ? dv : 1)) * sizeof *ex);
+    if (!ex) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
+    /* D_i of these rows may be anything; they are replaced. */
+    int st = fr_exact_rows(&pl->p, q, k, v, pl->fix, pl->nfix, ex, err, errlen);
+    if (!st)
+        for (int64_t r = 0; r < pl->nfix; r++)
+            for (int64_t col = 0; col < dv; col++)
+                out[pl->fix[r] * dv + col] = ex[r * dv + col];
+    free(ex);
+    return st;
 }

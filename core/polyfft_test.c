@@ -1,0 +1,262 @@
+/* polyfft_test.c - the polynomial + FFT pipeline against the exact reference (fr_exact_rows),
+ * for every rotation kind and mask, every storage mode, and the literal algorithm; the term
+ * counts of ALGORITHM.md's table. */
+#include "internal.h"
+#include "test.h"
+
+#include <string.h>
+
+static char err[300];
+
+typedef struct {
+    double obs;   /* max |T_fast - T| */
+    double bound; /* a-priori bound */
+    double eps;
+    int degree;
+    fr_plan_info info;
+} run_result;
+
+static void fill(double *x, int64_t cnt, double scale, unsigned long long *seed)
+{
+    for (int64_t i = 0; i < cnt; i++)
+        x[i] = scale * t_rand(seed);
+}
+
+/* Degree from eps through the bounds, polyfft (mode/budgets given), compare with exact. */
+static int run(const fr_problem *p, const double *q, const double *k, const double *v, double eps,
+               int literal, int64_t plan_budget, int64_t exec_budget, int want_mode, run_result *r,
+               double *out_keep)
+{
+    int64_t n = p->n, dv = p->dv;
+    fr_bounds b;
+    memset(r, 0, sizeof *r);
+    r->eps = eps;
+    if (fr_bounds_compute(p, q, k, v, 1, &b, err, sizeof err)) return 0;
+    double eta, coef[32];
+    if (fr_poly_choose_degree(b.R, b.B_v, eps, 24, &r->degree, &eta, err, sizeof err)) return 0;
+    if (fr_poly_fit(b.R, r->degree, coef, &eta, err, sizeof err)) return 0;
+    r->bound = fr_a_priori_bound(eta, b.B_v);
+    fr__polyfft *pl;
+    if (fr__polyfft_create_budget(&pl, p, coef, r->degree, literal, plan_budget, exec_budget, err,
+                                  sizeof err))
+        return 0;
+    if (want_mode >= 0 && fr__polyfft_mode(pl, NULL) != want_mode) {
+        snprintf(err, sizeof err, "mode %d, wanted %d", fr__polyfft_mode(pl, NULL), want_mode);
+        fr__polyfft_free(pl);
+        return 0;
+    }
+    fr__polyfft_info(pl, &r->info);
+    double *out = malloc(n * dv * sizeof *out), *ref = malloc(n * dv * sizeof *ref);
+    int ok = fr__polyfft_execute(pl, q, k, v, out, err, sizeof err) == 0 &&
+             fr_exact_rows(p, q, k, v, NULL, n, ref, err, sizeof err) == 0;
+    if (ok) r->obs = fr_compare(out, ref, n * dv).max_abs;
+    if (ok && out_keep) memcpy(out_keep, out, n * dv * sizeof *out);
+    fr__polyfft_free(pl);
+    free(out);
+    free(ref);
+    return ok;
+}
+
+/* One problem: random Q, K, V with entries in [-B, B]; pipeline within eps and within the
+ * a-priori bound (plus a float allowance far below it). */
+static void check_problem(const char *name, fr_problem p, double B, double eps)
+{
+    unsigned long long seed = 1234 + (unsigned long long)p.n * 7 + (unsigned long long)p.d;
+    int64_t n = p.n;
+    double *q = malloc(n * p.d * sizeof *q), *k = malloc(n * p.d * sizeof *k),
+           *v = malloc(n * p.dv * sizeof *v);
+    fill(q, n * p.d, B, &seed);
+    fill(k, n * p.d, B, &seed);
+    fill(v, n * p.dv, B, &seed);
+    run_result r;
+    int ok = run(&p, q, k, v, eps, 0, (int64_t)1 << 30, (int64_t)1 << 30, -1, &r, NULL);
+    T_CHECK(ok, "%s: %s", name, err);
+    if (ok) {
+        T_CHECK(r.obs <= eps, "%s: error %.3g above eps %.3g (degree %d)", name, r.obs, eps,
+                r.degree);
+        T_CHECK(r.obs <= r.bound + 2e-5, "%s: error %.3g above the a-priori bound %.3g", name,
+                r.obs, r.bound);
+        T_CHECK(r.info.ffts ==
+                    (r.info.q_monomials + r.info.k_monomials) * (p.dv + 1) + r.info.kernels,
+                "%s: ffts %lld", name, (long long)r.info.ffts);
+    }
+    free(q);
+    free(k);
+    free(v);
+}
+
+static void test_rotation_kinds(void)
+{
+    fr_problem p = fr_problem_default(61, 4, 4); /* odd n */
+    check_problem("rope interleaved", p, 1, 1e-3);
+    p.rot.pairs = FR_PAIRS_HALF;
+    check_problem("rope half", p, 1, 1e-3);
+    p = fr_problem_default(40, 6, 3);
+    p.rot.rotary_dim = 4;
+    check_problem("rope partial rotary", p, 1, 1e-3);
+    p = fr_problem_default(50, 4, 2);
+    p.rot.kind = FR_ROT_CLIP;
+    p.rot.clip = 5;
+    check_problem("clip", p, 1, 1e-3);
+    p = fr_problem_default(33, 3, 5);
+    p.rot.kind = FR_ROT_NONE;
+    check_problem("none", p, 1, 1e-3);
+    p = fr_problem_default(64, 4, 4);
+    p.tau = 0.5;
+    check_problem("rope tau 1/sqrt(d)", p, 1, 1e-3);
+}
+
+static void test_explicit_w(void)
+{
+    int64_t n = 37, d = 4;
+    double *w = calloc((2 * n - 1) * d * d, sizeof *w);
+    unsigned long long seed = 99;
+    /* A random sparse support: 6 of the 16 entries, random values per offset. */
+    int sa[6] = {0, 1, 1, 2, 3, 3}, sb[6] = {0, 1, 2, 0, 3, 1};
+    for (int64_t t = 0; t < 2 * n - 1; t++)
+        for (int s = 0; s < 6; s++)
+            w[(t * d + sa[s]) * d + sb[s]] = t_rand(&seed);
+    fr_problem p = fr_problem_default(n, d, 3);
+    p.rot.kind = FR_ROT_EXPLICIT;
+    p.rot.w = w;
+    check_problem("explicit sparse", p, 1, 1e-3);
+    p.causal = 1;
+    check_problem("explicit sparse causal", p, 1, 1e-3);
+    free(w);
+}
+
+static void test_masks(void)
+{
+    fr_problem p = fr_problem_default(45, 4, 3);
+    p.causal = 1;
+    check_problem("causal", p, 1, 1e-3);
+    p.causal = 0;
+    p.window = 6;
+    check_problem("window", p, 1, 1e-3);
+    p.causal = 1;
+    check_problem("causal + window", p, 1, 1e-3);
+    p.window = 0;
+    check_problem("window 0", p, 1, 1e-3);
+    p = fr_problem_default(30, 4, 4);
+    p.rot.kind = FR_ROT_CLIP;
+    p.rot.clip = 3;
+    p.window = 10;
+    check_problem("clip window", p, 1, 1e-3);
+}
+
+static void test_small_n(void)
+{
+    check_problem("n = 1", fr_problem_default(1, 4, 2), 1, 1e-3);
+    check_problem("n = 2", fr_problem_default(2, 2, 1), 1, 1e-3);
+    fr_problem p = fr_problem_default(1, 4, 2);
+    p.causal = 1;
+    check_problem("n = 1 causal", p, 1, 1e-3);
+}
+
+static void test_tighter_eps(void)
+{
+    fr_problem p = fr_problem_default(50, 4, 2);
+    check_problem("eps 1e-4", p, 1, 1e-4);
+    check_problem("larger entries", p, 2, 1e-3);
+}
+
+/* The three storage modes, column blocking and the literal algorithm agree to float rounding. */
+static void test_modes_agree(void)
+{
+    fr_problem p = fr_problem_default(57, 4, 3);
+    p.causal = 1;
+    int64_t n = p.n;
+    unsigned long long seed = 5;
+    double *q = malloc(n * 4 * sizeof *q), *k = malloc(n * 4 * sizeof *k),
+           *v = malloc(n * 3 * sizeof *v), *o[5];
+    fill(q, n * 4, 1, &seed);
+    fill(k, n * 4, 1, &seed);
+    fill(v, n * 3, 1, &seed);
+    for (int i = 0; i < 5; i++)
+        o[i] = malloc(n * 3 * sizeof *o[i]);
+    run_result r;
+    int64_t big = (int64_t)1 << 30, spec = 4 * 128 + 8; /* bytes of one spectrum at N = 128 */
+    T_REQUIRE(run(&p, q, k, v, 1e-3, 0, big, big, 0, &r, o[0]), "pairs: %s", err);
+    T_REQUIRE(run(&p, q, k, v, 1e-3, 0, 200 * spec, big, 1, &r, o[1]), "kernels: %s", err);
+    T_REQUIRE(run(&p, q, k, v, 1e-3, 0, 0, big, 2, &r, o[2]), "stream: %s", err);
+    T_REQUIRE(run(&p, q, k, v, 1e-3, 0, 0, 1, 2, &r, o[3]), "stream, 1 column: %s", err);
+    T_REQUIRE(run(&p, q, k, v, 1e-3, 1, big, big, -1, &r, o[4]), "literal: %s", err);
+    T_CHECK(r.info.ffts == (2 * 4 + 1) * r.info.alphas, "literal ffts %lld",
+            (long long)r.info.ffts);
+    for (int i = 1; i < 5; i++) {
+        double e = fr_compare(o[i], o[0], n * 3).max_abs;
+        T_CHECK(e < 1e-5, "variant %d differs from pairs by %.3g", i, e);
+    }
+    free(q);
+    free(k);
+    free(v);
+    for (int i = 0; i < 5; i++)
+        free(o[i]);
+}
+
+static void counts(fr_problem p, int g, fr_plan_info *info)
+{
+    double coef[32];
+    for (int i = 0; i <= g; i++)
+        coef[i] = 1;
+    fr__polyfft *pl;
+    memset(info, 0, sizeof *info);
+    if (fr__polyfft_create_budget(&pl, &p, coef, g, 0, 0, 1, err, sizeof err)) return;
+    fr__polyfft_info(pl, info);
+    fr__polyfft_free(pl);
+}
+
+static void test_counts(void)
+{
+    fr_plan_info info;
+    counts(fr_problem_default(16, 4, 4), 3, &info);
+    T_CHECK(info.alphas == 165 && info.q_monomials == 35 && info.k_monomials == 35 &&
+                info.kernels == 35,
+            "d=4 g=3: %lld alphas, %lld/%lld/%lld", (long long)info.alphas,
+            (long long)info.q_monomials, (long long)info.k_monomials, (long long)info.kernels);
+    T_CHECK(info.ffts == (35 + 35) * 5 + 35, "ffts %lld", (long long)info.ffts);
+    counts(fr_problem_default(16, 8, 8), 4, &info);
+    T_CHECK(info.alphas == 4845 && info.q_monomials == 495 && info.k_monomials == 495 &&
+                info.kernels == 495,
+            "d=8 g=4: %lld alphas, %lld/%lld/%lld", (long long)info.alphas,
+            (long long)info.q_monomials, (long long)info.k_monomials, (long long)info.kernels);
+    T_CHECK(info.ffts == 9405, "d=8 g=4 ffts %lld (ALGORITHM.md: 9,405)", (long long)info.ffts);
+    /* No rotation: every kernel is the constant 1, so there is a single kernel monomial. */
+    fr_problem p = fr_problem_default(16, 4, 4);
+    p.rot.kind = FR_ROT_NONE;
+    counts(p, 3, &info);
+    T_CHECK(info.kernels == 1 && info.alphas == 35, "none: %lld kernels, %lld alphas",
+            (long long)info.kernels, (long long)info.alphas);
+}
+
+/* The normaliser check: a polynomial that goes negative on the scores must be refused. */
+static void test_negative_d(void)
+{
+    fr_problem p = fr_problem_default(20, 2, 1);
+    p.rot.kind = FR_ROT_NONE;
+    p.tau = 1;
+    double q[40], k[40], v[20], out[20];
+    for (int i = 0; i < 40; i++)
+        q[i] = k[i] = 2; /* every score is 8 */
+    for (int i = 0; i < 20; i++)
+        v[i] = 1;
+    double coef[2] = {1, -1}; /* P(8) = -7 */
+    fr__polyfft *pl;
+    T_REQUIRE(fr__polyfft_create(&pl, &p, coef, 1, 0, err, sizeof err) == 0, "%s", err);
+    int st = fr__polyfft_execute(pl, q, k, v, out, err, sizeof err);
+    T_CHECK(st == FR_EACCURACY, "status %d (%s)", st, err);
+    fr__polyfft_free(pl);
+}
+
+int main(void)
+{
+    T_RUN(test_rotation_kinds);
+    T_RUN(test_explicit_w);
+    T_RUN(test_masks);
+    T_RUN(test_small_n);
+    T_RUN(test_tighter_eps);
+    T_RUN(test_modes_agree);
+    T_RUN(test_counts);
+    T_RUN(test_negative_d);
+    return t_done();
+}
