@@ -73,7 +73,8 @@ typedef struct {
     double *qw, *kw;   /* BR x d (tau q), BC x d (k): raw rows for dW */
     double *dw;        /* this thread's dW accumulator, or NULL */
     double *dq;        /* fused pass: this thread's dq' accumulator (n x d), or NULL */
-    int64_t off[BC];
+    int ccontig;       /* the block's keys are cidx[0] + 0..BC-1, all valid */
+    double wbuf[BC];
 } scratch;
 
 /* ---- loading blocks ---------------------------------------------------------------------- */
@@ -116,6 +117,7 @@ static void load_cols(const ctx *x, scratch *w, const int64_t *list, int64_t t0,
     int64_t d = x->d, dv = x->dv;
     int tiled = !list && x->ktiles;
     w->allc = 1;
+    w->ccontig = !list && t0 + BC <= total;
     if (tiled) {
         w->kt = (double *)x->ktiles + (t0 / BC) * d * BC;
         w->vt = (double *)x->vtiles + (t0 / BC) * dv * BC;
@@ -268,11 +270,15 @@ static void mm_rows_t_by_block(const double *restrict a, const double *restrict 
         }
 }
 
-/* Kernel table offsets delta + n - 1 of row r against the block's keys. */
-static void row_offsets(const ctx *x, scratch *w, int r)
+/* The kernel values w_e(j - i) of row r against the block's keys: a slice of the table when the
+ * keys are consecutive (no gather), else gathered into buf. */
+static const double *kernel_row(const ctx *x, const scratch *w, int r, int64_t e, double *buf)
 {
+    const double *wt = x->sup->w + e * x->nd;
+    if (w->ccontig) return wt + (w->cidx[0] - w->ridx[r] + x->n - 1);
     for (int c = 0; c < BC; c++)
-        w->off[c] = w->cidx[c] - w->ridx[r] + x->n - 1;
+        buf[c] = wt[w->cidx[c] - w->ridx[r] + x->n - 1];
+    return buf;
 }
 
 /* ---- scores and their gradients ---------------------------------------------------------- */
@@ -286,14 +292,13 @@ static void block_scores(const ctx *x, scratch *w)
         for (int r = 0; r < BR; r++) {
             double *sr = w->s + r * BC;
             memset(sr, 0, BC * sizeof *sr);
-            row_offsets(x, w, r);
             for (int64_t e = 0; e < sp->ns; e++) {
                 double qa = w->qb[r * x->d + sp->a[e]];
                 if (qa == 0) continue;
-                const double *wt = sp->w + e * x->nd, *kr = w->kt + sp->b[e] * BC;
+                const double *wt = kernel_row(x, w, r, e, w->wbuf), *kr = w->kt + sp->b[e] * BC;
 #pragma omp simd
                 for (int c = 0; c < BC; c++)
-                    sr[c] += qa * wt[w->off[c]] * kr[c];
+                    sr[c] += qa * wt[c] * kr[c];
             }
         }
     }
@@ -329,13 +334,12 @@ static void block_dq(const ctx *x, scratch *w)
     const fr__support *sp = x->sup;
     for (int r = 0; r < BR; r++) {
         const double *dr = w->dp + r * BC;
-        row_offsets(x, w, r);
         for (int64_t e = 0; e < sp->ns; e++) {
-            const double *wt = sp->w + e * x->nd, *kr = w->kt + sp->b[e] * BC;
+            const double *wt = kernel_row(x, w, r, e, w->wbuf), *kr = w->kt + sp->b[e] * BC;
             double sum = 0;
 #pragma omp simd reduction(+ : sum)
             for (int c = 0; c < BC; c++)
-                sum += dr[c] * wt[w->off[c]] * kr[c];
+                sum += dr[c] * wt[c] * kr[c];
             w->acc[r * d + sp->a[e]] += sum;
         }
     }
@@ -351,15 +355,14 @@ static void block_dk(const ctx *x, scratch *w)
     const fr__support *sp = x->sup;
     for (int r = 0; r < BR; r++) {
         const double *dr = w->dp + r * BC;
-        row_offsets(x, w, r);
         for (int64_t e = 0; e < sp->ns; e++) {
             double qa = w->qb[r * x->d + sp->a[e]];
             if (qa == 0) continue;
-            const double *wt = sp->w + e * x->nd;
+            const double *wt = kernel_row(x, w, r, e, w->wbuf);
             double *o = w->dkt + sp->b[e] * BC;
 #pragma omp simd
             for (int c = 0; c < BC; c++)
-                o[c] += qa * wt[w->off[c]] * dr[c];
+                o[c] += qa * wt[c] * dr[c];
         }
     }
 }
