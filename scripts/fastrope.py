@@ -343,10 +343,10 @@ def run(q, k, v, w=None, **options):
 
 
 def grad(q, k, v, dout=None, target=None, w=None, **options):
-    """Gradients of attention: give dout (dL/dT, the shape of the output) or target (a loss
-    against it, as `fastrope grad --target` defines). Returns (grads, report), grads a dict of
-    the command's output bundle: dq, dk, dv and out (and dw when the command gives it).
-    Options as for run()."""
+    """Gradients of attention: give dout (G = dL/dT, the shape of the output) or target E
+    (L = 1/2 ||T - E||^2, so G = T - E; the report then has "loss"). Returns (grads, report):
+    grads holds dq, dk, dv and out (and dw with grad_w=True and an explicit w). Options as for
+    run(), plus grad_w; no strict."""
     if (dout is None) == (target is None):
         raise TypeError("fastrope.grad() needs exactly one of dout= and target=")
     binary, timeout, quiet, extra = _split_own(options)

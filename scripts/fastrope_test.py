@@ -183,10 +183,18 @@ def report_arrives_intact_on_its_fd():
 
 
 @test
-def quiet_false_still_returns_the_report():
+def quiet_false_forwards_the_summary_and_keeps_the_report():
+    import contextlib
+    import io
     q, k, v = qkv(9, 4)
-    out, rep = fastrope.run(q, k, v, method="exact", quiet=False)
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf):
+        out, rep = fastrope.run(q, k, v, method="exact", quiet=False)
     assert rep["n"] == 9 and out.shape == (9, 4)
+    assert buf.getvalue().startswith("fastrope: exact"), buf.getvalue()
+    with contextlib.redirect_stderr(buf):
+        fastrope.run(q, k, v, method="exact")
+    assert buf.getvalue().count("fastrope:") == 1, buf.getvalue()
 
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -299,6 +307,17 @@ def readme_shell_pipeline_runs_literally():
     q, k, v = (r2.uniform(-1, 1, (2, 64, 4)) for _ in range(3))
     out = np.load(os.path.join(cwd, "out.npy"))
     assert np.allclose(out, reference.attention(q, k, v, causal=True), rtol=0, atol=1e-12)
+
+
+@test
+def example_attention_numpy_agrees():
+    ex = os.path.join(HERE, "examples", "attention_numpy.py")
+    for args in (["--n", "150", "--method", "exact", "--causal"],
+                 ["--n", "300", "--method", "polyrope", "--eps", "1e-5", "--batch", "1"]):
+        r = subprocess.run(["/usr/bin/python3", ex] + args, capture_output=True, timeout=120)
+        assert r.returncode == 0, (args, r.stdout.decode(), r.stderr.decode())
+        m = re.search(rb"max \|fastrope - numpy\| = (\S+)", r.stdout)
+        assert m and float(m.group(1)) <= (1e-12 if "exact" in args else 1e-5), r.stdout
 
 
 # ---- grad ---------------------------------------------------------------------------------------
