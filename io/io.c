@@ -227,9 +227,9 @@ static int read_npz_src(zip_source_t *src, zip_error_t *ze, const char *label, c
     return io_npz_read(src, label, lim, out, err, errlen);
 }
 
-/* Everything is in memory (stdin, a pipe). */
-static int read_mem(const unsigned char *buf, size_t len, const char *label, const fr_limits *lim,
-                    fr_bundle *out, char *err, size_t errlen)
+/* Everything is in memory (stdin, a pipe; the fuzz targets). */
+int io_read_mem(const unsigned char *buf, size_t len, const char *label, const fr_limits *lim,
+                fr_bundle *out, char *err, size_t errlen)
 {
     if (len == 0) return io_err(err, errlen, FR_EINPUT, "%s: empty input", label);
     switch (sniff(buf, len)) {
@@ -257,7 +257,7 @@ static int read_stream(FILE *f, const char *label, const fr_limits *lim, fr_bund
     size_t len = 0;
     int st = slurp(f, label, io_limits(lim).max_bytes, &buf, &len, err, errlen);
     if (st) return st;
-    st = read_mem(buf, len, label, lim, out, err, errlen);
+    st = io_read_mem(buf, len, label, lim, out, err, errlen);
     free(buf);
     return st;
 }
@@ -333,13 +333,7 @@ int fr_read(const char *path, fr_bundle *out, const fr_limits *lim, char *err, s
 
 /* ---- writing ---------------------------------------------------------------------------- */
 
-typedef struct {
-    const char *path;
-    char *tmp; /* NULL for stdout */
-    FILE *f;
-} io_out;
-
-static int out_open(io_out *o, const char *path, int want_file, char *err, size_t errlen)
+int io_out_open(io_out *o, const char *path, int want_file, char *err, size_t errlen)
 {
     memset(o, 0, sizeof *o);
     o->path = path;
@@ -384,7 +378,7 @@ static int out_open(io_out *o, const char *path, int want_file, char *err, size_
     return FR_OK;
 }
 
-static void out_abort(io_out *o)
+void io_out_abort(io_out *o)
 {
     if (o->tmp) {
         if (o->f) fclose(o->f);
@@ -413,7 +407,7 @@ static int copy_to_stdout(const char *tmp, const char *label, char *err, size_t 
 
 /* Finish: stdout is flushed; a temporary file is synced and renamed over the target (or, for
  * a zip going to stdout, copied there and removed). */
-static int out_commit(io_out *o, int closed, char *err, size_t errlen)
+int io_out_commit(io_out *o, int closed, char *err, size_t errlen)
 {
     const char *label = strcmp(o->path, "-") == 0 ? "<stdout>" : o->path;
     if (!o->tmp) {
@@ -429,7 +423,7 @@ static int out_commit(io_out *o, int closed, char *err, size_t errlen)
     }
     if (bad) {
         int st = io_err(err, errlen, FR_ENOMEM, "%s: write error: %s", label, strerror(errno));
-        out_abort(o);
+        io_out_abort(o);
         return st;
     }
     int st = FR_OK;
@@ -442,7 +436,7 @@ static int out_commit(io_out *o, int closed, char *err, size_t errlen)
         o->tmp = NULL;
         return FR_OK;
     }
-    out_abort(o);
+    io_out_abort(o);
     return st;
 }
 
@@ -458,7 +452,7 @@ static int write_npz(const char *path, const fr_bundle *b, fr_dtype dtype, int c
                      size_t errlen)
 {
     io_out o;
-    int st = out_open(&o, path, 1, err, errlen);
+    int st = io_out_open(&o, path, 1, err, errlen);
     if (st) return st;
     /* libzip writes by path (and replaces the file by its own rename). */
     fclose(o.f);
@@ -466,10 +460,10 @@ static int write_npz(const char *path, const fr_bundle *b, fr_dtype dtype, int c
     const char *label = strcmp(path, "-") == 0 ? "<stdout>" : path;
     st = io_npz_write(o.tmp, label, b, dtype, compress, err, errlen);
     if (st) {
-        out_abort(&o);
+        io_out_abort(&o);
         return st;
     }
-    return out_commit(&o, 1, err, errlen);
+    return io_out_commit(&o, 1, err, errlen);
 }
 
 static int check_dtype(const char *path, fr_dtype dtype, char *err, size_t errlen)
@@ -493,15 +487,15 @@ int fr_write_tensor(const char *path, fr_format fmt, const fr_tensor *t, fr_dtyp
         return io_err(err, errlen, FR_EUSAGE, "%s: unknown output format (use .npy, .npz or .json)",
                       path);
     io_out o;
-    if ((st = out_open(&o, path, 0, err, errlen))) return st;
+    if ((st = io_out_open(&o, path, 0, err, errlen))) return st;
     const char *label = strcmp(path, "-") == 0 ? "<stdout>" : path;
     st = fmt == FR_FMT_NPY ? io_npy_write(o.f, label, t, dtype, err, errlen)
                            : io_json_write_tensor(o.f, label, t, err, errlen);
     if (st) {
-        out_abort(&o);
+        io_out_abort(&o);
         return st;
     }
-    return out_commit(&o, 0, err, errlen);
+    return io_out_commit(&o, 0, err, errlen);
 }
 
 int fr_write_bundle(const char *path, fr_format fmt, const fr_bundle *b, fr_dtype dtype,
@@ -526,12 +520,12 @@ int fr_write_bundle(const char *path, fr_format fmt, const fr_bundle *b, fr_dtyp
         return io_err(err, errlen, FR_EUSAGE, "%s: unknown output format (use .npy, .npz or .json)",
                       path);
     io_out o;
-    if ((st = out_open(&o, path, 0, err, errlen))) return st;
+    if ((st = io_out_open(&o, path, 0, err, errlen))) return st;
     const char *label = strcmp(path, "-") == 0 ? "<stdout>" : path;
     st = io_json_write_bundle(o.f, label, b, err, errlen);
     if (st) {
-        out_abort(&o);
+        io_out_abort(&o);
         return st;
     }
-    return out_commit(&o, 0, err, errlen);
+    return io_out_commit(&o, 0, err, errlen);
 }

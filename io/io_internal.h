@@ -35,12 +35,33 @@ int io_src_check_end(io_src *s);
 /* The effective limits (defaults filled in). */
 fr_limits io_limits(const fr_limits *lim);
 
+/* Read a whole file already in memory (format sniffed from its first bytes) into out, which
+ * must be zeroed; on failure out may hold tensors read so far (free it). The memory entry point
+ * of fr_read, used for stdin and by the fuzz targets. */
+int io_read_mem(const unsigned char *buf, size_t len, const char *label, const fr_limits *lim,
+                fr_bundle *out, char *err, size_t errlen);
+
 /* Format one line into err and return status. */
 int io_err(char *err, size_t errlen, int status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 /* Overflow-checked a * b for non-negative operands: 0 on overflow. */
 int io_mul_ok(int64_t a, int64_t b, int64_t *out);
+
+/* ---- atomic output ---- */
+typedef struct {
+    const char *path;
+    char *tmp; /* the temporary file; NULL when writing straight to stdout */
+    FILE *f;
+} io_out;
+
+/* Open a temporary file next to path (mode 0666 & ~umask), or stdout for "-" (want_file: a
+ * temporary file in TMPDIR even then, for writers that need a path, i.e. libzip). */
+int io_out_open(io_out *o, const char *path, int want_file, char *err, size_t errlen);
+/* Flush, fsync, close (unless closed), rename over path (or copy to stdout); on failure the
+ * temporary file is removed and the target left as it was. */
+int io_out_commit(io_out *o, int closed, char *err, size_t errlen);
+void io_out_abort(io_out *o);
 
 /* ---- .npy ---- */
 int io_npy_read(io_src *s, const char *label, const fr_limits *lim, fr_tensor *t, char *err,
