@@ -369,6 +369,20 @@ def grad_target_is_half_squared_error():
 
 
 @needs("grad")
+def grad_w_through_a_pipe_is_the_derivative_in_w():
+    n, d = 6, 4
+    q, k, v = qkv(n, d)
+    w = rng.normal(size=(2 * n - 1, d, d)) * 0.3
+    dout = rng.normal(size=v.shape)
+    g, _ = fastrope.grad(q, k, v, dout=dout, w=w, grad_w=True, method="exact")
+    assert g["dw"].shape == w.shape
+    e, h = rng.normal(size=w.shape), 1e-5
+    f = [np.sum(dout * fastrope.run(q, k, v, w=w + s * e, method="exact")[0]) for s in (h, -h)]
+    fd = (f[0] - f[1]) / (2 * h)
+    assert abs(fd - np.sum(g["dw"] * e)) <= 1e-7 * max(1, abs(fd)), fd
+
+
+@needs("grad")
 def grad_errors_and_keywords():
     q, k, v = qkv(6, 4)
     for kw in ({}, {"dout": v, "target": v}):
