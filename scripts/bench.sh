@@ -9,3 +9,4 @@ export FASTROPE
 export PYTHONPATH="$(dirname "$0")${PYTHONPATH:+:$PYTHONPATH}"
 "$PYTHON" "$(dirname "$0")/bench_exact.py" "$@"
 "$PYTHON" "$(dirname "$0")/bench_polyrope.py" "$@"
+"$PYTHON" "$(dirname "$0")/bench_polyfft.py" "$@"
