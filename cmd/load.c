@@ -160,6 +160,11 @@ int cli_load(cli_inputs *in, const char *bundle, const char *qp, const char *kp,
                 return st;
         }
     }
+    /* A W inside the input bundle is used only when asked for (-w BUNDLE): the rotation flags
+     * decide, but saying nothing about a W the user may have meant would be a silent surprise. */
+    if (bundle && !wp && fr_bundle_get(&in->files[0], "w"))
+        fprintf(stderr, "fastrope: note: %s has a member 'w', not used; -w %s uses it\n", bundle,
+                bundle);
     if (wp) {
         if ((st = read_file(in, wp, &b))) return st;
         if ((st = pick(b, wp, "w", &in->w, in->wlabel, sizeof in->wlabel))) return st;
