@@ -277,15 +277,15 @@ def binary_comes_from_the_environment_then_path():
 # ---- the README's shell pipeline, literally ----------------------------------------------------
 
 def readme_pipeline():
-    """The ```sh block after the marker comment, from README.md or scripts/README-python.md."""
-    for path in (os.path.join(HERE, "..", "README.md"), os.path.join(HERE, "README-python.md")):
+    """The ```sh block after the marker comment, from README.md."""
+    for path in (os.path.join(HERE, "..", "README.md"),):
         if not os.path.exists(path):
             continue
         text = open(path).read()
         m = re.search(r"<!-- pipeline-test -->\s*```sh\n(.*?)```", text, re.S)
         if m:
             return m.group(1)
-    raise AssertionError("no <!-- pipeline-test --> block in README.md or README-python.md")
+    raise AssertionError("no <!-- pipeline-test --> block in README.md")
 
 
 @test
