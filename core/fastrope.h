@@ -115,9 +115,11 @@ int fr_poly_fit(double R, int degree, double *coef, double *eta, char *err, size
 double fr_a_priori_bound(double eta, double B_v);
 
 /* Smallest degree <= max_degree whose certified eta meets eps through the a-priori bound, with
- * the floating-point floor of the FFT backend accounted for. FR_EACCURACY when none does. */
-int fr_poly_choose_degree(double R, double B_v, double eps, int max_degree, int *degree,
-                          double *eta, char *err, size_t errlen);
+ * the rounding floor of the arithmetic accounted for: float_fft = 1 for polyfft (KissFFT works
+ * in single precision: a floor ~5e-7 at R = 1, measured), 0 for a method in double (polyrope).
+ * FR_EACCURACY, saying which limit bit, when no degree does. */
+int fr_poly_choose_degree(double R, double B_v, double eps, int max_degree, int float_fft,
+                          int *degree, double *eta, char *err, size_t errlen);
 
 /* ---- methods, options, plans ---------------------------------------------------------------- */
 

@@ -106,28 +106,66 @@ static int decide(const fr_problem *p, const fr_bounds *bounds, const fr_options
                        *why ? ": " : "", why);
     }
 
-    /* The degree: forced, or the smallest that meets eps through the a-priori bound. */
-    double eta = INFINITY;
-    int g = opt->degree, st;
-    if (g > opt->max_degree)
-        return fr__err(err, errlen, FR_EUSAGE, "--degree %d is above --max-degree %d", g,
-                       opt->max_degree);
-    if (g < 0) {
-        st = fr_poly_choose_degree(bounds->R, bounds->B_v, opt->eps, opt->max_degree, &g, &eta,
-                                   err, errlen);
-        if (st == FR_EACCURACY && opt->method == FR_METHOD_AUTO) {
-            info->method = FR_METHOD_EXACT;
-            info->reason = "entries too large for the fast regime: the degree needed for eps "
-                           "exceeds --max-degree";
-            return FR_OK;
+    /* The degree of each fast method: forced, or the smallest that meets eps through the
+     * a-priori bound with that method's rounding floor (polyfft's FFTs work in float, polyrope
+     * in double, so polyrope reaches smaller eps and larger entries). */
+    int fft_wanted = opt->method != FR_METHOD_POLYROPE;
+    int rope_wanted = rope_family && (opt->method == FR_METHOD_POLYROPE ||
+                                      opt->method == FR_METHOD_AUTO);
+    int g_fft = -1, g_rope = -1, st = FR_OK, g;
+    double eta_fft = INFINITY, eta_rope = INFINITY, eta = INFINITY;
+    char fft_err[256] = "";
+    if (opt->degree > opt->max_degree)
+        return fr__err(err, errlen, FR_EUSAGE, "--degree %d is above --max-degree %d",
+                       opt->degree, opt->max_degree);
+    if (opt->degree >= 0) {
+        g_fft = fft_wanted ? opt->degree : -1;
+        g_rope = rope_wanted ? opt->degree : -1;
+    } else {
+        if (fft_wanted) {
+            st = fr_poly_choose_degree(bounds->R, bounds->B_v, opt->eps, opt->max_degree, 1,
+                                       &g_fft, &eta_fft, fft_err, sizeof fft_err);
+            if (st && st != FR_EACCURACY) return fr__err(err, errlen, st, "%s", fft_err);
+            if (st) g_fft = -1;
         }
-        if (st == FR_EACCURACY)
-            return fr__err(err, errlen, FR_EACCURACY,
-                           "entries too large for the fast regime (score bound R = %.3g): no "
-                           "degree <= %d meets eps = %.3g; use --method exact",
-                           bounds->R, opt->max_degree, opt->eps);
-        if (st) return st;
+        if (rope_wanted) {
+            st = fr_poly_choose_degree(bounds->R, bounds->B_v, opt->eps, opt->max_degree, 0,
+                                       &g_rope, &eta_rope, err, errlen);
+            if (st && st != FR_EACCURACY) return st;
+            if (st) g_rope = -1;
+        }
     }
+    if (opt->method == FR_METHOD_POLYROPE && g_rope < 0)
+        return FR_EACCURACY; /* err holds poly's reason */
+    if ((opt->method == FR_METHOD_POLYFFT || opt->method == FR_METHOD_POLYFFT_LITERAL) &&
+        g_fft < 0)
+        return fr__err(err, errlen, FR_EACCURACY, "%s", fft_err);
+    if (g_fft < 0 && g_rope < 0) { /* auto, and no fast method can meet eps */
+        info->method = FR_METHOD_EXACT;
+        info->reason = "entries too large for the fast regime: no polynomial degree within "
+                       "--max-degree meets eps";
+        return FR_OK;
+    }
+
+    double t[FR_NMETHODS];
+    if (g_fft >= 0) {
+        fr_predict_times(p, g_fft, info->support, t);
+        info->predicted_s[FR_METHOD_POLYFFT] = t[FR_METHOD_POLYFFT];
+        info->predicted_s[FR_METHOD_POLYFFT_LITERAL] = t[FR_METHOD_POLYFFT_LITERAL];
+    }
+    if (g_rope >= 0) {
+        fr_predict_times(p, g_rope, info->support, t);
+        info->predicted_s[FR_METHOD_POLYROPE] = t[FR_METHOD_POLYROPE];
+    }
+    if (opt->method == FR_METHOD_AUTO) info->method = choose(info, rope_family, &info->reason);
+    /* The degree reported with exact (auto at small n) is the cheapest fast method's. */
+    fr_method m = info->method;
+    if (m == FR_METHOD_EXACT)
+        m = g_rope >= 0 && (g_fft < 0 || info->predicted_s[FR_METHOD_POLYROPE] <=
+                                             info->predicted_s[FR_METHOD_POLYFFT])
+                ? FR_METHOD_POLYROPE
+                : FR_METHOD_POLYFFT;
+    g = m == FR_METHOD_POLYROPE ? g_rope : g_fft;
     *coef = malloc((size_t)(g + 1) * sizeof **coef);
     if (!*coef) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
     if ((st = fr_poly_fit(bounds->R, g, *coef, &eta, err, errlen))) {
@@ -138,9 +176,6 @@ static int decide(const fr_problem *p, const fr_bounds *bounds, const fr_options
     info->degree = g;
     info->eta = eta;
     info->a_priori_bound = fr_a_priori_bound(eta, bounds->B_v);
-    fr_predict_times(p, g, info->support, info->predicted_s);
-    if (!rope_family) info->predicted_s[FR_METHOD_POLYROPE] = -1;
-    if (opt->method == FR_METHOD_AUTO) info->method = choose(info, rope_family, &info->reason);
     return FR_OK;
 }
 
@@ -183,16 +218,14 @@ int fr_plan_estimate(const fr_problem *p, const fr_bounds *bounds, const fr_opti
 {
     int st = fr_problem_check(p, err, errlen);
     double *coef = NULL;
-    fr_options o = *opt;
-    if (o.method != FR_METHOD_AUTO && o.method != FR_METHOD_EXACT && o.degree < 0)
-        o.method = FR_METHOD_AUTO; /* a degree over the maximum is reported, not an error */
-    if (!st) st = decide(p, bounds, &o, info, &coef, err, errlen);
     if (st) return st;
-    if (opt->method != FR_METHOD_AUTO && info->degree >= 0) {
-        info->method = opt->method;
-        info->reason = "requested";
+    st = decide(p, bounds, opt, info, &coef, err, errlen);
+    if (st == FR_EACCURACY) { /* a forced method that cannot meet eps: a row, not an error */
+        info->degree = -1;
+        info->reason = "no polynomial degree within --max-degree meets eps for this method";
+        return FR_OK;
     }
-    if (info->degree < 0) return FR_OK;
+    if (st || info->degree < 0) return st;
     int64_t d = p->d;
     if (fr_rotation_is_rope_family(p, 1e-9, NULL, 0))
         info->features = fr__binom(info->degree + d, d);
@@ -212,9 +245,15 @@ int fr_plan_estimate(const fr_problem *p, const fr_bounds *bounds, const fr_opti
     /* An explicit W is counted on its own tables (they are in memory already). */
     fr_problem small = *p;
     if (p->rot.kind != FR_ROT_EXPLICIT && p->n > COUNT_N) small.n = COUNT_N;
-    st = count_terms_with(&small, coef, info, p->dv, err, errlen);
+    char cerr[256];
+    if (count_terms_with(&small, coef, info, p->dv, cerr, sizeof cerr)) {
+        /* Too many terms to enumerate (the polyfft plan would refuse them too): the counts
+         * are unknown, and polyfft is out of the question. */
+        info->alphas = info->q_monomials = info->k_monomials = info->kernels = info->ffts = 0;
+        info->predicted_s[FR_METHOD_POLYFFT] = info->predicted_s[FR_METHOD_POLYFFT_LITERAL] = -1;
+    }
     free(coef);
-    return st;
+    return FR_OK;
 }
 
 int fr_execute(fr_plan *pl, const double *q, const double *k, const double *v, double *out,

@@ -145,8 +145,14 @@ double fr_a_priori_bound(double eta, double B_v)
     return eta >= 1 ? INFINITY : 2 * eta / (1 - eta) * B_v;
 }
 
-int fr_poly_choose_degree(double R, double B_v, double eps, int max_degree, int *degree,
-                          double *eta, char *err, size_t errlen)
+/* The rounding floor of a method that works in double throughout (polyrope): the FFT model
+ * with the unit roundoff 2^-53 for 2^-24, and 2^9 more for sums over up to ~2^20 keys in place
+ * of log2 N butterfly stages. A deliberately generous guess, not a measurement: at R = 1 it is
+ * ~5e-13, far below any eps worth asking for. */
+#define DOUBLE_FLOOR_SCALE 0x1.0p-20
+
+int fr_poly_choose_degree(double R, double B_v, double eps, int max_degree, int float_fft,
+                          int *degree, double *eta, char *err, size_t errlen)
 {
     if (!(eps > 0)) return fr__err(err, errlen, FR_EUSAGE, "eps = %g must be positive", eps);
     if (!(B_v >= 0) || !isfinite(B_v))
@@ -167,6 +173,7 @@ int fr_poly_choose_degree(double R, double B_v, double eps, int max_degree, int 
         int st = fr_poly_fit(R, g, coef, &e, err, errlen);
         if (st) return st;
         double fl = fr__poly_fft_floor(R, coef, g, B_v, FFT_FLOOR_LOG2N);
+        if (!float_fft) fl *= DOUBLE_FLOOR_SCALE;
         /* 2% margin: the output itself is computed in floating point. */
         int poly_ok = fr_a_priori_bound(e, B_v) * 1.02 <= eps;
         if (poly_ok && floor_at_poly_ok < 0) floor_at_poly_ok = fl;
@@ -176,11 +183,16 @@ int fr_poly_choose_degree(double R, double B_v, double eps, int max_degree, int 
             return FR_OK;
         }
     }
+    if (floor_at_poly_ok >= 0 && !float_fft)
+        return fr__err(err, errlen, FR_EACCURACY,
+                       "eps = %.3g is below double-precision rounding here (floor ~%.2g for "
+                       "score bound R = %.3g, B_v = %.3g); use a larger --eps",
+                       eps, floor_at_poly_ok, R, B_v);
     if (floor_at_poly_ok >= 0)
         return fr__err(err, errlen, FR_EACCURACY,
                        "eps = %.3g is below what single-precision FFTs can deliver here "
                        "(rounding floor ~%.2g for score bound R = %.3g, B_v = %.3g); use "
-                       "a larger --eps or --method exact",
+                       "a larger --eps, --method polyrope (RoPE family) or --method exact",
                        eps, floor_at_poly_ok, R, B_v);
     return fr__err(err, errlen, FR_EACCURACY,
                    "no polynomial degree <= %d meets eps = %.3g for score bound R = %.3g "

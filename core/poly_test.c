@@ -69,7 +69,7 @@ static void test_choose_minimal(void)
         for (size_t j = 0; j < sizeof epss / sizeof *epss; j++) {
             double R = Rs[i], eps = epss[j], Bv = 1, eta, c[32];
             int g;
-            int st = fr_poly_choose_degree(R, Bv, eps, 24, &g, &eta, err, sizeof err);
+            int st = fr_poly_choose_degree(R, Bv, eps, 24, 1, &g, &eta, err, sizeof err);
             if (st == FR_EACCURACY) continue; /* the float floor; tested below */
             T_REQUIRE(st == 0, "%s", err);
             T_CHECK(fr_a_priori_bound(eta, Bv) <= eps, "R %g eps %g: bound %.3g", R, eps,
@@ -85,7 +85,7 @@ static void test_choose_minimal(void)
     /* At R = 1, eps = 1e-3 the answer is degree 5 (eta ~ 1e-4; degree 4 gives ~1e-3). */
     int g;
     double eta;
-    T_REQUIRE(fr_poly_choose_degree(1, 1, 1e-3, 24, &g, &eta, err, sizeof err) == 0, "%s", err);
+    T_REQUIRE(fr_poly_choose_degree(1, 1, 1e-3, 24, 1, &g, &eta, err, sizeof err) == 0, "%s", err);
     T_CHECK(g == 5, "R = 1: degree %d", g);
 }
 
@@ -94,17 +94,17 @@ static void test_choose_refuses(void)
     int g;
     double eta;
     /* Above max degree. */
-    int st = fr_poly_choose_degree(6, 1, 1e-3, 4, &g, &eta, err, sizeof err);
+    int st = fr_poly_choose_degree(6, 1, 1e-3, 4, 1, &g, &eta, err, sizeof err);
     T_CHECK(st == FR_EACCURACY && strstr(err, "degree"), "max degree: %d (%s)", st, err);
     /* Below the single-precision floor, whatever the degree. */
-    st = fr_poly_choose_degree(1, 1, 1e-8, 24, &g, &eta, err, sizeof err);
+    st = fr_poly_choose_degree(1, 1, 1e-8, 24, 1, &g, &eta, err, sizeof err);
     T_CHECK(st == FR_EACCURACY && strstr(err, "single-precision"), "floor: %d (%s)", st, err);
     /* V = 0: degree 0. */
-    st = fr_poly_choose_degree(3, 0, 1e-6, 24, &g, &eta, err, sizeof err);
+    st = fr_poly_choose_degree(3, 0, 1e-6, 24, 1, &g, &eta, err, sizeof err);
     T_CHECK(st == 0 && g == 0, "B_v = 0: %d, degree %d", st, g);
-    T_CHECK(fr_poly_choose_degree(1, 1, 0, 24, &g, &eta, err, sizeof err) == FR_EUSAGE, "eps = 0");
+    T_CHECK(fr_poly_choose_degree(1, 1, 0, 24, 1, &g, &eta, err, sizeof err) == FR_EUSAGE, "eps = 0");
     /* R = 0 (n = 1 with a zero row, or zero Q): degree 0 is exact. */
-    st = fr_poly_choose_degree(0, 1, 1e-4, 24, &g, &eta, err, sizeof err);
+    st = fr_poly_choose_degree(0, 1, 1e-4, 24, 1, &g, &eta, err, sizeof err);
     T_CHECK(st == 0 && g == 0 && eta == 0, "R = 0: %d, degree %d, eta %g", st, g, eta);
 }
 

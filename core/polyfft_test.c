@@ -33,7 +33,7 @@ static int run(const fr_problem *p, const double *q, const double *k, const doub
     r->eps = eps;
     if (fr_bounds_compute(p, q, k, v, 1, &b, err, sizeof err)) return 0;
     double eta, coef[32];
-    if (fr_poly_choose_degree(b.R, b.B_v, eps, 24, &r->degree, &eta, err, sizeof err)) return 0;
+    if (fr_poly_choose_degree(b.R, b.B_v, eps, 24, 1, &r->degree, &eta, err, sizeof err)) return 0;
     if (fr_poly_fit(b.R, r->degree, coef, &eta, err, sizeof err)) return 0;
     r->bound = fr_a_priori_bound(eta, b.B_v);
     fr__polyfft *pl;
