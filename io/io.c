@@ -76,6 +76,10 @@ int io_src_check_end(io_src *s)
 
 int64_t fr_tensor_count(const fr_tensor *t)
 {
+    /* An empty tensor's other axes may be of any size ((0, 4e18, 4e18) is a valid .npy): their
+     * product must not be formed. */
+    for (int i = 0; i < t->ndim; i++)
+        if (t->shape[i] == 0) return 0;
     int64_t c = 1;
     for (int i = 0; i < t->ndim; i++)
         c *= t->shape[i];

@@ -390,9 +390,11 @@ int io_npy_read(io_src *s, const char *label, const fr_limits *lim_in, fr_tensor
      * axis fastest) tracks the element's C offset, so no second copy of the data is needed. */
     int64_t idx[FR_MAXDIM] = {0}, cstride[FR_MAXDIM], off = 0;
     int64_t acc = 1;
-    for (int i = t->ndim - 1; i >= 0; i--) {
+    /* Only a non-empty tensor needs them, and only then is their product known not to overflow
+     * (an empty one may have other axes of any size: (0, 4, 4e18)). */
+    for (int i = t->ndim - 1; i >= 0 && count > 0; i--) {
         cstride[i] = acc;
-        acc *= t->shape[i] ? t->shape[i] : 1;
+        acc *= t->shape[i];
     }
     int transpose = fortran && t->ndim > 1;
     int64_t per = CHUNK / dt.size, done = 0;
