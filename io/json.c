@@ -82,8 +82,8 @@ static int fill(const cJSON *v, int depth, fr_tensor *t, int64_t *pos, const cha
     return FR_OK;
 }
 
-static int from_nested(const cJSON *v, fr_tensor *t, const char *label, const fr_limits *lim,
-                       char *err, size_t errlen)
+static int from_nested(const cJSON *v, size_t len, fr_tensor *t, const char *label,
+                       const fr_limits *lim, char *err, size_t errlen)
 {
     for (const cJSON *c = v; cJSON_IsArray(c); c = c->child) {
         if (t->ndim == FR_MAXDIM)
@@ -94,6 +94,18 @@ static int from_nested(const cJSON *v, fr_tensor *t, const char *label, const fr
         t->shape[t->ndim++] = n;
         if (n == 0) break;
     }
+    /* The shape comes from the first element at each depth only: [[[0 x 1600], 0, ...], 0,
+     * ...] would claim 1600^3 elements from 10 kB. Every element takes two bytes of text (a
+     * digit and a separator), so more than (len + 1) / 2 is ragged, found before allocating. */
+    int64_t count = 1;
+    for (int i = 0; i < t->ndim && count <= (int64_t)(len / 2 + 1); i++)
+        count = t->shape[i] > 0 && count > INT64_MAX / t->shape[i] ? INT64_MAX
+                                                                    : count * t->shape[i];
+    if (count > (int64_t)(len / 2 + 1))
+        return io_err(err, errlen, FR_EINPUT,
+                      "%s: ragged nested arrays (their first entries claim at least %lld "
+                      "elements, more than %zu bytes of text can hold)",
+                      label, (long long)count, len);
     int st = alloc_data(t, label, lim, err, errlen);
     int64_t pos = 0;
     if (!st) st = fill(v, 0, t, &pos, label, err, errlen);
@@ -135,13 +147,14 @@ static int from_shape_data(const cJSON *o, fr_tensor *t, const char *label, cons
     return st;
 }
 
-static int to_tensor(const cJSON *v, fr_tensor *t, const char *label, const fr_limits *lim,
-                     char *err, size_t errlen)
+/* len: the length of the whole text, which bounds how many numbers it can hold. */
+static int to_tensor(const cJSON *v, size_t len, fr_tensor *t, const char *label,
+                     const fr_limits *lim, char *err, size_t errlen)
 {
     memset(t, 0, sizeof *t);
     int st;
     if (cJSON_IsArray(v)) {
-        st = from_nested(v, t, label, lim, err, errlen);
+        st = from_nested(v, len, t, label, lim, err, errlen);
     } else if (cJSON_IsObject(v) && is_tensor_object(v)) {
         st = from_shape_data(v, t, label, lim, err, errlen);
     } else if (cJSON_IsNumber(v)) { /* a scalar member of a bundle */
@@ -178,7 +191,7 @@ int io_json_read(const char *text, size_t len, const char *label, const fr_limit
                     (long)(end - text));
     } else if (cJSON_IsArray(root) || (cJSON_IsObject(root) && is_tensor_object(root))) {
         fr_tensor t;
-        st = to_tensor(root, &t, label, lim, err, errlen);
+        st = to_tensor(root, len, &t, label, lim, err, errlen);
         if (!st && (st = fr_bundle_add(out, "", &t, err, errlen))) fr_tensor_free(&t);
         out->single = 1;
     } else if (cJSON_IsObject(root)) {
@@ -188,7 +201,7 @@ int io_json_read(const char *text, size_t len, const char *label, const fr_limit
         for (const cJSON *c = root->child; c && !st; c = c->next) {
             snprintf(mlabel, cap, "%s:%.500s", label, c->string);
             fr_tensor t;
-            st = to_tensor(c, &t, mlabel, lim, err, errlen);
+            st = to_tensor(c, len, &t, mlabel, lim, err, errlen);
             if (!st && (st = fr_bundle_add(out, c->string, &t, err, errlen))) {
                 io_err(err, errlen, st, "%s: duplicate member '%.500s'", label, c->string);
                 fr_tensor_free(&t);
