@@ -5,6 +5,9 @@
 set -eu
 
 PKGS="build-essential pkg-config libkissfft-dev libcjson-dev libzip-dev zlib1g-dev python3-numpy"
+# `deps.sh fuzz`: clang's libFuzzer and sanitizer runtimes and its OpenMP, for `make fuzz` only
+# (`make test` never needs clang).
+[ "${1:-}" = fuzz ] && PKGS="$PKGS clang libclang-rt-14-dev libomp-14-dev"
 # matplotlib only draws the benchmark plots; scripts say so and go on when it is missing.
 [ "${FASTROPE_PLOTS:-1}" = 1 ] && PKGS="$PKGS python3-matplotlib"
 
