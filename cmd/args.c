@@ -90,7 +90,10 @@ const char cli_attn_help[] =
     "  --method M             auto, exact, polyfft, polyfft-literal, polyrope (auto)\n"
     "  --eps E                target max |T_fast - T| (1e-3)\n"
     "  --degree G             force the polynomial degree\n"
-    "  --max-degree G         above it the fast methods refuse, auto uses exact (24)\n";
+    "  --max-degree G         above it the fast methods refuse, auto uses exact (24)\n"
+    "Limits (checked before anything is allocated):\n"
+    "  --max-elements N       elements per tensor (2^30)\n"
+    "  --max-bytes N          bytes per input file, and of all inputs as doubles (12 GiB)\n";
 
 void cli_attn_init(cli_attn *o)
 {
@@ -142,10 +145,25 @@ static void opt_int(cli_args *a, const char *flag, const char *v, int64_t min, i
     }
 }
 
+int cli_limits_option(cli_args *a)
+{
+    const char *v;
+    if (arg_value(a, "--max-elements", &v)) {
+        opt_int(a, "--max-elements", v, 1, INT64_MAX, &cli_limits.max_elements);
+        return 1;
+    }
+    if (arg_value(a, "--max-bytes", &v)) {
+        opt_int(a, "--max-bytes", v, 1, INT64_MAX, &cli_limits.max_bytes);
+        return 1;
+    }
+    return 0;
+}
+
 int cli_attn_option(cli_args *a, cli_attn *o)
 {
     const char *v;
     int64_t k;
+    if (cli_limits_option(a)) return 1;
     if (arg_flag(a, "--rope")) return set_rot(o, FR_ROT_ROPE);
     if (arg_flag(a, "--no-rope")) return set_rot(o, FR_ROT_NONE);
     if (arg_flag(a, "--causal")) return o->causal = 1;

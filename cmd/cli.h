@@ -53,6 +53,12 @@ int cli_attn_option(cli_args *a, cli_attn *o);
 int cli_attn_finish(cli_attn *o);
 /* tau for head dimension d from --scale; an exit code. */
 int cli_scale(const cli_attn *o, int64_t d, double *tau);
+/* Resource limits for every tensor read (--max-elements, --max-bytes; see load.c). */
+#define CLI_DEFAULT_MAX_ELEMENTS ((int64_t)1 << 30) /* per tensor: 8 GiB as doubles */
+#define CLI_DEFAULT_MAX_BYTES ((int64_t)12 << 30)   /* per input file and per run */
+extern fr_limits cli_limits;
+/* Consumes --max-elements N or --max-bytes N at a->i (returns 1), else returns 0. */
+int cli_limits_option(cli_args *a);
 /* The usage text of the shared options, for --help. */
 extern const char cli_attn_help[];
 
@@ -64,6 +70,7 @@ typedef struct {
     fr_tensor *q, *k, *v, *w;
     int64_t batch, n, d, dv;
     int64_t w_batch;     /* 1: W shared; batch: one W per batch entry; 0: no W */
+    int64_t bytes;       /* of every tensor read, as doubles (the per-run limit) */
     char qlabel[512], klabel[512], vlabel[512], wlabel[512];
 } cli_inputs;
 

@@ -40,16 +40,32 @@ int cli_check_finite(const fr_tensor *t, const char *label)
                     isnan(x) ? "NaN" : (x > 0 ? "+Inf" : "-Inf"), idx);
 }
 
-/* Read path into the next slot of in->files. */
+fr_limits cli_limits = {CLI_DEFAULT_MAX_ELEMENTS, CLI_DEFAULT_MAX_BYTES};
+
+/* Read path into the next slot of in->files, within cli_limits: per tensor and per file by the
+ * readers (before they allocate), and all inputs of the run together here. */
 static int read_file(cli_inputs *in, const char *path, fr_bundle **out)
 {
     char err[512];
     fr_bundle *b = &in->files[in->nfiles];
     memset(b, 0, sizeof *b);
-    int st = fr_read(path, b, NULL, err, sizeof err);
-    if (st) return cli_fail(st, "%s", err);
+    int st = fr_read(path, b, &cli_limits, err, sizeof err);
+    if (st)
+        return cli_fail(st, "%s%s", err,
+                        strstr(err, "over the limit") ? " (raise it with --max-elements or "
+                                                        "--max-bytes)"
+                                                      : "");
     in->nfiles++;
     *out = b;
+    for (int i = 0; i < b->count; i++) {
+        int64_t c = fr_tensor_count(&b->tensors[i]);
+        in->bytes += c > INT64_MAX / 8 - in->bytes ? INT64_MAX / 2 : c * 8;
+    }
+    if (in->bytes > cli_limits.max_bytes)
+        return cli_fail(EXIT_INPUT,
+                        "%s: the inputs read so far take %lld bytes as doubles, over the limit of "
+                        "%lld bytes per run (raise it with --max-bytes)",
+                        path, (long long)in->bytes, (long long)cli_limits.max_bytes);
     return EXIT_OK;
 }
 
@@ -98,6 +114,10 @@ static int check_shapes(cli_inputs *in)
                         "%s: v has shape %s but q (%s) has shape %s; v needs [..., n, dv] with "
                         "the same leading axes and n",
                         in->vlabel, sv, in->qlabel, sq);
+    /* An empty tensor's other axes may be huge: their product is not formed. */
+    if (fr_tensor_count(in->q) == 0 || fr_tensor_count(in->v) == 0)
+        return cli_fail(EXIT_INPUT, "%s: empty problem: q has shape %s and v has shape %s",
+                        in->qlabel, sq, sv);
     in->batch = 1;
     for (int i = 0; i < lead; i++) in->batch *= in->q->shape[i];
     in->n = in->q->shape[lead];
