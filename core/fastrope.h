@@ -104,6 +104,17 @@ typedef struct {
 int fr_bounds_compute(const fr_problem *p, const double *q, const double *k, const double *v,
                       int64_t batch, fr_bounds *out, char *err, size_t errlen);
 
+/* Streaming reductions (fastrope check reads one tensor at a time): fold rows x cols of x into
+ * col_max[a] (max |x_ia|, initialise to 0) and *max_row_sq (max_i sum_a x_ia^2, initialise to 0),
+ * with the same rounding as fr_bounds_compute. */
+void fr_stats_rows(const double *x, int64_t rows, int64_t cols, double *col_max,
+                   double *max_row_sq);
+/* The bounds fr_bounds_compute would give, from those reductions of Q and K (d columns each)
+ * and max |entry| of V: the same R to the bit. Rotations by parameters only (not explicit W). */
+int fr_bounds_from_stats(const fr_problem *p, double q_row_sq, double k_row_sq,
+                         const double *q_col_max, const double *k_col_max, double B_v,
+                         fr_bounds *out, char *err, size_t errlen);
+
 /* ---- the polynomial ------------------------------------------------------------------------ */
 
 /* Chebyshev interpolant of exp on [-R, R] of degree g, converted to monomial coefficients

@@ -1,0 +1,115 @@
+/* stats_test.c - fr_bounds_from_stats on streamed reductions gives fr_bounds_compute's bounds to
+ * the bit (fastrope check's R must equal run's), for every parameterised rotation, batches,
+ * odd n and n = 1, with the rows fed in arbitrary pieces. */
+#include "internal.h"
+#include "test.h"
+
+#include <string.h>
+
+static double *rnd(int64_t cnt, double scale, unsigned long long seed)
+{
+    double *x = malloc((size_t)cnt * sizeof *x);
+    for (int64_t e = 0; e < cnt; e++)
+        x[e] = scale * t_rand(&seed) * (e % 7 == 3 ? 3 : 1); /* uneven columns */
+    return x;
+}
+
+/* Reductions of rows x cols fed in pieces of `piece` rows, as a streaming reader would. */
+static void reduce(const double *x, int64_t rows, int64_t cols, int64_t piece, double *colmax,
+                   double *rowsq)
+{
+    memset(colmax, 0, (size_t)cols * sizeof *colmax);
+    *rowsq = 0;
+    for (int64_t i = 0; i < rows; i += piece)
+        fr_stats_rows(x + i * cols, rows - i < piece ? rows - i : piece, cols, colmax, rowsq);
+}
+
+static void same_as_compute(fr_problem p, int64_t batch, const char *what)
+{
+    int64_t n = p.n, d = p.d, dv = p.dv;
+    double *q = rnd(batch * n * d, 1.3, 1 + (unsigned long long)n),
+           *k = rnd(batch * n * d, 0.7, 2 + (unsigned long long)d),
+           *v = rnd(batch * n * dv, 2.1, 3);
+    char err[256];
+    fr_bounds ref, got;
+    int st = fr_bounds_compute(&p, q, k, v, batch, &ref, err, sizeof err);
+    T_REQUIRE(st == 0, "%s: %s", what, err);
+    double *mq = malloc((size_t)d * sizeof *mq), *mk = malloc((size_t)d * sizeof *mk),
+           *mv = malloc((size_t)dv * sizeof *mv), qs, ks, vs;
+    reduce(q, batch * n, d, 3, mq, &qs);
+    reduce(k, batch * n, d, 5, mk, &ks);
+    reduce(v, batch * n, dv, 2, mv, &vs);
+    double bv = 0;
+    for (int64_t a = 0; a < dv; a++)
+        bv = fmax(bv, mv[a]);
+    st = fr_bounds_from_stats(&p, qs, ks, mq, mk, bv, &got, err, sizeof err);
+    T_CHECK(st == 0, "%s: %s", what, err);
+    T_CHECK(got.R == ref.R, "%s: R %.17g vs %.17g", what, got.R, ref.R);
+    T_CHECK(strcmp(got.R_from, ref.R_from) == 0, "%s: %s vs %s", what, got.R_from, ref.R_from);
+    T_CHECK(got.B_q == ref.B_q && got.B_k == ref.B_k && got.B_v == ref.B_v && got.B == ref.B,
+            "%s: entry bounds differ", what);
+    T_CHECK(got.B_over_sqrt_ln_n == ref.B_over_sqrt_ln_n, "%s: B/sqrt(ln n)", what);
+    free(q), free(k), free(v), free(mq), free(mk), free(mv);
+}
+
+static void test_rotations(void)
+{
+    int64_t ns[] = {1, 2, 17, 64};
+    for (int in = 0; in < 4; in++) {
+        int64_t n = ns[in];
+        fr_problem p = fr_problem_default(n, 6, 3);
+        same_as_compute(p, 1, "rope");
+        same_as_compute(p, 3, "rope batch 3");
+        p.rot.pairs = FR_PAIRS_HALF;
+        p.rot.rotary_dim = 4;
+        p.tau = 0.37;
+        same_as_compute(p, 2, "rope half rotary 4");
+        p = fr_problem_default(n, 6, 5);
+        p.rot.kind = FR_ROT_NONE;
+        same_as_compute(p, 2, "none");
+        p.rot.kind = FR_ROT_CLIP;
+        p.rot.clip = 2;
+        same_as_compute(p, 2, "clip 2");
+        p.rot.clip = n + 3;
+        same_as_compute(p, 1, "clip >= n");
+    }
+}
+
+/* The support bound wins when one column dominates: the case where R is not just tau qn kn. */
+static void test_support_wins(void)
+{
+    fr_problem p = fr_problem_default(9, 4, 2);
+    p.rot.kind = FR_ROT_NONE;
+    double q[9 * 4] = {0}, k[9 * 4] = {0}, v[9 * 2] = {0}, mq[4] = {0}, mk[4] = {0}, qs = 0,
+           ks = 0;
+    for (int i = 0; i < 9; i++)
+        q[i * 4] = 1, k[i * 4 + 1] = 1, q[i * 4 + 2] = 0.1;
+    char err[256];
+    fr_bounds ref, got;
+    T_REQUIRE(fr_bounds_compute(&p, q, k, v, 1, &ref, err, sizeof err) == 0, "%s", err);
+    fr_stats_rows(q, 9, 4, mq, &qs);
+    fr_stats_rows(k, 9, 4, mk, &ks);
+    T_REQUIRE(fr_bounds_from_stats(&p, qs, ks, mq, mk, 0, &got, err, sizeof err) == 0, "%s", err);
+    T_CHECK(strcmp(ref.R_from, "support") == 0, "support should win, got %s", ref.R_from);
+    T_CHECK(got.R == ref.R && got.R == 0, "R %g vs %g", got.R, ref.R);
+}
+
+static void test_explicit_refused(void)
+{
+    fr_problem p = fr_problem_default(3, 2, 1);
+    p.rot.kind = FR_ROT_EXPLICIT;
+    double w[5 * 4] = {0}, m[2] = {0};
+    p.rot.w = w;
+    fr_bounds b;
+    char err[256] = "";
+    T_CHECK(fr_bounds_from_stats(&p, 0, 0, m, m, 0, &b, err, sizeof err) == FR_EUSAGE, "status");
+    T_CHECK(strstr(err, "explicit") != NULL, "message: %s", err);
+}
+
+int main(void)
+{
+    T_RUN(test_rotations);
+    T_RUN(test_support_wins);
+    T_RUN(test_explicit_refused);
+    return t_done();
+}
