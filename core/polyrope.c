@@ -29,6 +29,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #if defined(__AVX512F__)
 #define VL 8      /* doubles per vector */
@@ -70,6 +71,22 @@ static void *alloc_aligned(size_t bytes)
     size_t sz = (bytes + ALIGN - 1) / ALIGN * ALIGN;
     void *ptr = aligned_alloc(ALIGN, sz ? sz : ALIGN);
     if (ptr) memset(ptr, 0, sz ? sz : ALIGN);
+    return ptr;
+}
+
+/* The n-row buffers (rotated Q and K, [V, 1]) are touched once each, so first-touch page faults
+ * are a large part of their cost: in this project's VM a 4 KB fault costs ~ 1 us, i.e. the
+ * 200 MB at n = 1M took longer than the products at low degree. Huge pages cut the faults by
+ * 512x where the kernel offers them on request (transparent_hugepage = madvise). */
+static void *alloc_big(size_t bytes)
+{
+    const size_t HUGE = (size_t)2 << 20;
+    if (bytes < 2 * HUGE) return malloc(bytes ? bytes : 1);
+    size_t sz = (bytes + HUGE - 1) / HUGE * HUGE;
+    void *ptr = aligned_alloc(HUGE, sz);
+#ifdef MADV_HUGEPAGE
+    if (ptr) madvise(ptr, sz, MADV_HUGEPAGE);
+#endif
     return ptr;
 }
 
@@ -638,24 +655,54 @@ int fr__polyrope_execute(fr__polyrope *pl, const double *q, const double *k, con
     int64_t n = p->n, d = p->d, dv = p->dv, nc = pl->nc, nd, nx;
     if (!fr__mul_ok(n, d, &nd) || !fr__mul_ok(n, nc, &nx))
         return fr__err(err, errlen, FR_ENOMEM, "polyrope: size overflow");
-    double *qr = malloc((size_t)nd * sizeof(double));
-    double *kr = malloc((size_t)nd * sizeof(double));
-    double *x = malloc((size_t)nx * sizeof(double));
+    double *qr = alloc_big((size_t)nd * sizeof(double));
+    double *kr = alloc_big((size_t)nd * sizeof(double));
+    double *x = alloc_big((size_t)nx * sizeof(double));
     if (!qr || !kr || !x) {
         free(qr), free(kr), free(x);
         return fr__err(err, errlen, FR_ENOMEM, "polyrope: out of memory (n = %lld)", (long long)n);
+    }
+    int64_t np = 0, *pa = NULL, *pb = NULL;
+    double *freq = NULL;
+    if (p->rot.kind == FR_ROT_ROPE) {
+        pa = malloc((size_t)d * sizeof *pa), pb = malloc((size_t)d * sizeof *pb);
+        freq = malloc((size_t)d * sizeof *freq);
+        if (!pa || !pb || !freq) {
+            free(qr), free(kr), free(x), free(pa), free(pb), free(freq);
+            return fr__err(err, errlen, FR_ENOMEM, "polyrope: out of memory");
+        }
+        np = fr__rope_pairs(p, pa, pb, freq);
     }
     const int64_t RB = 4096;
 #pragma omp parallel for schedule(static) if (n > 2 * RB)
     for (int64_t i0 = 0; i0 < n; i0 += RB) {
         int64_t cnt = n - i0 < RB ? n - i0 : RB;
-        fr__rotate_rows(p, q, i0, cnt, qr + i0 * d);
-        fr__rotate_rows(p, k, i0, cnt, kr + i0 * d);
+        if (p->rot.kind == FR_ROT_ROPE) {
+            /* One sin/cos per (position, pair) for both Q and K: with positions up to n the
+             * arguments are large and each call is slow, so sharing it halves the rotation. */
+            memcpy(qr + i0 * d, q + i0 * d, (size_t)(cnt * d) * sizeof(double));
+            memcpy(kr + i0 * d, k + i0 * d, (size_t)(cnt * d) * sizeof(double));
+            for (int64_t i = i0; i < i0 + cnt; i++) {
+                double *qi = qr + i * d, *ki = kr + i * d;
+                for (int64_t m = 0; m < np; m++) {
+                    double ang = (double)i * freq[m], c = cos(ang), sn = sin(ang);
+                    double xa = qi[pa[m]], xb = qi[pb[m]];
+                    qi[pa[m]] = xa * c - xb * sn, qi[pb[m]] = xa * sn + xb * c;
+                    xa = ki[pa[m]], xb = ki[pb[m]];
+                    ki[pa[m]] = xa * c - xb * sn, ki[pb[m]] = xa * sn + xb * c;
+                }
+            }
+        } else {
+            fr__rotate_rows(p, q, i0, cnt, qr + i0 * d);
+            fr__rotate_rows(p, k, i0, cnt, kr + i0 * d);
+        }
         for (int64_t j = i0; j < i0 + cnt; j++) {
-            memcpy(x + j * nc, v + j * dv, (size_t)dv * sizeof(double));
+            for (int64_t c = 0; c < dv; c++)
+                x[j * nc + c] = v[j * dv + c];
             x[j * nc + dv] = 1;
         }
     }
+    free(pa), free(pb), free(freq);
     int oom = 0;
     int64_t w = p->window;
     if (w >= n - 1) w = -1; /* a window as wide as the sequence masks nothing */
