@@ -1,16 +1,18 @@
 /* convert.c - `fastrope convert IN OUT`: between .npy, .npz and .json; also how the tests
  * exercise the I/O layer end to end. */
-#include "cli.h"
+#include "job.h"
 
 #include <string.h>
 
 static const char usage[] =
-    "usage: fastrope convert IN OUT [--dtype f4|f8] [--compress]\n"
+    "usage: fastrope convert IN OUT [--dtype f4|f8] [--compress] [--max-elements N]\n"
+    "                        [--max-bytes N]\n"
     "\n"
     "Converts between .npy, .npz and .json (IN or OUT '-': stdin/stdout). A bundle (.npz, JSON\n"
     "object of tensors) converts to a bundle, a single tensor to a single tensor. The input\n"
     "format is recognised from its first bytes, the output format from OUT's extension ('-'\n"
-    "writes .npy, or .npz for a bundle). --compress deflates .npz members.\n";
+    "writes .npy, or .npz for a bundle). --compress deflates .npz members. --max-elements\n"
+    "(2^30 per tensor) and --max-bytes (12 GiB per file) bound what is read.\n";
 
 int cmd_convert(int argc, char **argv)
 {
@@ -22,6 +24,7 @@ int cmd_convert(int argc, char **argv)
         if (arg_flag(&a, "--help") || arg_flag(&a, "-h")) {
             fputs(usage, stdout);
             return 0;
+        } else if (cli_limits_option(&a)) {
         } else if (arg_flag(&a, "--compress")) {
             compress = 1;
         } else if (arg_value(&a, "--dtype", &v)) {
@@ -39,16 +42,21 @@ int cmd_convert(int argc, char **argv)
     }
     if (a.bad) return EXIT_USAGE;
     if (npaths != 2) return cli_fail(EXIT_USAGE, "convert: takes exactly two paths, IN and OUT");
-    if (strcmp(paths[0], "-") && strcmp(paths[0], paths[1]) == 0)
+    /* The same file by another name (./q.npy, a link) too: writing would destroy the input. */
+    if (strcmp(paths[0], "-") &&
+        (strcmp(paths[0], paths[1]) == 0 || job_same_file(paths[0], paths[1])))
         return cli_fail(EXIT_USAGE, "convert: refusing to overwrite the input %s", paths[0]);
 
     char err[512];
     fr_bundle b;
     memset(&b, 0, sizeof b);
-    int st = fr_read(paths[0], &b, NULL, err, sizeof err);
+    int st = fr_read(paths[0], &b, &cli_limits, err, sizeof err);
     if (st) {
         fr_bundle_free(&b);
-        return cli_fail(st, "%s", err);
+        return cli_fail(st, "%s%s", err,
+                        strstr(err, "over the limit") ? " (raise it with --max-elements or "
+                                                        "--max-bytes)"
+                                                      : "");
     }
     fr_format fmt = fr_format_from_path(paths[1]);
     if (b.single && fmt == FR_FMT_NPZ)
@@ -58,8 +66,7 @@ int cmd_convert(int argc, char **argv)
         st = cli_fail(EXIT_USAGE, "%s: %s holds a bundle of %d tensors; write .npz or .json",
                       paths[1], paths[0], b.count);
     else if (fmt == FR_FMT_UNKNOWN && strcmp(paths[1], "-") != 0)
-        st = cli_fail(EXIT_USAGE, "%s: unknown output format (use .npy, .npz or .json)",
-                      paths[1]);
+        st = cli_fail(EXIT_USAGE, "%s: unknown output format (use .npy, .npz or .json)", paths[1]);
     else if (b.single)
         st = fr_write_tensor(paths[1], fmt, &b.tensors[0], dtype, err, sizeof err);
     else
