@@ -8,7 +8,8 @@
  *   polyfft          ffts * c_fft * N log2 N + alphas * (N/2 + 1) * (dv+1) * c_acc
  *                    ffts = (#u + #v)(dv+1) + #c (spectral accumulation, ALGORITHM.md 5)
  *   polyfft-literal  ffts = (2(dv+1) + 1) * alphas, the same constants
- *   polyrope         n * r * (dv+1) * c_rope * mask factor, r = C(g + d, d)
+ *   polyrope         n * c_rope_row + n * r * (dv+1) * c_rope * mask factor, r = C(g + d, d)
+ *                    (per row: rotation, [V, 1], normalisation)
  *
  * plus a fixed start-up cost per method (threads, allocation), which is what makes exact win
  * at tiny n. Only the ratios between methods matter to auto; the absolute values make the
@@ -26,19 +27,21 @@
 /* polyrope: 64K x d=8 x g=6 (r = 3003, dv = 8) in 0.099 s unmasked, 0.18 s causal, 0.24 s with a
  * window: measured 2025-11-24 on the quiet machine (first build of core/polyrope.c). */
 static const double c_rope = 5.6e-11;  /* s per feature x column x row (unmasked) */
+static const double c_rope_row = 2e-7; /* s per row: sin/cos, copies, first touch */
 static const double c_rope_0 = 2e-4;   /* s per call: threads, workspaces */
 static const double rope_causal = 1.8; /* the running sum costs a third product */
 static const double rope_window = 2.4; /* keys enter and leave the sliding sum */
 
-/* exact and polyfft: placeholders until calibrate_cost.py has been run against the landed
- * back ends (estimates: an online-softmax pair costs ~ (d + dv) FMAs and one exp; a float
- * real FFT of length N ~ 2.5 N log2 N flops at a few GFLOP/s per core). */
-static const double c_exact_flop = 6e-11; /* s per multiply-add per pair */
-static const double c_exact_exp = 5e-10;  /* s per pair for exp and bookkeeping */
+/* exact: fr_exact_rows timed directly at n = 8K-16K, d = dv in {4, 8, 16}, RoPE and clip
+ * (0.85-1.2 ns per pair on two threads), 2025-11-24, machine lightly loaded.
+ * polyfft: CLI runs, clipped RoPE d = 4, degree 5, n = 4K/16K/64K (0.54/1.16/5.49 s), the
+ * machine busy with other builds: noisy; re-run scripts/calibrate_cost.py on a quiet machine. */
+static const double c_exact_flop = 1.4e-11; /* s per multiply-add per pair */
+static const double c_exact_exp = 7.4e-10;  /* s per pair for exp and bookkeeping */
 static const double c_exact_0 = 2e-5;
-static const double c_fft = 6e-10;  /* s per N log2 N of one transform */
-static const double c_acc = 1.5e-9; /* s per complex multiply-add of the accumulation */
-static const double c_fft_0 = 5e-4;
+static const double c_fft = 1.5e-9; /* s per N log2 N of one transform */
+static const double c_acc = 1e-9;   /* s per complex multiply-add of the accumulation */
+static const double c_fft_0 = 1e-3;
 
 /* Pairs (i, j) kept by the mask, counted exactly. */
 static double kept_pairs(const fr_problem *p)
@@ -92,6 +95,6 @@ void fr_predict_times(const fr_problem *p, int degree, int64_t support, double *
         double r = (double)fr__binom(degree + p->d, p->d);
         int64_t w = p->window >= p->n - 1 ? -1 : p->window;
         double f = w >= 0 ? rope_window : p->causal ? rope_causal : 1;
-        t[FR_METHOD_POLYROPE] = c_rope_0 + c_rope * n * r * nc * f;
+        t[FR_METHOD_POLYROPE] = c_rope_0 + c_rope_row * n + c_rope * n * r * nc * f;
     }
 }

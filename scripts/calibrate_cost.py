@@ -12,7 +12,7 @@ OpenMP on every core.
 
     exact     t = c0 + pairs * (c_flop * (score_len + dv) + c_exp)
     polyfft   t = c0 + c_fft * ffts * N log2 N + c_acc * alphas * (N/2 + 1) * (dv + 1)
-    polyrope  t = c0 + c_rope * n * C(g + d, d) * (dv + 1), times a mask factor
+    polyrope  t = c0 + c_row * n + c_rope * n * C(g + d, d) * (dv + 1), times a mask factor
 """
 import argparse
 import json
@@ -49,12 +49,13 @@ class Runner:
             self.inputs[key] = path
         return self.inputs[key]
 
-    def time(self, n, d, method, rot=("--rope",), mask=()):
+    def time(self, n, d, method, rot=("--rope",), mask=(), degree=None):
         """Best compute time of `repeat` runs, and the report of the last."""
         rep = os.path.join(self.tmp, "rep.json")
         best = math.inf
         for _ in range(self.repeat):
-            fastrope("run", "--input", self.input(n, d), *rot, *mask, "--method", method,
+            extra = ("--degree", degree) if degree is not None else ()
+            fastrope("run", "--input", self.input(n, d), *rot, *mask, *extra, "--method", method,
                      "--eps", "1e-3", "-o", os.path.join(self.tmp, "out.npy"), "--report", rep,
                      "--check-rows", 0)
             with open(rep) as f:
@@ -106,26 +107,28 @@ def main():
     e0, e_flop, e_exp = lstsq_pos(A, y)
     print("# exact fit on %d cases" % len(y), file=sys.stderr)
 
-    # polyrope: unmasked sizes and d, then the mask factors at one size
+    # polyrope: sizes, d and forced degrees (so that the per-row work, rotation and
+    # normalisation, separates from the per-feature work), then the mask factors at one size
     A, y = [], []
-    for n, d in [(4096 * s, 4), (16384 * s, 4), (4096 * s, 8), (8192 * s, 8), (256, 4)]:
-        t, r = R.time(n, d, "polyrope")
-        g = r["poly"]["degree"]
-        A.append([1, n * math.comb(g + d, d) * (d + 1)])
+    for n, d, g in [(4096 * s, 4, 4), (16384 * s, 4, 2), (16384 * s, 4, 6), (4096 * s, 8, 6),
+                    (8192 * s, 8, 3), (8192 * s, 8, 5), (256, 4, 3)]:
+        t, r = R.time(n, d, "polyrope", degree=g)
+        A.append([1, n, n * math.comb(g + d, d) * (d + 1)])
         y.append(t)
-    r0, r1 = lstsq_pos(A, y)
+    r0, r_row, r1 = lstsq_pos(A, y)
     n, d = 8192 * s, 8
     base, _ = R.time(n, d, "polyrope")
     causal, _ = R.time(n, d, "polyrope", mask=("--causal",))
     window, _ = R.time(n, d, "polyrope", mask=("--window", n // 8))
-    f_causal = max(1.0, (causal - r0) / max(base - r0, 1e-9))
-    f_window = max(1.0, (window - r0) / max(base - r0, 1e-9))
+    f_causal = max(1.0, (causal - r0 - r_row * n) / max(base - r0 - r_row * n, 1e-9))
+    f_window = max(1.0, (window - r0 - r_row * n) / max(base - r0 - r_row * n, 1e-9))
 
     # polyfft: the counts come from the report (the back end's own)
     A, y = [], []
-    for n, d, rot in [(1024 * s, 4, ("--rope",)), (2048 * s, 4, ("--rope-clip", 16)),
-                      (4096 * s, 4, ("--rope",)), (1024 * s, 8, ("--rope",)), (128, 4, ("--rope",))]:
-        t, r = R.time(n, d, "polyfft", rot)
+    for n, d, rot, g in [(1024 * s, 4, ("--rope",), 4), (2048 * s, 4, ("--rope-clip", 16), 3),
+                         (4096 * s, 4, ("--rope",), 2), (1024 * s, 8, ("--rope",), 2),
+                         (512 * s, 8, ("--rope",), 3), (128, 4, ("--rope",), 3)]:
+        t, r = R.time(n, d, "polyfft", rot, degree=g)
         po = r["poly"]
         N = po["fft_size"]
         A.append([1, po["ffts"] * N * math.log2(max(N, 2)), po["alphas"] * (N / 2 + 1) * (d + 1)])
@@ -136,6 +139,7 @@ def main():
     today = datetime.date.today().isoformat()
     print("/* measured %s by scripts/calibrate_cost.py%s */" % (today, " --quick" if a.quick else ""))
     print("static const double c_rope = %.3g;" % r1)
+    print("static const double c_rope_row = %.3g;" % r_row)
     print("static const double c_rope_0 = %.3g;" % r0)
     print("static const double rope_causal = %.3g;" % f_causal)
     print("static const double rope_window = %.3g;" % f_window)
