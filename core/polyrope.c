@@ -95,6 +95,10 @@ int fr__polyrope_create(fr__polyrope **out, const fr_problem *p, const double *c
 {
     *out = NULL;
     if (degree < 0) return fr__err(err, errlen, FR_EUSAGE, "polyrope: negative degree");
+    if (p->rot.kind == FR_ROT_CLIP) /* the plan checks the family; this catches direct calls */
+        return fr__err(err, errlen, FR_EUSAGE,
+                       "polyrope: clipped RoPE is not a per-position "
+                       "rotation; use polyfft");
     int d = (int)p->d;
     int64_t r = fr__binom(degree + p->d, p->d);
     if (r > MAX_FEATURES)
