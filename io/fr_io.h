@@ -1,4 +1,5 @@
-/* fr_io.h - tensors in and out of files: .npy, .npz, .json (stdin/stdout as "-").
+/* fr_io.h - tensors in and out of files: .npy, .npz, .json (stdin/stdout as "-"); .safetensors
+ * is read.
  *
  * Usage:
  *   fr_bundle b = {0};
@@ -36,7 +37,8 @@ typedef struct {
     int single;         /* the file held one tensor (.npy, a JSON tensor), not a bundle */
 } fr_bundle;
 
-typedef enum { FR_FMT_UNKNOWN, FR_FMT_NPY, FR_FMT_NPZ, FR_FMT_JSON } fr_format;
+/* FR_FMT_SAFETENSORS is read only (a bundle; recognised by content: 8-byte length, '{'). */
+typedef enum { FR_FMT_UNKNOWN, FR_FMT_NPY, FR_FMT_NPZ, FR_FMT_JSON, FR_FMT_SAFETENSORS } fr_format;
 typedef enum { FR_DTYPE_F8 = 8, FR_DTYPE_F4 = 4 } fr_dtype;
 
 typedef struct {
@@ -57,6 +59,27 @@ int fr_bundle_add(fr_bundle *b, const char *name, fr_tensor *t, char *err, size_
 void fr_bundle_free(fr_bundle *b);
 
 fr_format fr_format_from_path(const char *path); /* by extension; FR_FMT_UNKNOWN otherwise */
+
+/* Streaming access to a file's tensors one at a time (fastrope check): .npy, .npz and
+ * .safetensors are read straight from the file, a member at a time, in chunks, so memory stays
+ * at a chunk whatever the file's size; other inputs (JSON, pipes) are read whole first.
+ *   fr_members *m; fr_members_open("dump.npz", NULL, &m, err, sizeof err);
+ *   for (i = 0; i < fr_members_count(m); i++) fr_members_stream(m, i, fn, ctx, err, sizeof err);
+ *   fr_members_close(m);
+ * fn receives the member's values in C order, in pieces of whole rows (of the last axis) when a
+ * row fits in a chunk; a non-zero return stops the stream and is returned. */
+typedef struct fr_members fr_members;
+typedef int (*fr_chunk_fn)(void *ctx, const double *x, int64_t count);
+int fr_members_open(const char *path, const fr_limits *lim, fr_members **out, char *err,
+                    size_t errlen);
+int fr_members_count(const fr_members *m);
+int fr_members_single(const fr_members *m); /* one tensor (.npy, a JSON tensor), named "" */
+const char *fr_members_name(const fr_members *m, int i);
+/* The member's ndim and shape (data is NULL). */
+const fr_tensor *fr_members_shape(const fr_members *m, int i);
+int64_t fr_members_bytes(const fr_members *m, int i); /* its data as stored (throughput) */
+int fr_members_stream(fr_members *m, int i, fr_chunk_fn fn, void *ctx, char *err, size_t errlen);
+void fr_members_close(fr_members *m);
 
 /* Writers are atomic: a temporary file in the target's directory, renamed on success, removed
  * on failure; "-" writes to stdout. fmt FR_FMT_UNKNOWN means: from the path's extension. */

@@ -138,6 +138,7 @@ fr_format fr_format_from_path(const char *path)
     if (strcasecmp(dot, ".npy") == 0) return FR_FMT_NPY;
     if (strcasecmp(dot, ".npz") == 0) return FR_FMT_NPZ;
     if (strcasecmp(dot, ".json") == 0) return FR_FMT_JSON;
+    if (strcasecmp(dot, ".safetensors") == 0) return FR_FMT_SAFETENSORS;
     return FR_FMT_UNKNOWN;
 }
 
@@ -149,6 +150,9 @@ static fr_format sniff(const unsigned char *p, size_t n)
     if (n >= 4 && memcmp(p, "PK\x03\x04", 4) == 0) return FR_FMT_NPZ;
     /* An empty zip (numpy.savez with no arrays) is only its end-of-central-directory record. */
     if (n >= 4 && memcmp(p, "PK\x05\x06", 4) == 0) return FR_FMT_NPZ;
+    /* .safetensors: a little-endian 64-bit header length, then the JSON header. A JSON text
+     * cannot hold the NUL bytes of a length under 4 GiB, so this comes before JSON. */
+    if (n >= 9 && p[8] == '{' && !p[4] && !p[5] && !p[6] && !p[7]) return FR_FMT_SAFETENSORS;
     size_t i = 0;
     if (n >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0) i = 3; /* a UTF-8 byte order mark */
     while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
@@ -166,7 +170,7 @@ static int unknown_format(const char *label, const unsigned char *p, size_t n, c
         k += (size_t)snprintf(shown + k, sizeof shown - k,
                               p[i] >= 32 && p[i] < 127 ? "%c" : "\\x%02x", p[i]);
     return io_err(err, errlen, FR_EINPUT,
-                  "%s: not a .npy, .npz or JSON file (it starts with \"%s\")", label, shown);
+                  "%s: not a .npy, .npz or JSON file, nor .safetensors (it starts with \"%s\")", label, shown);
 }
 
 /* All of f into a growing buffer, refusing more than max bytes (stdin, pipes). */
@@ -250,6 +254,10 @@ int io_read_mem(const unsigned char *buf, size_t len, const char *label, const f
         return read_npz_src(src, &ze, label, lim, out, err, errlen);
     }
     case FR_FMT_JSON: return io_json_read((const char *)buf, len, label, lim, out, err, errlen);
+    case FR_FMT_SAFETENSORS: {
+        io_src s = {IO_SRC_MEM, buf, NULL, NULL, (int64_t)len, 0};
+        return io_st_read(&s, label, lim, out, err, errlen);
+    }
     default: return unknown_format(label, buf, len, err, errlen);
     }
 }
@@ -290,6 +298,10 @@ static int read_regular(FILE **fp, int64_t size, const char *label, const fr_lim
         zip_source_t *src = zip_source_filep_create(f, 0, -1, &ze);
         if (src) *fp = NULL; /* the source closes it */
         return read_npz_src(src, &ze, label, lim, out, err, errlen);
+    }
+    case FR_FMT_SAFETENSORS: {
+        io_src s = {IO_SRC_FILE, NULL, f, NULL, size, 0};
+        return io_st_read(&s, label, lim, out, err, errlen);
     }
     case FR_FMT_JSON: {
         if (size > l.max_bytes)

@@ -63,6 +63,16 @@ int io_out_open(io_out *o, const char *path, int want_file, char *err, size_t er
 int io_out_commit(io_out *o, int closed, char *err, size_t errlen);
 void io_out_abort(io_out *o);
 
+/* ---- bulk decoding of raw elements (streaming readers, .safetensors) ---- */
+typedef struct {
+    char kind; /* 'f' float, 'i' signed, 'u' unsigned, 'b' bool, 'B' bfloat16 */
+    int size;  /* bytes per element */
+    int swap;  /* stored in the other byte order than the host's */
+} io_dtype;
+/* big: the data is big-endian. Always FR_OK (kind and size are the caller's to validate). */
+int io_dtype_from_descr(char kind, int size, int big, io_dtype *dt);
+void io_decode(const unsigned char *raw, int64_t count, const io_dtype *dt, double *out);
+
 /* ---- .npy ---- */
 int io_npy_read(io_src *s, const char *label, const fr_limits *lim, fr_tensor *t, char *err,
                 size_t errlen);
@@ -81,6 +91,32 @@ int io_npz_read(zip_source_t *src, const char *label, const fr_limits *lim, fr_b
 /* Writes the zip file tmppath (which must not be open elsewhere). */
 int io_npz_write(const char *tmppath, const char *label, const fr_bundle *b, fr_dtype dtype,
                  int compress, char *err, size_t errlen);
+
+/* The header dict of a .npy (the text after the length field) into dt, fortran and t's shape;
+ * for readers that stream the data themselves (io/members.c). */
+int io_npy_parse_dict(const char *h, size_t len, const char *label, io_dtype *dt, int *fortran,
+                      fr_tensor *t, char *err, size_t errlen);
+
+/* ---- .safetensors: 8-byte little-endian header length, a JSON header, the data ---- */
+typedef struct {
+    char *name;
+    io_dtype dt;
+    int ndim;
+    int64_t shape[FR_MAXDIM];
+    int64_t begin, end; /* byte offsets in the data section */
+} io_st_entry;
+typedef struct {
+    int count;
+    io_st_entry *e;     /* in the header's order */
+    int64_t data_start; /* 8 + header length: where offsets count from */
+} io_st_header;
+/* Reads and validates the header from s (at its start): dtypes, shapes against offsets, offsets
+ * against the file size and each other. s is left at data_start. */
+int io_st_header_read(io_src *s, const char *label, const fr_limits *lim, io_st_header *h,
+                      char *err, size_t errlen);
+void io_st_header_free(io_st_header *h);
+int io_st_read(io_src *s, const char *label, const fr_limits *lim, fr_bundle *out, char *err,
+               size_t errlen);
 
 /* ---- JSON ---- */
 int io_json_read(const char *text, size_t len, const char *label, const fr_limits *lim,

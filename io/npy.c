@@ -496,3 +496,17 @@ int io_npy_write(FILE *f, const char *label, const fr_tensor *t, fr_dtype dtype,
     free(buf);
     return FR_OK;
 }
+
+int io_npy_parse_dict(const char *h, size_t len, const char *label, io_dtype *dt, int *fortran,
+                      fr_tensor *t, char *err, size_t errlen)
+{
+    npy_dtype nd;
+    memset(t, 0, sizeof *t);
+    *fortran = 0;
+    int st = parse_header(h, len, label, &nd, fortran, t, err, errlen);
+    if (st) return st;
+    dt->kind = nd.kind;
+    dt->size = nd.size;
+    dt->swap = nd.swap;
+    return FR_OK;
+}

@@ -1,0 +1,399 @@
+/* members.c - a file's tensors one at a time, streamed in chunks (fastrope check): memory is a
+ * chunk, not a tensor and not a file, whatever the dump's size.
+ *
+ * .npy and .safetensors are read at their data offsets; .npz members through libzip (stored or
+ * deflated; CRC checked at the end of each member); each with the same checks of declared sizes
+ * against the file as the whole-file readers. Anything else (JSON, pipes) goes through fr_read
+ * and is served from memory. A Fortran-order .npy is read whole (its C order needs all of it). */
+#include "io_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define CHUNK_ELEMS (1 << 16)
+#define NPY_MAX_HEADER (1 << 20)
+#define MAX_MEMBERS 100000
+#define DEFLATE_MAX_RATIO 1032 /* as in npz.c */
+
+typedef enum { M_NPY, M_NPZ, M_ST, M_MEM } m_kind;
+
+typedef struct {
+    char *name;
+    fr_tensor shape; /* data NULL */
+    io_dtype dt;
+    int fortran;
+    int64_t off;   /* M_NPY, M_ST: file offset of the data; M_NPZ: npy header length */
+    int64_t bytes; /* data bytes */
+    int64_t zsize; /* M_NPZ: the member's declared size */
+    zip_uint64_t zindex;
+} member;
+
+struct fr_members {
+    m_kind kind;
+    char *path;
+    int count, single;
+    member *m;
+    FILE *f;
+    int64_t fsize;
+    zip_t *za;
+    fr_bundle mem;
+    fr_limits lim;
+};
+
+int fr_members_count(const fr_members *m)
+{
+    return m->count;
+}
+int fr_members_single(const fr_members *m)
+{
+    return m->single;
+}
+const char *fr_members_name(const fr_members *m, int i)
+{
+    return m->m[i].name;
+}
+const fr_tensor *fr_members_shape(const fr_members *m, int i)
+{
+    return &m->m[i].shape;
+}
+int64_t fr_members_bytes(const fr_members *m, int i)
+{
+    return m->m[i].bytes;
+}
+
+void fr_members_close(fr_members *m)
+{
+    if (!m) return;
+    for (int i = 0; i < m->count; i++)
+        free(m->m[i].name);
+    free(m->m);
+    if (m->f) fclose(m->f);
+    if (m->za) zip_discard(m->za);
+    fr_bundle_free(&m->mem);
+    free(m->path);
+    free(m);
+}
+
+static int add(fr_members *m, const char *name, member **out, char *err, size_t errlen)
+{
+    member *nm = realloc(m->m, (size_t)(m->count + 1) * sizeof *nm);
+    if (!nm) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", m->path);
+    m->m = nm;
+    memset(&nm[m->count], 0, sizeof *nm);
+    if (!(nm[m->count].name = strdup(name)))
+        return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", m->path);
+    *out = &nm[m->count++];
+    return FR_OK;
+}
+
+/* The .npy header at the start of s: dtype, order, shape, header length; the data size is
+ * checked against what s holds and against the limits. */
+static int npy_head(io_src *s, const char *label, const fr_limits *lim, member *e, char *err,
+                    size_t errlen)
+{
+    unsigned char pre[12];
+    if (s->size < 10 || io_src_read(s, pre, 10) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0)
+        return io_err(err, errlen, FR_EINPUT, "%s: not a .npy (bad magic or truncated)", label);
+    int64_t hlen, pl = 10;
+    if (pre[6] == 1) {
+        hlen = pre[8] | (pre[9] << 8);
+    } else if (pre[6] == 2 || pre[6] == 3) {
+        if (io_src_read(s, pre + 10, 2) != 2)
+            return io_err(err, errlen, FR_EINPUT, "%s: truncated npy header", label);
+        hlen = (int64_t)pre[8] | (int64_t)pre[9] << 8 | (int64_t)pre[10] << 16 |
+               (int64_t)pre[11] << 24;
+        pl = 12;
+    } else {
+        return io_err(err, errlen, FR_EINPUT, "%s: unsupported npy version %d.%d", label, pre[6],
+                      pre[7]);
+    }
+    if (hlen > NPY_MAX_HEADER || pl + hlen > s->size)
+        return io_err(err, errlen, FR_EINPUT, "%s: npy header of %lld bytes: too long or truncated",
+                      label, (long long)hlen);
+    char *h = malloc((size_t)hlen + 1);
+    if (!h) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
+    int st = FR_OK;
+    if (io_src_read(s, h, (size_t)hlen) != hlen)
+        st = io_err(err, errlen, FR_EINPUT, "%s: truncated npy header", label);
+    else if (memchr(h, '\0', (size_t)hlen))
+        st = io_err(err, errlen, FR_EINPUT, "%s: npy header holds a NUL byte", label);
+    else
+        st = io_npy_parse_dict(h, (size_t)hlen, label, &e->dt, &e->fortran, &e->shape, err, errlen);
+    free(h);
+    if (st) return st;
+    int64_t count = fr_tensor_count(&e->shape), bytes = 0, c = 1;
+    for (int i = 0; i < e->shape.ndim && count; i++)
+        if (!io_mul_ok(c, e->shape.shape[i], &c))
+            return io_err(err, errlen, FR_EINPUT, "%s: the size of its shape overflows", label);
+    if (!io_mul_ok(count, e->dt.size, &bytes) || bytes != s->size - pl - hlen)
+        return io_err(err, errlen, FR_EINPUT,
+                      "%s: header says %lld bytes of data but the file holds %lld", label,
+                      (long long)bytes, (long long)(s->size - pl - hlen));
+    if (count > lim->max_elements)
+        return io_err(err, errlen, FR_EINPUT, "%s: %lld elements, over the limit of %lld", label,
+                      (long long)count, (long long)lim->max_elements);
+    e->off = pl + hlen;
+    e->bytes = bytes;
+    return FR_OK;
+}
+
+static int open_npz(fr_members *m, char *err, size_t errlen)
+{
+    int zerr = 0;
+    m->za = zip_open(m->path, ZIP_RDONLY | ZIP_CHECKCONS, &zerr);
+    if (!m->za) {
+        zip_error_t ze;
+        zip_error_init_with_code(&ze, zerr);
+        int st = io_err(err, errlen, FR_EINPUT, "%s: not a valid .npz (zip) file (%s)", m->path,
+                        zip_error_strerror(&ze));
+        zip_error_fini(&ze);
+        return st;
+    }
+    zip_int64_t n = zip_get_num_entries(m->za, 0);
+    if (n > MAX_MEMBERS)
+        return io_err(err, errlen, FR_EINPUT, "%s: %lld members, over the limit of %d", m->path,
+                      (long long)n, MAX_MEMBERS);
+    int64_t total = 0;
+    for (zip_int64_t i = 0; i < n; i++) {
+        zip_stat_t zs;
+        if (zip_stat_index(m->za, (zip_uint64_t)i, 0, &zs) != 0 || !(zs.valid & ZIP_STAT_NAME) ||
+            !(zs.valid & ZIP_STAT_SIZE))
+            return io_err(err, errlen, FR_EINPUT, "%s: unreadable zip entry %lld", m->path,
+                          (long long)i);
+        size_t nl = strlen(zs.name);
+        if (nl < 4 || strcmp(zs.name + nl - 4, ".npy") != 0)
+            return io_err(err, errlen, FR_EINPUT, "%s: member '%s' is not a .npy", m->path,
+                          zs.name);
+        if (zs.size > (zip_uint64_t)(m->lim.max_bytes - total))
+            return io_err(err, errlen, FR_EINPUT,
+                          "%s: member '%s' declares %llu bytes, over the limit of %lld", m->path,
+                          zs.name, (unsigned long long)zs.size, (long long)m->lim.max_bytes);
+        if ((zs.valid & ZIP_STAT_COMP_METHOD) && (zs.valid & ZIP_STAT_COMP_SIZE) &&
+            ((zs.comp_method == ZIP_CM_STORE && zs.comp_size != zs.size) ||
+             (zs.comp_method == ZIP_CM_DEFLATE && zs.size / DEFLATE_MAX_RATIO > zs.comp_size + 1)))
+            return io_err(err, errlen, FR_EINPUT,
+                          "%s: member '%s' declares a size its stored data cannot have", m->path,
+                          zs.name);
+        total += (int64_t)zs.size;
+        char label[1024];
+        snprintf(label, sizeof label, "%s:%s", m->path, zs.name);
+        for (int j = 0; j < m->count; j++)
+            if (strlen(m->m[j].name) == nl - 4 && strncmp(m->m[j].name, zs.name, nl - 4) == 0)
+                return io_err(err, errlen, FR_EINPUT, "%s: duplicate member '%s'", m->path,
+                              zs.name);
+        member *e;
+        int st = add(m, "", &e, err, errlen);
+        if (st) return st;
+        e->name[0] = '\0';
+        char *nm = strndup(zs.name, nl - 4);
+        if (!nm) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", m->path);
+        free(e->name);
+        e->name = nm;
+        e->zindex = (zip_uint64_t)i;
+        e->zsize = (int64_t)zs.size;
+        zip_file_t *zf = zip_fopen_index(m->za, (zip_uint64_t)i, 0);
+        if (!zf)
+            return io_err(err, errlen, FR_EINPUT, "%s: cannot open member (%s)", label,
+                          zip_strerror(m->za));
+        io_src s = {IO_SRC_ZIP, NULL, NULL, zf, e->zsize, 0};
+        st = npy_head(&s, label, &m->lim, e, err, errlen);
+        zip_fclose(zf);
+        if (st) return st;
+    }
+    return FR_OK;
+}
+
+static int open_st(fr_members *m, char *err, size_t errlen)
+{
+    io_src s = {IO_SRC_FILE, NULL, m->f, NULL, m->fsize, 0};
+    io_st_header h;
+    int st = io_st_header_read(&s, m->path, &m->lim, &h, err, errlen);
+    if (st) return st;
+    for (int i = 0; i < h.count && !st; i++) {
+        member *e;
+        if ((st = add(m, h.e[i].name, &e, err, errlen))) break;
+        e->dt = h.e[i].dt;
+        e->shape.ndim = h.e[i].ndim;
+        memcpy(e->shape.shape, h.e[i].shape, sizeof e->shape.shape);
+        e->off = h.data_start + h.e[i].begin;
+        e->bytes = h.e[i].end - h.e[i].begin;
+    }
+    io_st_header_free(&h);
+    return st;
+}
+
+static int open_mem(fr_members *m, char *err, size_t errlen)
+{
+    int st = fr_read(m->path, &m->mem, &m->lim, err, errlen);
+    if (st) return st;
+    m->single = m->mem.single;
+    for (int i = 0; i < m->mem.count && !st; i++) {
+        member *e;
+        if ((st = add(m, m->mem.names[i], &e, err, errlen))) break;
+        e->shape.ndim = m->mem.tensors[i].ndim;
+        memcpy(e->shape.shape, m->mem.tensors[i].shape, sizeof e->shape.shape);
+        e->bytes = fr_tensor_count(&m->mem.tensors[i]) * 8;
+    }
+    return st;
+}
+
+int fr_members_open(const char *path, const fr_limits *lim, fr_members **out, char *err,
+                    size_t errlen)
+{
+    *out = NULL;
+    fr_members *m = calloc(1, sizeof *m);
+    if (!m || !(m->path = strdup(path))) {
+        free(m);
+        return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", path);
+    }
+    m->lim = io_limits(lim);
+    m->kind = M_MEM;
+    struct stat sb;
+    unsigned char head[16];
+    size_t n = 0;
+    int st = FR_OK;
+    if (strcmp(path, "-") != 0) {
+        if (!(m->f = fopen(path, "rb")) || fstat(fileno(m->f), &sb) != 0)
+            st = io_err(err, errlen, FR_EINPUT, "%s: %s", path, strerror(errno));
+        else if (S_ISDIR(sb.st_mode))
+            st = io_err(err, errlen, FR_EINPUT, "%s: is a directory, not a file", path);
+        else if (S_ISREG(sb.st_mode)) {
+            m->fsize = (int64_t)sb.st_size;
+            n = fread(head, 1, sizeof head, m->f);
+            if (n >= 6 && memcmp(head, "\x93NUMPY", 6) == 0)
+                m->kind = M_NPY;
+            else if (n >= 4 && memcmp(head, "PK\x03\x04", 4) == 0)
+                m->kind = M_NPZ;
+            else if (n >= 9 && head[8] == '{' && !head[4] && !head[5] && !head[6] && !head[7])
+                m->kind = M_ST;
+            rewind(m->f);
+        }
+    }
+    if (!st) {
+        member *e;
+        switch (m->kind) {
+        case M_NPY: {
+            m->single = 1;
+            if ((st = add(m, "", &e, err, errlen))) break;
+            io_src s = {IO_SRC_FILE, NULL, m->f, NULL, m->fsize, 0};
+            st = npy_head(&s, path, &m->lim, e, err, errlen);
+            break;
+        }
+        case M_NPZ:
+            fclose(m->f); /* libzip opens by path */
+            m->f = NULL;
+            st = open_npz(m, err, errlen);
+            break;
+        case M_ST: st = open_st(m, err, errlen); break;
+        default:
+            if (m->f) fclose(m->f);
+            m->f = NULL;
+            st = open_mem(m, err, errlen);
+        }
+    }
+    if (st) {
+        fr_members_close(m);
+        return st;
+    }
+    *out = m;
+    return FR_OK;
+}
+
+/* Whole rows per chunk when a row fits, so that consumers see rows in one piece. */
+static int64_t chunk_elems(const fr_tensor *shape)
+{
+    int64_t last = shape->ndim ? shape->shape[shape->ndim - 1] : 1;
+    if (last <= 0 || last > CHUNK_ELEMS) return CHUNK_ELEMS;
+    return CHUNK_ELEMS / last * last;
+}
+
+static int stream_src(io_src *s, const member *e, const char *label, fr_chunk_fn fn, void *ctx,
+                      char *err, size_t errlen)
+{
+    int64_t per = chunk_elems(&e->shape), total = e->bytes / e->dt.size;
+    unsigned char *raw = malloc((size_t)(per * e->dt.size));
+    double *x = malloc((size_t)per * sizeof *x);
+    int st = raw && x ? FR_OK : io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
+    for (int64_t done = 0; done < total && !st; done += per) {
+        int64_t m = total - done < per ? total - done : per;
+        if (io_src_read(s, raw, (size_t)(m * e->dt.size)) != m * e->dt.size) {
+            st = io_err(err, errlen, FR_EINPUT, "%s: truncated or unreadable data", label);
+            break;
+        }
+        io_decode(raw, m, &e->dt, x);
+        st = fn(ctx, x, m);
+    }
+    free(raw);
+    free(x);
+    return st;
+}
+
+/* A Fortran-order array: read whole (transposed by the npy reader), served in one piece. */
+static int stream_whole(io_src *s, const char *label, const fr_limits *lim, fr_chunk_fn fn,
+                        void *ctx, char *err, size_t errlen)
+{
+    fr_tensor t;
+    int st = io_npy_read(s, label, lim, &t, err, errlen);
+    if (st) return st;
+    st = fn(ctx, t.data, fr_tensor_count(&t));
+    fr_tensor_free(&t);
+    return st;
+}
+
+int fr_members_stream(fr_members *m, int i, fr_chunk_fn fn, void *ctx, char *err, size_t errlen)
+{
+    member *e = &m->m[i];
+    char label[1024];
+    if (m->single)
+        snprintf(label, sizeof label, "%s", m->path);
+    else
+        snprintf(label, sizeof label, "%s:%s", m->path, e->name);
+    int whole = e->fortran && e->shape.ndim > 1;
+    switch (m->kind) {
+    case M_MEM: {
+        const fr_tensor *t = &m->mem.tensors[i];
+        return fn(ctx, t->data, fr_tensor_count(t));
+    }
+    case M_NPY:
+    case M_ST: {
+        io_src s = {IO_SRC_FILE, NULL, m->f, NULL, m->fsize, 0};
+        if (fseeko(m->f, whole ? 0 : e->off, SEEK_SET) != 0)
+            return io_err(err, errlen, FR_EINPUT, "%s: %s", label, strerror(errno));
+        if (whole) return stream_whole(&s, label, &m->lim, fn, ctx, err, errlen);
+        s.pos = e->off;
+        s.size = e->off + e->bytes;
+        return stream_src(&s, e, label, fn, ctx, err, errlen);
+    }
+    default: {
+        zip_file_t *zf = zip_fopen_index(m->za, e->zindex, 0);
+        if (!zf)
+            return io_err(err, errlen, FR_EINPUT, "%s: cannot open member (%s)", label,
+                          zip_strerror(m->za));
+        io_src s = {IO_SRC_ZIP, NULL, NULL, zf, e->zsize, 0};
+        int st;
+        if (whole) {
+            st = stream_whole(&s, label, &m->lim, fn, ctx, err, errlen);
+        } else {
+            char skip[4096];
+            int64_t left = e->off;
+            st = FR_OK;
+            while (left > 0 && !st) {
+                int64_t c = left < (int64_t)sizeof skip ? left : (int64_t)sizeof skip;
+                if (io_src_read(&s, skip, (size_t)c) != c)
+                    st = io_err(err, errlen, FR_EINPUT, "%s: truncated member", label);
+                left -= c;
+            }
+            if (!st) st = stream_src(&s, e, label, fn, ctx, err, errlen);
+            int end = st ? 0 : io_src_check_end(&s);
+            if (end)
+                st = io_err(err, errlen, FR_EINPUT, "%s: %s", label,
+                            end > 0 ? "member holds more data than its declared size"
+                                    : "corrupt data (checksum or decompression error)");
+        }
+        zip_fclose(zf);
+        return st;
+    }
+    }
+}
