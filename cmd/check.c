@@ -440,6 +440,19 @@ static void csv_num(double x, const char *fmt)
     if (isfinite(x)) printf(fmt, x);
 }
 
+/* Numbers to the last bit (%.17g): cJSON's own printing may drop the last digit, and a
+ * machine reading the bounds should get exactly what was computed. */
+static void jnum(cJSON *o, const char *key, double x)
+{
+    char buf[40];
+    if (!isfinite(x)) {
+        cJSON_AddNullToObject(o, key);
+        return;
+    }
+    snprintf(buf, sizeof buf, "%.17g", x);
+    cJSON_AddRawToObject(o, key, buf);
+}
+
 static void emit(ck_ctx *c, const ck_row *r)
 {
     int qkv = r->kind == SET_QKV, ok = !r->error;
@@ -467,16 +480,16 @@ static void emit(ck_ctx *c, const ck_row *r)
                 cJSON_AddNullToObject(o, "dv");
         }
         if (ok && qkv) {
-            rep_num(o, "B_q", r->B_q);
-            rep_num(o, "B_k", r->B_k);
-            rep_num(o, "B_v", r->B_v);
+            jnum(o, "B_q", r->B_q);
+            jnum(o, "B_k", r->B_k);
+            jnum(o, "B_v", r->B_v);
         }
         if (ok) {
-            rep_num(o, "B", r->B);
-            rep_num(o, "B_over_sqrt_ln_n", r->B_sl);
+            jnum(o, "B", r->B);
+            jnum(o, "B_over_sqrt_ln_n", r->B_sl);
         }
         if (ok && qkv) {
-            rep_num(o, "R", r->R);
+            jnum(o, "R", r->R);
             cJSON_AddStringToObject(o, "R_from", r->R_from);
             if (r->degree >= 0)
                 cJSON_AddNumberToObject(o, "degree", r->degree);
@@ -484,8 +497,8 @@ static void emit(ck_ctx *c, const ck_row *r)
                 cJSON_AddNullToObject(o, "degree");
             cJSON *t = cJSON_AddObjectToObject(o, "predicted_s");
             for (int m = FR_METHOD_EXACT; m < FR_NMETHODS; m++)
-                rep_num(t, fr_method_name((fr_method)m), r->t[m] >= 0 ? r->t[m] : NAN);
-            rep_num(o, "speedup", r->speedup);
+                jnum(t, fr_method_name((fr_method)m), r->t[m] >= 0 ? r->t[m] : NAN);
+            jnum(o, "speedup", r->speedup);
         }
         if (ok)
             cJSON_AddStringToObject(o, "verdict", r->verdict);

@@ -1,0 +1,387 @@
+"""CLI tests of `fastrope check`: sets found by name, every format and dtype against numpy,
+per-head rows, shards, errors amid good inputs, and agreement with `fastrope run`'s report.
+
+Sizes are small and entries small (d = 16, |x| <= 0.4): the degree stays low, so the cost
+model's term counting is quick."""
+import csv
+import io
+import json
+import os
+import struct
+
+import numpy as np
+
+from frtest import fastrope, run_all, test, tmpdir
+
+D, DV = 16, 6
+
+
+def qkv(seed, lead=(), n=19, scale=0.4):
+    rng = np.random.default_rng(seed)
+    q = rng.uniform(-scale, scale, lead + (n, D))
+    k = rng.uniform(-scale, scale, lead + (n, D))
+    v = rng.uniform(-2 * scale, 2 * scale, lead + (n, DV))
+    return q, k, v
+
+
+def check(*args, code=0):
+    r = fastrope("check", "--format", "jsonl", *args)
+    assert r.returncode == code, (r.returncode, r.stderr.decode())
+    rows = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    return rows, r.stderr.decode()
+
+
+def write_st(path, tensors, header_patch=None, raw_header=None, extra=b""):
+    """A .safetensors by hand: {name: (array, DTYPE)}; DTYPE BF16 takes float32 (truncated)."""
+    hdr, blobs, off = {}, [], 0
+    for name, (a, dt) in tensors.items():
+        a = np.asarray(a, order="C")  # (ascontiguousarray makes a scalar 1-d)
+        if dt == "BF16":
+            b = (a.astype(np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
+        else:
+            b = a.astype(a.dtype.newbyteorder("<")).tobytes()
+        hdr[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        off += len(b)
+        blobs.append(b)
+    hdr["__metadata__"] = {"format": "pt"}
+    if header_patch:
+        header_patch(hdr)
+    h = raw_header if raw_header is not None else json.dumps(hdr).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs) + extra)
+
+
+def bf16(a):
+    u = (a.astype(np.float32).view(np.uint32) >> 16).astype(np.uint32) << 16
+    return u.view(np.float32).astype(np.float64)
+
+
+def expect_bounds(row, q, k, v, tol=0):
+    for key, x in (("B_q", q), ("B_k", k), ("B_v", v)):
+        want = float(np.abs(np.asarray(x, dtype=np.float64)).max())
+        assert abs(row[key] - want) <= tol * want, (key, row[key], want)
+
+
+def same(a, b):
+    """check prints %.17g; run's report goes through cJSON, which may drop the last digit: the
+    doubles are equal (tested to the bit in core/stats_test.c), their printings within 2 ulp."""
+    return abs(a - b) <= 4.5e-16 * abs(b)
+
+
+def run_report(q, k, v, *flags):
+    dd = tmpdir()
+    p = os.path.join(dd, "in.npz")
+    np.savez(p, q=np.asarray(q, np.float64), k=np.asarray(k, np.float64),
+             v=np.asarray(v, np.float64))
+    r = fastrope("run", "--input", p, "-o", os.path.join(dd, "o.npy"), "--report",
+                 os.path.join(dd, "r.json"), "--quiet", "--check-rows", 0, *flags)
+    assert r.returncode == 0, r.stderr.decode()
+    with open(os.path.join(dd, "r.json")) as f:
+        return json.load(f)
+
+
+@test
+def names_group_into_sets():
+    dd = tmpdir()
+    q, k, v = qkv(1)
+    members = {
+        "layers.0.attn.q_proj": q, "layers.0.attn.k_proj": k, "layers.0.attn.v_proj": v,
+        "Layers.1.Attn.QUERY": q * 0.5, "layers.1.attn.key": k, "layers.1.attn.value": v,
+        "enc_q": q, "enc_k": k, "enc_v": v,
+        "amb.k": k, "amb.key": k, "amb.q": q, "amb.v": v,    # two k's: ambiguous
+        "half.q": q, "half.k": k,                            # no v: incomplete
+        "mask": np.ones((3, 3)),                             # ignored where sets exist
+    }
+    np.savez(os.path.join(dd, "b.npz"), **members)
+    rows, err = check(os.path.join(dd, "b.npz"), code=3)
+    by = {r["set"]: r for r in rows}
+    assert sorted(by) == ["Layers.1.Attn", "amb", "enc", "half", "layers.0.attn"], sorted(by)
+    assert "ambiguous" in by["amb"]["error"] and "'amb.k'" in by["amb"]["error"], by["amb"]
+    assert "incomplete" in by["half"]["error"] and "no v" in by["half"]["error"], by["half"]
+    for s in ("layers.0.attn", "enc"):
+        assert by[s]["verdict"] in ("fast", "marginal", "exact-only"), by[s]
+        expect_bounds(by[s], q, k, v)
+    expect_bounds(by["Layers.1.Attn"], q * 0.5, k, v)
+    assert "incomplete set" in err and "ambiguous set" in err, err
+    # a bare q/k/v bundle: the set has no name
+    np.savez(os.path.join(dd, "plain.npz"), Q=q, K=k, V=v)
+    rows, _ = check(os.path.join(dd, "plain.npz"))
+    assert len(rows) == 1 and rows[0]["set"] == "", rows
+
+
+@test
+def every_format_and_dtype_against_numpy():
+    dd = tmpdir()
+    q, k, v = qkv(2, lead=(2,))
+    cases = []
+    for dt in (np.float16, np.float32, np.float64):
+        p = os.path.join(dd, "f%d.npz" % np.dtype(dt).itemsize)
+        np.savez(p, q=q.astype(dt), k=k.astype(dt), v=v.astype(dt))
+        cases.append((p, q.astype(dt), k.astype(dt), v.astype(dt)))
+    p = os.path.join(dd, "z.npz")
+    np.savez_compressed(p, q=q.astype(np.float32), k=k, v=v.astype(np.float16))
+    cases.append((p, q.astype(np.float32), k, v.astype(np.float16)))
+    # integers and bool (what quantised dumps hold): entries are whole numbers
+    qi = np.round(q * 300).astype(np.int16)
+    ki = np.round(k * 100).astype(np.int8)
+    vb = v > 0
+    p = os.path.join(dd, "ints.npz")
+    np.savez(p, q=qi, k=ki, v=vb)
+    cases.append((p, qi, ki, vb))
+    for name, dt in (("F16", np.float16), ("F32", np.float32), ("F64", np.float64)):
+        p = os.path.join(dd, "%s.safetensors" % name)
+        write_st(p, {"q": (q.astype(dt), name), "k": (k.astype(dt), name),
+                     "v": (v.astype(dt), name)})
+        cases.append((p, q.astype(dt), k.astype(dt), v.astype(dt)))
+    p = os.path.join(dd, "bf.safetensors")
+    write_st(p, {"q": (q, "BF16"), "k": (k.astype(np.float32), "F32"), "v": (v, "BF16")})
+    cases.append((p, bf16(q), k.astype(np.float32), bf16(v)))
+    ints = {"I8": np.int8, "I16": np.int16, "I32": np.int32, "I64": np.int64, "U8": np.uint8,
+            "U16": np.uint16, "U32": np.uint32, "U64": np.uint64}
+    for name, dt in ints.items():
+        p = os.path.join(dd, "%s.safetensors" % name)
+        qq = (np.abs(q) * 200).astype(dt)
+        write_st(p, {"q": (qq, name), "k": (qq, name), "v": (v > 0, "BOOL")})
+        cases.append((p, qq, qq, v > 0))
+    p = os.path.join(dd, "b.json")
+    with open(p, "w") as f:
+        json.dump({"q": q.tolist(), "k": k.tolist(), "v": v.tolist()}, f)
+    cases.append((p, q, k, v))
+    os.makedirs(os.path.join(dd, "npydir"))
+    for nm, x in (("q", q.astype(np.float16)), ("k", k), ("v", v.astype(np.float32))):
+        np.save(os.path.join(dd, "npydir", nm + ".npy"), x)
+    np.save(os.path.join(dd, "npydir", "fort_q.npy"), np.asfortranarray(q))
+    np.save(os.path.join(dd, "npydir", "fort_k.npy"), k)
+    np.save(os.path.join(dd, "npydir", "fort_v.npy"), v.astype(">f8"))  # big-endian
+    for path, a, b, c in cases:
+        rows, _ = check(path, "--no-rope", "--scale", "sdpa")
+        assert len(rows) == 1, (path, rows)
+        expect_bounds(rows[0], a, b, c)
+        rep = run_report(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                         np.asarray(c, np.float64), "--no-rope", "--scale", "sdpa")
+        assert same(rows[0]["R"], rep["bounds"]["R"]), (path, rows[0]["R"], rep["bounds"]["R"])
+    rows, _ = check(os.path.join(dd, "npydir"))
+    by = {r["set"]: r for r in rows}
+    assert sorted(by) == ["", "fort"], by
+    expect_bounds(by[""], q.astype(np.float16), k, v.astype(np.float32))
+    expect_bounds(by["fort"], q, k, v)
+    assert same(by["fort"]["R"], run_report(q, k, v)["bounds"]["R"])
+
+
+@test
+def r_and_degree_equal_runs_report():
+    for flags in ([], ["--rope-clip", "3"], ["--no-rope"], ["--causal", "--scale", "sdpa"],
+                  ["--rope-pairs", "half", "--rotary-dim", "8", "--eps", "1e-5"]):
+        dd = tmpdir()
+        q, k, v = qkv(3, lead=(2, 3), n=23)
+        q[1, 2, 5, 3] = 0.9  # one head stands out
+        st = os.path.join(dd, "x.safetensors")
+        write_st(st, {"q": (q.astype(np.float32), "F32"), "k": (k, "F64"),
+                      "v": (v.astype(np.float16), "F16")})
+        rows, _ = check(st, *flags)
+        rep = run_report(q.astype(np.float32), k, v.astype(np.float16), *flags)
+        r = rows[0]
+        assert same(r["R"], rep["bounds"]["R"]), (flags, r["R"], rep["bounds"]["R"])
+        assert r["R_from"] == rep["bounds"]["R_from"]
+        assert r["degree"] == rep["poly"]["degree"], (flags, r["degree"], rep["poly"])
+        assert r["worst_head"] == 5, r  # index 1*3+2 of the leading axes
+        assert r["n"] == 23 and r["d"] == D and r["dv"] == DV
+
+
+@test
+def per_head_rows():
+    dd = tmpdir()
+    q, k, v = qkv(4, lead=(2, 3))
+    q[0, 1] *= 2
+    p = os.path.join(dd, "h.npz")
+    np.savez(p, q=q, k=k, v=v)
+    rows, _ = check(p, "--per-head")
+    assert [r["head"] for r in rows] == list(range(6)), rows
+    for h, r in enumerate(rows):
+        a, b = divmod(h, 3)
+        expect_bounds(r, q[a, b], k[a, b], v[a, b])
+        assert same(r["R"], run_report(q[a, b], k[a, b], v[a, b])["bounds"]["R"])
+    whole, _ = check(p)
+    # the set's row pools the heads as run does on the batch: at least every head's R
+    assert whole[0]["R"] >= max(r["R"] for r in rows) and whole[0]["worst_head"] == 1, whole
+    assert same(whole[0]["R"], run_report(q, k, v)["bounds"]["R"])
+
+
+@test
+def shards_partition_the_list():
+    dd = tmpdir()
+    q, k, v = qkv(5, n=5)
+    for i in range(7):
+        np.savez(os.path.join(dd, "f%d.npz" % i), **{"l%d.q" % j: q for j in range(2)},
+                 **{"l%d.k" % j: k for j in range(2)}, **{"l%d.v" % j: v for j in range(2)})
+    full, _ = check(dd)
+    keys = [(r["path"], r["set"]) for r in full]
+    assert len(keys) == 14 and keys == sorted(keys), keys
+    for N in (1, 3, 5, 20):
+        got = []
+        for K in range(1, N + 1):
+            rows, _ = check(dd, "--shard", "%d/%d" % (K, N))
+            got += [(r["path"], r["set"]) for r in rows]
+            assert [x for x in keys[K - 1::N]] == [(r["path"], r["set"]) for r in rows]
+        assert sorted(got) == keys and len(set(got)) == len(got), (N, got)
+    for bad in ("0/3", "4/3", "1/0", "x", "1/2/3"):
+        r = fastrope("check", dd, "--shard", bad)
+        assert r.returncode == 2, (bad, r.returncode)
+
+
+@test
+def corrupt_file_amid_good_ones():
+    dd = tmpdir()
+    q, k, v = qkv(6)
+    np.savez(os.path.join(dd, "a.npz"), q=q, k=k, v=v)
+    np.savez(os.path.join(dd, "c.npz"), q=q, k=k, v=v)
+    with open(os.path.join(dd, "a.npz"), "rb") as f:
+        data = f.read()
+    with open(os.path.join(dd, "b.npz"), "wb") as f:
+        f.write(data[: len(data) // 2])  # truncated
+    write_st(os.path.join(dd, "d.safetensors"), {"q": (q, "F64"), "k": (k, "F64"),
+                                                 "v": (v, "F64")})
+    q2 = q.copy()
+    q2[3, 4] = np.nan
+    np.savez(os.path.join(dd, "e.npz"), q=q2, k=k, v=v)
+    rows, err = check(dd, code=3)
+    names = [os.path.basename(r["path"]) for r in rows]
+    assert names == ["a.npz", "b.npz", "c.npz", "d.safetensors", "e.npz"], names
+    assert "error" in rows[1] and "b.npz" in err, rows[1]
+    assert "NaN" in rows[4]["error"] and "flat index %d" % (3 * D + 4) in rows[4]["error"]
+    for i in (0, 2, 3):
+        assert "error" not in rows[i], rows[i]
+        expect_bounds(rows[i], q, k, v)
+
+
+@test
+def empty_directory_and_recursion():
+    dd = tmpdir()
+    rows, err = check(dd)
+    assert rows == [] and "nothing to check" in err, err
+    sub = os.path.join(dd, "a", "b")
+    os.makedirs(sub)
+    q, k, v = qkv(7)
+    for nm, x in (("q", q), ("k", k), ("v", v)):
+        np.save(os.path.join(sub, "layer3_%s.npy" % nm), x)
+    rows, _ = check(dd)
+    assert rows == [], rows  # not without --recursive
+    rows, _ = check(dd, "--recursive")
+    assert len(rows) == 1 and rows[0]["path"] == sub and rows[0]["set"] == "layer3", rows
+
+
+@test
+def single_tensor_files():
+    dd = tmpdir()
+    q, _, _ = qkv(8, lead=(3,))
+    p = os.path.join(dd, "act.npy")
+    np.save(p, q.astype(np.float16))
+    rows, _ = check(p)
+    assert rows[0]["verdict"] == "entries-only" and "R" not in rows[0], rows
+    assert rows[0]["B"] == float(np.abs(q.astype(np.float16)).max())
+    rows, _ = check(p, "--per-head")
+    assert [r["B"] for r in rows] == [float(np.abs(q[i].astype(np.float16)).max())
+                                      for i in range(3)]
+
+
+@test
+def table_and_csv_formats():
+    dd = tmpdir()
+    q, k, v = qkv(9)
+    np.savez(os.path.join(dd, "a.npz"), q=q, k=k, v=v)
+    with open(os.path.join(dd, "bad.npz"), "wb") as f:
+        f.write(b"PK\x03\x04garbage")
+    r = fastrope("check", dd, "--format", "csv")
+    assert r.returncode == 3
+    rows = list(csv.DictReader(io.StringIO(r.stdout.decode())))
+    assert len(rows) == 2 and rows[1]["error"] and not rows[0]["error"], rows
+    for key in ("path", "set", "n", "d", "dv", "B_q", "B_k", "B_v", "B_over_sqrt_ln_n", "R",
+                "degree", "predicted_s_exact", "predicted_s_polyrope", "speedup", "verdict"):
+        assert key in rows[0], key
+    assert float(rows[0]["B_q"]) == float(np.abs(q).max())
+    assert "check:" in r.stderr.decode()  # the summary is not in the CSV
+    r = fastrope("check", dd)
+    out = r.stdout.decode()
+    assert r.returncode == 3 and "verdict" in out and "error" in out and "check: 2 sets" in out
+    r = fastrope("check", dd, "--quiet", "--format", "jsonl")
+    assert "MB read" not in r.stderr.decode() and "bad.npz" in r.stderr.decode()
+
+
+@test
+def safetensors_through_convert_bit_exact():
+    dd = tmpdir()
+    rng = np.random.default_rng(10)
+    x32 = rng.standard_normal((3, 4)).astype(np.float32)
+    x16 = rng.standard_normal((5,)).astype(np.float16)
+    xbf = rng.standard_normal((2, 3)).astype(np.float32)
+    xi = rng.integers(-2**40, 2**40, (4,), dtype=np.int64)
+    xu = rng.integers(0, 255, (2, 2), dtype=np.uint8)
+    s = np.array(2.5)
+    p = os.path.join(dd, "m.safetensors")
+    write_st(p, {"a": (x32, "F32"), "b": (x16, "F16"), "c": (xbf, "BF16"), "d": (xi, "I64"),
+                 "e": (xu, "U8"), "s": (s, "F64"), "empty": (np.zeros((0, 3)), "F32")})
+    out = os.path.join(dd, "m.npz")
+    r = fastrope("convert", p, out)
+    assert r.returncode == 0, r.stderr.decode()
+    got = np.load(out)
+    want = {"a": x32, "b": x16, "c": bf16(xbf), "d": xi, "e": xu, "s": s,
+            "empty": np.zeros((0, 3))}
+    assert sorted(got.files) == sorted(want)
+    for nm, w in want.items():
+        g = got[nm]
+        assert g.dtype == np.float64 and g.shape == w.shape, (nm, g.shape, w.shape)
+        assert np.array_equal(g, np.asarray(w, dtype=np.float64)), nm
+    # and from stdin (the in-memory path)
+    with open(p, "rb") as f:
+        r = fastrope("convert", "-", out, input=f.read())
+    assert r.returncode == 0 and np.array_equal(np.load(out)["c"], bf16(xbf))
+    # run accepts it as a bundle
+    q, k, v = qkv(11)
+    write_st(os.path.join(dd, "qkv.safetensors"), {"q": (q, "F64"), "k": (k, "F64"),
+                                                   "v": (v, "F64")})
+    r = fastrope("run", "--input", os.path.join(dd, "qkv.safetensors"), "-o",
+                 os.path.join(dd, "o.npy"), "--quiet")
+    assert r.returncode == 0, r.stderr.decode()
+
+
+@test
+def hostile_safetensors_headers():
+    dd = tmpdir()
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+
+    def patch(fn):
+        return lambda h: fn(h)
+
+    cases = {
+        "out_of_range": (dict(header_patch=patch(lambda h: h["x"].update(
+            data_offsets=[0, 10 ** 6]))), "run past"),
+        "overlap": (dict(header_patch=patch(lambda h: h["y"].update(
+            data_offsets=[8, 32]))), "overlap"),
+        "bad_dtype": (dict(header_patch=patch(lambda h: h["x"].update(dtype="F8_E4M3"))),
+                      "unsupported dtype"),
+        "shape_vs_bytes": (dict(header_patch=patch(lambda h: h["x"].update(shape=[3, 3]))),
+                           "make"),
+        "not_json": (dict(raw_header=b"{this is not json}"), "not valid JSON"),
+        "not_object": (dict(raw_header=b'{"x": 5}'), "'x' is not an object"),
+        "neg_offset": (dict(header_patch=patch(lambda h: h["x"].update(
+            data_offsets=[-1, 23]))), "data_offsets"),
+        "gap_trailing": (dict(extra=b"\0" * 8), "after the last tensor"),
+    }
+    for name, (kw, msg) in cases.items():
+        p = os.path.join(dd, name + ".safetensors")
+        write_st(p, {"x": (a, "F32"), "y": (a, "F32")}, **kw)
+        r = fastrope("convert", p, os.path.join(dd, "o.npz"))
+        assert r.returncode == 3 and msg in r.stderr.decode(), (name, r.stderr.decode())
+        rows, err = check(p, code=3)
+        assert len(rows) == 1 and msg in rows[0]["error"], (name, rows)
+    # a header length larger than the file
+    p = os.path.join(dd, "long.safetensors")
+    with open(p, "wb") as f:
+        f.write(struct.pack("<Q", 10 ** 6) + b'{"x": {}}')
+    r = fastrope("convert", p, os.path.join(dd, "o.npz"))
+    assert r.returncode == 3 and "larger than the file" in r.stderr.decode(), r.stderr
+    rows, _ = check(p, code=3)
+    assert "larger than the file" in rows[0]["error"]
+
+
+run_all()
