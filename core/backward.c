@@ -19,24 +19,19 @@
  * Both passes run over index lists, so fr_exact_backward_rows reuses them for a sample of
  * query rows (pass 2a) and key rows (pass 2b) after a full pass 1. */
 #include "internal.h"
+#include "tiles.h"
 
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* As in exact.c: glibc declares exp's SIMD variants only under __FAST_MATH__; libmvec exports
- * them regardless, and `#pragma omp simd` loops then call the vector exp. */
-#pragma omp declare simd notinbranch
-extern double exp(double);
-
 #define BR 32 /* query rows per block */
 #define BC 64 /* key rows per block (multiple of VW) */
-#define VW 8  /* doubles per vector of the micro-kernels */
-#define TR 4  /* rows per micro-tile (divides BR) */
+#define VW FR_VW
+#define TR FR_TR
 
-/* GCC vector extension: lowered to AVX-512, AVX2 pairs or SSE quadruples as the target allows. */
-typedef double vd __attribute__((vector_size(VW * sizeof(double))));
+typedef fr__vd vd;
 
 enum { MODE_DOT, MODE_SUPPORT };
 
@@ -184,23 +179,7 @@ static void apply_mask(const ctx *x, scratch *w)
 static void mm_rows_by_tiles(const double *restrict a, const double *restrict bt, int64_t K,
                              double *restrict out)
 {
-    for (int r = 0; r < BR; r += TR) {
-        const double *a0 = a + r * K;
-        for (int c = 0; c < BC; c += VW) {
-            vd x0 = {0}, x1 = {0}, x2 = {0}, x3 = {0};
-            for (int64_t t = 0; t < K; t++) {
-                vd b = *(const vd *)(bt + t * BC + c);
-                x0 += a0[t] * b;
-                x1 += a0[K + t] * b;
-                x2 += a0[2 * K + t] * b;
-                x3 += a0[3 * K + t] * b;
-            }
-            *(vd *)(out + (r + 0) * BC + c) = x0;
-            *(vd *)(out + (r + 1) * BC + c) = x1;
-            *(vd *)(out + (r + 2) * BC + c) = x2;
-            *(vd *)(out + (r + 3) * BC + c) = x3;
-        }
-    }
+    fr__mm_tiles(a, bt, K, BR, BC, out);
 }
 
 static double hsum(vd x)
@@ -523,12 +502,6 @@ static void rotate_back(const fr_problem *p, int64_t npairs, const int64_t *pa, 
 
 /* ---- driver ------------------------------------------------------------------------------ */
 
-static void *alloc_doubles(int64_t count)
-{
-    size_t bytes = ((size_t)(count > 0 ? count : 1) * sizeof(double) + 63) & ~(size_t)63;
-    return aligned_alloc(64, bytes);
-}
-
 static void scratch_free(scratch *w)
 {
     free(w->qb);
@@ -548,17 +521,17 @@ static int scratch_alloc(scratch *w, int64_t d, int64_t dv)
 {
     int64_t dm = d > dv ? d : dv;
     memset(w, 0, sizeof *w);
-    w->qb = alloc_doubles(BR * d);
-    w->gb = alloc_doubles(BR * dv);
-    w->kt = w->kt_own = alloc_doubles(d * BC);
-    w->vt = w->vt_own = alloc_doubles(dv * BC);
-    w->s = alloc_doubles(BR * BC);
-    w->dp = alloc_doubles(BR * BC);
-    w->acc = alloc_doubles(BR * dm);
-    w->dkt = alloc_doubles(d * BC);
-    w->dvt = alloc_doubles(dv * BC);
-    w->qw = alloc_doubles(BR * d);
-    w->kw = alloc_doubles(BC * d);
+    w->qb = fr__alloc_doubles(BR * d);
+    w->gb = fr__alloc_doubles(BR * dv);
+    w->kt = w->kt_own = fr__alloc_doubles(d * BC);
+    w->vt = w->vt_own = fr__alloc_doubles(dv * BC);
+    w->s = fr__alloc_doubles(BR * BC);
+    w->dp = fr__alloc_doubles(BR * BC);
+    w->acc = fr__alloc_doubles(BR * dm);
+    w->dkt = fr__alloc_doubles(d * BC);
+    w->dvt = fr__alloc_doubles(dv * BC);
+    w->qw = fr__alloc_doubles(BR * d);
+    w->kw = fr__alloc_doubles(BC * d);
     return w->qb && w->gb && w->kt && w->vt && w->s && w->dp && w->acc && w->dkt && w->dvt &&
            w->qw && w->kw;
 }
@@ -631,11 +604,11 @@ static int backward(const fr_problem *p, const double *q, const double *k, const
     int nthreads = omp_get_max_threads();
     fr__support sup;
     memset(&sup, 0, sizeof sup);
-    double *qs = alloc_doubles(n * d), *ks = alloc_doubles(n * d);
-    double *tt = t ? t : alloc_doubles(n * dvd), *g = NULL;
-    double *lse = alloc_doubles(n), *dl = alloc_doubles(n);
+    double *qs = fr__alloc_doubles(n * d), *ks = fr__alloc_doubles(n * d);
+    double *tt = t ? t : fr__alloc_doubles(n * dvd), *g = NULL;
+    double *lse = fr__alloc_doubles(n), *dl = fr__alloc_doubles(n);
     int64_t nkt = (n + BC - 1) / BC;
-    double *ktiles = alloc_doubles(nkt * d * BC), *vtiles = alloc_doubles(nkt * dvd * BC);
+    double *ktiles = fr__alloc_doubles(nkt * d * BC), *vtiles = fr__alloc_doubles(nkt * dvd * BC);
     double *pairs_f = malloc((size_t)(d / 2 + 1) * sizeof(double));
     int64_t *pairs_a = malloc((size_t)(d / 2 + 1) * sizeof(int64_t));
     int64_t *pairs_b = malloc((size_t)(d / 2 + 1) * sizeof(int64_t));
@@ -646,7 +619,7 @@ static int backward(const fr_problem *p, const double *q, const double *k, const
                      pairs_a && pairs_b
                  ? FR_OK
                  : FR_ENOMEM;
-    if (!st && target && !(g = alloc_doubles(n * dvd))) st = FR_ENOMEM;
+    if (!st && target && !(g = fr__alloc_doubles(n * dvd))) st = FR_ENOMEM;
     for (int i = 0; !st && i < nthreads; i++)
         if (!scratch_alloc(&ws[i], d, dvd)) st = FR_ENOMEM;
     int64_t dwsize = x.nd * d * d;

@@ -12,28 +12,22 @@
  *     pay for the per-entry mask;
  *   - exp is evaluated by glibc's vector exp (libmvec) through an OpenMP SIMD declaration. */
 #include "internal.h"
+#include "tiles.h"
 
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* glibc declares exp's SIMD variants only under __FAST_MATH__, which we do not want (the input
- * checks rely on IEEE NaN semantics). libmvec exports them regardless, so declare them
- * ourselves: in a `#pragma omp simd` loop gcc then calls _ZGV?N?v_exp for the target ISA. */
-#pragma omp declare simd notinbranch
-extern double exp(double);
-
 #define BR 32  /* rows per block (multiple of TR) */
 #define BC 128 /* keys per block (multiple of VW) */
-#define VW 8   /* doubles per vector of the micro-kernels */
-#define TR 4   /* rows per micro-tile */
+#define VW FR_VW
+#define TR FR_TR
 /* O(n d) preparation below this many entries runs on one thread: a team's barrier costs more
  * than the work, especially when the cores are shared. */
 #define PAR_MIN (1 << 16)
 
-/* GCC vector extension: lowered to AVX-512, AVX2 pairs or SSE quadruples as the target allows. */
-typedef double vd __attribute__((vector_size(VW * sizeof(double))));
+typedef fr__vd vd;
 
 /* How a score block is formed. */
 enum { MODE_DOT, MODE_CLIP, MODE_SUPPORT };
@@ -64,23 +58,7 @@ typedef struct {
 static void scores_dot(const double *restrict q, const double *restrict kt, int64_t d,
                        double *restrict s)
 {
-    for (int r = 0; r < BR; r += TR) {
-        const double *q0 = q + r * d;
-        for (int c = 0; c < BC; c += VW) {
-            vd a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-            for (int64_t t = 0; t < d; t++) {
-                vd k = *(const vd *)(kt + t * BC + c);
-                a0 += q0[t] * k;
-                a1 += q0[d + t] * k;
-                a2 += q0[2 * d + t] * k;
-                a3 += q0[3 * d + t] * k;
-            }
-            *(vd *)(s + (r + 0) * BC + c) = a0;
-            *(vd *)(s + (r + 1) * BC + c) = a1;
-            *(vd *)(s + (r + 2) * BC + c) = a2;
-            *(vd *)(s + (r + 3) * BC + c) = a3;
-        }
-    }
+    fr__mm_tiles(q, kt, d, BR, BC, s);
 }
 
 /* Explicit W through its support: s_ij = sum_s q_{i,a_s} w_s(j - i) k_{j,b_s}; the kernel
@@ -315,13 +293,6 @@ static void rotate_all(const fr_problem *p, const double *x, double *dst)
         fr__rotate_rows(p, x, i0, n - i0 < chunk ? n - i0 : chunk, dst + i0 * p->d);
 }
 
-static void *alloc_doubles(int64_t count)
-{
-    /* 64-byte alignment for the vector loads of the micro-kernels */
-    size_t bytes = ((size_t)(count > 0 ? count : 1) * sizeof(double) + 63) & ~(size_t)63;
-    return aligned_alloc(64, bytes);
-}
-
 int fr_exact_rows(const fr_problem *p, const double *q, const double *k, const double *v,
                   const int64_t *rows, int64_t nrows, double *out, char *err, size_t errlen)
 {
@@ -374,16 +345,16 @@ int fr_exact_rows(const fr_problem *p, const double *q, const double *k, const d
     scratch *ws = calloc((size_t)nthreads, sizeof *ws);
     st = ws ? FR_OK : FR_ENOMEM;
     for (int64_t t = 0; !st && t < nq; t++)
-        if (!(x.q[t] = alloc_doubles(nrp * d))) st = FR_ENOMEM;
+        if (!(x.q[t] = fr__alloc_doubles(nrp * d))) st = FR_ENOMEM;
     for (int64_t t = 0; !st && t < nkt; t++)
-        if (!(x.kt[t] = alloc_doubles(x.nb * BC * d))) st = FR_ENOMEM;
-    if (!st && !(x.v = alloc_doubles(x.nb * BC * x.dvp))) st = FR_ENOMEM;
-    if (!st && x.mode != MODE_SUPPORT && !(krot = alloc_doubles(n * d))) st = FR_ENOMEM;
-    if (!st && x.mode == MODE_CLIP && !(wc = alloc_doubles(d * d))) st = FR_ENOMEM;
+        if (!(x.kt[t] = fr__alloc_doubles(x.nb * BC * d))) st = FR_ENOMEM;
+    if (!st && !(x.v = fr__alloc_doubles(x.nb * BC * x.dvp))) st = FR_ENOMEM;
+    if (!st && x.mode != MODE_SUPPORT && !(krot = fr__alloc_doubles(n * d))) st = FR_ENOMEM;
+    if (!st && x.mode == MODE_CLIP && !(wc = fr__alloc_doubles(d * d))) st = FR_ENOMEM;
     for (int t = 0; !st && t < nthreads; t++) {
         for (int e = 0; e < (x.mode == MODE_CLIP ? 3 : 1) && !st; e++)
-            if (!(ws[t].s[e] = alloc_doubles(BR * BC))) st = FR_ENOMEM;
-        if (!st && !(ws[t].acc = alloc_doubles(BR * x.dvp))) st = FR_ENOMEM;
+            if (!(ws[t].s[e] = fr__alloc_doubles(BR * BC))) st = FR_ENOMEM;
+        if (!st && !(ws[t].acc = fr__alloc_doubles(BR * x.dvp))) st = FR_ENOMEM;
     }
     if (st) {
         st = fr__err(err, errlen, FR_ENOMEM, "out of memory for the exact attention (n = %lld)",
