@@ -281,7 +281,7 @@ static void scan_dir(set_list *l, const char *dir, int recursive)
         ne++;
     }
     closedir(dp);
-    qsort(ents, (size_t)ne, sizeof *ents, by_str);
+    if (ne > 1) qsort(ents, (size_t)ne, sizeof *ents, by_str); /* ents may be NULL */
     named *nm = calloc((size_t)(ne ? ne : 1), sizeof *nm);
     int nn = 0;
     if (!nm) exit(cli_fail(EXIT_INTERNAL, "out of memory"));
@@ -902,7 +902,7 @@ int cmd_check(int argc, char **argv)
         else
             scan_file(&l, paths[i], 0);
     }
-    qsort(l.s, (size_t)l.count, sizeof *l.s, by_set);
+    if (l.count > 1) qsort(l.s, (size_t)l.count, sizeof *l.s, by_set);
     int64_t mine = 0;
     for (int64_t i = 0; i < l.count; i++)
         mine += i % shard_n == shard_k - 1;
