@@ -13,8 +13,7 @@
 
 #define ROUNDING_SLACK (1 + 1e-12) /* as in bounds.c */
 
-void fr_stats_rows(const double *x, int64_t rows, int64_t cols, double *col_max,
-                   double *max_row_sq)
+void fr_stats_rows(const double *x, int64_t rows, int64_t cols, double *col_max, double *max_row_sq)
 {
     double best = *max_row_sq;
     for (int64_t i = 0; i < rows; i++) {

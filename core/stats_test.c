@@ -80,8 +80,7 @@ static void test_support_wins(void)
 {
     fr_problem p = fr_problem_default(9, 4, 2);
     p.rot.kind = FR_ROT_NONE;
-    double q[9 * 4] = {0}, k[9 * 4] = {0}, v[9 * 2] = {0}, mq[4] = {0}, mk[4] = {0}, qs = 0,
-           ks = 0;
+    double q[9 * 4] = {0}, k[9 * 4] = {0}, v[9 * 2] = {0}, mq[4] = {0}, mk[4] = {0}, qs = 0, ks = 0;
     for (int i = 0; i < 9; i++)
         q[i * 4] = 1, k[i * 4 + 1] = 1, q[i * 4 + 2] = 0.1;
     char err[256];
