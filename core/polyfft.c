@@ -23,32 +23,12 @@
  * literal mode: the paper's algorithm as written, every alpha separately: one kernel FFT and
  * per column one forward and one inverse FFT, (2(dv+1)+1) #alpha FFTs. Exists so the benchmark
  * can show what the accumulation buys. */
-#include "fft.h"
-#include "monomial.h"
+#include "polyfft_impl.h"
 
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define PLAN_BUDGET ((int64_t)768 << 20) /* bytes of stored spectra */
-#define EXEC_BUDGET ((int64_t)768 << 20) /* bytes of Z_v (and streamed kernels) per degree */
-
-enum { MODE_PAIRS, MODE_KERNELS, MODE_STREAM };
-
-struct fr__polyfft {
-    fr_problem p;
-    int literal, degree, mode;
-    fr__monomials m;
-    fr__fft *fft;
-    int64_t N, nb;
-    int64_t lo, hi; /* offsets delta the mask keeps: [lo, hi] */
-    int64_t cb;     /* columns per block */
-    fr__cpx *spec;  /* PAIRS: npairs x nb; KERNELS: nc x nb; both include the 1/N */
-    double time[3]; /* last execution, thread-seconds: forward FFTs, accumulation, inverse */
-    int64_t *fix;   /* rows recomputed exactly (too few keys for the float FFTs), ascending */
-    int64_t nfix;
-};
 
 /* Rows with fewer unmasked keys than this are recomputed exactly. Why: the float FFT's
  * rounding is an absolute error spread evenly over the rows (~ 2^-24 sqrt(N) times the size of
@@ -89,6 +69,12 @@ static void kernel_spectrum(const fr__polyfft *pl, int64_t c, double scale, floa
 {
     kernel_table(pl, c, scale, h);
     fr__fft_forward(pl->fft, h, C);
+}
+
+void fr__polyfft_kernel_spectrum(const fr__polyfft *pl, int64_t c, double scale, float *h,
+                                 fr__cpx *C)
+{
+    kernel_spectrum(pl, c, scale, h, C);
 }
 
 /* PAIRS: K_uv = sum_alpha coef_alpha C_c / N, kernels computed a chunk at a time so that the
@@ -163,6 +149,7 @@ int fr__polyfft_create_budget(fr__polyfft **out, const fr_problem *p, const doub
     pl->p = *p;
     pl->literal = literal;
     pl->degree = degree;
+    pl->exec_budget = exec_budget;
     int64_t n = p->n;
 
     fr__support S;

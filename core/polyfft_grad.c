@@ -1,10 +1,499 @@
-/* polyfft_grad.c - backward of the polyfft pipeline (ALGORITHM.md 7). STUB. */
-#include "internal.h"
+/* polyfft_grad.c - backward of the polyfft pipeline (ALGORITHM.md 7): the exact gradient of the
+ * polynomial forward
+ *
+ *   T_i = num_i / D_i,  [num_i, D_i] = sum_j P(s_ij) [V_j, 1],
+ *   P(s_ij) = sum_alpha coef_alpha u_alpha(i) c_alpha(j - i) v_alpha(j).
+ *
+ * With G = dL/dT, Delta_i = G_i . T_i and the per-row weights of the columns x of [V, 1]
+ *   w_m(i) = G_im / D_i,  w_1(i) = -Delta_i / D_i       (so dL/dP_ij = sum_x w_x(i) x(j)),
+ * every gradient is a contraction of one of two Toeplitz passes that have the forward's shape:
+ *   forward pass     y_u[x](i) = sum_{alpha -> u} coef sum_j c(j - i) v(j) x(j)
+ *                    dQ_ia = sum_u (du/dQ_a)(i) sum_x w_x(i) y_u[x](i)
+ *   transposed pass  z_v[x](j) = sum_{alpha -> v} coef sum_i c(j - i) u(i) w_x(i)
+ *                    dV_jm = sum_v v(j) z_v[w_m](j)
+ *                    dK_jb = sum_v (dv/dK_b)(j) sum_x x(j) z_v[w_x](j)
+ * The transposed pass is the forward one with Q and K swapped and every kernel reflected,
+ * delta -> -delta, which for a real circulant is the complex conjugate of its spectrum: so the
+ * plan's spectra (pairs, kernels or streamed) serve both passes unchanged.
+ *
+ * Passes: A (forward, values: T and D; keeps y_u when they fit in the plan's execution budget),
+ * then dQ from the kept y_u (no FFT) or from a second forward pass B, then the transposed pass.
+ * About two forward passes when y_u fit, three otherwise.
+ *
+ * Rows the forward recomputes exactly (too few keys for the float FFTs) have T_i from softmax,
+ * not from P: their weights are zero in the passes, and their contributions to dQ, dK, dV are
+ * those of exact attention restricted to them (computed here directly over their few keys).
+ *
+ * dW is not implemented: it would need a cross-correlation per kernel monomial of P', per entry
+ * (a, b) and per column, and the CLI offers --method exact for it. */
+#include "polyfft_impl.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* One Toeplitz pass of either direction, and what to do with its outputs. */
+typedef struct {
+    int transposed;           /* 0: inputs on the K side, outputs on Q; 1: the reverse */
+    const double *xin, *xout; /* n x d rows the input and output monomials are evaluated on */
+    const double *ain;        /* n x cols: the input columns */
+    /* values (transposed = 0 only): num (cols x n) += u(i) y_u; y_u kept in ystore if given */
+    double *num;
+    float *ystore; /* nu x cols x n */
+    /* gradients: grad (n x d) += sum_o (d o / d xout)(i) sum_x bout_x(i) y_o[x](i), and with
+     * dvals (n x dv, transposed only) += o(i) y_o[x](i) for the columns of V */
+    const double *bout; /* n x cols */
+    double *grad, *dvals;
+} pass_spec;
+
+/* g[a] += s * d(prod_b x_b^e_b)/dx_a for every a */
+static inline void add_mono_grad(const unsigned char *e, const double *x, int d, double s,
+                                 double *g)
+{
+    for (int a = 0; a < d; a++) {
+        if (!e[a]) continue;
+        double r = s * e[a];
+        for (int b = 0; b < d; b++)
+            for (int t = 0, p = e[b] - (b == a); t < p; t++)
+                r *= x[b];
+        g[a] += r;
+    }
+}
+
+/* Y += A (.) B, or conj(A) (.) B (the reflected kernel) */
+static inline void cmadd2(fr__cpx *restrict Y, const fr__cpx *restrict A, const fr__cpx *restrict B,
+                          int conj, int64_t nb)
+{
+    if (conj)
+        for (int64_t b = 0; b < nb; b++) {
+            Y[b].re += A[b].re * B[b].re + A[b].im * B[b].im;
+            Y[b].im += A[b].re * B[b].im - A[b].im * B[b].re;
+        }
+    else
+        for (int64_t b = 0; b < nb; b++) {
+            Y[b].re += A[b].re * B[b].re - A[b].im * B[b].im;
+            Y[b].im += A[b].re * B[b].im + A[b].im * B[b].re;
+        }
+}
+
+static int run_pass(const fr__polyfft *pl, const pass_spec *ps)
+{
+    const fr__monomials *m = &pl->m;
+    int64_t n = pl->p.n, N = pl->N, nb = pl->nb, d = pl->p.d, dvd = pl->p.dv, cols = dvd + 1;
+    int tr = ps->transposed, T = omp_get_max_threads();
+    int stream = pl->literal || pl->mode == MODE_STREAM;
+    int pairs = !pl->literal && pl->mode == MODE_PAIRS;
+    const unsigned char *e_in = tr ? m->u_exp : m->v_exp, *e_out = tr ? m->v_exp : m->u_exp;
+    const int64_t *in_first = tr ? m->u_first : m->v_first,
+                  *out_first = tr ? m->v_first : m->u_first;
+    const int32_t *pair_in = tr ? m->p_u : m->p_v;
+    int64_t nout = tr ? m->nv : m->nu;
+
+    /* The pairs of every output monomial: u's are contiguous already; v's by a counting sort. */
+    int64_t *poff = malloc((size_t)(nout + 1) * sizeof *poff);
+    int64_t *plist = malloc((size_t)(m->npairs + 1) * sizeof *plist);
+    int ok = poff && plist;
+    if (ok) {
+        memset(poff, 0, (size_t)(nout + 1) * sizeof *poff);
+        for (int64_t q = 0; q < m->npairs; q++)
+            poff[(tr ? m->p_v[q] : m->p_u[q]) + 1]++;
+        for (int64_t o = 0; o < nout; o++)
+            poff[o + 1] += poff[o];
+        int64_t *fillp = malloc((size_t)(nout + 1) * sizeof *fillp);
+        ok = fillp != NULL;
+        if (ok) {
+            memcpy(fillp, poff, (size_t)nout * sizeof *fillp);
+            for (int64_t q = 0; q < m->npairs; q++)
+                plist[fillp[tr ? m->p_v[q] : m->p_u[q]]++] = q;
+        }
+        free(fillp);
+    }
+
+    int64_t nin_max = 1;
+    for (int g = 0; g <= pl->degree; g++) {
+        int64_t c = in_first[g + 1] - in_first[g];
+        nin_max = c > nin_max ? c : nin_max;
+    }
+    int64_t cb = pl->exec_budget / (nin_max * nb * (int64_t)sizeof(fr__cpx));
+    cb = cb < 1 ? 1 : cb > cols ? cols : cb;
+
+    int64_t *cslot = malloc((size_t)(m->nc + 1) * sizeof *cslot);
+    int64_t *clist = malloc((size_t)(m->nc + 1) * sizeof *clist);
+    float *bufs = malloc((size_t)(T * N) * sizeof *bufs);
+    fr__cpx *Ys = malloc((size_t)(T * (cb + 1) * nb) * sizeof *Ys);
+    fr__cpx *Z = malloc((size_t)(nin_max * cb * nb) * sizeof *Z);
+    fr__cpx *Cs = NULL;
+    /* Per thread: value mode cb x n sums; gradient mode n x d (+ n x dv) sums and two rows. */
+    int64_t per = ps->num ? cb * n : n * d + (ps->dvals ? n * dvd : 0) + 2 * n;
+    double *acc = calloc((size_t)(T * per), sizeof *acc);
+    ok = ok && cslot && clist && bufs && Ys && Z && acc;
+
+    for (int64_t c0 = 0; ok && c0 < cols; c0 += cb) {
+        int64_t ncb = c0 + cb <= cols ? cb : cols - c0;
+        if (ps->num) memset(acc, 0, (size_t)(T * per) * sizeof *acc);
+        for (int g = 0; ok && g <= pl->degree; g++) {
+            int64_t i0 = in_first[g], i1 = in_first[g + 1];
+            int64_t o0 = out_first[g], o1 = out_first[g + 1];
+            if (i1 == i0 || o1 == o0) continue;
+            const fr__cpx *Cbase = pl->spec;
+            if (stream) {
+                int64_t ncl = 0;
+                for (int64_t c = 0; c < m->nc; c++)
+                    cslot[c] = -1;
+                for (int64_t t = m->a_first[g]; t < m->a_first[g + 1]; t++)
+                    if (cslot[m->a_c[t]] < 0) {
+                        cslot[m->a_c[t]] = ncl;
+                        clist[ncl++] = m->a_c[t];
+                    }
+                free(Cs);
+                Cs = malloc((size_t)(ncl * nb) * sizeof *Cs);
+                if (!Cs) {
+                    ok = 0;
+                    break;
+                }
+#pragma omp parallel for schedule(dynamic, 1)
+                for (int64_t i = 0; i < ncl; i++)
+                    fr__polyfft_kernel_spectrum(pl, clist[i], 1.0 / (double)N,
+                                                bufs + omp_get_thread_num() * N, Cs + i * nb);
+                Cbase = Cs;
+            } else {
+                for (int64_t c = 0; c < m->nc; c++)
+                    cslot[c] = c;
+            }
+
+#pragma omp parallel
+            {
+                int t = omp_get_thread_num();
+                float *buf = bufs + t * N;
+                fr__cpx *Y = Ys + t * (cb + 1) * nb, *Kuv = Y + cb * nb;
+                double *a = acc + t * per;
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t iv = 0; iv < (i1 - i0) * ncb; iv++) {
+                    int64_t mi = i0 + iv / ncb, col = c0 + iv % ncb;
+                    const unsigned char *e = e_in + mi * d;
+                    for (int64_t j = 0; j < n; j++)
+                        buf[j] = (float)(fr__monomial_eval(e, ps->xin + j * d, (int)d) *
+                                         ps->ain[j * cols + col]);
+                    memset(buf + n, 0, (size_t)(N - n) * sizeof *buf);
+                    fr__fft_forward(pl->fft, buf, Z + iv * nb);
+                }
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t o = o0; o < o1; o++) {
+                    memset(Y, 0, (size_t)(ncb * nb) * sizeof *Y);
+                    for (int64_t r = poff[o]; r < poff[o + 1]; r++) {
+                        int64_t pq = plist[r];
+                        const fr__cpx *K;
+                        if (pairs) {
+                            K = pl->spec + pq * nb;
+                        } else {
+                            memset(Kuv, 0, (size_t)nb * sizeof *Kuv);
+                            for (int64_t al = m->p_first[pq]; al < m->p_first[pq + 1]; al++) {
+                                const fr__cpx *C = Cbase + cslot[m->a_c[al]] * nb;
+                                float s = (float)m->a_coef[al];
+                                for (int64_t b = 0; b < nb; b++) {
+                                    Kuv[b].re += s * C[b].re;
+                                    Kuv[b].im += s * C[b].im;
+                                }
+                            }
+                            K = Kuv;
+                        }
+                        const fr__cpx *Zi = Z + (pair_in[pq] - i0) * ncb * nb;
+                        for (int64_t col = 0; col < ncb; col++)
+                            cmadd2(Y + col * nb, K, Zi + col * nb, tr, nb);
+                    }
+                    const unsigned char *e = e_out + o * d;
+                    if (ps->num) {
+                        for (int64_t col = 0; col < ncb; col++) {
+                            fr__fft_inverse(pl->fft, Y + col * nb, buf);
+                            double *ac = a + col * n;
+                            for (int64_t i = 0; i < n; i++)
+                                ac[i] += fr__monomial_eval(e, ps->xout + i * d, (int)d) * buf[i];
+                            if (ps->ystore)
+                                memcpy(ps->ystore + (o * cols + c0 + col) * n, buf,
+                                       (size_t)n * sizeof *buf);
+                        }
+                        continue;
+                    }
+                    double *ga = a, *gv = a + n * d, *til = a + per - 2 * n, *mv = til + n;
+                    memset(til, 0, (size_t)n * sizeof *til);
+                    int want_v = ps->dvals && c0 < dvd;
+                    if (want_v)
+                        for (int64_t i = 0; i < n; i++)
+                            mv[i] = fr__monomial_eval(e, ps->xout + i * d, (int)d);
+                    for (int64_t col = 0; col < ncb; col++) {
+                        int64_t x = c0 + col;
+                        fr__fft_inverse(pl->fft, Y + col * nb, buf);
+                        for (int64_t i = 0; i < n; i++)
+                            til[i] += ps->bout[i * cols + x] * buf[i];
+                        if (want_v && x < dvd)
+                            for (int64_t i = 0; i < n; i++)
+                                gv[i * dvd + x] += mv[i] * buf[i];
+                    }
+                    for (int64_t i = 0; i < n; i++)
+                        if (til[i] != 0)
+                            add_mono_grad(e, ps->xout + i * d, (int)d, til[i], ga + i * d);
+                }
+            }
+        }
+        if (ok && ps->num)
+            for (int t = 0; t < T; t++)
+                for (int64_t i = 0; i < ncb * n; i++)
+                    ps->num[c0 * n + i] += acc[t * per + i];
+    }
+    if (ok && !ps->num) {
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n * d; i++)
+            for (int t = 0; t < T; t++)
+                ps->grad[i] += acc[t * per + i];
+        if (ps->dvals)
+#pragma omp parallel for schedule(static)
+            for (int64_t i = 0; i < n * dvd; i++)
+                for (int t = 0; t < T; t++)
+                    ps->dvals[i] += acc[t * per + n * d + i];
+    }
+    free(poff);
+    free(plist);
+    free(cslot);
+    free(clist);
+    free(bufs);
+    free(Ys);
+    free(Z);
+    free(Cs);
+    free(acc);
+    return ok;
+}
+
+/* dQ from the y_u kept by pass A: no FFT, rows in parallel (no accumulator per thread). */
+static void dq_from_kept(const fr__polyfft *pl, const float *ystore, const double *q,
+                         const double *w, double *dq)
+{
+    const fr__monomials *m = &pl->m;
+    int64_t n = pl->p.n, d = pl->p.d, cols = pl->p.dv + 1;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t r0 = 0; r0 < n; r0 += 512) {
+        int64_t r1 = r0 + 512 < n ? r0 + 512 : n;
+        for (int64_t u = 0; u < m->nu; u++) {
+            const unsigned char *e = m->u_exp + u * d;
+            for (int64_t i = r0; i < r1; i++) {
+                double s = 0;
+                for (int64_t x = 0; x < cols; x++)
+                    s += w[i * cols + x] * ystore[(u * cols + x) * n + i];
+                if (s != 0) add_mono_grad(e, q + i * d, (int)d, s, dq + i * d);
+            }
+        }
+    }
+}
+
+/* The rows the forward recomputes with exact softmax: their T is exact attention's, so their
+ * gradient is exact attention's restricted to them (query row i and its few keys), added to
+ * dq, dk, dv. O(keys |S|) per row through the support tables. */
+static int fixed_rows_grad(const fr__polyfft *pl, const double *q, const double *k, const double *v,
+                           const double *tt, const double *g, double *dq, double *dk, double *dv,
+                           char *err, size_t errlen)
+{
+    const fr_problem *p = &pl->p;
+    int64_t n = p->n, d = p->d, dvd = p->dv, L = 2 * n - 1;
+    double tau = p->tau;
+    fr__support S;
+    int st = fr__support_build(p, &S, err, errlen);
+    if (st) return st;
+    /* Keys any fixed row sees: [jlo, jhi]; per-thread sums over that range only. */
+    int64_t jlo = pl->fix[0] + pl->lo, jhi = pl->fix[pl->nfix - 1] + pl->hi;
+    jlo = jlo < 0 ? 0 : jlo;
+    jhi = jhi > n - 1 ? n - 1 : jhi;
+    int64_t nj = jhi - jlo + 1, T = omp_get_max_threads(), width = d + dvd;
+    int64_t maxkeys = pl->hi - pl->lo + 1 < n ? pl->hi - pl->lo + 1 : n;
+    double *acc = calloc((size_t)(T * nj * width), sizeof *acc);
+    double *pbuf = malloc((size_t)(T * maxkeys) * sizeof *pbuf);
+    if (!acc || !pbuf) {
+        free(acc);
+        free(pbuf);
+        fr__support_free(&S);
+        return fr__err(err, errlen, FR_ENOMEM, "out of memory (polyfft backward, exact rows)");
+    }
+#pragma omp parallel
+    {
+        int t = omp_get_thread_num();
+        double *a = acc + t * nj * width, *pr = pbuf + t * maxkeys;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t r = 0; r < pl->nfix; r++) {
+            int64_t i = pl->fix[r];
+            int64_t j0 = i + pl->lo < 0 ? 0 : i + pl->lo,
+                    j1 = i + pl->hi > n - 1 ? n - 1 : i + pl->hi;
+            const double *qi = q + i * d, *gi = g + i * dvd;
+            double mx = -INFINITY, l = 0, delta = 0;
+            for (int64_t j = j0; j <= j1; j++) {
+                double s = 0;
+                for (int64_t e = 0; e < S.ns; e++)
+                    s += qi[S.a[e]] * S.w[e * L + j - i + n - 1] * k[j * d + S.b[e]];
+                pr[j - j0] = tau * s;
+                mx = pr[j - j0] > mx ? pr[j - j0] : mx;
+            }
+            for (int64_t j = j0; j <= j1; j++)
+                l += (pr[j - j0] = exp(pr[j - j0] - mx));
+            for (int64_t o = 0; o < dvd; o++)
+                delta += gi[o] * tt[i * dvd + o];
+            for (int64_t j = j0; j <= j1; j++) {
+                double pij = pr[j - j0] / l, gv = 0;
+                for (int64_t o = 0; o < dvd; o++)
+                    gv += gi[o] * v[j * dvd + o];
+                double ds = tau * pij * (gv - delta);
+                double *aj = a + (j - jlo) * width;
+                for (int64_t e = 0; e < S.ns; e++) {
+                    double we = ds * S.w[e * L + j - i + n - 1];
+                    dq[i * d + S.a[e]] += we * k[j * d + S.b[e]];
+                    aj[S.b[e]] += we * qi[S.a[e]];
+                }
+                for (int64_t o = 0; o < dvd; o++)
+                    aj[d + o] += pij * gi[o];
+            }
+        }
+    }
+    for (int64_t j = 0; j < nj; j++)
+        for (int64_t t = 0; t < T; t++) {
+            const double *aj = acc + (t * nj + j) * width;
+            for (int64_t a = 0; a < d; a++)
+                dk[(jlo + j) * d + a] += aj[a];
+            for (int64_t o = 0; o < dvd; o++)
+                dv[(jlo + j) * dvd + o] += aj[d + o];
+        }
+    free(acc);
+    free(pbuf);
+    fr__support_free(&S);
+    return FR_OK;
+}
 
 int fr__polyfft_backward(fr__polyfft *pl, const double *q, const double *k, const double *v,
                          const double *dout, const double *target, double *t, double *dq,
-                         double *dk, double *dv, double *dw, double *loss, char *err,
-                         size_t errlen)
+                         double *dk, double *dv, double *dw, double *loss, char *err, size_t errlen)
 {
-    return fr__err(err, errlen, FR_EUSAGE, "polyfft backward: not implemented yet");
+    const fr_problem *p = &pl->p;
+    int64_t n = p->n, d = p->d, dvd = p->dv, cols = dvd + 1;
+    if (dw)
+        return fr__err(err, errlen, FR_EUSAGE,
+                       "polyfft: --grad-w is not supported; use --method exact");
+    if ((dout == NULL) == (target == NULL))
+        return fr__err(err, errlen, FR_EUSAGE, "give exactly one of dout and target");
+    if (!q || !k || !v || !dq || !dk || !dv)
+        return fr__err(err, errlen, FR_EUSAGE, "polyfft backward: q, k, v, dq, dk, dv required");
+    const char *bad = NULL;
+    int64_t at;
+    if ((at = fr_find_nonfinite(q, n * d)) >= 0)
+        bad = "q";
+    else if ((at = fr_find_nonfinite(k, n * d)) >= 0)
+        bad = "k";
+    else if ((at = fr_find_nonfinite(v, n * dvd)) >= 0)
+        bad = "v";
+    else if ((at = fr_find_nonfinite(dout ? dout : target, n * dvd)) >= 0)
+        bad = dout ? "dout" : "target";
+    if (bad)
+        return fr__err(err, errlen, FR_EINPUT, "%s has a non-finite value at flat index %lld", bad,
+                       (long long)at);
+
+    int64_t ybytes;
+    int keep = fr__mul_ok(pl->m.nu * cols, n * (int64_t)sizeof(float), &ybytes) &&
+               ybytes <= pl->exec_budget;
+    double *xv = malloc((size_t)(n * cols) * sizeof *xv);
+    double *w = calloc((size_t)(n * cols), sizeof *w);
+    double *num = calloc((size_t)(n * cols), sizeof *num);
+    double *tt = t ? t : malloc((size_t)(n * dvd + 1) * sizeof *tt);
+    double *g = target ? malloc((size_t)(n * dvd + 1) * sizeof *g) : NULL;
+    double *ex = pl->nfix ? malloc((size_t)(pl->nfix * dvd + 1) * sizeof *ex) : NULL;
+    float *ystore = keep ? malloc((size_t)ybytes) : NULL;
+    int st = FR_OK;
+    if (!xv || !w || !num || !tt || (target && !g) || (pl->nfix && !ex)) {
+        st = fr__err(err, errlen, FR_ENOMEM, "out of memory (polyfft backward, n = %lld)",
+                     (long long)n);
+        goto done;
+    }
+    for (int64_t j = 0; j < n; j++) {
+        for (int64_t o = 0; o < dvd; o++)
+            xv[j * cols + o] = v[j * dvd + o];
+        xv[j * cols + dvd] = 1;
+    }
+
+    /* Pass A: num and D (and the y_u, if they fit). */
+    pass_spec a = {.transposed = 0, .xin = k, .xout = q, .ain = xv, .num = num, .ystore = ystore};
+    if (!run_pass(pl, &a)) {
+        st = fr__err(err, errlen, FR_ENOMEM, "out of memory (polyfft backward, n = %lld)",
+                     (long long)n);
+        goto done;
+    }
+    const double *D = num + dvd * n;
+    for (int64_t i = 0, f = 0; i < n; i++) {
+        if (f < pl->nfix && pl->fix[f] == i) {
+            f++;
+            continue;
+        }
+        if (!(D[i] > 0) || !isfinite(D[i])) {
+            st = fr__err(err, errlen, FR_EACCURACY,
+                         "polyfft: normaliser D_%lld = %.3g is not positive: the polynomial "
+                         "(degree %d) is too poor for these scores; raise the degree or use "
+                         "--method exact",
+                         (long long)i, D[i], pl->degree);
+            goto done;
+        }
+        for (int64_t o = 0; o < dvd; o++)
+            tt[i * dvd + o] = num[o * n + i] / D[i];
+    }
+    if (pl->nfix) {
+        if ((st = fr_exact_rows(p, q, k, v, pl->fix, pl->nfix, ex, err, errlen))) goto done;
+        for (int64_t r = 0; r < pl->nfix; r++)
+            for (int64_t o = 0; o < dvd; o++)
+                tt[pl->fix[r] * dvd + o] = ex[r * dvd + o];
+    }
+
+    /* G, Delta and the column weights w (zero on the exactly recomputed rows). */
+    const double *gg = dout;
+    if (target) {
+        double lsum = 0;
+        for (int64_t e = 0; e < n * dvd; e++) {
+            g[e] = tt[e] - target[e];
+            lsum += g[e] * g[e];
+        }
+        if (loss) *loss = 0.5 * lsum;
+        gg = g;
+    }
+    for (int64_t i = 0, f = 0; i < n; i++) {
+        if (f < pl->nfix && pl->fix[f] == i) {
+            f++;
+            continue;
+        }
+        double delta = 0;
+        for (int64_t o = 0; o < dvd; o++) {
+            delta += gg[i * dvd + o] * tt[i * dvd + o];
+            w[i * cols + o] = gg[i * dvd + o] / D[i];
+        }
+        w[i * cols + dvd] = -delta / D[i];
+    }
+
+    memset(dq, 0, (size_t)(n * d) * sizeof *dq);
+    memset(dk, 0, (size_t)(n * d) * sizeof *dk);
+    memset(dv, 0, (size_t)(n * dvd) * sizeof *dv);
+    if (ystore) {
+        dq_from_kept(pl, ystore, q, w, dq);
+    } else {
+        pass_spec b = {.transposed = 0, .xin = k, .xout = q, .ain = xv, .bout = w, .grad = dq};
+        if (!run_pass(pl, &b)) st = FR_ENOMEM;
+    }
+    pass_spec c = {
+        .transposed = 1, .xin = q, .xout = k, .ain = w, .bout = xv, .grad = dk, .dvals = dv};
+    if (!st && !run_pass(pl, &c)) st = FR_ENOMEM;
+    if (st) {
+        st = fr__err(err, errlen, FR_ENOMEM, "out of memory (polyfft backward, n = %lld)",
+                     (long long)n);
+        goto done;
+    }
+    if (pl->nfix) st = fixed_rows_grad(pl, q, k, v, tt, gg, dq, dk, dv, err, errlen);
+
+done:
+    free(xv);
+    free(w);
+    free(num);
+    if (tt != t) free(tt);
+    free(g);
+    free(ex);
+    free(ystore);
+    return st;
 }
