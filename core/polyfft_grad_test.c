@@ -1,0 +1,368 @@
+/* polyfft_grad_test.c - the polyfft backward is the exact derivative of the polyfft forward
+ * (central differences of fr_execute with a forced, low degree, so that the polynomial differs
+ * visibly from exp), and close to exact attention's gradient when the degree comes from eps;
+ * every rotation kind and mask, n = 1, odd n, dv != d, dout and target, every storage mode, the
+ * recompute path for dQ (y_u over budget), column blocks, and the literal plan. */
+#include "internal.h"
+#include "test.h"
+
+#include <string.h>
+
+static char err[300];
+
+typedef struct {
+    fr_problem p;
+    double *q, *k, *v, *up; /* up: dout, or the target */
+} prob;
+
+static void make(prob *x, fr_problem p, double B, unsigned long long seed)
+{
+    x->p = p;
+    int64_t n = p.n;
+    x->q = malloc(n * p.d * sizeof(double));
+    x->k = malloc(n * p.d * sizeof(double));
+    x->v = malloc(n * p.dv * sizeof(double));
+    x->up = malloc(n * p.dv * sizeof(double));
+    for (int64_t i = 0; i < n * p.d; i++) {
+        x->q[i] = B * t_rand(&seed);
+        x->k[i] = B * t_rand(&seed);
+    }
+    for (int64_t i = 0; i < n * p.dv; i++) {
+        x->v[i] = B * t_rand(&seed);
+        x->up[i] = t_rand(&seed);
+    }
+}
+
+static void drop(prob *x)
+{
+    free(x->q);
+    free(x->k);
+    free(x->v);
+    free(x->up);
+}
+
+/* A polyfft plan: degree forced (>= 0) or from eps. */
+static fr_plan *plan_for(const prob *x, int degree, double eps)
+{
+    fr_bounds b;
+    if (fr_bounds_compute(&x->p, x->q, x->k, x->v, 1, &b, err, sizeof err)) return NULL;
+    fr_options o = fr_options_default();
+    o.method = FR_METHOD_POLYFFT;
+    o.degree = degree;
+    o.eps = eps;
+    fr_plan *pl;
+    if (fr_plan_create(&pl, &x->p, &b, &o, err, sizeof err)) return NULL;
+    return pl;
+}
+
+/* L = sum up . T through the plan's forward */
+static double loss_of(fr_plan *pl, const prob *x, double *out)
+{
+    if (fr_execute(pl, x->q, x->k, x->v, out, err, sizeof err)) return NAN;
+    double s = 0;
+    for (int64_t i = 0; i < x->p.n * x->p.dv; i++)
+        s += x->up[i] * out[i];
+    return s;
+}
+
+static double max_abs(const double *a, int64_t cnt)
+{
+    double m = 0;
+    for (int64_t i = 0; i < cnt; i++)
+        m = fabs(a[i]) > m ? fabs(a[i]) : m;
+    return m;
+}
+
+/* Normwise relative difference max |a - b| / max |b|. */
+static double rel(const double *a, const double *b, int64_t cnt)
+{
+    return fr_compare(a, b, cnt).max_rel;
+}
+
+/* Fourth-order central differences of L at sampled entries of q, k and v against the
+ * backward's gradient. The float FFTs put ~1e-7 relative noise on L, so the step is large
+ * (1e-2) and the difference formula of high order (truncation ~h^4). */
+static void check_fd(const char *name, fr_problem p, int degree)
+{
+    prob x;
+    make(&x, p, 1, 77 + (unsigned long long)p.n);
+    int64_t n = p.n, d = p.d, dv = p.dv;
+    fr_plan *pl = plan_for(&x, degree, 1e-3);
+    T_REQUIRE(pl, "%s: %s", name, err);
+    double *g[3], *out = malloc(n * dv * sizeof *out);
+    int64_t cnt[3] = {n * d, n * d, n * dv};
+    for (int t = 0; t < 3; t++)
+        g[t] = malloc(cnt[t] * sizeof(double));
+    int st = fr_execute_backward(pl, x.q, x.k, x.v, x.up, NULL, NULL, g[0], g[1], g[2], NULL, NULL,
+                                 err, sizeof err);
+    T_CHECK(st == 0, "%s: %s", name, err);
+    double *ten[3] = {x.q, x.k, x.v};
+    const char *tn[3] = {"dq", "dk", "dv"};
+    unsigned long long seed = 5;
+    const double h = 1e-2;
+    for (int t = 0; !st && t < 3; t++) {
+        double scale = max_abs(g[t], cnt[t]), worst = 0;
+        for (int s = 0; s < 10; s++) {
+            /* first and last entries, then random ones */
+            int64_t e = s == 0   ? 0
+                        : s == 1 ? cnt[t] - 1
+                                 : (int64_t)((t_rand(&seed) + 1) / 2 * (double)cnt[t]) % cnt[t];
+            double keep = ten[t][e], L[4], off[4] = {-2 * h, -h, h, 2 * h};
+            for (int m = 0; m < 4; m++) {
+                ten[t][e] = keep + off[m];
+                L[m] = loss_of(pl, &x, out);
+            }
+            ten[t][e] = keep;
+            double fd = (L[0] - 8 * L[1] + 8 * L[2] - L[3]) / (12 * h);
+            double diff = fabs(fd - g[t][e]);
+            worst = diff > worst ? diff : worst;
+        }
+        if (getenv("FR_TEST_VERBOSE"))
+            printf("# %s %s: worst %.3g of %.3g\n", name, tn[t], worst, scale);
+        T_CHECK(worst <= 2e-4 * scale + 1e-7, "%s: %s differs from differences by %.3g (max %.3g)",
+                name, tn[t], worst, scale);
+    }
+    /* The degree is low enough that exact attention's gradient fails the same tolerance: the
+     * differences above do tell the polynomial's derivative apart. */
+    double *ge[3];
+    for (int t = 0; t < 3; t++)
+        ge[t] = malloc(cnt[t] * sizeof(double));
+    if (!st && !fr_exact_backward(&p, x.q, x.k, x.v, x.up, NULL, NULL, ge[0], ge[1], ge[2], NULL,
+                                  NULL, err, sizeof err)) {
+        double r = rel(g[1], ge[1], cnt[1]);
+        T_CHECK(r > 2e-3, "%s: degree %d is indistinguishable from exp (dk off by %.3g)", name,
+                degree, r);
+    }
+    for (int t = 0; t < 3; t++) {
+        free(g[t]);
+        free(ge[t]);
+    }
+    free(out);
+    fr_plan_free(pl);
+    drop(&x);
+}
+
+/* Degree from eps; against fr_exact_backward, with dout and with target (loss and T too). */
+static void check_exact(const char *name, fr_problem p, double B, double eps, double tol)
+{
+    prob x;
+    make(&x, p, B, 1000 + (unsigned long long)p.n * 3 + (unsigned long long)p.d);
+    int64_t n = p.n, d = p.d, dv = p.dv;
+    fr_plan *pl = plan_for(&x, -1, eps);
+    T_REQUIRE(pl, "%s: %s", name, err);
+    double *f[5], *e[5];
+    int64_t cnt[5] = {n * d, n * d, n * dv, n * dv, n * dv};
+    for (int t = 0; t < 5; t++) {
+        f[t] = malloc(cnt[t] * sizeof(double));
+        e[t] = malloc(cnt[t] * sizeof(double));
+    }
+    for (int target = 0; target < 2; target++) {
+        const double *dout = target ? NULL : x.up, *tgt = target ? x.up : NULL;
+        double lf = -1, le = -2;
+        int s1 = fr_execute_backward(pl, x.q, x.k, x.v, dout, tgt, f[3], f[0], f[1], f[2], NULL,
+                                     &lf, err, sizeof err);
+        T_CHECK(s1 == 0, "%s: %s", name, err);
+        int s2 = fr_exact_backward(&p, x.q, x.k, x.v, dout, tgt, e[3], e[0], e[1], e[2], NULL, &le,
+                                   err, sizeof err);
+        T_CHECK(s2 == 0, "%s: %s", name, err);
+        if (s1 || s2) break;
+        const char *tn[4] = {"dq", "dk", "dv", "t"};
+        for (int t = 0; t < 4; t++) {
+            double r = rel(f[t], e[t], cnt[t]);
+            T_CHECK(r <= tol, "%s (%s): %s off by %.3g normwise", name, target ? "target" : "dout",
+                    tn[t], r);
+        }
+        /* T is the forward's output (to the rounding of the threads' summation order) */
+        fr_execute(pl, x.q, x.k, x.v, f[4], err, sizeof err);
+        double rt = rel(f[3], f[4], n * dv);
+        T_CHECK(rt <= 1e-6, "%s: t differs from the forward's by %.3g", name, rt);
+        if (target) {
+            double l = 0;
+            for (int64_t i = 0; i < n * dv; i++)
+                l += 0.5 * (f[3][i] - x.up[i]) * (f[3][i] - x.up[i]);
+            T_CHECK(fabs(lf - l) <= 1e-12 * l, "%s: loss %.17g, want %.17g", name, lf, l);
+            T_CHECK(fabs(lf - le) <= 10 * eps * (le + 1), "%s: loss %.6g, exact %.6g", name, lf,
+                    le);
+        }
+    }
+    for (int t = 0; t < 5; t++) {
+        free(f[t]);
+        free(e[t]);
+    }
+    fr_plan_free(pl);
+    drop(&x);
+}
+
+static void test_finite_differences(void)
+{
+    fr_problem p = fr_problem_default(40, 4, 3);
+    check_fd("rope", p, 2);
+    p.causal = 1; /* rows 0..14 recomputed exactly by the forward */
+    check_fd("rope causal", p, 3);
+    p = fr_problem_default(37, 4, 2);
+    p.rot.kind = FR_ROT_CLIP;
+    p.rot.clip = 5;
+    check_fd("clip", p, 2);
+    p = fr_problem_default(41, 6, 5);
+    p.rot.rotary_dim = 4;
+    p.rot.pairs = FR_PAIRS_HALF;
+    p.window = 12;
+    check_fd("partial half window", p, 2);
+    p = fr_problem_default(33, 3, 4);
+    p.rot.kind = FR_ROT_NONE;
+    check_fd("none", p, 3);
+}
+
+static void test_fd_explicit(void)
+{
+    int64_t n = 35, d = 4;
+    double *w = calloc((2 * n - 1) * d * d, sizeof *w);
+    unsigned long long seed = 99;
+    int sa[6] = {0, 1, 1, 2, 3, 3}, sb[6] = {0, 1, 2, 0, 3, 1};
+    for (int64_t t = 0; t < 2 * n - 1; t++)
+        for (int s = 0; s < 6; s++)
+            w[(t * d + sa[s]) * d + sb[s]] = t_rand(&seed);
+    fr_problem p = fr_problem_default(n, d, 3);
+    p.rot.kind = FR_ROT_EXPLICIT;
+    p.rot.w = w;
+    check_fd("explicit sparse", p, 2);
+    p.causal = 1;
+    check_exact("explicit sparse causal", p, 1, 1e-4, 2e-3);
+    p.causal = 0;
+    check_exact("explicit sparse", p, 1, 1e-4, 2e-3);
+    free(w);
+}
+
+static void test_against_exact(void)
+{
+    fr_problem p = fr_problem_default(41, 4, 3); /* odd n, dv != d */
+    check_exact("rope interleaved", p, 1, 1e-4, 2e-3);
+    p.rot.pairs = FR_PAIRS_HALF;
+    check_exact("rope half", p, 1, 1e-4, 2e-3);
+    p = fr_problem_default(40, 6, 2);
+    p.rot.rotary_dim = 4;
+    check_exact("rope partial rotary", p, 1, 1e-4, 2e-3);
+    p = fr_problem_default(37, 4, 4);
+    p.rot.kind = FR_ROT_CLIP;
+    p.rot.clip = 5;
+    p.causal = 1;
+    check_exact("clip causal", p, 1, 1e-4, 2e-3);
+    p = fr_problem_default(35, 3, 5);
+    p.rot.kind = FR_ROT_NONE;
+    check_exact("none", p, 1, 1e-4, 2e-3);
+    p = fr_problem_default(45, 4, 3);
+    p.window = 9;
+    check_exact("window", p, 1, 1e-4, 2e-3);
+    p.causal = 1;
+    p.window = 20;
+    check_exact("causal window", p, 1, 1e-4, 2e-3);
+    p.window = 3; /* every row recomputed exactly */
+    check_exact("causal window 3", p, 1, 1e-4, 1e-12);
+    p = fr_problem_default(48, 4, 4);
+    p.tau = 0.5;
+    check_exact("rope tau 1/sqrt(d)", p, 1, 1e-4, 2e-3);
+    check_exact("n = 1", fr_problem_default(1, 4, 2), 1, 1e-4, 1e-12);
+    check_exact("n = 2", fr_problem_default(2, 2, 1), 1, 1e-4, 1e-12);
+}
+
+/* Every storage mode, the dQ recompute path and column blocks, and the literal plan, give the
+ * same gradient as the default plan (same polynomial; only float rounding differs). */
+static void test_modes(void)
+{
+    fr_problem p = fr_problem_default(47, 4, 3);
+    p.causal = 1;
+    prob x;
+    make(&x, p, 1, 4242);
+    int64_t n = p.n, d = p.d, dv = p.dv;
+    fr_bounds b;
+    T_REQUIRE(fr_bounds_compute(&p, x.q, x.k, x.v, 1, &b, err, sizeof err) == 0, "%s", err);
+    double coef[8], eta;
+    int g = 3;
+    T_REQUIRE(fr_poly_fit(b.R, g, coef, &eta, err, sizeof err) == 0, "%s", err);
+    double *ref[3] = {0}, *cur[3];
+    int64_t cnt[3] = {n * d, n * d, n * dv};
+    for (int t = 0; t < 3; t++)
+        cur[t] = malloc(cnt[t] * sizeof(double));
+    int64_t spec = 4 * 128; /* bytes per spectrum at this n is a few hundred: budgets below */
+    struct {
+        const char *name;
+        int literal;
+        int64_t plan, exec;
+        int mode;
+    } cfg[] = {
+        {"pairs", 0, (int64_t)1 << 30, (int64_t)1 << 30, 0},
+        {"kernels", 0, 40 * spec, (int64_t)1 << 30, 1},
+        {"stream", 0, 0, (int64_t)1 << 30, 2},
+        {"pairs, blocks of one column, dQ recomputed", 0, (int64_t)1 << 30, 1, 0},
+        {"stream, blocks of one column", 0, 0, 1, 2},
+        {"literal", 1, 0, (int64_t)1 << 30, -1},
+    };
+    for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+        fr__polyfft *pl;
+        int st = fr__polyfft_create_budget(&pl, &p, coef, g, cfg[c].literal, cfg[c].plan,
+                                           cfg[c].exec, err, sizeof err);
+        T_CHECK(st == 0, "%s: %s", cfg[c].name, err);
+        if (st) continue;
+        int64_t cb;
+        T_CHECK(fr__polyfft_mode(pl, &cb) == cfg[c].mode, "%s: mode %d", cfg[c].name,
+                fr__polyfft_mode(pl, NULL));
+        st = fr__polyfft_backward(pl, x.q, x.k, x.v, x.up, NULL, NULL, cur[0], cur[1], cur[2], NULL,
+                                  NULL, err, sizeof err);
+        T_CHECK(st == 0, "%s: %s", cfg[c].name, err);
+        fr__polyfft_free(pl);
+        if (st) continue;
+        if (!ref[0]) {
+            for (int t = 0; t < 3; t++) {
+                ref[t] = cur[t];
+                cur[t] = malloc(cnt[t] * sizeof(double));
+            }
+            continue;
+        }
+        for (int t = 0; t < 3; t++) {
+            double r = rel(cur[t], ref[t], cnt[t]);
+            T_CHECK(r <= 1e-5, "%s: gradient %d off by %.3g", cfg[c].name, t, r);
+        }
+    }
+    for (int t = 0; t < 3; t++) {
+        free(ref[t]);
+        free(cur[t]);
+    }
+    drop(&x);
+}
+
+static void test_errors(void)
+{
+    int64_t n = 20, d = 2;
+    double *w = calloc((2 * n - 1) * d * d, sizeof *w);
+    for (int64_t t = 0; t < 2 * n - 1; t++)
+        w[t * d * d] = w[t * d * d + 3] = 1;
+    fr_problem p = fr_problem_default(n, d, 2);
+    p.rot.kind = FR_ROT_EXPLICIT;
+    p.rot.w = w;
+    prob x;
+    make(&x, p, 1, 3);
+    fr_plan *pl = plan_for(&x, 2, 1e-3);
+    T_REQUIRE(pl, "%s", err);
+    double *dw = malloc((2 * n - 1) * d * d * sizeof *dw), g[3][40];
+    int st = fr_execute_backward(pl, x.q, x.k, x.v, x.up, NULL, NULL, g[0], g[1], g[2], dw, NULL,
+                                 err, sizeof err);
+    T_CHECK(st == FR_EUSAGE && strstr(err, "exact"), "dw: %d %s", st, err);
+    x.v[7] = NAN;
+    st = fr_execute_backward(pl, x.q, x.k, x.v, x.up, NULL, NULL, g[0], g[1], g[2], NULL, NULL, err,
+                             sizeof err);
+    T_CHECK(st == FR_EINPUT && strstr(err, "v"), "NaN: %d %s", st, err);
+    fr_plan_free(pl);
+    free(dw);
+    free(w);
+    drop(&x);
+}
+
+int main(void)
+{
+    T_RUN(test_finite_differences);
+    T_RUN(test_fd_explicit);
+    T_RUN(test_against_exact);
+    T_RUN(test_modes);
+    T_RUN(test_errors);
+    return t_done();
+}
