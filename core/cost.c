@@ -21,6 +21,7 @@
  * a back end that moves its speed. */
 #include "fft.h"
 #include "internal.h"
+#include "monomial.h"
 
 #include <math.h>
 
@@ -54,24 +55,6 @@ static double kept_pairs(const fr_problem *p)
     return w < 0 ? n * n : n * (2 * ww + 1) - ww * (ww + 1);
 }
 
-/* #u, #v, #c and #alpha of polyfft (ALGORITHM.md 4-5), as counted without building anything:
- * Q- and K-monomials range over the d columns, kernel monomials over the distinct kernel
- * functions up to a factor (cos/sin per rotated pair and the constant for RoPE kinds, every
- * support entry for an explicit W). */
-static void polyfft_counts(const fr_problem *p, int g, int64_t support, double *u, double *c,
-                           double *alphas)
-{
-    *alphas = (double)fr__binom(g + support, support);
-    *u = (double)fr__binom(g + p->d, p->d);
-    switch (p->rot.kind) {
-    case FR_ROT_NONE: *c = 1; break;
-    case FR_ROT_ROPE:
-    case FR_ROT_CLIP: *c = *u; break;
-    default: *c = *alphas; break;
-    }
-    if (*c > *alphas) *c = *alphas;
-}
-
 void fr_predict_times(const fr_problem *p, int degree, int64_t support, double *t)
 {
     for (int m = 0; m < FR_NMETHODS; m++)
@@ -85,8 +68,9 @@ void fr_predict_times(const fr_problem *p, int degree, int64_t support, double *
     if (degree < 0) return;
 
     double N = (double)fr__fft_fast_size(2 * p->n - 1), nlogn = N * log2(N > 2 ? N : 2);
-    double u, c, alphas;
-    polyfft_counts(p, degree, support, &u, &c, &alphas);
+    int64_t iu, ic, ialphas;
+    fr__polyfft_counts(p, degree, support, &ialphas, &iu, &ic);
+    double u = (double)iu, c = (double)ic, alphas = (double)ialphas;
     double acc = alphas * (N / 2 + 1) * nc * c_acc;
     t[FR_METHOD_POLYFFT] = c_fft_0 + (2 * u * nc + c) * nlogn * c_fft + acc;
     t[FR_METHOD_POLYFFT_LITERAL] = c_fft_0 + (2 * nc + 1) * alphas * nlogn * c_fft + acc;

@@ -372,3 +372,18 @@ void fr__monomials_free(fr__monomials *m)
     free(m->u_pair);
     memset(m, 0, sizeof *m);
 }
+
+void fr__polyfft_counts(const fr_problem *p, int g, int64_t support, int64_t *alphas, int64_t *u,
+                        int64_t *c)
+{
+    int64_t d = p->d, r = p->rot.rotary_dim > 0 ? p->rot.rotary_dim : d;
+    *alphas = fr__binom(g + support, support);
+    *u = fr__binom(g + d, d);
+    if (*u > *alphas) *u = *alphas;
+    int rotating = p->n > 1 && (p->rot.kind == FR_ROT_ROPE ||
+                                (p->rot.kind == FR_ROT_CLIP && p->rot.clip > 0));
+    if (p->rot.kind == FR_ROT_EXPLICIT)
+        *c = *alphas;
+    else
+        *c = rotating ? fr__binom(g + r, r) : 1;
+}

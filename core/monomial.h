@@ -44,6 +44,15 @@ int fr__monomials_build(const fr__support *S, const double *coef, int degree, do
                         fr__monomials *m, char *err, size_t errlen);
 void fr__monomials_free(fr__monomials *m);
 
+/* #alpha, #u (= #v) and #c of polyfft at degree g in closed form, without enumerating (ALGORITHM.md
+ * 4-5): Q- and K-monomials range over the d columns, kernel monomials over the distinct
+ * non-constant kernel functions: cos and sin of each rotated pair for RoPE and clipped RoPE (none
+ * when every offset sees the same matrix: n = 1, clip 0, or plain attention), and one per support
+ * entry for a general W, an upper bound (fr__monomials_build may merge some). On the RoPE kinds
+ * the enumeration agrees (core/plan_test.c checks it). */
+void fr__polyfft_counts(const fr_problem *p, int g, int64_t support, int64_t *alphas, int64_t *u,
+                        int64_t *c);
+
 /* value of the monomial with exponents e[0..d) at row x[0..d): prod x[a]^e[a] */
 static inline double fr__monomial_eval(const unsigned char *e, const double *x, int d)
 {

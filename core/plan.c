@@ -25,7 +25,10 @@ static int64_t support_size(const fr_problem *p)
     switch (p->rot.kind) {
     case FR_ROT_NONE: return p->d;
     case FR_ROT_ROPE:
-    case FR_ROT_CLIP: return 2 * r + (p->d - r); /* a 2x2 block per pair, 1 per fixed coordinate */
+    case FR_ROT_CLIP:
+        /* Every offset sees the identity when n = 1 or clip = 0: no sines, only the diagonal. */
+        if (p->n == 1 || (p->rot.kind == FR_ROT_CLIP && p->rot.clip == 0)) return p->d;
+        return 2 * r + (p->d - r); /* a 2x2 block per pair, 1 per fixed coordinate */
     case FR_ROT_EXPLICIT: {
         if (!p->rot.w) return p->rot.support_hint;
         int64_t ns = 0;
@@ -208,11 +211,6 @@ int fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bounds,
     return FR_OK;
 }
 
-/* The kernel functions that merge (RoPE's cos and sin of one frequency) merge on any range of
- * offsets that shows them apart, so the monomial counts of a problem of length n are those of
- * the same rotation on a few hundred offsets: counting never needs the tables at full n. */
-#define COUNT_N 257
-
 int fr_plan_estimate(const fr_problem *p, const fr_bounds *bounds, const fr_options *opt,
                      fr_plan_info *info, char *err, size_t errlen)
 {
@@ -230,23 +228,19 @@ int fr_plan_estimate(const fr_problem *p, const fr_bounds *bounds, const fr_opti
     if (fr_rotation_is_rope_family(p, 1e-9, NULL, 0))
         info->features = fr__binom(info->degree + d, d);
     info->fft_size = fr__fft_fast_size(2 * p->n - 1);
-    if (p->rot.kind == FR_ROT_EXPLICIT && !p->rot.w) {
-        /* A general W of S entries, no two kernels alike: every alpha has its own kernel
-         * monomial, and the Q- and K-monomials range over all d columns. */
-        int64_t g = info->degree, S = p->rot.support_hint;
-        info->alphas = fr__binom(g + S, S);
-        info->q_monomials = info->k_monomials = fr__binom(g + d, d);
-        if (info->q_monomials > info->alphas) info->q_monomials = info->k_monomials = info->alphas;
-        info->kernels = info->alphas;
+    if (p->rot.kind != FR_ROT_EXPLICIT || !p->rot.w) {
+        /* Closed forms: enumerating the terms (what the plan does) costs seconds at larger
+         * degrees, and `check` estimates every set of a dump. */
+        fr__polyfft_counts(p, info->degree, info->support, &info->alphas, &info->q_monomials,
+                           &info->kernels);
+        info->k_monomials = info->q_monomials;
         info->ffts = 2 * info->q_monomials * (p->dv + 1) + info->kernels;
         free(coef);
         return FR_OK;
     }
-    /* An explicit W is counted on its own tables (they are in memory already). */
-    fr_problem small = *p;
-    if (p->rot.kind != FR_ROT_EXPLICIT && p->n > COUNT_N) small.n = COUNT_N;
+    /* An explicit W is counted on its own tables, which are in memory already. */
     char cerr[256];
-    if (count_terms_with(&small, coef, info, p->dv, cerr, sizeof cerr)) {
+    if (count_terms_with(p, coef, info, p->dv, cerr, sizeof cerr)) {
         /* Too many terms to enumerate (the polyfft plan would refuse them too): the counts
          * are unknown, and polyfft is out of the question. */
         info->alphas = info->q_monomials = info->k_monomials = info->kernels = info->ffts = 0;

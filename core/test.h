@@ -55,7 +55,7 @@ static int t_done(void)
 }
 
 /* Deterministic uniform numbers in [-1, 1) for test inputs (xorshift64*). */
-static double t_rand(unsigned long long *s)
+static __attribute__((unused)) double t_rand(unsigned long long *s)
 {
     *s ^= *s >> 12;
     *s ^= *s << 25;
