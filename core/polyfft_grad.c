@@ -16,9 +16,10 @@
  * delta -> -delta, which for a real circulant is the complex conjugate of its spectrum: so the
  * plan's spectra (pairs, kernels or streamed) serve both passes unchanged.
  *
- * Passes: A (forward, values: T and D; keeps y_u when they fit in the plan's execution budget),
- * then dQ from the kept y_u (no FFT) or from a second forward pass B, then the transposed pass.
- * About two forward passes when y_u fit, three otherwise.
+ * Passes: A (forward, values: T and D; keeps the y_u that fit in the plan's execution budget),
+ * then dQ from the kept y_u (no FFT) and from a second forward pass B over the other Q-monomials
+ * only, then the transposed pass. About two forward passes when all y_u fit, up to three when
+ * none does (memory: the kept y_u add up to one execution budget to the forward's).
  *
  * Rows the forward recomputes exactly (too few keys for the float FFTs) have T_i from softmax,
  * not from P: their weights are zero in the passes, and their contributions to dQ, dK, dV are
@@ -40,7 +41,8 @@ typedef struct {
     const double *ain;        /* n x cols: the input columns */
     /* values (transposed = 0 only): num (cols x n) += u(i) y_u; y_u kept in ystore if given */
     double *num;
-    float *ystore; /* nu x cols x n */
+    float *ystore; /* (nu - ukeep) x cols x n: y_u of u >= ukeep */
+    int64_t ukeep; /* values: y_u kept from here on; gradients (forward): outputs below only */
     /* gradients: grad (n x d) += sum_o (d o / d xout)(i) sum_x bout_x(i) y_o[x](i), and with
      * dvals (n x dv, transposed only) += o(i) y_o[x](i) for the columns of V */
     const double *bout; /* n x cols */
@@ -135,7 +137,8 @@ static int run_pass(const fr__polyfft *pl, const pass_spec *ps)
         for (int g = 0; ok && g <= pl->degree; g++) {
             int64_t i0 = in_first[g], i1 = in_first[g + 1];
             int64_t o0 = out_first[g], o1 = out_first[g + 1];
-            if (i1 == i0 || o1 == o0) continue;
+            if (!tr && !ps->num && o1 > ps->ukeep) o1 = ps->ukeep;
+            if (i1 == i0 || o1 <= o0) continue;
             const fr__cpx *Cbase = pl->spec;
             if (stream) {
                 int64_t ncl = 0;
@@ -209,8 +212,8 @@ static int run_pass(const fr__polyfft *pl, const pass_spec *ps)
                             double *ac = a + col * n;
                             for (int64_t i = 0; i < n; i++)
                                 ac[i] += fr__monomial_eval(e, ps->xout + i * d, (int)d) * buf[i];
-                            if (ps->ystore)
-                                memcpy(ps->ystore + (o * cols + c0 + col) * n, buf,
+                            if (ps->ystore && o >= ps->ukeep)
+                                memcpy(ps->ystore + ((o - ps->ukeep) * cols + c0 + col) * n, buf,
                                        (size_t)n * sizeof *buf);
                         }
                         continue;
@@ -265,7 +268,7 @@ static int run_pass(const fr__polyfft *pl, const pass_spec *ps)
 }
 
 /* dQ from the y_u kept by pass A: no FFT, rows in parallel (no accumulator per thread). */
-static void dq_from_kept(const fr__polyfft *pl, const float *ystore, const double *q,
+static void dq_from_kept(const fr__polyfft *pl, const float *ystore, int64_t ukeep, const double *q,
                          const double *w, double *dq)
 {
     const fr__monomials *m = &pl->m;
@@ -273,12 +276,13 @@ static void dq_from_kept(const fr__polyfft *pl, const float *ystore, const doubl
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t r0 = 0; r0 < n; r0 += 512) {
         int64_t r1 = r0 + 512 < n ? r0 + 512 : n;
-        for (int64_t u = 0; u < m->nu; u++) {
+        for (int64_t u = ukeep; u < m->nu; u++) {
             const unsigned char *e = m->u_exp + u * d;
+            const float *y = ystore + (u - ukeep) * cols * n;
             for (int64_t i = r0; i < r1; i++) {
                 double s = 0;
                 for (int64_t x = 0; x < cols; x++)
-                    s += w[i * cols + x] * ystore[(u * cols + x) * n + i];
+                    s += w[i * cols + x] * y[x * n + i];
                 if (s != 0) add_mono_grad(e, q + i * d, (int)d, s, dq + i * d);
             }
         }
@@ -391,16 +395,24 @@ int fr__polyfft_backward(fr__polyfft *pl, const double *q, const double *k, cons
         return fr__err(err, errlen, FR_EINPUT, "%s has a non-finite value at flat index %lld", bad,
                        (long long)at);
 
-    int64_t ybytes;
-    int keep = fr__mul_ok(pl->m.nu * cols, n * (int64_t)sizeof(float), &ybytes) &&
-               ybytes <= pl->exec_budget;
+    /* Keep the y_u of as many Q-monomials as the execution budget holds, the last ones (the
+     * highest degrees, the most numerous): pass B then recomputes only the others, and skips
+     * the degrees it needs nothing of altogether, their forward FFTs included. */
+    int64_t per_u = cols * n * (int64_t)sizeof(float);
+    int64_t nkeep = pl->exec_budget / per_u;
+    nkeep = nkeep > pl->m.nu ? pl->m.nu : nkeep;
+    int64_t ukeep = pl->m.nu - nkeep;
     double *xv = malloc((size_t)(n * cols) * sizeof *xv);
     double *w = calloc((size_t)(n * cols), sizeof *w);
     double *num = calloc((size_t)(n * cols), sizeof *num);
     double *tt = t ? t : malloc((size_t)(n * dvd + 1) * sizeof *tt);
     double *g = target ? malloc((size_t)(n * dvd + 1) * sizeof *g) : NULL;
     double *ex = pl->nfix ? malloc((size_t)(pl->nfix * dvd + 1) * sizeof *ex) : NULL;
-    float *ystore = keep ? malloc((size_t)ybytes) : NULL;
+    float *ystore = nkeep ? malloc((size_t)(nkeep * per_u)) : NULL;
+    if (!ystore) { /* then pass B recomputes them all */
+        nkeep = 0;
+        ukeep = pl->m.nu;
+    }
     int st = FR_OK;
     if (!xv || !w || !num || !tt || (target && !g) || (pl->nfix && !ex)) {
         st = fr__err(err, errlen, FR_ENOMEM, "out of memory (polyfft backward, n = %lld)",
@@ -414,7 +426,13 @@ int fr__polyfft_backward(fr__polyfft *pl, const double *q, const double *k, cons
     }
 
     /* Pass A: num and D (and the y_u, if they fit). */
-    pass_spec a = {.transposed = 0, .xin = k, .xout = q, .ain = xv, .num = num, .ystore = ystore};
+    pass_spec a = {.transposed = 0,
+                   .xin = k,
+                   .xout = q,
+                   .ain = xv,
+                   .num = num,
+                   .ystore = ystore,
+                   .ukeep = ukeep};
     if (!run_pass(pl, &a)) {
         st = fr__err(err, errlen, FR_ENOMEM, "out of memory (polyfft backward, n = %lld)",
                      (long long)n);
@@ -471,10 +489,10 @@ int fr__polyfft_backward(fr__polyfft *pl, const double *q, const double *k, cons
     memset(dq, 0, (size_t)(n * d) * sizeof *dq);
     memset(dk, 0, (size_t)(n * d) * sizeof *dk);
     memset(dv, 0, (size_t)(n * dvd) * sizeof *dv);
-    if (ystore) {
-        dq_from_kept(pl, ystore, q, w, dq);
-    } else {
-        pass_spec b = {.transposed = 0, .xin = k, .xout = q, .ain = xv, .bout = w, .grad = dq};
+    if (nkeep) dq_from_kept(pl, ystore, ukeep, q, w, dq);
+    if (ukeep) {
+        pass_spec b = {
+            .transposed = 0, .xin = k, .xout = q, .ain = xv, .bout = w, .grad = dq, .ukeep = ukeep};
         if (!run_pass(pl, &b)) st = FR_ENOMEM;
     }
     pass_spec c = {

@@ -295,6 +295,8 @@ static void test_modes(void)
         {"stream", 0, 0, (int64_t)1 << 30, 2},
         {"pairs, blocks of one column, dQ recomputed", 0, (int64_t)1 << 30, 1, 0},
         {"stream, blocks of one column", 0, 0, 1, 2},
+        {"pairs, 10 of 35 y_u kept", 0, (int64_t)1 << 30, 10 * 4 * 47 * 4, 0},
+        {"kernels, 20 of 35 y_u kept", 0, 40 * spec, 20 * 4 * 47 * 4, 1},
         {"literal", 1, 0, (int64_t)1 << 30, -1},
     };
     for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
