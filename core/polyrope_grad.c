@@ -1,9 +1,508 @@
-/* polyrope_grad.c - backward of the factorised RoPE path. STUB. */
-#include "internal.h"
+/* polyrope_grad.c - backward of the factorised RoPE path (ALGORITHM.md 6, 7): the exact gradient
+ * of polyrope's own forward
+ *
+ *   T_i = num_i / D_i,  [num_i, D_i] = sum_{j kept by i} (phi(q'_i) . psi(k'_j)) x_j,
+ *   x_j = [v_j, 1],  q'_i = R_i q_i,  k'_j = R_j k_j.
+ *
+ * With G = dL/dT, Delta_i = G_i . T_i and the row weights w_i = [G_i / D_i, -Delta_i / D_i]
+ * (so that dL/dP_ij = w_i . x_j for the kernel value P_ij = phi_i . psi_j):
+ *
+ *   dL/dphi_i = M_i w_i,       M_i = sum_{j kept by i} psi_j x_j^T   (the forward's r x nc sum)
+ *   dL/dpsi_j = N_j x_j,       N_j = sum_{i keeping j} phi_i w_i^T   (the same sum, transposed)
+ *   dV_j      = N_j^T psi_j    (its first dv entries)
+ *   dq'_i = J_phi^T dL/dphi_i, dk'_j = J_psi^T dL/dpsi_j, then dq_i = R_i^T dq'_i, dk_j likewise.
+ *
+ * The Jacobian products are reverse-mode differentiation of the graded enumeration that builds
+ * the features (o[dst + t] = x_a o[src + t], segment by segment): going through the segments
+ * backwards, ob[src + t] += x_a ob[dst + t] and xbar_a += o[src + t] ob[dst + t]. Two operations
+ * per feature, and no division by x_a (which may be 0).
+ *
+ * Two sweeps, each the forward's (same blocks, same sliding sums, same direct evaluation near the
+ * mask's interval ends, now with P'(s) as well):
+ *   query sweep: the forward itself (T, D), then in the same block and with the same M the row
+ *                weights w_i and dq'_i (M w_i costs one more product the size of Phi M);
+ *   key sweep:   the transposed mask (key j is kept by the queries in an interval too: suffix
+ *                sums for causal), the sum N over queries with values w, then dV and dk'.
+ * Six products of n r (dv + 1) multiply-adds against the forward's two: about 3x the forward.
+ * Memory: q', k', [V, 1] and w (n x (2d + 2(dv + 1))) plus the forward's per-thread blocks. */
+#include "polyrope_impl.h"
+
+typedef struct {
+    const fr__polyrope *pl;
+    const double *qr, *kr, *x; /* rotated rows, [V, 1] */
+    double *wr;                /* n x nc: the row weights w_i */
+    const double *dout, *target;
+    double *t;            /* T, or NULL */
+    double *dq, *dk, *dv; /* dq', dk' until rotated back */
+    double *lossb;        /* per query block: sum of |T_i - E_i|^2 */
+    const double *dpcoef; /* g: coefficients of P' */
+} ctx;
+
+/* The forward's workspace plus the gradient tiles. */
+typedef struct {
+    work w;
+    double *ob;   /* rp x TW: dL/dfeature for a tile, then its reverse sweep */
+    double *wt;   /* nc x TW: the weights contracted with M (or N) for a tile */
+    double *xbar; /* d x TW */
+} gwork;
+
+static void gwork_free(gwork *g)
+{
+    work_free(&g->w);
+    free(g->ob), free(g->wt), free(g->xbar);
+}
+
+static int gwork_alloc(const fr__polyrope *pl, gwork *g)
+{
+    memset(g, 0, sizeof *g);
+    size_t D = sizeof(double);
+    if (!work_alloc(pl, &g->w)) return 0;
+    g->ob = alloc_aligned(pl->rp * TW * D);
+    g->wt = alloc_aligned((size_t)pl->nc * TW * D);
+    g->xbar = alloc_aligned((size_t)pl->d * TW * D);
+    if (g->ob && g->wt && g->xbar) return 1;
+    gwork_free(g);
+    return 0;
+}
+
+/* ---- the gradient tile ----------------------------------------------------------------------- */
+
+/* ob[f][l] (+)= sum_c ms[f][c0 + c] wt[c0 + c][l] for the TW rows of a tile. */
+static inline __attribute__((always_inline)) void m_w_tile(int cc, const double *ms, int64_t r,
+                                                           int nc, int c0, const double *wt,
+                                                           double *ob, int first)
+{
+    vd w0[CC_MAX], w1[CC_MAX];
+#pragma GCC unroll 12
+    for (int c = 0; c < cc; c++) {
+        w0[c] = *(const vd *)(wt + (c0 + c) * TW);
+        w1[c] = *(const vd *)(wt + (c0 + c) * TW + VL);
+    }
+    for (int64_t f = 0; f < r; f++) {
+        vd a0 = {0}, a1 = {0};
+        if (!first) a0 = *(vd *)(ob + f * TW), a1 = *(vd *)(ob + f * TW + VL);
+        const double *m = ms + f * nc + c0;
+#pragma GCC unroll 12
+        for (int c = 0; c < cc; c++) {
+            a0 += m[c] * w0[c];
+            a1 += m[c] * w1[c];
+        }
+        *(vd *)(ob + f * TW) = a0;
+        *(vd *)(ob + f * TW + VL) = a1;
+    }
+}
+
+static void m_w(const double *ms, int64_t r, int nc, const double *wt, double *ob)
+{
+    int w = chunk_width(nc);
+    for (int c0 = 0; c0 < nc; c0 += w) {
+        int cc = nc - c0 < w ? nc - c0 : w;
+        switch (cc) {
+#define X3(N)                                                                                      \
+    case N: m_w_tile(N <= CC_MAX ? N : 1, ms, r, nc, c0, wt, ob, c0 == 0); break;
+            CASES(X3)
+#undef X3
+        }
+    }
+}
+
+/* xbar[a][l] = sum_f ob[f][l] d(feature_f)/dx_a at the tile's rows, given the monomials phit
+ * and the rows xt (both from phi_tile): reverse mode through the segments. ob is consumed. */
+static void reverse_tile(const fr__polyrope *pl, const double *phit, const double *xt, double *ob,
+                         double *xbar)
+{
+    memset(xbar, 0, (size_t)pl->d * TW * sizeof(double));
+    for (int s = pl->nsegs - 1; s >= 0; s--) {
+        const seg sg = pl->segs[s];
+        const vd xa0 = *(const vd *)(xt + sg.a * TW), xa1 = *(const vd *)(xt + sg.a * TW + VL);
+        vd *dst = (vd *)(ob + sg.dst * TW), *src = (vd *)(ob + sg.src * TW);
+        const vd *val = (const vd *)(phit + sg.src * TW);
+        vd s0 = {0}, s1 = {0};
+        for (int64_t t = 0; t < sg.len; t++) {
+            s0 += dst[2 * t] * val[2 * t];
+            s1 += dst[2 * t + 1] * val[2 * t + 1];
+            src[2 * t] += dst[2 * t] * xa0;
+            src[2 * t + 1] += dst[2 * t + 1] * xa1;
+        }
+        *(vd *)(xbar + sg.a * TW) += s0;
+        *(vd *)(xbar + sg.a * TW + VL) += s1;
+    }
+}
+
+/* grad[i] = J(rows[i])^T (ms vals[i]) for the rows [i0, i1) (grad: n x d, overwritten). With
+ * yout (n x (nc - 1)), also yout[i] = the first nc - 1 entries of ms^T feature(rows[i]) (dV on
+ * the key side). ms = NULL: no full part, zeros. */
+static void grad_rows(const fr__polyrope *pl, gwork *g, const double *ms, const double *rows,
+                      const double *vals, int64_t i0, int64_t i1, double *grad, double *yout)
+{
+    int d = pl->d, nc = pl->nc;
+    if (!ms) {
+        memset(grad + i0 * d, 0, (size_t)((i1 - i0) * d) * sizeof(double));
+        if (yout) memset(yout + i0 * (nc - 1), 0, (size_t)((i1 - i0) * (nc - 1)) * sizeof(double));
+        return;
+    }
+    for (int64_t i = i0; i < i1; i += TW) {
+        int cnt = (int)(i1 - i < TW ? i1 - i : TW);
+        phi_tile(pl, rows + i * d, cnt, g->w.xt, g->w.phit);
+        if (yout) {
+            phi_m(g->w.phit, pl->r, ms, nc, g->w.yt);
+            for (int l = 0; l < cnt; l++)
+                for (int c = 0; c < nc - 1; c++)
+                    yout[(i + l) * (nc - 1) + c] = g->w.yt[c * TW + l];
+        }
+        for (int c = 0; c < nc; c++)
+            for (int l = 0; l < TW; l++)
+                g->wt[c * TW + l] = l < cnt ? vals[(i + l) * nc + c] : 0;
+        m_w(ms, pl->r, nc, g->wt, g->ob);
+        reverse_tile(pl, g->w.phit, g->w.xt, g->ob, g->xbar);
+        for (int l = 0; l < cnt; l++)
+            for (int a = 0; a < d; a++)
+                grad[(i + l) * d + a] = g->xbar[a * TW + l];
+    }
+}
+
+/* ---- direct evaluation near the interval ends ---------------------------------------------- */
+
+/* The pairs the sliding sum leaves out, for rows [i0, i1) against columns cols (the forward's
+ * two ranges): with rv the rows' values and cv the columns', dL/dP = rv_i . cv_j and
+ *   grad_i += dL/dP P'(s) cols_j,   yout_i += P(s) cv_j[0..nc-2] (if yout).
+ * On the query side rows = q', cols = k', rv = w, cv = [V, 1]; on the key side the reverse. */
+static void direct_grad(const ctx *c, const mask *m, const double *rows, const double *cols,
+                        const double *rv, const double *cv, int64_t i0, int64_t i1, int64_t kl,
+                        int64_t kh, double *grad, double *yout)
+{
+    const fr__polyrope *pl = c->pl;
+    int d = pl->d, nc = pl->nc, g = pl->g;
+    int64_t E = hi_of(m, i1 - 1) + 1;
+    int64_t a0 = lo_of(m, i0), a1 = kl * m->bn < E ? kl * m->bn : E;
+    int64_t b0 = kh * m->bn < m->n ? kh * m->bn : m->n;
+    if (b0 < a1) b0 = a1;
+    int64_t ranges[2][2] = {{a0, a1}, {b0, E}};
+    for (int64_t i = i0; i < i1; i++) {
+        const double *ri = rows + i * d, *rvi = rv + i * nc;
+        double *gi = grad + i * d, *yi = yout ? yout + i * (nc - 1) : NULL;
+        int64_t lo = lo_of(m, i), hi = hi_of(m, i);
+        for (int rg = 0; rg < 2; rg++) {
+            int64_t j0 = ranges[rg][0] > lo ? ranges[rg][0] : lo;
+            int64_t j1 = ranges[rg][1] < hi + 1 ? ranges[rg][1] : hi + 1;
+            for (int64_t j = j0; j < j1; j++) {
+                const double *cj = cols + j * d, *cvj = cv + j * nc;
+                double s = 0, dp = 0;
+                for (int a = 0; a < d; a++)
+                    s += ri[a] * cj[a];
+                for (int t = g - 1; t >= 0; t--)
+                    dp = dp * s + c->dpcoef[t];
+                double dl = 0;
+                for (int e = 0; e < nc; e++)
+                    dl += rvi[e] * cvj[e];
+                dl *= dp;
+                for (int a = 0; a < d; a++)
+                    gi[a] += dl * cj[a];
+                if (yi) {
+                    double pv = pl->pcoef[g];
+                    for (int t = g - 1; t >= 0; t--)
+                        pv = pv * s + pl->pcoef[t];
+                    for (int e = 0; e < nc - 1; e++)
+                        yi[e] += pv * cvj[e];
+                }
+            }
+        }
+    }
+}
+
+/* ---- one block of each sweep ------------------------------------------------------------------
+ */
+
+/* Query rows [i0, i1): T and D (forward), w_i, the loss, dq'. ms = the scaled M of the keys the
+ * whole block keeps (NULL: none), m = the mask (NULL: none, ms holds every key). Returns the
+ * first row with a non-positive denominator, or -1. */
+static int64_t query_block(const ctx *c, gwork *g, const double *ms, const mask *m, int64_t i0,
+                           int64_t i1, int64_t kl, int64_t kh)
+{
+    const fr__polyrope *pl = c->pl;
+    int nc = pl->nc, dv = nc - 1;
+    double *acc = g->w.acc;
+    memset(acc, 0, (size_t)((i1 - i0) * nc) * sizeof(double));
+    for (int64_t i = i0; ms && i < i1; i += TW) {
+        int cnt = (int)(i1 - i < TW ? i1 - i : TW);
+        phi_tile(pl, c->qr + i * pl->d, cnt, g->w.xt, g->w.phit);
+        phi_m(g->w.phit, pl->r, ms, nc, g->w.yt);
+        for (int l = 0; l < cnt; l++)
+            for (int e = 0; e < nc; e++)
+                acc[(i - i0 + l) * nc + e] = g->w.yt[e * TW + l];
+    }
+    if (m) direct_part(pl, m, c->qr, c->kr, c->x, i0, i1, kl, kh, acc);
+    int64_t bad = -1;
+    double lsum = 0;
+    for (int64_t i = i0; i < i1; i++) {
+        const double *a = acc + (i - i0) * nc;
+        double *wi = c->wr + i * nc, den = a[dv];
+        if (!(den > 0)) {
+            if (bad < 0) bad = i;
+            memset(wi, 0, (size_t)nc * sizeof(double));
+            continue;
+        }
+        double inv = 1 / den, delta = 0;
+        for (int e = 0; e < dv; e++) {
+            double ti = a[e] * inv, gi;
+            if (c->t) c->t[i * dv + e] = ti;
+            if (c->target) {
+                gi = ti - c->target[i * dv + e];
+                lsum += gi * gi;
+            } else {
+                gi = c->dout[i * dv + e];
+            }
+            delta += gi * ti;
+            wi[e] = gi * inv;
+        }
+        wi[dv] = -delta * inv;
+    }
+    c->lossb[i0 / pl->bn] = lsum;
+    grad_rows(pl, g, ms, c->qr, c->wr, i0, i1, c->dq, NULL);
+    if (m) direct_grad(c, m, c->qr, c->kr, c->wr, c->x, i0, i1, kl, kh, c->dq, NULL);
+    return bad;
+}
+
+/* Key rows [j0, j1): dV and dk', with ms the scaled N of the queries keeping the whole block. */
+static void key_block(const ctx *c, gwork *g, const double *ms, const mask *m, int64_t j0,
+                      int64_t j1, int64_t kl, int64_t kh)
+{
+    grad_rows(c->pl, g, ms, c->kr, c->x, j0, j1, c->dk, c->dv);
+    if (m) direct_grad(c, m, c->kr, c->qr, c->x, c->wr, j0, j1, kl, kh, c->dk, c->dv);
+}
+
+/* ---- the sweeps ------------------------------------------------------------------------------ */
+
+/* side 0: queries against keys (values [V, 1]); side 1: keys against queries (values w). */
+static int64_t sweep_masked(const ctx *c, const mask *m, int side, int *oom)
+{
+    const fr__polyrope *pl = c->pl;
+    const double *cols = side ? c->qr : c->kr, *vals = side ? c->wr : c->x;
+    int64_t n = m->n, nqb = (n + m->bn - 1) / m->bn;
+    int T = threads_for(pl, n);
+    if (T > nqb) T = (int)nqb;
+    int64_t *starts = malloc((size_t)(T + 1) * sizeof *starts);
+    if (!starts) {
+        *oom = 1;
+        return -1;
+    }
+    int64_t nch = balanced_chunks(m, nqb, T, starts), bad = -1;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(T)
+    for (int64_t ch = 0; ch < nch; ch++) {
+        gwork g;
+        if (!gwork_alloc(pl, &g)) {
+#pragma omp atomic write
+            *oom = 1;
+            continue;
+        }
+        work *w = &g.w;
+        int64_t cl = 0, chh = 0;
+        for (int64_t qb = starts[ch]; qb < starts[ch + 1]; qb++) {
+            int64_t kl, kh;
+            full_range(m, qb, &kl, &kh);
+            if (qb == starts[ch] || kl >= chh) {
+                memset(w->mt, 0, (size_t)pl->nc * pl->rp * sizeof(double));
+                cl = chh = kl;
+            }
+            add_keys(pl, w, cols, vals, chh * m->bn, kh * m->bn < n ? kh * m->bn : n, 1);
+            add_keys(pl, w, cols, vals, cl * m->bn, kl * m->bn < n ? kl * m->bn : n, -1);
+            cl = kl, chh = kh;
+            int64_t i0 = qb * m->bn, i1 = i0 + m->bn < n ? i0 + m->bn : n;
+            if (kh > kl) scale_m(pl, w);
+            const double *ms = kh > kl ? w->ms : NULL;
+            if (side) {
+                key_block(c, &g, ms, m, i0, i1, kl, kh);
+            } else {
+                int64_t b = query_block(c, &g, ms, m, i0, i1, kl, kh);
+                if (b >= 0) {
+#pragma omp critical(polyrope_grad_bad)
+                    if (bad < 0 || b < bad) bad = b;
+                }
+            }
+        }
+        gwork_free(&g);
+    }
+    free(starts);
+    return bad;
+}
+
+/* No mask: one r x nc sum over every column row, then every row block against it. */
+static int64_t sweep_unmasked(const ctx *c, int side, int *oom)
+{
+    const fr__polyrope *pl = c->pl;
+    const double *cols = side ? c->qr : c->kr, *vals = side ? c->wr : c->x;
+    int64_t n = pl->p.n, bn = pl->bn, nb = (n + bn - 1) / bn;
+    int T = threads_for(pl, n);
+    size_t msz = (size_t)pl->nc * pl->rp;
+    double *mt = calloc(msz, sizeof(double));
+    double *ms = malloc((size_t)pl->rp * pl->nc * sizeof(double));
+    if (!mt || !ms) {
+        free(mt), free(ms);
+        *oom = 1;
+        return -1;
+    }
+    int64_t nkb = (n + JB * 8 - 1) / (JB * 8), bad = -1;
+#pragma omp parallel num_threads(T)
+    {
+        gwork g;
+        int ok = gwork_alloc(pl, &g);
+        if (!ok) {
+#pragma omp atomic write
+            *oom = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t kb = 0; kb < nkb; kb++)
+            if (ok) {
+                int64_t j0 = kb * JB * 8, j1 = j0 + JB * 8 < n ? j0 + JB * 8 : n;
+                add_keys(pl, &g.w, cols, vals, j0, j1, 1);
+            }
+#pragma omp critical(polyrope_grad_reduce)
+        if (ok)
+            for (size_t e = 0; e < msz; e++)
+                mt[e] += g.w.mt[e];
+#pragma omp barrier
+#pragma omp single
+        {
+            for (int64_t f = 0; f < pl->r; f++)
+                for (int e = 0; e < pl->nc; e++)
+                    ms[f * pl->nc + e] = pl->coef_q[f] * mt[e * pl->rp + f];
+        }
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < nb; b++)
+            if (ok) {
+                int64_t i0 = b * bn, i1 = i0 + bn < n ? i0 + bn : n;
+                if (side) {
+                    key_block(c, &g, ms, NULL, i0, i1, 0, 0);
+                } else {
+                    int64_t bb = query_block(c, &g, ms, NULL, i0, i1, 0, 0);
+                    if (bb >= 0) {
+#pragma omp critical(polyrope_grad_bad)
+                        if (bad < 0 || bb < bad) bad = bb;
+                    }
+                }
+            }
+        if (ok) gwork_free(&g);
+    }
+    free(mt), free(ms);
+    return bad;
+}
+
+/* ---- rotating back --------------------------------------------------------------------------- */
+
+/* g <- the gradient with respect to the caller's rows, given the one with respect to the rotated
+ * rows: the transpose of prepare_rows' linear map, applied to dq and dk together. */
+static void rotate_back(const fr_problem *p, double *dq, double *dk)
+{
+    int64_t n = p->n, d = p->d;
+    if (p->rot.kind == FR_ROT_NONE) return;
+    int64_t pa[d], pb[d], np = 0;
+    double freq[d];
+    if (p->rot.kind == FR_ROT_ROPE) np = fr__rope_pairs(p, pa, pb, freq);
+#pragma omp parallel for schedule(static) if (n > 8192)
+    for (int64_t i = 0; i < n; i++) {
+        double *gq = dq + i * d, *gk = dk + i * d;
+        if (p->rot.kind == FR_ROT_EXPLICIT) {
+            /* forward: x W_{-i} (row times matrix); back: g W_{-i}^T */
+            const double *w = p->rot.w + (-i + n - 1) * d * d;
+            double tq[d], tk[d];
+            for (int64_t a = 0; a < d; a++) {
+                double sq = 0, sk = 0;
+                for (int64_t b = 0; b < d; b++)
+                    sq += gq[b] * w[a * d + b], sk += gk[b] * w[a * d + b];
+                tq[a] = sq, tk[a] = sk;
+            }
+            memcpy(gq, tq, (size_t)d * sizeof(double));
+            memcpy(gk, tk, (size_t)d * sizeof(double));
+            continue;
+        }
+        for (int64_t m = 0; m < np; m++) {
+            double ang = (double)i * freq[m], cs = cos(ang), sn = sin(ang);
+            double xa = gq[pa[m]], xb = gq[pb[m]];
+            gq[pa[m]] = xa * cs + xb * sn, gq[pb[m]] = -xa * sn + xb * cs;
+            xa = gk[pa[m]], xb = gk[pb[m]];
+            gk[pa[m]] = xa * cs + xb * sn, gk[pb[m]] = -xa * sn + xb * cs;
+        }
+    }
+}
+
+/* ---- driver ---------------------------------------------------------------------------------- */
 
 int fr__polyrope_backward(fr__polyrope *pl, const double *q, const double *k, const double *v,
                           const double *dout, const double *target, double *t, double *dq,
                           double *dk, double *dv, double *loss, char *err, size_t errlen)
 {
-    return fr__err(err, errlen, FR_EUSAGE, "polyrope backward: not implemented yet");
+    const fr_problem *p = &pl->p;
+    int64_t n = p->n, d = p->d, dvd = p->dv, nc = pl->nc, nd, nx;
+    if ((dout == NULL) == (target == NULL))
+        return fr__err(err, errlen, FR_EUSAGE, "give exactly one of dout and target");
+    if (!q || !k || !v || !dq || !dk || !dv)
+        return fr__err(err, errlen, FR_EUSAGE, "polyrope backward: q, k, v, dq, dk, dv required");
+    const char *bad = NULL;
+    int64_t at;
+    if ((at = fr_find_nonfinite(q, n * d)) >= 0)
+        bad = "q";
+    else if ((at = fr_find_nonfinite(k, n * d)) >= 0)
+        bad = "k";
+    else if ((at = fr_find_nonfinite(v, n * dvd)) >= 0)
+        bad = "v";
+    else if ((at = fr_find_nonfinite(dout ? dout : target, n * dvd)) >= 0)
+        bad = dout ? "dout" : "target";
+    if (bad)
+        return fr__err(err, errlen, FR_EINPUT, "%s has a non-finite value at flat index %lld", bad,
+                       (long long)at);
+    if (!fr__mul_ok(n, d, &nd) || !fr__mul_ok(n, nc, &nx))
+        return fr__err(err, errlen, FR_ENOMEM, "polyrope: size overflow");
+
+    int64_t nqb = (n + pl->bn - 1) / pl->bn;
+    double *qr = alloc_big((size_t)nd * sizeof(double));
+    double *kr = alloc_big((size_t)nd * sizeof(double));
+    double *x = alloc_big((size_t)nx * sizeof(double));
+    double *wr = alloc_big((size_t)nx * sizeof(double));
+    double *lossb = calloc((size_t)nqb, sizeof(double));
+    double *dpcoef = malloc((size_t)(pl->g + 1) * sizeof(double));
+    int st = FR_OK;
+    if (!qr || !kr || !x || !wr || !lossb || !dpcoef || !prepare_rows(pl, q, k, v, qr, kr, x)) {
+        st = fr__err(err, errlen, FR_ENOMEM, "polyrope backward: out of memory (n = %lld)",
+                     (long long)n);
+        goto done;
+    }
+    for (int e = 0; e < pl->g; e++)
+        dpcoef[e] = (e + 1) * pl->pcoef[e + 1];
+    ctx c = {pl, qr, kr, x, wr, dout, target, t, dq, dk, dv, lossb, dpcoef};
+
+    int oom = 0;
+    int64_t w = p->window, badrow;
+    if (w >= n - 1) w = -1; /* a window as wide as the sequence masks nothing */
+    mask mq = {n, pl->bn, nqb, w, p->causal, 0}, mk = mq;
+    mk.anti = 1;
+    int masked = p->causal || w >= 0;
+    badrow = masked ? sweep_masked(&c, &mq, 0, &oom) : sweep_unmasked(&c, 0, &oom);
+    if (!oom && badrow < 0) {
+        if (masked)
+            sweep_masked(&c, &mk, 1, &oom);
+        else
+            sweep_unmasked(&c, 1, &oom);
+    }
+    if (oom) {
+        st = fr__err(err, errlen, FR_ENOMEM, "polyrope backward: out of memory for the workspace");
+        goto done;
+    }
+    if (badrow >= 0) {
+        st = fr__err(err, errlen, FR_EACCURACY,
+                     "polyrope: the degree-%d polynomial gives a non-positive softmax "
+                     "denominator at row %lld (scores beyond the fitted range?); raise the "
+                     "degree or use --method exact",
+                     pl->g, (long long)badrow);
+        goto done;
+    }
+    rotate_back(p, dq, dk);
+    if (target && loss) {
+        double lsum = 0;
+        for (int64_t b = 0; b < nqb; b++)
+            lsum += lossb[b];
+        *loss = 0.5 * lsum;
+    }
+done:
+    free(qr), free(kr), free(x), free(wr), free(lossb), free(dpcoef);
+    return st;
 }
