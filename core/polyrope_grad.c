@@ -256,6 +256,8 @@ static int64_t query_block(const ctx *c, gwork *g, const double *ms, const mask 
             wi[e] = gi * inv;
         }
         wi[dv] = -delta * inv;
+        if (m ? lo_of(m, i) == hi_of(m, i) : pl->p.n == 1)
+            memset(wi, 0, (size_t)nc * sizeof(double)); /* see single_key_rows */
     }
     c->lossb[i0 / pl->bn] = lsum;
     grad_rows(pl, g, ms, c->qr, c->wr, i0, i1, c->dq, NULL);
@@ -425,6 +427,20 @@ static void rotate_back(const fr_problem *p, double *dq, double *dk)
     }
 }
 
+/* A query that keeps one key only (n = 1, window 0, causal row 0) has T_i = v_i whatever the
+ * scores: its exact gradient is zero for q and k, and G_i for v_i. Rounding would make the
+ * former ~1e-16 instead of 0 (w_i . x_i = G_i . (v_i - T_i) / D_i), so those rows are given
+ * w_i = 0 in the sweeps and their dV is added here. */
+static void single_key_rows(const fr_problem *p, const mask *m, const double *v, const double *dout,
+                            const double *target, double *dv)
+{
+    int64_t dvd = p->dv;
+    for (int64_t i = 0; i < p->n; i++)
+        if (m ? lo_of(m, i) == hi_of(m, i) : p->n == 1)
+            for (int64_t e = 0; e < dvd; e++)
+                dv[i * dvd + e] += dout ? dout[i * dvd + e] : v[i * dvd + e] - target[i * dvd + e];
+}
+
 /* ---- driver ---------------------------------------------------------------------------------- */
 
 int fr__polyrope_backward(fr__polyrope *pl, const double *q, const double *k, const double *v,
@@ -495,6 +511,7 @@ int fr__polyrope_backward(fr__polyrope *pl, const double *q, const double *k, co
                      pl->g, (long long)badrow);
         goto done;
     }
+    single_key_rows(p, masked ? &mq : NULL, v, dout, target, dv);
     rotate_back(p, dq, dk);
     if (target && loss) {
         double lsum = 0;

@@ -295,6 +295,34 @@ static void test_errors(void)
     free(q), free(k), free(v), free(up);
 }
 
+/* One kept key per query (window 0, or n = 1): T_i = v_i, so dq = dk = 0 exactly and dV = G. */
+static void test_single_key(void)
+{
+    for (int c = 0; c < 3; c++) {
+        fr_problem p = fr_problem_default(c == 2 ? 1 : 40, 4, 3);
+        p.window = c < 2 ? 0 : -1;
+        p.causal = c == 1;
+        int64_t n = p.n, d = p.d, dv = p.dv;
+        double *q = rnd(n * d, 1), *k = rnd(n * d, 1), *v = rnd(n * dv, 1), *up = rnd(n * dv, 1);
+        double *dq = zeros(n * d), *dk = zeros(n * d), *dvv = zeros(n * dv);
+        fr_plan *pl = make_plan(&p, q, k, v, 3, 1e-3);
+        T_REQUIRE(pl != NULL, "no plan");
+        char err[256] = "";
+        int st = fr_execute_backward(pl, q, k, v, up, NULL, NULL, dq, dk, dvv, NULL, NULL, err,
+                                     sizeof err);
+        T_CHECK(st == FR_OK, "%s", err);
+        double mq = 0, e = 0;
+        for (int64_t i = 0; i < n * d; i++)
+            mq = fmax(mq, fmax(fabs(dq[i]), fabs(dk[i])));
+        for (int64_t i = 0; i < n * dv; i++)
+            e = fmax(e, fabs(dvv[i] - up[i]));
+        T_CHECK(mq == 0, "case %d: |dq|, |dk| up to %.3g, want 0", c, mq);
+        T_CHECK(e < 1e-15, "case %d: |dV - G| = %.3g", c, e);
+        fr_plan_free(pl);
+        free(q), free(k), free(v), free(up), free(dq), free(dk), free(dvv);
+    }
+}
+
 int main(void)
 {
     T_RUN(test_fd_masks);
@@ -302,6 +330,7 @@ int main(void)
     T_RUN(test_fd_explicit);
     T_RUN(test_vs_exact);
     T_RUN(test_threads);
+    T_RUN(test_single_key);
     T_RUN(test_errors);
     return t_done();
 }
