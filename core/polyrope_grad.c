@@ -275,7 +275,49 @@ static void key_block(const ctx *c, gwork *g, const double *ms, const mask *m, i
 
 /* ---- the sweeps ------------------------------------------------------------------------------ */
 
-/* side 0: queries against keys (values [V, 1]); side 1: keys against queries (values w). */
+/* The key side's sums are suffix sums (causal: key j is kept by the queries i >= j), so its
+ * blocks go from the last to the first, where the sum only grows; the chunks are balanced for
+ * that direction: split's greedy pass run from the top, a chunk paying the start-up cost of its
+ * last block. */
+static int64_t split_rev(const mask *m, int64_t nqb, int64_t target, int64_t *ends, int64_t maxc)
+{
+    int64_t nch = 0, cost = 0;
+    for (int64_t qb = nqb - 1; qb >= 0; qb--) {
+        int64_t c = qb < nqb - 1 ? step_cost(m, qb + 1) + 1 : 0;
+        if (qb == nqb - 1 || cost + c > target) {
+            if (nch >= maxc) return maxc + 1;
+            if (ends) ends[nch] = qb + 1;
+            nch++;
+            cost = start_cost(m, qb) + 1;
+        } else {
+            cost += c;
+        }
+    }
+    return nch;
+}
+
+static int64_t balanced_chunks_rev(const mask *m, int64_t nqb, int T, int64_t *starts)
+{
+    int64_t lo = 1, hi = 1;
+    for (int64_t qb = 0; qb < nqb; qb++)
+        hi += (qb ? step_cost(m, qb) : 0) + start_cost(m, qb) + 1;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (split_rev(m, nqb, mid, NULL, T) <= T)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    int64_t ends[T + 1];
+    int64_t nch = split_rev(m, nqb, lo, ends, T);
+    ends[nch] = 0;
+    for (int64_t t = 0; t <= nch; t++)
+        starts[t] = ends[nch - t];
+    return nch;
+}
+
+/* side 0: queries against keys (values [V, 1]); side 1: keys against queries (values w), blocks
+ * in reverse order. */
 static int64_t sweep_masked(const ctx *c, const mask *m, int side, int *oom)
 {
     const fr__polyrope *pl = c->pl;
@@ -288,7 +330,9 @@ static int64_t sweep_masked(const ctx *c, const mask *m, int side, int *oom)
         *oom = 1;
         return -1;
     }
-    int64_t nch = balanced_chunks(m, nqb, T, starts), bad = -1;
+    int64_t nch =
+        side ? balanced_chunks_rev(m, nqb, T, starts) : balanced_chunks(m, nqb, T, starts);
+    int64_t bad = -1;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(T)
     for (int64_t ch = 0; ch < nch; ch++) {
         gwork g;
@@ -298,16 +342,20 @@ static int64_t sweep_masked(const ctx *c, const mask *m, int side, int *oom)
             continue;
         }
         work *w = &g.w;
-        int64_t cl = 0, chh = 0;
-        for (int64_t qb = starts[ch]; qb < starts[ch + 1]; qb++) {
-            int64_t kl, kh;
+        int64_t cl = 0, chh = 0; /* key blocks [cl, chh) summed in w->mt */
+        for (int64_t t = starts[ch]; t < starts[ch + 1]; t++) {
+            int64_t qb = side ? starts[ch + 1] - 1 - (t - starts[ch]) : t, kl, kh;
             full_range(m, qb, &kl, &kh);
-            if (qb == starts[ch] || kl >= chh) {
+            if (t == starts[ch] || kl >= chh || kh <= cl) {
                 memset(w->mt, 0, (size_t)pl->nc * pl->rp * sizeof(double));
                 cl = chh = kl;
             }
-            add_keys(pl, w, cols, vals, chh * m->bn, kh * m->bn < n ? kh * m->bn : n, 1);
-            add_keys(pl, w, cols, vals, cl * m->bn, kl * m->bn < n ? kl * m->bn : n, -1);
+#define BLK(b) ((b)*m->bn < n ? (b)*m->bn : n)
+            if (kh > chh) add_keys(pl, w, cols, vals, BLK(chh), BLK(kh), 1);
+            if (kh < chh) add_keys(pl, w, cols, vals, BLK(kh), BLK(chh), -1);
+            if (kl < cl) add_keys(pl, w, cols, vals, BLK(kl), BLK(cl), 1);
+            if (kl > cl) add_keys(pl, w, cols, vals, BLK(cl), BLK(kl), -1);
+#undef BLK
             cl = kl, chh = kh;
             int64_t i0 = qb * m->bn, i1 = i0 + m->bn < n ? i0 + m->bn : n;
             if (kh > kl) scale_m(pl, w);
