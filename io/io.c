@@ -10,25 +10,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int io_err(char *err, size_t errlen, int status, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return status;
-}
-
-int io_mul_ok(int64_t a, int64_t b, int64_t *out)
-{
-    if (a < 0 || b < 0) return 0;
-    if (a != 0 && b > INT64_MAX / a) return 0;
-    *out = a * b;
-    return 1;
-}
-
 fr_limits io_limits(const fr_limits *lim)
 {
     fr_limits l = {0, 0};

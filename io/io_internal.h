@@ -10,6 +10,7 @@
 #include <zip.h>
 
 #include "fr_io.h"
+#include "internal.h"
 
 #define IO_DEFAULT_MAX_ELEMENTS ((int64_t)1 << 32)
 #define IO_DEFAULT_MAX_BYTES ((int64_t)32 << 30)
@@ -41,12 +42,9 @@ fr_limits io_limits(const fr_limits *lim);
 int io_read_mem(const unsigned char *buf, size_t len, const char *label, const fr_limits *lim,
                 fr_bundle *out, char *err, size_t errlen);
 
-/* Format one line into err and return status. */
-int io_err(char *err, size_t errlen, int status, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-/* Overflow-checked a * b for non-negative operands: 0 on overflow. */
-int io_mul_ok(int64_t a, int64_t b, int64_t *out);
+/* The core's: one line into err, returning status; overflow-checked a * b (0 on overflow). */
+#define io_err fr__err
+#define io_mul_ok fr__mul_ok
 
 /* ---- atomic output ---- */
 typedef struct {
