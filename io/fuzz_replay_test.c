@@ -6,9 +6,11 @@
 #define FUZZ_REPLAY
 #include "../cmd/args_fuzz.c"
 #include "json_fuzz.c"
+#include "members_fuzz.c"
 #include "npy_fuzz.c"
 #include "npz_fuzz.c"
 #include "read_fuzz.c"
+#include "safetensors_fuzz.c"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -21,7 +23,12 @@ static const struct {
     const char *name;
     int (*fn)(const unsigned char *, size_t);
 } targets[] = {
-    {"npy", fuzz_npy}, {"npz", fuzz_npz}, {"json", fuzz_json}, {"read", fuzz_read},
+    {"npy", fuzz_npy},
+    {"npz", fuzz_npz},
+    {"json", fuzz_json},
+    {"read", fuzz_read},
+    {"safetensors", fuzz_safetensors},
+    {"members", fuzz_members},
     {"args", fuzz_args},
 };
 
