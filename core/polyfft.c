@@ -151,17 +151,22 @@ int fr__polyfft_create_budget(fr__polyfft **out, const fr_problem *p, const doub
     pl->degree = degree;
     pl->exec_budget = exec_budget;
     int64_t n = p->n;
+    if (!(pl->coef = malloc((size_t)(degree + 1) * sizeof *pl->coef))) {
+        free(pl);
+        return fr__err(err, errlen, FR_ENOMEM, "out of memory creating the polyfft plan");
+    }
+    memcpy(pl->coef, coef, (size_t)(degree + 1) * sizeof *coef);
 
     fr__support S;
     int st = fr__support_build(p, &S, err, errlen);
     if (st) {
-        free(pl);
+        fr__polyfft_free(pl);
         return st;
     }
     st = fr__monomials_build(&S, coef, degree, p->tau, &pl->m, err, errlen);
     fr__support_free(&S);
     if (st) {
-        free(pl);
+        fr__polyfft_free(pl);
         return st;
     }
 
@@ -261,6 +266,7 @@ void fr__polyfft_free(fr__polyfft *pl)
     fr__fft_free(pl->fft);
     free(pl->spec);
     free(pl->fix);
+    free(pl->coef);
     free(pl);
 }
 

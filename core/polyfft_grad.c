@@ -25,8 +25,15 @@
  * not from P: their weights are zero in the passes, and their contributions to dQ, dK, dV are
  * those of exact attention restricted to them (computed here directly over their few keys).
  *
- * dW is not implemented: it would need a cross-correlation per kernel monomial of P', per entry
- * (a, b) and per column, and the CLI offers --method exact for it. */
+ * dW (any entry (a, b), in the support of W or not: P is a function of the score, so
+ * perturbing a zero entry changes P(s) through s like any other) is
+ *   dW_delta[a][b] = tau sum_{j - i = delta} P'(s_ij) Q_ia K_jb sum_x w_x(i) x(j),
+ * with P' expanded over the support like P (a second monomial set, degree g - 1): per pair
+ * (u, v) of that expansion and entry (a, b) one cross-correlation
+ *   corr(delta) = sum_x sum_i (u Q_a w_x)(i) (v K_b x)(i + delta)
+ * by FFT (the spectra summed over x before one inverse transform), times the pair's kernel
+ * sum_{beta -> (u, v)} coef_beta c_beta(delta) in the time domain (the kernels differ per beta,
+ * so they cannot be folded in before the inverse). #pairs(P') d^2 inverse FFTs. */
 #include "polyfft_impl.h"
 
 #include <math.h>
@@ -289,12 +296,139 @@ static void dq_from_kept(const fr__polyfft *pl, const float *ystore, int64_t uke
     }
 }
 
+/* Per thread accumulators of dW over the kept offsets [lo, hi]: nw x d x d each. */
+static void dw_reduce(const fr__polyfft *pl, const double *acc, int T, double *dw)
+{
+    int64_t n = pl->p.n, dd = pl->p.d * pl->p.d, nw = pl->hi - pl->lo + 1;
+#pragma omp parallel for schedule(static)
+    for (int64_t e = 0; e < nw * dd; e++) {
+        double s = 0;
+        for (int t = 0; t < T; t++)
+            s += acc[t * nw * dd + e];
+        dw[(pl->lo + n - 1) * dd + e] += s;
+    }
+}
+
+/* dW through P' (see the top of the file): w (n x cols, zero on the exactly recomputed rows)
+ * the column weights, xv = [V, 1]. Adds into dw. */
+static int dw_pass(const fr__polyfft *pl, const double *q, const double *k, const double *xv,
+                   const double *w, double *dw, char *err, size_t errlen)
+{
+    const fr_problem *p = &pl->p;
+    int64_t n = p->n, d = p->d, cols = p->dv + 1, N = pl->N, nb = pl->nb, dd = d * d;
+    int64_t L = 2 * n - 1, lo = pl->lo, hi = pl->hi, nw = hi - lo + 1;
+    int g = pl->degree, T = omp_get_max_threads();
+    if (g < 1) return FR_OK; /* P constant: the scores do not matter */
+    double *cp = malloc((size_t)g * sizeof *cp);
+    if (!cp) return fr__err(err, errlen, FR_ENOMEM, "out of memory (polyfft dW)");
+    for (int e = 0; e < g; e++)
+        cp[e] = (e + 1) * pl->coef[e + 1];
+    fr__support S;
+    fr__monomials m;
+    int st = fr__support_build(p, &S, err, errlen);
+    if (!st) {
+        st = fr__monomials_build(&S, cp, g - 1, p->tau, &m, err, errlen);
+        fr__support_free(&S);
+    }
+    free(cp);
+    if (st) return st;
+    int md = m.d; /* exponent vectors cover the columns the support uses, a prefix of d */
+
+    int64_t side_max = 1;
+    for (int e = 0; e < g; e++) {
+        int64_t c = (m.u_first[e + 1] - m.u_first[e]) + (m.v_first[e + 1] - m.v_first[e]);
+        side_max = c > side_max ? c : side_max;
+    }
+    int64_t cb = pl->exec_budget / (side_max * d * nb * (int64_t)sizeof(fr__cpx));
+    cb = cb < 1 ? 1 : cb > cols ? cols : cb;
+    fr__cpx *Z = malloc((size_t)(side_max * d * cb * nb) * sizeof *Z);
+    float *bufs = malloc((size_t)(T * N) * sizeof *bufs);
+    fr__cpx *Ys = malloc((size_t)(T * nb) * sizeof *Ys);
+    double *kcs = malloc((size_t)(T * nw) * sizeof *kcs);
+    double *acc = calloc((size_t)(T * nw * dd), sizeof *acc);
+    int ok = Z && bufs && Ys && kcs && acc;
+    const double scale = p->tau / (double)N; /* the inverse FFT is unnormalised */
+
+    for (int64_t c0 = 0; ok && c0 < cols; c0 += cb) {
+        int64_t ncb = c0 + cb <= cols ? cb : cols - c0;
+        for (int e = 0; e < g; e++) {
+            int64_t u0 = m.u_first[e], u1 = m.u_first[e + 1];
+            int64_t v0 = m.v_first[e], v1 = m.v_first[e + 1];
+            if (u1 == u0) continue;
+            int64_t q0 = m.u_pair[u0], q1 = m.u_pair[u1];
+            /* A[u][a][col] = F(u Q_a w_x), then B[v][b][col] = F(v K_b x) */
+            fr__cpx *A = Z, *B = Z + (u1 - u0) * d * ncb * nb;
+            int64_t na = (u1 - u0) * d * ncb, nbv = (v1 - v0) * d * ncb;
+#pragma omp parallel
+            {
+                int t = omp_get_thread_num();
+                float *buf = bufs + t * N;
+                fr__cpx *Y = Ys + t * nb;
+                double *kc = kcs + t * nw, *a_t = acc + t * nw * dd;
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t iv = 0; iv < na + nbv; iv++) {
+                    int side = iv >= na;
+                    int64_t r = side ? iv - na : iv;
+                    int64_t mi = r / (d * ncb), a = r / ncb % d, x = c0 + r % ncb;
+                    const unsigned char *ex =
+                        side ? m.v_exp + (v0 + mi) * md : m.u_exp + (u0 + mi) * md;
+                    const double *rows = side ? k : q, *wt = side ? xv : w;
+                    for (int64_t i = 0; i < n; i++)
+                        buf[i] = (float)(fr__monomial_eval(ex, rows + i * d, md) * rows[i * d + a] *
+                                         wt[i * cols + x]);
+                    memset(buf + n, 0, (size_t)(N - n) * sizeof *buf);
+                    fr__fft_forward(pl->fft, buf, (side ? B : A) + r * nb);
+                }
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t pq = q0; pq < q1; pq++) {
+                    /* the pair's kernel on the kept offsets, in double */
+                    memset(kc, 0, (size_t)nw * sizeof *kc);
+                    for (int64_t al = m.p_first[pq]; al < m.p_first[pq + 1]; al++) {
+                        const unsigned char *ce = m.c_exp + (int64_t)m.a_c[al] * m.nk;
+                        for (int64_t dl = lo; dl <= hi; dl++) {
+                            double val = m.a_coef[al] * scale;
+                            for (int f = 0; f < m.nk; f++)
+                                for (int t2 = 0; t2 < ce[f]; t2++)
+                                    val *= m.ftab[f * L + dl + n - 1];
+                            kc[dl - lo] += val;
+                        }
+                    }
+                    const fr__cpx *Au = A + (m.p_u[pq] - u0) * d * ncb * nb,
+                                  *Bv = B + (m.p_v[pq] - v0) * d * ncb * nb;
+                    for (int64_t a = 0; a < d; a++)
+                        for (int64_t b = 0; b < d; b++) {
+                            memset(Y, 0, (size_t)nb * sizeof *Y);
+                            for (int64_t col = 0; col < ncb; col++)
+                                cmadd2(Y, Au + (a * ncb + col) * nb, Bv + (b * ncb + col) * nb, 1,
+                                       nb);
+                            fr__fft_inverse(pl->fft, Y, buf);
+                            double *o = a_t + a * d + b;
+                            for (int64_t dl = lo; dl <= hi; dl++)
+                                o[(dl - lo) * dd] += kc[dl - lo] * buf[dl >= 0 ? dl : N + dl];
+                        }
+                }
+            }
+        }
+    }
+    if (ok) dw_reduce(pl, acc, T, dw);
+    fr__monomials_free(&m);
+    free(Z);
+    free(bufs);
+    free(Ys);
+    free(kcs);
+    free(acc);
+    return ok ? FR_OK
+              : fr__err(err, errlen, FR_ENOMEM, "out of memory (polyfft dW, n = %lld)",
+                        (long long)n);
+}
+
 /* The rows the forward recomputes with exact softmax: their T is exact attention's, so their
  * gradient is exact attention's restricted to them (query row i and its few keys), added to
- * dq, dk, dv. O(keys |S|) per row through the support tables. */
+ * dq, dk, dv (and dw if not NULL). O(keys |S|) per row through the support tables (O(keys d^2)
+ * with dw). */
 static int fixed_rows_grad(const fr__polyfft *pl, const double *q, const double *k, const double *v,
                            const double *tt, const double *g, double *dq, double *dk, double *dv,
-                           char *err, size_t errlen)
+                           double *dw, char *err, size_t errlen)
 {
     const fr_problem *p = &pl->p;
     int64_t n = p->n, d = p->d, dvd = p->dv, L = 2 * n - 1;
@@ -308,11 +442,14 @@ static int fixed_rows_grad(const fr__polyfft *pl, const double *q, const double 
     jhi = jhi > n - 1 ? n - 1 : jhi;
     int64_t nj = jhi - jlo + 1, T = omp_get_max_threads(), width = d + dvd;
     int64_t maxkeys = pl->hi - pl->lo + 1 < n ? pl->hi - pl->lo + 1 : n;
+    int64_t dd = d * d, nw = pl->hi - pl->lo + 1;
     double *acc = calloc((size_t)(T * nj * width), sizeof *acc);
     double *pbuf = malloc((size_t)(T * maxkeys) * sizeof *pbuf);
-    if (!acc || !pbuf) {
+    double *wacc = dw ? calloc((size_t)(T * nw * dd), sizeof *wacc) : NULL;
+    if (!acc || !pbuf || (dw && !wacc)) {
         free(acc);
         free(pbuf);
+        free(wacc);
         fr__support_free(&S);
         return fr__err(err, errlen, FR_ENOMEM, "out of memory (polyfft backward, exact rows)");
     }
@@ -320,6 +457,7 @@ static int fixed_rows_grad(const fr__polyfft *pl, const double *q, const double 
     {
         int t = omp_get_thread_num();
         double *a = acc + t * nj * width, *pr = pbuf + t * maxkeys;
+        double *wa = wacc ? wacc + t * nw * dd : NULL;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t r = 0; r < pl->nfix; r++) {
             int64_t i = pl->fix[r];
@@ -351,6 +489,12 @@ static int fixed_rows_grad(const fr__polyfft *pl, const double *q, const double 
                 }
                 for (int64_t o = 0; o < dvd; o++)
                     aj[d + o] += pij * gi[o];
+                if (wa) {
+                    double *wd = wa + (j - i - pl->lo) * dd;
+                    for (int64_t x = 0; x < d; x++)
+                        for (int64_t y = 0; y < d; y++)
+                            wd[x * d + y] += ds * qi[x] * k[j * d + y];
+                }
             }
         }
     }
@@ -362,8 +506,10 @@ static int fixed_rows_grad(const fr__polyfft *pl, const double *q, const double 
             for (int64_t o = 0; o < dvd; o++)
                 dv[(jlo + j) * dvd + o] += aj[d + o];
         }
+    if (dw) dw_reduce(pl, wacc, (int)T, dw);
     free(acc);
     free(pbuf);
+    free(wacc);
     fr__support_free(&S);
     return FR_OK;
 }
@@ -374,9 +520,6 @@ int fr__polyfft_backward(fr__polyfft *pl, const double *q, const double *k, cons
 {
     const fr_problem *p = &pl->p;
     int64_t n = p->n, d = p->d, dvd = p->dv, cols = dvd + 1;
-    if (dw)
-        return fr__err(err, errlen, FR_EUSAGE,
-                       "polyfft: --grad-w is not supported; use --method exact");
     if ((dout == NULL) == (target == NULL))
         return fr__err(err, errlen, FR_EUSAGE, "give exactly one of dout and target");
     if (!q || !k || !v || !dq || !dk || !dv)
@@ -489,6 +632,10 @@ int fr__polyfft_backward(fr__polyfft *pl, const double *q, const double *k, cons
     memset(dq, 0, (size_t)(n * d) * sizeof *dq);
     memset(dk, 0, (size_t)(n * d) * sizeof *dk);
     memset(dv, 0, (size_t)(n * dvd) * sizeof *dv);
+    if (dw) {
+        memset(dw, 0, (size_t)((2 * n - 1) * d * d) * sizeof *dw);
+        if ((st = dw_pass(pl, q, k, xv, w, dw, err, errlen))) goto done;
+    }
     if (nkeep) dq_from_kept(pl, ystore, ukeep, q, w, dq);
     if (ukeep) {
         pass_spec b = {
@@ -503,7 +650,7 @@ int fr__polyfft_backward(fr__polyfft *pl, const double *q, const double *k, cons
                      (long long)n);
         goto done;
     }
-    if (pl->nfix) st = fixed_rows_grad(pl, q, k, v, tt, gg, dq, dk, dv, err, errlen);
+    if (pl->nfix) st = fixed_rows_grad(pl, q, k, v, tt, gg, dq, dk, dv, dw, err, errlen);
 
 done:
     free(xv);

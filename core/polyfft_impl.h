@@ -25,6 +25,7 @@ struct fr__polyfft {
     int64_t *fix;   /* rows recomputed exactly (too few keys for the float FFTs), ascending */
     int64_t nfix;
     int64_t exec_budget; /* the budget cb was sized with (the backward sizes its blocks too) */
+    double *coef;        /* P's monomial coefficients [0..degree] (the backward's dW needs P') */
 };
 
 /* C = F(scale * circulant column of kernel monomial c), h (N floats) as scratch. */
