@@ -219,9 +219,15 @@ static void rec(enum_ctx *e, int pos, int left)
 int fr__monomials_build(const fr__support *S, const double *coef, int degree, double tau,
                         fr__monomials *m, char *err, size_t errlen)
 {
+    return fr__monomials_build_dim(S, 0, coef, degree, tau, m, err, errlen);
+}
+
+int fr__monomials_build_dim(const fr__support *S, int dim, const double *coef, int degree,
+                            double tau, fr__monomials *m, char *err, size_t errlen)
+{
     memset(m, 0, sizeof *m);
     int ns = (int)S->ns, g = degree;
-    int d = 0;
+    int d = dim > 0 ? dim : 0;
     for (int s = 0; s < ns; s++)
         d = S->a[s] + 1 > d ? S->a[s] + 1 : d;
     for (int s = 0; s < ns; s++)
@@ -380,8 +386,8 @@ void fr__polyfft_counts(const fr_problem *p, int g, int64_t support, int64_t *al
     *alphas = fr__binom(g + support, support);
     *u = fr__binom(g + d, d);
     if (*u > *alphas) *u = *alphas;
-    int rotating = p->n > 1 && (p->rot.kind == FR_ROT_ROPE ||
-                                (p->rot.kind == FR_ROT_CLIP && p->rot.clip > 0));
+    int rotating =
+        p->n > 1 && (p->rot.kind == FR_ROT_ROPE || (p->rot.kind == FR_ROT_CLIP && p->rot.clip > 0));
     if (p->rot.kind == FR_ROT_EXPLICIT)
         *c = *alphas;
     else

@@ -42,6 +42,11 @@ typedef struct {
 /* coef[0..degree]: monomial coefficients of P; tau: the score scale. */
 int fr__monomials_build(const fr__support *S, const double *coef, int degree, double tau,
                         fr__monomials *m, char *err, size_t errlen);
+/* The same with exponent vectors of at least dim entries (dim = d of the problem, so that they
+ * line up with rows of Q and K of stride d even when the support leaves the last columns out;
+ * fr__monomials_build sizes them to the columns the support uses). */
+int fr__monomials_build_dim(const fr__support *S, int dim, const double *coef, int degree,
+                            double tau, fr__monomials *m, char *err, size_t errlen);
 void fr__monomials_free(fr__monomials *m);
 
 /* #alpha, #u (= #v) and #c of polyfft at degree g in closed form, without enumerating (ALGORITHM.md

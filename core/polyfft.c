@@ -163,7 +163,7 @@ int fr__polyfft_create_budget(fr__polyfft **out, const fr_problem *p, const doub
         fr__polyfft_free(pl);
         return st;
     }
-    st = fr__monomials_build(&S, coef, degree, p->tau, &pl->m, err, errlen);
+    st = fr__monomials_build_dim(&S, (int)p->d, coef, degree, p->tau, &pl->m, err, errlen);
     fr__support_free(&S);
     if (st) {
         fr__polyfft_free(pl);

@@ -327,12 +327,12 @@ static int dw_pass(const fr__polyfft *pl, const double *q, const double *k, cons
     fr__monomials m;
     int st = fr__support_build(p, &S, err, errlen);
     if (!st) {
-        st = fr__monomials_build(&S, cp, g - 1, p->tau, &m, err, errlen);
+        st = fr__monomials_build_dim(&S, (int)d, cp, g - 1, p->tau, &m, err, errlen);
         fr__support_free(&S);
     }
     free(cp);
     if (st) return st;
-    int md = m.d; /* exponent vectors cover the columns the support uses, a prefix of d */
+    int md = m.d; /* = d */
 
     int64_t side_max = 1;
     for (int e = 0; e < g; e++) {

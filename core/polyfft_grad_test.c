@@ -470,6 +470,21 @@ static void test_dw(void)
     p.causal = 1;
     check_exact("explicit n = 7 causal", p, 1, 1e-4, 1e-12);
     free(w);
+    /* a support that leaves the last columns of Q and K out (the monomials still line up with
+     * rows of stride d) */
+    n = 30;
+    w = calloc((2 * n - 1) * d * d, sizeof *w);
+    unsigned long long seed = 5;
+    for (int64_t t = 0; t < 2 * n - 1; t++) {
+        w[t * d * d] = t_rand(&seed);
+        w[t * d * d + d + 1] = t_rand(&seed);
+        w[t * d * d + 1] = t_rand(&seed);
+    }
+    p = fr_problem_default(n, d, 3);
+    p.rot.kind = FR_ROT_EXPLICIT;
+    p.rot.w = w;
+    check_exact("explicit, support in columns 0..1 of 4", p, 1, 1e-4, 2e-3);
+    free(w);
 }
 
 static void test_errors(void)
