@@ -150,6 +150,35 @@ for m in ("polyfft", "polyrope"):
         make_fast(m, *c)
 
 
+def sparse_w(lead, n, d):
+    """Random per offset on six of the d*d entries (dW is still dense: off-support entries move
+    the scores too)."""
+    w = np.zeros(lead + (2 * n - 1, d, d))
+    for a, c in ((0, 0), (1, 1), (1, 2), (2, 0), (3, 3), (3, 1)):
+        w[..., a, c] = rng.normal(size=lead + (2 * n - 1,)) * 0.5
+    return w
+
+
+@test
+def polyfft_grad_w_matches_exact():
+    n, d = 21, 4  # rows with >= 16 keys go through the FFTs, the others are exact
+    for lead, per_entry, flags, w in (
+            ((), False, [], rng.normal(size=(2 * n - 1, d, d)) * 0.3),
+            ((), False, ["--causal"], sparse_w((), n, d)),
+            ((2,), True, ["--window", "12"], sparse_w((2,), n, d)),
+            ((3,), False, [], sparse_w((), n, d))):  # shared W: dW sums the batch
+        b = inputs(n, d, 3, lead=lead, B=0.7)
+        up = rng.normal(size=lead + (n, 3))
+        g, rep = grad(b, up, "--method", "polyfft", "--eps", "1e-4", "--grad-w", *flags, w=w)
+        ge, _ = grad(b, up, "--method", "exact", "--grad-w", *flags, w=w)
+        assert rep["method"] == "polyfft", rep["method"]
+        assert g["dw"].shape == w.shape, (g["dw"].shape, w.shape)
+        for x in ("dq", "dk", "dv", "out", "dw"):
+            close(g[x], ge[x], 2e-3)
+        if "--causal" in flags:  # masked offsets (delta > 0, stored past n - 1) are exactly 0
+            assert not np.any(g["dw"][..., n:, :, :]), "dW at masked offsets"
+
+
 @test
 def polyrope_grad_refuses_a_general_w():
     b = inputs(9, 4)
