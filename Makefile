@@ -26,7 +26,7 @@ WARN := -Wall -Wextra -Wshadow -Wno-unused-parameter
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -fopenmp -fno-math-errno $(WARN) -Icore -Iio
 ifeq ($(SAN),1)
 B := build-san
-OPT := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+OPT := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined $(ARCH)
 else
 B := build
 OPT := -O2 -ftree-vectorize $(ARCH)

@@ -97,9 +97,11 @@ def main():
 
     # exact: vary d (score_len + dv) and n
     A, y = [], []
-    for n, d, rot, L in [(512 * s, 4, ("--rope",), 4), (512 * s, 8, ("--rope",), 8),
-                         (512 * s, 16, ("--rope",), 16), (1024 * s, 8, ("--rope",), 8),
-                         (512 * s, 4, ("--rope-clip", 16), 8), (64, 8, ("--rope",), 8)]:
+    # d from 4 to 64 separates the per-pair exp from the per-pair multiply-adds
+    for n, d, rot, L in [(1024 * s, 4, ("--rope",), 4), (1024 * s, 8, ("--rope",), 8),
+                         (1024 * s, 16, ("--rope",), 16), (1024 * s, 64, ("--rope",), 64),
+                         (2048 * s, 8, ("--rope",), 8), (1024 * s, 4, ("--rope-clip", 16), 8),
+                         (64, 8, ("--rope",), 8)]:
         t, _ = R.time(n, d, "exact", rot)
         p = kept_pairs(n)
         A.append([1, p * (L + d), p])
@@ -125,9 +127,12 @@ def main():
 
     # polyfft: the counts come from the report (the back end's own)
     A, y = [], []
-    for n, d, rot, g in [(1024 * s, 4, ("--rope",), 4), (2048 * s, 4, ("--rope-clip", 16), 3),
-                         (4096 * s, 4, ("--rope",), 2), (1024 * s, 8, ("--rope",), 2),
-                         (512 * s, 8, ("--rope",), 3), (128, 4, ("--rope",), 3)]:
+    # at one n, degrees 2..6 move the FFT count (~ C(g+d, d)) and the term count
+    # (~ C(g+2d, 2d)) apart, which is what separates c_fft from c_acc
+    for n, d, rot, g in [(4096 * s, 4, ("--rope",), 2), (4096 * s, 4, ("--rope",), 4),
+                         (4096 * s, 4, ("--rope",), 6), (1024 * s, 4, ("--rope-clip", 16), 5),
+                         (2048 * s, 8, ("--rope",), 2), (1024 * s, 8, ("--rope",), 3),
+                         (128, 4, ("--rope",), 3)]:
         t, r = R.time(n, d, "polyfft", rot, degree=g)
         po = r["poly"]
         N = po["fft_size"]
