@@ -552,25 +552,24 @@ static int check_rows(const int64_t *rows, int64_t nrows, int64_t n, char *err, 
     return FR_OK;
 }
 
-static int check_inputs(const fr_problem *p, const double *q, const double *k, const double *v,
-                        const double *dout, const double *target, char *err, size_t errlen)
+int fr__backward_check(const fr_problem *p, const char *who, const double *q, const double *k,
+                       const double *v, const double *dout, const double *target, const double *dq,
+                       const double *dk, const double *dv, char *err, size_t errlen)
 {
-    int st = fr_problem_check(p, err, errlen);
-    if (st) return st;
     if ((dout == NULL) == (target == NULL))
-        return fr__err(err, errlen, FR_EUSAGE,
-                       "exact backward: give exactly one of dout (dL/dT) and target");
-    if (!q || !k || !v)
-        return fr__err(err, errlen, FR_EUSAGE, "exact backward: q, k and v are required");
-    int64_t n = p->n, d = p->d, dv = p->dv, at;
+        return fr__err(err, errlen, FR_EUSAGE, "%s: give exactly one of dout (dL/dT) and target",
+                       who);
+    if (!q || !k || !v || !dq || !dk || !dv)
+        return fr__err(err, errlen, FR_EUSAGE, "%s: q, k, v, dq, dk and dv are required", who);
+    int64_t n = p->n, d = p->d, dvv = p->dv, at;
     const char *bad = NULL;
     if ((at = fr_find_nonfinite(q, n * d)) >= 0)
         bad = "q";
     else if ((at = fr_find_nonfinite(k, n * d)) >= 0)
         bad = "k";
-    else if ((at = fr_find_nonfinite(v, n * dv)) >= 0)
+    else if ((at = fr_find_nonfinite(v, n * dvv)) >= 0)
         bad = "v";
-    else if ((at = fr_find_nonfinite(dout ? dout : target, n * dv)) >= 0)
+    else if ((at = fr_find_nonfinite(dout ? dout : target, n * dvv)) >= 0)
         bad = dout ? "dout" : "target";
     if (bad)
         return fr__err(err, errlen, FR_EINPUT, "%s has a non-finite value at flat index %lld", bad,
@@ -788,10 +787,11 @@ int fr_exact_backward(const fr_problem *p, const double *q, const double *k, con
                       const double *dout, const double *target, double *t, double *dq, double *dk,
                       double *dv, double *dw, double *loss, char *err, size_t errlen)
 {
-    int st = check_inputs(p, q, k, v, dout, target, err, errlen);
+    int st = fr_problem_check(p, err, errlen);
+    if (!st)
+        st =
+            fr__backward_check(p, "exact backward", q, k, v, dout, target, dq, dk, dv, err, errlen);
     if (st) return st;
-    if (!dq || !dk || !dv)
-        return fr__err(err, errlen, FR_EUSAGE, "exact backward: dq, dk and dv are required");
     return backward(p, q, k, v, dout, target, NULL, p->n, t, dq, dk, dv, dw, loss, err, errlen);
 }
 
@@ -800,12 +800,12 @@ int fr_exact_backward_rows(const fr_problem *p, const double *q, const double *k
                            int64_t nrows, double *dq, double *dk, double *dv, char *err,
                            size_t errlen)
 {
-    int st = check_inputs(p, q, k, v, dout, target, err, errlen);
-    if (st) return st;
-    if ((st = check_rows(rows, nrows, p->n, err, errlen))) return st;
-    if (nrows == 0) return FR_OK;
-    if (!dq || !dk || !dv)
-        return fr__err(err, errlen, FR_EUSAGE, "exact backward: dq, dk and dv are required");
+    int st = fr_problem_check(p, err, errlen);
+    if (st || (st = check_rows(rows, nrows, p->n, err, errlen))) return st;
+    if (nrows == 0) return FR_OK; /* nothing asked: the outputs may be NULL */
+    if ((st = fr__backward_check(p, "exact backward", q, k, v, dout, target, dq, dk, dv, err,
+                                 errlen)))
+        return st;
     return backward(p, q, k, v, dout, target, rows, nrows, NULL, dq, dk, dv, NULL, NULL, err,
                     errlen);
 }

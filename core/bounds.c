@@ -70,7 +70,7 @@ static double spectral_upper(const double *w, int64_t d, double *m)
 }
 
 /* max over offsets of sum_{a,b} |W_delta[a,b]| mq[a] mk[b] (entries outside S contribute 0). */
-static double support_sum(const fr_problem *p, const double *mq, const double *mk, double *wd)
+double fr__support_sum(const fr_problem *p, const double *mq, const double *mk)
 {
     int64_t n = p->n, d = p->d;
     double best = 0;
@@ -95,13 +95,13 @@ static double support_sum(const fr_problem *p, const double *mq, const double *m
     if (p->rot.kind == FR_ROT_CLIP && p->rot.clip < lim) lim = p->rot.clip;
     int64_t *pa = malloc((size_t)d * sizeof *pa), *pb = malloc((size_t)d * sizeof *pb);
     double *freq = malloc((size_t)d * sizeof *freq);
-    if (!pa || !pb || !freq) {
+    char *paired = malloc((size_t)d); /* coordinates in some rotated pair */
+    if (!pa || !pb || !freq || !paired) {
         best = INFINITY; /* a valid, useless bound: another bound wins */
         goto done;
     }
     int64_t np = fr__rope_pairs(p, pa, pb, freq);
-    double fixed = 0;          /* coordinates outside every pair keep weight 1 */
-    char *paired = (char *)wd; /* d bytes of scratch from the d*d doubles */
+    double fixed = 0; /* coordinates outside every pair keep weight 1 */
     memset(paired, 0, (size_t)d);
     for (int64_t m = 0; m < np; m++)
         paired[pa[m]] = paired[pb[m]] = 1;
@@ -121,6 +121,7 @@ done:
     free(pa);
     free(pb);
     free(freq);
+    free(paired);
     return best;
 }
 
@@ -181,7 +182,7 @@ int fr_bounds_compute(const fr_problem *p, const double *q, const double *k, con
         out->R = spectral;
         out->R_from = "spectral";
     }
-    double support = tau * support_sum(p, mq, mk, w1);
+    double support = tau * fr__support_sum(p, mq, mk);
     if (support < out->R) {
         out->R = support;
         out->R_from = "support";

@@ -42,6 +42,11 @@ int64_t fr__rope_pairs(const fr_problem *p, int64_t *a, int64_t *b, double *freq
  * kappa(R) = e^R sum_k |c_k| R^k (c measured, see poly.c). */
 double fr__poly_fft_floor(double R, const double *coef, int degree, double B_v, double log2n);
 
+/* The support bound's sum (ALGORITHM.md 2, before tau): max over the offsets of
+ * sum_{(a,b) in S} |W_delta[a,b]| mq[a] mk[b], with mq, mk the per-column max |entries| of Q and
+ * K; O(d) per distinct offset for the RoPE kinds (core/bounds.c, shared by core/stats.c). */
+double fr__support_sum(const fr_problem *p, const double *mq, const double *mk);
+
 /* ---- method back ends ------------------------------------------------------------------------ */
 
 /* polyfft (core/polyfft.c): coef[0..degree] are the monomial coefficients of P. */
@@ -82,6 +87,13 @@ int fr__polyfft_backward(fr__polyfft *pl, const double *q, const double *k, cons
 int fr__polyrope_backward(fr__polyrope *pl, const double *q, const double *k, const double *v,
                           const double *dout, const double *target, double *t, double *dq,
                           double *dk, double *dv, double *loss, char *err, size_t errlen);
+
+/* The argument checks every backward makes (core/backward.c): exactly one of dout and target,
+ * the required tensors present, no NaN/Inf in the inputs (naming the tensor). who prefixes the
+ * usage messages. */
+int fr__backward_check(const fr_problem *p, const char *who, const double *q, const double *k,
+                       const double *v, const double *dout, const double *target, const double *dq,
+                       const double *dk, const double *dv, char *err, size_t errlen);
 
 /* Counting helper shared by the monomial code and the cost model: C(n, k), saturating at
  * INT64_MAX. */

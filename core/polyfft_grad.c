@@ -520,23 +520,9 @@ int fr__polyfft_backward(fr__polyfft *pl, const double *q, const double *k, cons
 {
     const fr_problem *p = &pl->p;
     int64_t n = p->n, d = p->d, dvd = p->dv, cols = dvd + 1;
-    if ((dout == NULL) == (target == NULL))
-        return fr__err(err, errlen, FR_EUSAGE, "give exactly one of dout and target");
-    if (!q || !k || !v || !dq || !dk || !dv)
-        return fr__err(err, errlen, FR_EUSAGE, "polyfft backward: q, k, v, dq, dk, dv required");
-    const char *bad = NULL;
-    int64_t at;
-    if ((at = fr_find_nonfinite(q, n * d)) >= 0)
-        bad = "q";
-    else if ((at = fr_find_nonfinite(k, n * d)) >= 0)
-        bad = "k";
-    else if ((at = fr_find_nonfinite(v, n * dvd)) >= 0)
-        bad = "v";
-    else if ((at = fr_find_nonfinite(dout ? dout : target, n * dvd)) >= 0)
-        bad = dout ? "dout" : "target";
-    if (bad)
-        return fr__err(err, errlen, FR_EINPUT, "%s has a non-finite value at flat index %lld", bad,
-                       (long long)at);
+    int st0 =
+        fr__backward_check(p, "polyfft backward", q, k, v, dout, target, dq, dk, dv, err, errlen);
+    if (st0) return st0;
 
     /* Keep the y_u of as many Q-monomials as the execution budget holds, the last ones (the
      * highest degrees, the most numerous): pass B then recomputes only the others, and skips

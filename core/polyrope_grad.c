@@ -496,24 +496,10 @@ int fr__polyrope_backward(fr__polyrope *pl, const double *q, const double *k, co
                           double *dk, double *dv, double *loss, char *err, size_t errlen)
 {
     const fr_problem *p = &pl->p;
-    int64_t n = p->n, d = p->d, dvd = p->dv, nc = pl->nc, nd, nx;
-    if ((dout == NULL) == (target == NULL))
-        return fr__err(err, errlen, FR_EUSAGE, "give exactly one of dout and target");
-    if (!q || !k || !v || !dq || !dk || !dv)
-        return fr__err(err, errlen, FR_EUSAGE, "polyrope backward: q, k, v, dq, dk, dv required");
-    const char *bad = NULL;
-    int64_t at;
-    if ((at = fr_find_nonfinite(q, n * d)) >= 0)
-        bad = "q";
-    else if ((at = fr_find_nonfinite(k, n * d)) >= 0)
-        bad = "k";
-    else if ((at = fr_find_nonfinite(v, n * dvd)) >= 0)
-        bad = "v";
-    else if ((at = fr_find_nonfinite(dout ? dout : target, n * dvd)) >= 0)
-        bad = dout ? "dout" : "target";
-    if (bad)
-        return fr__err(err, errlen, FR_EINPUT, "%s has a non-finite value at flat index %lld", bad,
-                       (long long)at);
+    int64_t n = p->n, d = p->d, nc = pl->nc, nd, nx;
+    int st0 =
+        fr__backward_check(p, "polyrope backward", q, k, v, dout, target, dq, dk, dv, err, errlen);
+    if (st0) return st0;
     if (!fr__mul_ok(n, d, &nd) || !fr__mul_ok(n, nc, &nx))
         return fr__err(err, errlen, FR_ENOMEM, "polyrope: size overflow");
 

@@ -33,50 +33,6 @@ void fr_stats_rows(const double *x, int64_t rows, int64_t cols, double *col_max,
     *max_row_sq = best;
 }
 
-/* bounds.c's support_sum for the rotations known by parameters (no explicit W). */
-static double support_sum(const fr_problem *p, const double *mq, const double *mk)
-{
-    int64_t n = p->n, d = p->d;
-    double best = 0;
-    if (p->rot.kind == FR_ROT_NONE) {
-        for (int64_t a = 0; a < d; a++)
-            best += mq[a] * mk[a];
-        return best;
-    }
-    int64_t lim = n - 1;
-    if (p->rot.kind == FR_ROT_CLIP && p->rot.clip < lim) lim = p->rot.clip;
-    int64_t *pa = malloc((size_t)d * sizeof *pa), *pb = malloc((size_t)d * sizeof *pb);
-    double *freq = malloc((size_t)d * sizeof *freq);
-    char *paired = malloc((size_t)d);
-    if (!pa || !pb || !freq || !paired) {
-        best = INFINITY;
-        goto done;
-    }
-    int64_t np = fr__rope_pairs(p, pa, pb, freq);
-    double fixed = 0;
-    memset(paired, 0, (size_t)d);
-    for (int64_t m = 0; m < np; m++)
-        paired[pa[m]] = paired[pb[m]] = 1;
-    for (int64_t a = 0; a < d; a++)
-        if (!paired[a]) fixed += mq[a] * mk[a];
-    for (int64_t delta = -lim; delta <= lim; delta++) {
-        double s = fixed;
-        for (int64_t m = 0; m < np; m++) {
-            double ang = (double)delta * freq[m];
-            double c = fabs(cos(ang)), sn = fabs(sin(ang));
-            int64_t a = pa[m], b = pb[m];
-            s += c * (mq[a] * mk[a] + mq[b] * mk[b]) + sn * (mq[a] * mk[b] + mq[b] * mk[a]);
-        }
-        if (s > best) best = s;
-    }
-done:
-    free(pa);
-    free(pb);
-    free(freq);
-    free(paired);
-    return best;
-}
-
 int fr_bounds_from_stats(const fr_problem *p, double q_row_sq, double k_row_sq,
                          const double *q_col_max, const double *k_col_max, double B_v,
                          fr_bounds *out, char *err, size_t errlen)
@@ -111,7 +67,7 @@ int fr_bounds_from_stats(const fr_problem *p, double q_row_sq, double k_row_sq,
         out->R = spectral;
         out->R_from = "spectral";
     }
-    double support = tau * support_sum(p, q_col_max, k_col_max);
+    double support = tau * fr__support_sum(p, q_col_max, k_col_max);
     if (support < out->R) {
         out->R = support;
         out->R_from = "support";
