@@ -126,6 +126,13 @@ static void shape_str(const int64_t *shape, int ndim, char *buf, size_t cap)
 }
 
 /* The dict literal of the header into dt, fortran, t->ndim, t->shape. */
+/* How much of the rest of the header an error message may quote: the header need not be
+ * NUL-terminated (io_npy_parse_dict takes a length), so "%.20s" alone could read past it. */
+static int shown(const cursor *c, int max)
+{
+    return c->end - c->p < max ? (int)(c->end - c->p) : max;
+}
+
 static int parse_header(const char *h, size_t len, const char *label, npy_dtype *dt, int *fortran,
                         fr_tensor *t, char *err, size_t errlen)
 {
@@ -135,15 +142,15 @@ static int parse_header(const char *h, size_t len, const char *label, npy_dtype 
     if (!eat(&c, '{')) return io_err(err, errlen, FR_EINPUT, "%s: npy header is not a dict", label);
     while (!eat(&c, '}')) {
         if (!parse_str(&c, key, sizeof key) || !eat(&c, ':'))
-            return io_err(err, errlen, FR_EINPUT, "%s: malformed npy header near '%.20s'", label,
-                          c.p);
+            return io_err(err, errlen, FR_EINPUT, "%s: malformed npy header near '%.*s'", label,
+                          shown(&c, 20), c.p);
         if (strcmp(key, "descr") == 0 && !have_descr) {
             have_descr = 1;
             if (!parse_str(&c, descr, sizeof descr)) {
                 skip_ws(&c);
                 return io_err(err, errlen, FR_EINPUT,
-                              "%s: unsupported dtype %.30s (structured arrays are not tensors)",
-                              label, c.p);
+                              "%s: unsupported dtype %.*s (structured arrays are not tensors)",
+                              label, shown(&c, 30), c.p);
             }
             if (!parse_descr(descr, dt))
                 return io_err(err, errlen, FR_EINPUT,
@@ -193,8 +200,8 @@ static int parse_header(const char *h, size_t len, const char *label, npy_dtype 
         }
         if (!eat(&c, ',')) {
             if (!eat(&c, '}'))
-                return io_err(err, errlen, FR_EINPUT, "%s: malformed npy header near '%.20s'",
-                              label, c.p);
+                return io_err(err, errlen, FR_EINPUT, "%s: malformed npy header near '%.*s'",
+                              label, shown(&c, 20), c.p);
             break;
         }
     }
