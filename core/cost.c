@@ -25,24 +25,22 @@
 
 #include <math.h>
 
-/* polyrope: 64K x d=8 x g=6 (r = 3003, dv = 8) in 0.099 s unmasked, 0.18 s causal, 0.24 s with a
- * window: measured 2025-11-24 on the quiet machine (first build of core/polyrope.c). */
-static const double c_rope = 5.6e-11;  /* s per feature x column x row (unmasked) */
-static const double c_rope_row = 2e-7; /* s per row: sin/cos, copies, first touch */
-static const double c_rope_0 = 2e-4;   /* s per call: threads, workspaces */
-static const double rope_causal = 1.8; /* the running sum costs a third product */
-static const double rope_window = 2.4; /* keys enter and leave the sliding sum */
-
-/* exact: fr_exact_rows timed directly at n = 8K-16K, d = dv in {4, 8, 16}, RoPE and clip
- * (0.85-1.2 ns per pair on two threads), 2025-11-24, machine lightly loaded.
- * polyfft: CLI runs, clipped RoPE d = 4, degree 5, n = 4K/16K/64K (0.54/1.16/5.49 s), the
- * machine busy with other builds: noisy; re-run scripts/calibrate_cost.py on a quiet machine. */
-static const double c_exact_flop = 1.4e-11; /* s per multiply-add per pair */
-static const double c_exact_exp = 7.4e-10;  /* s per pair for exp and bookkeeping */
-static const double c_exact_0 = 2e-5;
-static const double c_fft = 1.5e-9; /* s per N log2 N of one transform */
-static const double c_acc = 1e-9;   /* s per complex multiply-add of the accumulation */
-static const double c_fft_0 = 1e-3;
+/* Measured 2026-11-24 by scripts/calibrate_cost.py on the 2-core AMD EPYC (AVX-512) machine,
+ * its timed runs at nice -10 while a fuzzer ran on the side (25 s; cases: exact at n = 4K-8K,
+ * d = 4-64; polyrope at n = 1K-64K, degrees 2-6; polyfft at n = 4K-16K, degrees 2-6). The two
+ * fixed costs c_exact_0 and c_rope_0 are the best of 5 CLI runs at n = 16 instead (0.43 ms and
+ * 2.9 ms): the fit's intercepts absorbed the OpenMP stalls of the loaded machine. */
+static const double c_rope = 1.51e-10;   /* s per feature x column x row (unmasked) */
+static const double c_rope_row = 9.03e-7; /* s per row: sin/cos, copies, first touch */
+static const double c_rope_0 = 2.5e-3;    /* s per call: degree choice, threads, workspaces */
+static const double rope_causal = 1.16;   /* the running sum's extra product, per chunk */
+static const double rope_window = 1.65;   /* keys enter and leave the sliding sum */
+static const double c_exact_flop = 5.84e-11; /* s per multiply-add per pair */
+static const double c_exact_exp = 9.67e-10;  /* s per pair for exp and bookkeeping */
+static const double c_exact_0 = 4e-4;
+static const double c_fft = 1.74e-9; /* s per N log2 N of one transform */
+static const double c_acc = 4.62e-9; /* s per complex multiply-add of the accumulation */
+static const double c_fft_0 = 1.9e-3;
 
 /* Pairs (i, j) kept by the mask, counted exactly. */
 static double kept_pairs(const fr_problem *p)
