@@ -62,6 +62,10 @@ def max_elements_is_per_tensor_on_every_command():
         assert "24 elements, over the limit of 23" in msg and "--max-elements" in msg, (name, msg)
         r = fastrope(*args, "--max-elements=24")
         assert r.returncode == 0, (name, r.stderr)
+    # check streams its inputs but reads them within the same limits
+    r = fastrope("check", p["bundle"], "--max-elements", "23")
+    assert r.returncode == 3 and b"24 elements, over the limit of 23" in r.stderr, r.stderr
+    assert fastrope("check", p["bundle"], "--max-elements", "24").returncode in (0, 4)
 
 
 @test
