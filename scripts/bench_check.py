@@ -36,7 +36,7 @@ def write_st(path, tensors):
 
 
 def make_dump(root, quick):
-    layers, heads, n, d = (2, 4, 1024, 64) if quick else (8, 8, 4096, 64)
+    layers, heads, n, d = (2, 4, 1024, 64) if quick else (8, 16, 4096, 64)
     rng = np.random.default_rng(0)
     total = 0
     for fmt in ("npz", "safetensors"):
