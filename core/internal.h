@@ -77,6 +77,10 @@ int fr__polyrope_execute(fr__polyrope *pl, const double *q, const double *k, con
                          double *out, char *err, size_t errlen);
 void fr__polyrope_info(const fr__polyrope *pl, fr_plan_info *info);
 void fr__polyrope_free(fr__polyrope *pl);
+/* For tests: the plan's polyrope back end (NULL for another method), and the work from which it
+ * uses every thread (tests lower it to exercise the threaded sweeps on small n). */
+fr__polyrope *fr__plan_polyrope(fr_plan *pl);
+void fr__polyrope_set_par_units(fr__polyrope *pl, double units);
 
 /* Backward of the fast methods (core/polyfft_grad.c, core/polyrope_grad.c): arguments as
  * fr_execute_backward. */

@@ -295,3 +295,5 @@ void fr_plan_free(fr_plan *pl)
     fr__polyrope_free(pl->polyrope);
     free(pl);
 }
+
+fr__polyrope *fr__plan_polyrope(fr_plan *pl) { return pl->polyrope; }

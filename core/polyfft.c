@@ -496,8 +496,35 @@ static int exec_block(fr__polyfft *pl, const double *q, const double *k, const d
     return ok;
 }
 
+/* Below this many transform points per execution (FFTs x N) a problem runs on one thread: its
+ * parallel regions cost more than they share, and far more when the cores are busy (a batch
+ * of 3000 problems with n = 16 took over a minute with two busy-waiting threads). */
+#define PAR_MIN_POINTS ((int64_t)1 << 20)
+
+int fr__polyfft_threads(const fr__polyfft *pl)
+{
+    const fr__monomials *m = &pl->m;
+    int64_t cols = pl->p.dv + 1;
+    int64_t ffts = pl->literal ? (2 * cols + 1) * m->nalpha : (m->nu + m->nv) * cols + m->nc;
+    return (double)ffts * (double)pl->N < (double)PAR_MIN_POINTS ? 1 : omp_get_max_threads();
+}
+
+static int execute(fr__polyfft *pl, const double *q, const double *k, const double *v,
+                   double *out, char *err, size_t errlen);
+
 int fr__polyfft_execute(fr__polyfft *pl, const double *q, const double *k, const double *v,
                         double *out, char *err, size_t errlen)
+{
+    /* nthreads-var is the calling thread's own: setting it here touches no other caller. */
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(fr__polyfft_threads(pl));
+    int st = execute(pl, q, k, v, out, err, errlen);
+    omp_set_num_threads(saved);
+    return st;
+}
+
+static int execute(fr__polyfft *pl, const double *q, const double *k, const double *v,
+                   double *out, char *err, size_t errlen)
 {
     int64_t n = pl->p.n, dv = pl->p.dv, cols = dv + 1;
     double *num = calloc((size_t)(cols * n), sizeof *num);

@@ -514,9 +514,24 @@ static int fixed_rows_grad(const fr__polyfft *pl, const double *q, const double 
     return FR_OK;
 }
 
+static int backward(fr__polyfft *pl, const double *q, const double *k, const double *v,
+                    const double *dout, const double *target, double *t, double *dq, double *dk,
+                    double *dv, double *dw, double *loss, char *err, size_t errlen);
+
 int fr__polyfft_backward(fr__polyfft *pl, const double *q, const double *k, const double *v,
                          const double *dout, const double *target, double *t, double *dq,
                          double *dk, double *dv, double *dw, double *loss, char *err, size_t errlen)
+{
+    int saved = omp_get_max_threads(); /* as the forward: small problems on one thread */
+    omp_set_num_threads(fr__polyfft_threads(pl));
+    int st = backward(pl, q, k, v, dout, target, t, dq, dk, dv, dw, loss, err, errlen);
+    omp_set_num_threads(saved);
+    return st;
+}
+
+static int backward(fr__polyfft *pl, const double *q, const double *k, const double *v,
+                    const double *dout, const double *target, double *t, double *dq, double *dk,
+                    double *dv, double *dw, double *loss, char *err, size_t errlen)
 {
     const fr_problem *p = &pl->p;
     int64_t n = p->n, d = p->d, dvd = p->dv, cols = dvd + 1;

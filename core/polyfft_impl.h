@@ -32,4 +32,7 @@ struct fr__polyfft {
 void fr__polyfft_kernel_spectrum(const fr__polyfft *pl, int64_t c, double scale, float *h,
                                  fr__cpx *C);
 
+/* Threads for one execution (forward or backward) of this plan: 1 for small problems. */
+int fr__polyfft_threads(const fr__polyfft *pl);
+
 #endif

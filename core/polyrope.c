@@ -48,6 +48,7 @@ int fr__polyrope_create(fr__polyrope **out, const fr_problem *p, const double *c
     fr__polyrope *pl = calloc(1, sizeof *pl);
     if (!pl) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
     pl->p = *p;
+    pl->par_units = FR_POLYROPE_PAR_UNITS;
     pl->g = degree;
     pl->d = d;
     pl->nc = (int)p->dv + 1;
@@ -292,3 +293,5 @@ int fr__polyrope_execute(fr__polyrope *pl, const double *q, const double *k, con
                        pl->g, (long long)bad);
     return FR_OK;
 }
+
+void fr__polyrope_set_par_units(fr__polyrope *pl, double units) { pl->par_units = units; }

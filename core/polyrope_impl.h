@@ -42,6 +42,7 @@ struct fr__polyrope {
     double *pcoef;  /* g + 1: c_k tau^k, for P evaluated directly on Q'.K' */
     seg *segs;
     int nsegs;
+    double par_units; /* work (n r (dv+1)) from which to use every thread: see threads_for */
 };
 
 static inline void *alloc_aligned(size_t bytes)
@@ -289,12 +290,17 @@ static inline int64_t finish_rows(const fr__polyrope *pl, const double *acc, int
     return -1;
 }
 
-/* Threads for a problem of this size: a parallel region costs tens of microseconds (far more
- * when the other core is busy), which small problems never win back. */
+/* Threads for a problem of this size. In a fresh process (every CLI run) the first parallel
+ * region costs 5-7 ms to start the team in this project's VM and the new thread's first-touch
+ * faults ~10 ms more: measured with `fastrope run --method polyrope`, d = 8, degree 4, one thread
+ * wins up to n = 16K (73M units: 26 ms against 30 ms) and two from 64K (292M: 45 ms against
+ * 57 ms). A program that executes a plan many times pays the start once; it loses a little.
+ * The threshold lives in the plan (FR_POLYROPE_PAR_UNITS) so that tests can lower it. */
+#define FR_POLYROPE_PAR_UNITS ((double)((int64_t)1 << 27))
 static inline int threads_for(const fr__polyrope *pl, int64_t n)
 {
     double units = (double)n * (double)pl->r * pl->nc;
-    return units < (double)(1 << 21) ? 1 : omp_get_max_threads();
+    return units < pl->par_units ? 1 : omp_get_max_threads();
 }
 
 /* ---- inputs ---------------------------------------------------------------------------- */
