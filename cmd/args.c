@@ -26,7 +26,10 @@ double cli_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int arg_flag(cli_args *a, const char *name) { return strcmp(a->argv[a->i], name) == 0; }
+int arg_flag(cli_args *a, const char *name)
+{
+    return strcmp(a->argv[a->i], name) == 0;
+}
 
 int arg_value(cli_args *a, const char *name, const char **val)
 {
@@ -39,8 +42,7 @@ int arg_value(cli_args *a, const char *name, const char **val)
     }
     if (s[len] != '\0') return 0;
     if (a->i + 1 >= a->argc) {
-        cli_fail(EXIT_USAGE, "%s: %s needs a value (see fastrope %s --help)", a->cmd, name,
-                 a->cmd);
+        cli_fail(EXIT_USAGE, "%s: %s needs a value (see fastrope %s --help)", a->cmd, name, a->cmd);
         a->bad = 1;
         *val = NULL;
         return 1;

@@ -56,7 +56,8 @@ static int parse_values(const char *flag, const char *s, int integer, values *ou
             out->x[out->count++] = r[0] + (double)i * r[2]; /* no accumulated rounding */
     } else {
         int64_t cap = 1;
-        for (const char *c = s; *c; c++) cap += *c == ',';
+        for (const char *c = s; *c; c++)
+            cap += *c == ',';
         if (!(out->x = malloc((size_t)cap * sizeof(double))))
             st = cli_fail(EXIT_INTERNAL, "out of memory");
         for (char *tok = strtok_r(dup, ",", &save); tok && !st; tok = strtok_r(NULL, ",", &save))
@@ -107,10 +108,10 @@ static void row_json(cJSON *row, const fr_problem *p, double B, const fr_options
         cJSON_AddNullToObject(row, "eta");
         cJSON_AddNullToObject(row, "a_priori_bound");
     }
-    const char *keys[] = {"alphas", "q_monomials", "k_monomials", "kernels", "ffts", "fft_size",
-                          "features"};
+    const char *keys[] = {"alphas", "q_monomials", "k_monomials", "kernels",
+                          "ffts",   "fft_size",    "features"};
     const int64_t vals[] = {info->alphas, info->q_monomials, info->k_monomials, info->kernels,
-                            info->ffts, info->fft_size, info->features};
+                            info->ffts,   info->fft_size,    info->features};
     for (int i = 0; i < 7; i++) {
         if (vals[i] > 0 && info->degree >= 0)
             cJSON_AddNumberToObject(row, keys[i], (double)vals[i]);
@@ -231,8 +232,8 @@ int cmd_bound(int argc, char **argv)
                         break;
                     }
                     double B = BB.x[ib];
-                    fr_bounds b = {B, B, B, B, n > 1 ? B / sqrt(log((double)n)) : INFINITY, 0,
-                                   NULL};
+                    fr_bounds b = {B, B,   B, B, n > 1 ? B / sqrt(log((double)n)) : INFINITY,
+                                   0, NULL};
                     b.R = score_bound(&p, support, B, &b.R_from);
                     fr_options o = attn.opt;
                     o.eps = E.x[ie];

@@ -20,8 +20,8 @@ int cli_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 typedef struct {
     int argc;
     char **argv;
-    int i;         /* index of the argument being looked at */
-    int bad;       /* a usage error was printed */
+    int i;   /* index of the argument being looked at */
+    int bad; /* a usage error was printed */
     const char *cmd;
 } cli_args;
 
@@ -37,10 +37,10 @@ int parse_int64(const char *flag, const char *s, int64_t *out);
 /* ---- options shared by run, grad, check and bound --------------------------------------- */
 
 typedef struct {
-    fr_rotation rot;     /* kind and RoPE parameters (w is filled by cli_load) */
-    int rot_options;     /* how many of --rope, --rope-clip, -w, --no-rope were given */
-    const char *w_path;  /* -w FILE */
-    const char *scale;   /* paper | sdpa | NUMBER */
+    fr_rotation rot;    /* kind and RoPE parameters (w is filled by cli_load) */
+    int rot_options;    /* how many of --rope, --rope-clip, -w, --no-rope were given */
+    const char *w_path; /* -w FILE */
+    const char *scale;  /* paper | sdpa | NUMBER */
     int causal;
     int64_t window;
     fr_options opt;
@@ -65,12 +65,12 @@ extern const char cli_attn_help[];
 /* ---- loading inputs ---------------------------------------------------------------------- */
 
 typedef struct {
-    fr_bundle files[5];  /* what was read (q/k/v may share one bundle), and dout/target */
+    fr_bundle files[5]; /* what was read (q/k/v may share one bundle), and dout/target */
     int nfiles;
     fr_tensor *q, *k, *v, *w;
     int64_t batch, n, d, dv;
-    int64_t w_batch;     /* 1: W shared; batch: one W per batch entry; 0: no W */
-    int64_t bytes;       /* of every tensor read, as doubles (the per-run limit) */
+    int64_t w_batch; /* 1: W shared; batch: one W per batch entry; 0: no W */
+    int64_t bytes;   /* of every tensor read, as doubles (the per-run limit) */
     char qlabel[512], klabel[512], vlabel[512], wlabel[512];
 } cli_inputs;
 

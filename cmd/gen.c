@@ -18,7 +18,10 @@ typedef struct {
     uint64_t s[4];
 } rng;
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
 
 static uint64_t next(rng *r)
 {
@@ -50,7 +53,10 @@ static int mul_ok(int64_t *acc, int64_t x)
     return 1;
 }
 
-static double uniform01(rng *r) { return (double)(next(r) >> 11) * 0x1.0p-53; }
+static double uniform01(rng *r)
+{
+    return (double)(next(r) >> 11) * 0x1.0p-53;
+}
 
 static double sample(rng *r, int normal, double B)
 {
@@ -119,8 +125,8 @@ int cmd_gen(int argc, char **argv)
     for (int i = 0; i < nlead; i++)
         if (!mul_ok(&total, lead[i])) return cli_fail(EXIT_USAGE, "gen: shape too large");
     int64_t cq = total, cv = total;
-    if (!mul_ok(&cq, n) || !mul_ok(&cq, d) || !mul_ok(&cv, n) ||
-        !mul_ok(&cv, dv) || cq > ((int64_t)1 << 34) || cv > ((int64_t)1 << 34))
+    if (!mul_ok(&cq, n) || !mul_ok(&cq, d) || !mul_ok(&cv, n) || !mul_ok(&cv, dv) ||
+        cq > ((int64_t)1 << 34) || cv > ((int64_t)1 << 34))
         return cli_fail(EXIT_USAGE, "gen: shape too large");
 
     fr_bundle b;
@@ -135,7 +141,8 @@ int cmd_gen(int argc, char **argv)
         fr_tensor t;
         memset(&t, 0, sizeof t);
         t.ndim = (int)nlead + 2;
-        for (int i = 0; i < nlead; i++) t.shape[i] = lead[i];
+        for (int i = 0; i < nlead; i++)
+            t.shape[i] = lead[i];
         t.shape[nlead] = n;
         t.shape[nlead + 1] = last[m];
         t.data = malloc((size_t)counts[m] * sizeof(double));
@@ -143,7 +150,8 @@ int cmd_gen(int argc, char **argv)
             st = cli_fail(EXIT_INTERNAL, "gen: out of memory");
             break;
         }
-        for (int64_t i = 0; i < counts[m]; i++) t.data[i] = sample(&r, normal, B);
+        for (int64_t i = 0; i < counts[m]; i++)
+            t.data[i] = sample(&r, normal, B);
         if ((st = fr_bundle_add(&b, names[m], &t, err, sizeof err))) {
             free(t.data);
             cli_fail(st, "%s", err);

@@ -61,19 +61,20 @@ static int parse(int argc, char **argv, grad_opts *o)
     if (!o->dout == !o->target)
         return cli_fail(EXIT_USAGE, "grad: give exactly one of --dout FILE and --target FILE");
     int any = o->bundle_out != NULL;
-    for (int g = 0; g < G_N; g++) any |= o->file[g] != NULL;
-    if (!any)
-        return cli_fail(EXIT_USAGE, "grad: give -o OUT.npz or --dq/--dk/--dv output files");
+    for (int g = 0; g < G_N; g++)
+        any |= o->file[g] != NULL;
+    if (!any) return cli_fail(EXIT_USAGE, "grad: give -o OUT.npz or --dq/--dk/--dv output files");
     if (o->file[G_DW]) o->grad_w = 1;
     if (o->grad_w && o->job.attn.rot.kind != FR_ROT_EXPLICIT)
         return cli_fail(EXIT_USAGE, "grad: --grad-w needs an explicit W (-w FILE)");
     int st = job_finish(&o->job, "grad", o->bundle_out);
-    for (int g = 0; g < G_N && !st; g++) st = job_finish(&o->job, "grad", o->file[g]);
+    for (int g = 0; g < G_N && !st; g++)
+        st = job_finish(&o->job, "grad", o->file[g]);
     return st;
 }
 
 typedef struct {
-    double *g[G_N];   /* the results, batch-major like the inputs */
+    double *g[G_N]; /* the results, batch-major like the inputs */
     double loss;
 } grads;
 
@@ -84,16 +85,15 @@ typedef struct {
     double seconds;
 } grad_check;
 
-static int compute(const grad_opts *o, const cli_inputs *in, fr_problem *p,
-                   const fr_bounds *bounds, const double *upstream, fr_plan_info *info, grads *r,
-                   double t0)
+static int compute(const grad_opts *o, const cli_inputs *in, fr_problem *p, const fr_bounds *bounds,
+                   const double *upstream, fr_plan_info *info, grads *r, double t0)
 {
     char err[512];
     int st = EXIT_OK;
     int64_t n = p->n, d = p->d, dv = p->dv, wsize = (2 * n - 1) * d * d;
     fr_plan *plan = NULL;
-    double *dw_entry = r->g[G_DW] && in->w_batch == 1 ? malloc((size_t)wsize * sizeof(double))
-                                                      : NULL;
+    double *dw_entry =
+        r->g[G_DW] && in->w_batch == 1 ? malloc((size_t)wsize * sizeof(double)) : NULL;
     if (r->g[G_DW] && in->w_batch == 1 && !dw_entry)
         return cli_fail(EXIT_INTERNAL, "out of memory for dW");
     r->loss = 0;
@@ -108,15 +108,15 @@ static int compute(const grad_opts *o, const cli_inputs *in, fr_problem *p,
         double *dw = !r->g[G_DW] ? NULL : (dw_entry ? dw_entry : r->g[G_DW] + b * wsize);
         double loss = 0;
         const double *up = upstream + b * n * dv;
-        st = fr_execute_backward(plan, in->q->data + b * n * d, in->k->data + b * n * d,
-                                 in->v->data + b * n * dv, o->dout ? up : NULL,
-                                 o->target ? up : NULL, r->g[G_OUT] + b * n * dv,
-                                 r->g[G_DQ] + b * n * d, r->g[G_DK] + b * n * d,
-                                 r->g[G_DV] + b * n * dv, dw, o->target ? &loss : NULL, err,
-                                 sizeof err);
+        st = fr_execute_backward(
+            plan, in->q->data + b * n * d, in->k->data + b * n * d, in->v->data + b * n * dv,
+            o->dout ? up : NULL, o->target ? up : NULL, r->g[G_OUT] + b * n * dv,
+            r->g[G_DQ] + b * n * d, r->g[G_DK] + b * n * d, r->g[G_DV] + b * n * dv, dw,
+            o->target ? &loss : NULL, err, sizeof err);
         r->loss += loss;
         if (!st && dw_entry)
-            for (int64_t t = 0; t < wsize; t++) r->g[G_DW][t] += dw_entry[t];
+            for (int64_t t = 0; t < wsize; t++)
+                r->g[G_DW][t] += dw_entry[t];
         if (in->w_batch > 1) {
             fr_plan_free(plan);
             plan = NULL;
@@ -134,7 +134,8 @@ static void diff_into(grad_check *c, int g, const double *got, const double *ref
 {
     fr_diff dd = fr_compare(got, ref, count);
     if (!(dd.max_abs <= c->max_abs[g])) c->max_abs[g] = dd.max_abs;
-    for (int64_t t = 0; t < count; t++) ref_max[g] = fmax(ref_max[g], fabs(ref[t]));
+    for (int64_t t = 0; t < count; t++)
+        ref_max[g] = fmax(ref_max[g], fabs(ref[t]));
     c->checked[g] = 1;
 }
 
@@ -187,16 +188,19 @@ static int check(const grad_opts *o, const cli_inputs *in, const fr_problem *p0,
             diff_into(c, g, got, e[g], m * w, ref_max);
         }
         if (e[G_DW] && dw_sum)
-            for (int64_t t = 0; t < size[G_DW]; t++) dw_sum[t] += e[G_DW][t];
+            for (int64_t t = 0; t < size[G_DW]; t++)
+                dw_sum[t] += e[G_DW][t];
         else if (e[G_DW])
             diff_into(c, G_DW, r->g[G_DW] + b * size[G_DW], e[G_DW], size[G_DW], ref_max);
         c->rows += m;
     }
     if (!st && dw_sum) diff_into(c, G_DW, r->g[G_DW], dw_sum, size[G_DW], ref_max);
     for (int g = 0; g < G_N; g++)
-        c->max_rel[g] = ref_max[g] > 0 ? c->max_abs[g] / ref_max[g] : (c->max_abs[g] > 0 ? INFINITY : 0);
+        c->max_rel[g] =
+            ref_max[g] > 0 ? c->max_abs[g] / ref_max[g] : (c->max_abs[g] > 0 ? INFINITY : 0);
     c->seconds = cli_now() - t0;
-    for (int g = 0; g < G_N; g++) free(e[g]);
+    for (int g = 0; g < G_N; g++)
+        free(e[g]);
     free(dw_sum);
     free(rows);
     free(got);
@@ -273,7 +277,8 @@ int cmd_grad(int argc, char **argv)
     int st = parse(argc, argv, &o);
     if (st) return st;
     const char *outs[G_N + 2] = {o.bundle_out, o.job.report};
-    for (int g = 0; g < G_N; g++) outs[2 + g] = o.file[g];
+    for (int g = 0; g < G_N; g++)
+        outs[2 + g] = o.file[g];
     const char *ups[2] = {o.dout, o.target};
     if ((st = job_refuse_overwrite(&o.job, "grad", outs, G_N + 2))) return st;
     for (int i = 0; i < G_N + 2; i++)
@@ -287,8 +292,8 @@ int cmd_grad(int argc, char **argv)
     char uplabel[512];
     st = cli_load(&in, o.job.input, o.job.q, o.job.k, o.job.v, o.job.attn.w_path);
     if (!st)
-        st = cli_load_output_like(&in, o.dout ? o.dout : o.target, o.dout ? "dout" : "target",
-                                  &up, uplabel, sizeof uplabel);
+        st = cli_load_output_like(&in, o.dout ? o.dout : o.target, o.dout ? "dout" : "target", &up,
+                                  uplabel, sizeof uplabel);
     if (st || (st = job_problem(&o.job, &in, &p))) {
         cli_inputs_free(&in);
         return st;
@@ -313,8 +318,8 @@ int cmd_grad(int argc, char **argv)
     if (!st && info.method != FR_METHOD_EXACT) st = check(&o, &in, &p, up->data, &r, &chk);
     if (!st) st = write_outputs(&o, &in, &r);
     if (!st && (o.job.report || o.job.report_fd >= 0)) {
-        cJSON *rep = rep_problem(&p, fr_method_name(info.method), in.batch,
-                                 in.w ? in.wlabel : NULL);
+        cJSON *rep =
+            rep_problem(&p, fr_method_name(info.method), in.batch, in.w ? in.wlabel : NULL);
         rep_bounds(rep, &bounds);
         rep_plan(rep, &info);
         report_check(rep, &info, &chk, o.job.attn.opt.eps);
@@ -334,7 +339,8 @@ int cmd_grad(int argc, char **argv)
                 fr_method_name(info.method), (long long)in.n, (long long)in.batch,
                 o.target ? ", loss in the report" : "", compute_s,
                 chk.rows ? ", checked against exact gradients" : "");
-    for (int g = 0; g < G_N; g++) free(r.g[g]);
+    for (int g = 0; g < G_N; g++)
+        free(r.g[g]);
     cli_inputs_free(&in);
     return st;
 }

@@ -75,8 +75,7 @@ int job_finish(job_opts *o, const char *cmd, const char *out)
                         (long long)o->report_fd);
     int report_stdout = (o->report && strcmp(o->report, "-") == 0) || o->report_fd == 1;
     if (out && strcmp(out, "-") == 0 && report_stdout)
-        return cli_fail(EXIT_USAGE, "%s: the output and the report cannot both go to stdout",
-                        cmd);
+        return cli_fail(EXIT_USAGE, "%s: the output and the report cannot both go to stdout", cmd);
     return cli_attn_finish(&o->attn);
 }
 
@@ -182,8 +181,8 @@ void job_progress(int64_t done, int64_t total, double t0)
     if (!shown && cli_now() - t0 < 1.5) return;
     shown = 1;
     int w = 30, fill = (int)(w * done / total);
-    fprintf(stderr, "\r[%.*s%*s] %lld/%lld", fill, "==============================", w - fill,
-            "", (long long)done, (long long)total);
+    fprintf(stderr, "\r[%.*s%*s] %lld/%lld", fill, "==============================", w - fill, "",
+            (long long)done, (long long)total);
     if (done == total) fputc('\n', stderr);
 }
 

@@ -12,8 +12,8 @@ void cli_shape_str(const fr_tensor *t, char *buf, size_t len)
 {
     size_t off = (size_t)snprintf(buf, len, "[");
     for (int i = 0; i < t->ndim && off < len; i++)
-        off += (size_t)snprintf(buf + off, len - off, "%s%lld", i ? ", " : "",
-                                (long long)t->shape[i]);
+        off +=
+            (size_t)snprintf(buf + off, len - off, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
     if (off < len) snprintf(buf + off, len - off, "]");
 }
 
@@ -70,8 +70,8 @@ static int read_file(cli_inputs *in, const char *path, fr_bundle **out)
 }
 
 /* The tensor for `role` in a file: the file's only tensor, or its member named role. */
-static int pick(const fr_bundle *b, const char *path, const char *role, fr_tensor **t,
-                char *label, size_t labellen)
+static int pick(const fr_bundle *b, const char *path, const char *role, fr_tensor **t, char *label,
+                size_t labellen)
 {
     if (b->single) {
         *t = &b->tensors[0];
@@ -84,8 +84,8 @@ static int pick(const fr_bundle *b, const char *path, const char *role, fr_tenso
     char names[256] = "";
     size_t off = 0;
     for (int i = 0; i < b->count && off < sizeof names; i++)
-        off += (size_t)snprintf(names + off, sizeof names - off, "%s%s", i ? ", " : "",
-                                b->names[i]);
+        off +=
+            (size_t)snprintf(names + off, sizeof names - off, "%s%s", i ? ", " : "", b->names[i]);
     return cli_fail(EXIT_INPUT, "%s: no member '%s' (members: %s)", path, role,
                     b->count ? names : "none");
 }
@@ -119,7 +119,8 @@ static int check_shapes(cli_inputs *in)
         return cli_fail(EXIT_INPUT, "%s: empty problem: q has shape %s and v has shape %s",
                         in->qlabel, sq, sv);
     in->batch = 1;
-    for (int i = 0; i < lead; i++) in->batch *= in->q->shape[i];
+    for (int i = 0; i < lead; i++)
+        in->batch *= in->q->shape[i];
     in->n = in->q->shape[lead];
     in->d = in->q->shape[lead + 1];
     in->dv = in->v->shape[lead + 1];
@@ -217,6 +218,7 @@ int cli_load_output_like(cli_inputs *in, const char *path, const char *role, fr_
 
 void cli_inputs_free(cli_inputs *in)
 {
-    for (int i = 0; i < in->nfiles; i++) fr_bundle_free(&in->files[i]);
+    for (int i = 0; i < in->nfiles; i++)
+        fr_bundle_free(&in->files[i]);
     in->nfiles = 0;
 }

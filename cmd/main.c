@@ -26,12 +26,8 @@ static const struct {
     const char *name;
     int (*fn)(int, char **);
 } commands[] = {
-    {"run", cmd_run},
-    {"grad", cmd_grad},
-    {"bound", cmd_bound},
-    {"check", cmd_check},
-    {"gen", cmd_gen},
-    {"convert", cmd_convert},
+    {"run", cmd_run},     {"grad", cmd_grad}, {"bound", cmd_bound},
+    {"check", cmd_check}, {"gen", cmd_gen},   {"convert", cmd_convert},
 };
 
 int main(int argc, char **argv)

@@ -11,7 +11,8 @@ static const char usage[] =
     "                    -o OUT [--report FILE]\n"
     "\n"
     "Computes T = softmax(tau * Q_i W_{j-i} K_j^T) V for every leading (batch) index and writes\n"
-    "it to OUT (.npy, .npz, .json; '-' writes .npy to stdout). q, k: [..., n, d]; v: [..., n, dv].\n"
+    "it to OUT (.npy, .npz, .json; '-' writes .npy to stdout). q, k: [..., n, d]; v: [..., n, "
+    "dv].\n"
     "\n"
     "  -o OUT                 output file ('-': stdout)\n"
     "  --strict               exit 4, writing nothing, when the observed error exceeds --eps\n"
@@ -80,7 +81,8 @@ static int check(const fr_problem *p0, const cli_inputs *in, const double *out, 
             memcpy(got + t * p.dv, out + (b * n + rows[t]) * p.dv, (size_t)p.dv * sizeof *got);
         fr_diff dd = fr_compare(got, ref, m * p.dv);
         if (!(dd.max_abs <= res->max_abs)) res->max_abs = dd.max_abs;
-        for (int64_t t = 0; t < m * p.dv; t++) ref_max = fmax(ref_max, fabs(ref[t]));
+        for (int64_t t = 0; t < m * p.dv; t++)
+            ref_max = fmax(ref_max, fabs(ref[t]));
         res->rows += m;
     }
     /* Normwise over every checked row of every entry, like fr_compare within one. */
@@ -93,8 +95,8 @@ static int check(const fr_problem *p0, const cli_inputs *in, const double *out, 
 }
 
 /* One plan for the batch (one W), or one per entry when every entry has its own W. */
-static int compute(const run_opts *o, const cli_inputs *in, fr_problem *p,
-                   const fr_bounds *bounds, fr_plan_info *info, double *out, double t0)
+static int compute(const run_opts *o, const cli_inputs *in, fr_problem *p, const fr_bounds *bounds,
+                   fr_plan_info *info, double *out, double t0)
 {
     char err[512];
     int st = EXIT_OK;
@@ -203,12 +205,12 @@ int cmd_run(int argc, char **argv)
                     "fastrope: %s, degree %d: max abs error %.3g (eps %.3g %s; a-priori bound "
                     "%.3g) on %lld rows; %.3g s\n",
                     fr_method_name(info.method), info.degree, chk.max_abs, eps,
-                    chk.max_abs <= eps ? "met" : "MISSED", info.a_priori_bound,
-                    (long long)chk.rows, compute_s);
+                    chk.max_abs <= eps ? "met" : "MISSED", info.a_priori_bound, (long long)chk.rows,
+                    compute_s);
         else
             fprintf(stderr, "fastrope: %s, n = %lld, d = %lld, dv = %lld, batch %lld: %.3g s\n",
-                    fr_method_name(info.method), (long long)in.n, (long long)in.d,
-                    (long long)in.dv, (long long)in.batch, compute_s);
+                    fr_method_name(info.method), (long long)in.n, (long long)in.d, (long long)in.dv,
+                    (long long)in.batch, compute_s);
     }
     free(out);
     cli_inputs_free(&in);

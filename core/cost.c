@@ -30,11 +30,11 @@
  * d = 4-64; polyrope at n = 1K-64K, degrees 2-6; polyfft at n = 4K-16K, degrees 2-6). The two
  * fixed costs c_exact_0 and c_rope_0 are the best of 5 CLI runs at n = 16 instead (0.43 ms and
  * 2.9 ms): the fit's intercepts absorbed the OpenMP stalls of the loaded machine. */
-static const double c_rope = 1.51e-10;   /* s per feature x column x row (unmasked) */
-static const double c_rope_row = 9.03e-7; /* s per row: sin/cos, copies, first touch */
-static const double c_rope_0 = 2.5e-3;    /* s per call: degree choice, threads, workspaces */
-static const double rope_causal = 1.16;   /* the running sum's extra product, per chunk */
-static const double rope_window = 1.65;   /* keys enter and leave the sliding sum */
+static const double c_rope = 1.51e-10;       /* s per feature x column x row (unmasked) */
+static const double c_rope_row = 9.03e-7;    /* s per row: sin/cos, copies, first touch */
+static const double c_rope_0 = 2.5e-3;       /* s per call: degree choice, threads, workspaces */
+static const double rope_causal = 1.16;      /* the running sum's extra product, per chunk */
+static const double rope_window = 1.65;      /* keys enter and leave the sliding sum */
 static const double c_exact_flop = 5.84e-11; /* s per multiply-add per pair */
 static const double c_exact_exp = 9.67e-10;  /* s per pair for exp and bookkeeping */
 static const double c_exact_0 = 4e-4;

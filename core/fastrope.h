@@ -66,7 +66,7 @@ typedef struct {
 
 typedef struct {
     int64_t n, d, dv;
-    double tau;    /* score scale: 1/d (papers), 1/sqrt(d) (sdpa), or any positive value */
+    double tau; /* score scale: 1/d (papers), 1/sqrt(d) (sdpa), or any positive value */
     fr_rotation rot;
     int causal;     /* keep keys j <= i */
     int64_t window; /* keep |j - i| <= window; negative: no window */
@@ -93,11 +93,11 @@ int64_t fr_find_nonfinite(const double *x, int64_t count);
 /* ---- bounds -------------------------------------------------------------------------------- */
 
 typedef struct {
-    double B_q, B_k, B_v;     /* max |entry| of each tensor (over the whole batch) */
-    double B;                 /* max of the three */
-    double B_over_sqrt_ln_n;  /* B / sqrt(ln n): the papers' regime parameter (inf for n = 1) */
-    double R;                 /* score bound: |s_ij| <= R for every i, j (ALGORITHM.md 2) */
-    const char *R_from;       /* which bound gave R: "rope-norm", "spectral", "support" */
+    double B_q, B_k, B_v;    /* max |entry| of each tensor (over the whole batch) */
+    double B;                /* max of the three */
+    double B_over_sqrt_ln_n; /* B / sqrt(ln n): the papers' regime parameter (inf for n = 1) */
+    double R;                /* score bound: |s_ij| <= R for every i, j (ALGORITHM.md 2) */
+    const char *R_from;      /* which bound gave R: "rope-norm", "spectral", "support" */
 } fr_bounds;
 
 /* q, k, v hold `batch` problems back to back. */
@@ -156,17 +156,17 @@ typedef struct {
 fr_options fr_options_default(void);
 
 typedef struct {
-    fr_method method;       /* the method that runs (auto resolved) */
-    const char *reason;     /* why auto chose it (static string), or "requested" */
-    int degree;             /* -1 for exact */
-    double eta;             /* certified relative error of the polynomial */
-    double a_priori_bound;  /* 2 eta/(1-eta) B_v */
-    int64_t support;        /* |S| */
-    int64_t alphas;         /* multi-indices over S of degree <= g */
+    fr_method method;      /* the method that runs (auto resolved) */
+    const char *reason;    /* why auto chose it (static string), or "requested" */
+    int degree;            /* -1 for exact */
+    double eta;            /* certified relative error of the polynomial */
+    double a_priori_bound; /* 2 eta/(1-eta) B_v */
+    int64_t support;       /* |S| */
+    int64_t alphas;        /* multi-indices over S of degree <= g */
     int64_t q_monomials, k_monomials, kernels;
-    int64_t ffts;           /* FFTs per execution (polyfft) */
-    int64_t fft_size;       /* transform length N */
-    int64_t features;       /* polyrope feature rank C(g + d, d) */
+    int64_t ffts;                    /* FFTs per execution (polyfft) */
+    int64_t fft_size;                /* transform length N */
+    int64_t features;                /* polyrope feature rank C(g + d, d) */
     double predicted_s[FR_NMETHODS]; /* cost model, seconds per batch entry; < 0: not applicable */
 } fr_plan_info;
 
@@ -199,16 +199,14 @@ void fr_predict_times(const fr_problem *p, int degree, int64_t support, double *
  * be NULL; *loss is set when target is given (loss may be NULL). The fast methods return the
  * exact gradient of their own (polynomial) forward. */
 int fr_execute_backward(fr_plan *plan, const double *q, const double *k, const double *v,
-                        const double *dout, const double *target, double *t, double *dq,
-                        double *dk, double *dv, double *dw, double *loss, char *err,
-                        size_t errlen);
+                        const double *dout, const double *target, double *t, double *dq, double *dk,
+                        double *dv, double *dw, double *loss, char *err, size_t errlen);
 
 /* Exact gradients (same arguments), O(n (d + dv)) memory plus dw: one pass for the row
  * statistics and T, one for the gradients (FlashAttention-2 style), OpenMP. */
 int fr_exact_backward(const fr_problem *p, const double *q, const double *k, const double *v,
-                      const double *dout, const double *target, double *t, double *dq,
-                      double *dk, double *dv, double *dw, double *loss, char *err,
-                      size_t errlen);
+                      const double *dout, const double *target, double *t, double *dq, double *dk,
+                      double *dv, double *dw, double *loss, char *err, size_t errlen);
 
 /* Exact gradient rows for checking a fast backward on large n: dq at query rows rows[], dk and
  * dv at key rows rows[] (each nrows x d / nrows x dv). Costs one full statistics pass
@@ -225,7 +223,8 @@ int fr_exact_backward_rows(const fr_problem *p, const double *q, const double *k
 int fr_exact_rows(const fr_problem *p, const double *q, const double *k, const double *v,
                   const int64_t *rows, int64_t nrows, double *out, char *err, size_t errlen);
 
-/* ---- comparing -------------------------------------------------------------------------------- */
+/* ---- comparing --------------------------------------------------------------------------------
+ */
 
 typedef struct {
     double max_abs; /* max |a - b| */

@@ -62,9 +62,9 @@ void fr__polyfft_free(fr__polyfft *pl);
 void fr__polyfft_timing(const fr__polyfft *pl, double t[3]);
 /* fr__polyfft_create with explicit memory budgets (bytes of stored spectra; bytes of Z_v per
  * degree), so tests can force each storage mode and column blocking. */
-int fr__polyfft_create_budget(fr__polyfft **pl, const fr_problem *p, const double *coef,
-                              int degree, int literal, int64_t plan_budget, int64_t exec_budget,
-                              char *err, size_t errlen);
+int fr__polyfft_create_budget(fr__polyfft **pl, const fr_problem *p, const double *coef, int degree,
+                              int literal, int64_t plan_budget, int64_t exec_budget, char *err,
+                              size_t errlen);
 /* Storage mode chosen: 0 pairs precombined, 1 kernel spectra, 2 streamed, -1 literal; and the
  * number of columns of [V, 1] per block. */
 int fr__polyfft_mode(const fr__polyfft *pl, int64_t *col_block);

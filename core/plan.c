@@ -46,8 +46,8 @@ static int64_t support_size(const fr_problem *p)
 }
 
 /* Monomial and FFT counts of polyfft for p (ALGORITHM.md 5): (#u + #v)(dv + 1) + #c FFTs. */
-static int count_terms_with(const fr_problem *p, const double *coef, fr_plan_info *info,
-                            int64_t dv, char *err, size_t errlen)
+static int count_terms_with(const fr_problem *p, const double *coef, fr_plan_info *info, int64_t dv,
+                            char *err, size_t errlen)
 {
     fr__support S;
     fr__monomials m;
@@ -94,7 +94,8 @@ static int decide(const fr_problem *p, const fr_bounds *bounds, const fr_options
     info->reason = "requested";
     info->degree = -1;
     info->support = support_size(p);
-    for (int m = 0; m < FR_NMETHODS; m++) info->predicted_s[m] = -1;
+    for (int m = 0; m < FR_NMETHODS; m++)
+        info->predicted_s[m] = -1;
     fr_predict_times(p, -1, info->support, info->predicted_s);
     if (opt->method == FR_METHOD_EXACT) return FR_OK;
     if (!bounds) return fr__err(err, errlen, FR_EUSAGE, "the fast methods need the data's bounds");
@@ -113,21 +114,21 @@ static int decide(const fr_problem *p, const fr_bounds *bounds, const fr_options
      * a-priori bound with that method's rounding floor (polyfft's FFTs work in float, polyrope
      * in double, so polyrope reaches smaller eps and larger entries). */
     int fft_wanted = opt->method != FR_METHOD_POLYROPE;
-    int rope_wanted = rope_family && (opt->method == FR_METHOD_POLYROPE ||
-                                      opt->method == FR_METHOD_AUTO);
+    int rope_wanted =
+        rope_family && (opt->method == FR_METHOD_POLYROPE || opt->method == FR_METHOD_AUTO);
     int g_fft = -1, g_rope = -1, st = FR_OK, g;
     double eta_fft = INFINITY, eta_rope = INFINITY, eta = INFINITY;
     char fft_err[256] = "";
     if (opt->degree > opt->max_degree)
-        return fr__err(err, errlen, FR_EUSAGE, "--degree %d is above --max-degree %d",
-                       opt->degree, opt->max_degree);
+        return fr__err(err, errlen, FR_EUSAGE, "--degree %d is above --max-degree %d", opt->degree,
+                       opt->max_degree);
     if (opt->degree >= 0) {
         g_fft = fft_wanted ? opt->degree : -1;
         g_rope = rope_wanted ? opt->degree : -1;
     } else {
         if (fft_wanted) {
-            st = fr_poly_choose_degree(bounds->R, bounds->B_v, opt->eps, opt->max_degree, 1,
-                                       &g_fft, &eta_fft, fft_err, sizeof fft_err);
+            st = fr_poly_choose_degree(bounds->R, bounds->B_v, opt->eps, opt->max_degree, 1, &g_fft,
+                                       &eta_fft, fft_err, sizeof fft_err);
             if (st && st != FR_EACCURACY) return fr__err(err, errlen, st, "%s", fft_err);
             if (st) g_fft = -1;
         }
@@ -140,8 +141,7 @@ static int decide(const fr_problem *p, const fr_bounds *bounds, const fr_options
     }
     if (opt->method == FR_METHOD_POLYROPE && g_rope < 0)
         return FR_EACCURACY; /* err holds poly's reason */
-    if ((opt->method == FR_METHOD_POLYFFT || opt->method == FR_METHOD_POLYFFT_LITERAL) &&
-        g_fft < 0)
+    if ((opt->method == FR_METHOD_POLYFFT || opt->method == FR_METHOD_POLYFFT_LITERAL) && g_fft < 0)
         return fr__err(err, errlen, FR_EACCURACY, "%s", fft_err);
     if (g_fft < 0 && g_rope < 0) { /* auto, and no fast method can meet eps */
         info->method = FR_METHOD_EXACT;
@@ -263,9 +263,8 @@ int fr_execute(fr_plan *pl, const double *q, const double *k, const double *v, d
 }
 
 int fr_execute_backward(fr_plan *pl, const double *q, const double *k, const double *v,
-                        const double *dout, const double *target, double *t, double *dq,
-                        double *dk, double *dv, double *dw, double *loss, char *err,
-                        size_t errlen)
+                        const double *dout, const double *target, double *t, double *dq, double *dk,
+                        double *dv, double *dw, double *loss, char *err, size_t errlen)
 {
     if ((dout == NULL) == (target == NULL))
         return fr__err(err, errlen, FR_EUSAGE, "give exactly one of dout and target");
@@ -278,15 +277,18 @@ int fr_execute_backward(fr_plan *pl, const double *q, const double *k, const dou
         if (dw)
             return fr__err(err, errlen, FR_EUSAGE,
                            "polyrope has no dW: W is not a free parameter on the factorised path");
-        return fr__polyrope_backward(pl->polyrope, q, k, v, dout, target, t, dq, dk, dv, loss,
-                                     err, errlen);
+        return fr__polyrope_backward(pl->polyrope, q, k, v, dout, target, t, dq, dk, dv, loss, err,
+                                     errlen);
     default:
         return fr_exact_backward(&pl->p, q, k, v, dout, target, t, dq, dk, dv, dw, loss, err,
                                  errlen);
     }
 }
 
-void fr_plan_get_info(const fr_plan *pl, fr_plan_info *info) { *info = pl->info; }
+void fr_plan_get_info(const fr_plan *pl, fr_plan_info *info)
+{
+    *info = pl->info;
+}
 
 void fr_plan_free(fr_plan *pl)
 {
@@ -296,4 +298,7 @@ void fr_plan_free(fr_plan *pl)
     free(pl);
 }
 
-fr__polyrope *fr__plan_polyrope(fr_plan *pl) { return pl->polyrope; }
+fr__polyrope *fr__plan_polyrope(fr_plan *pl)
+{
+    return pl->polyrope;
+}

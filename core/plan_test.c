@@ -25,9 +25,9 @@ static void test_closed_form_counts_match_the_enumeration(void)
         int64_t n, d, rotary, clip;
         fr_pairs pairs;
     } cases[] = {
-        {FR_ROT_ROPE, 9, 4, 0, 0, FR_PAIRS_INTERLEAVED}, {FR_ROT_ROPE, 12, 6, 4, 0, FR_PAIRS_HALF},
-        {FR_ROT_ROPE, 1, 4, 0, 0, FR_PAIRS_INTERLEAVED}, {FR_ROT_CLIP, 15, 4, 0, 3, FR_PAIRS_HALF},
-        {FR_ROT_CLIP, 8, 4, 0, 0, FR_PAIRS_INTERLEAVED}, {FR_ROT_CLIP, 6, 2, 0, 40, FR_PAIRS_HALF},
+        {FR_ROT_ROPE, 9, 4, 0, 0, FR_PAIRS_INTERLEAVED},  {FR_ROT_ROPE, 12, 6, 4, 0, FR_PAIRS_HALF},
+        {FR_ROT_ROPE, 1, 4, 0, 0, FR_PAIRS_INTERLEAVED},  {FR_ROT_CLIP, 15, 4, 0, 3, FR_PAIRS_HALF},
+        {FR_ROT_CLIP, 8, 4, 0, 0, FR_PAIRS_INTERLEAVED},  {FR_ROT_CLIP, 6, 2, 0, 40, FR_PAIRS_HALF},
         {FR_ROT_NONE, 11, 3, 0, 0, FR_PAIRS_INTERLEAVED},
     };
     char err[256];
@@ -57,9 +57,9 @@ static void test_closed_form_counts_match_the_enumeration(void)
                     "%lld/%lld/%lld/%lld ffts %lld N %lld",
                     c, g, (long long)est.alphas, (long long)est.q_monomials,
                     (long long)est.k_monomials, (long long)est.kernels, (long long)est.ffts,
-                    (long long)est.fft_size, (long long)built.alphas,
-                    (long long)built.q_monomials, (long long)built.k_monomials,
-                    (long long)built.kernels, (long long)built.ffts, (long long)built.fft_size);
+                    (long long)est.fft_size, (long long)built.alphas, (long long)built.q_monomials,
+                    (long long)built.k_monomials, (long long)built.kernels, (long long)built.ffts,
+                    (long long)built.fft_size);
         }
 }
 
@@ -100,7 +100,8 @@ static void test_degree_follows_each_methods_arithmetic(void)
     st = fr_plan_create(&pl, &p, &b, &o, err, sizeof err);
     T_REQUIRE(st == FR_OK, "%s", err);
     fr_plan_get_info(pl, &info);
-    T_CHECK(info.method == FR_METHOD_POLYROPE, "auto at 1e-8 chose %s", fr_method_name(info.method));
+    T_CHECK(info.method == FR_METHOD_POLYROPE, "auto at 1e-8 chose %s",
+            fr_method_name(info.method));
     fr_plan_free(pl);
 }
 

@@ -102,7 +102,8 @@ static void test_choose_refuses(void)
     /* V = 0: degree 0. */
     st = fr_poly_choose_degree(3, 0, 1e-6, 24, 1, &g, &eta, err, sizeof err);
     T_CHECK(st == 0 && g == 0, "B_v = 0: %d, degree %d", st, g);
-    T_CHECK(fr_poly_choose_degree(1, 1, 0, 24, 1, &g, &eta, err, sizeof err) == FR_EUSAGE, "eps = 0");
+    T_CHECK(fr_poly_choose_degree(1, 1, 0, 24, 1, &g, &eta, err, sizeof err) == FR_EUSAGE,
+            "eps = 0");
     /* R = 0 (n = 1 with a zero row, or zero Q): degree 0 is exact. */
     st = fr_poly_choose_degree(0, 1, 1e-4, 24, 1, &g, &eta, err, sizeof err);
     T_CHECK(st == 0 && g == 0 && eta == 0, "R = 0: %d, degree %d, eta %g", st, g, eta);

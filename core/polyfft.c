@@ -509,8 +509,8 @@ int fr__polyfft_threads(const fr__polyfft *pl)
     return (double)ffts * (double)pl->N < (double)PAR_MIN_POINTS ? 1 : omp_get_max_threads();
 }
 
-static int execute(fr__polyfft *pl, const double *q, const double *k, const double *v,
-                   double *out, char *err, size_t errlen);
+static int execute(fr__polyfft *pl, const double *q, const double *k, const double *v, double *out,
+                   char *err, size_t errlen);
 
 int fr__polyfft_execute(fr__polyfft *pl, const double *q, const double *k, const double *v,
                         double *out, char *err, size_t errlen)
@@ -523,8 +523,8 @@ int fr__polyfft_execute(fr__polyfft *pl, const double *q, const double *k, const
     return st;
 }
 
-static int execute(fr__polyfft *pl, const double *q, const double *k, const double *v,
-                   double *out, char *err, size_t errlen)
+static int execute(fr__polyfft *pl, const double *q, const double *k, const double *v, double *out,
+                   char *err, size_t errlen)
 {
     int64_t n = pl->p.n, dv = pl->p.dv, cols = dv + 1;
     double *num = calloc((size_t)(cols * n), sizeof *num);

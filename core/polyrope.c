@@ -294,4 +294,7 @@ int fr__polyrope_execute(fr__polyrope *pl, const double *q, const double *k, con
     return FR_OK;
 }
 
-void fr__polyrope_set_par_units(fr__polyrope *pl, double units) { pl->par_units = units; }
+void fr__polyrope_set_par_units(fr__polyrope *pl, double units)
+{
+    pl->par_units = units;
+}

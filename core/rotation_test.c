@@ -135,8 +135,8 @@ static void test_family(void)
     T_CHECK(fr_rotation_is_rope_family(&p, 1e-9, why, sizeof why), "NONE");
     p.rot.kind = FR_ROT_CLIP;
     p.rot.clip = 5;
-    T_CHECK(!fr_rotation_is_rope_family(&p, 1e-9, why, sizeof why) && strstr(why, "clip"), "clip 5 < 19: %s",
-            why);
+    T_CHECK(!fr_rotation_is_rope_family(&p, 1e-9, why, sizeof why) && strstr(why, "clip"),
+            "clip 5 < 19: %s", why);
     p.rot.clip = 19;
     T_CHECK(fr_rotation_is_rope_family(&p, 1e-9, why, sizeof why), "clip 19 = n - 1 never bites");
 
@@ -152,11 +152,12 @@ static void test_family(void)
     w[(-1 + 19) * 16 + 0] += 1e-6; /* W_-1 */
     T_CHECK(!fr_rotation_is_rope_family(&p, 1e-9, why, sizeof why) && strstr(why, "W_-1"),
             "perturbed W_-1: '%s'", why);
-    T_CHECK(fr_rotation_is_rope_family(&p, 1e-5, why, sizeof why), "within a loose tolerance: %s", why);
+    T_CHECK(fr_rotation_is_rope_family(&p, 1e-5, why, sizeof why), "within a loose tolerance: %s",
+            why);
     w[(-1 + 19) * 16 + 0] -= 1e-6;
     w[19 * 16 + 5] = 2; /* W_0 */
-    T_CHECK(!fr_rotation_is_rope_family(&p, 1e-9, why, sizeof why) && strstr(why, "W_0"), "W_0 != I: '%s'",
-            why);
+    T_CHECK(!fr_rotation_is_rope_family(&p, 1e-9, why, sizeof why) && strstr(why, "W_0"),
+            "W_0 != I: '%s'", why);
     w[19 * 16 + 5] = 1;
     for (int64_t t = 0; t < 39; t++) /* W_delta = (2 I)^delta: a power family, not orthogonal */
         for (int64_t e = 0; e < 16; e++)

@@ -15,21 +15,21 @@
 
 static int t_passed, t_failed, t_cur_failed;
 
-#define T_CHECK(cond, ...)                                                                    \
-    do {                                                                                      \
-        if (!(cond)) {                                                                        \
-            printf("#   %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);              \
-            printf(__VA_ARGS__);                                                              \
-            printf("\n");                                                                     \
-            t_cur_failed = 1;                                                                 \
-        }                                                                                     \
+#define T_CHECK(cond, ...)                                                                         \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            printf("#   %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);                    \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+            t_cur_failed = 1;                                                                      \
+        }                                                                                          \
     } while (0)
 
 /* Like T_CHECK, but stops the test: for checks the rest of the test depends on. */
-#define T_REQUIRE(cond, ...)                                                                  \
-    do {                                                                                      \
-        T_CHECK(cond, __VA_ARGS__);                                                           \
-        if (t_cur_failed) return;                                                             \
+#define T_REQUIRE(cond, ...)                                                                       \
+    do {                                                                                           \
+        T_CHECK(cond, __VA_ARGS__);                                                                \
+        if (t_cur_failed) return;                                                                  \
     } while (0)
 
 #define T_RUN(fn) t_run(#fn, fn)

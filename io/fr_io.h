@@ -83,8 +83,8 @@ void fr_members_close(fr_members *m);
 
 /* Writers are atomic: a temporary file in the target's directory, renamed on success, removed
  * on failure; "-" writes to stdout. fmt FR_FMT_UNKNOWN means: from the path's extension. */
-int fr_write_tensor(const char *path, fr_format fmt, const fr_tensor *t, fr_dtype dtype,
-                    char *err, size_t errlen);
+int fr_write_tensor(const char *path, fr_format fmt, const fr_tensor *t, fr_dtype dtype, char *err,
+                    size_t errlen);
 int fr_write_bundle(const char *path, fr_format fmt, const fr_bundle *b, fr_dtype dtype,
                     int compress, char *err, size_t errlen);
 

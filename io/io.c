@@ -151,7 +151,8 @@ static int unknown_format(const char *label, const unsigned char *p, size_t n, c
         k += (size_t)snprintf(shown + k, sizeof shown - k,
                               p[i] >= 32 && p[i] < 127 ? "%c" : "\\x%02x", p[i]);
     return io_err(err, errlen, FR_EINPUT,
-                  "%s: not a .npy, .npz or JSON file, nor .safetensors (it starts with \"%s\")", label, shown);
+                  "%s: not a .npy, .npz or JSON file, nor .safetensors (it starts with \"%s\")",
+                  label, shown);
 }
 
 /* All of f into a growing buffer, refusing more than max bytes (stdin, pipes). */

@@ -99,8 +99,8 @@ static int from_nested(const cJSON *v, size_t len, fr_tensor *t, const char *lab
      * digit and a separator), so more than (len + 1) / 2 is ragged, found before allocating. */
     int64_t count = 1;
     for (int i = 0; i < t->ndim && count <= (int64_t)(len / 2 + 1); i++)
-        count = t->shape[i] > 0 && count > INT64_MAX / t->shape[i] ? INT64_MAX
-                                                                    : count * t->shape[i];
+        count =
+            t->shape[i] > 0 && count > INT64_MAX / t->shape[i] ? INT64_MAX : count * t->shape[i];
     if (count > (int64_t)(len / 2 + 1))
         return io_err(err, errlen, FR_EINPUT,
                       "%s: ragged nested arrays (their first entries claim at least %lld "

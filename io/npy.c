@@ -200,8 +200,8 @@ static int parse_header(const char *h, size_t len, const char *label, npy_dtype 
         }
         if (!eat(&c, ',')) {
             if (!eat(&c, '}'))
-                return io_err(err, errlen, FR_EINPUT, "%s: malformed npy header near '%.*s'",
-                              label, shown(&c, 20), c.p);
+                return io_err(err, errlen, FR_EINPUT, "%s: malformed npy header near '%.*s'", label,
+                              shown(&c, 20), c.p);
             break;
         }
     }
