@@ -125,6 +125,35 @@ done:
     return best;
 }
 
+void fr__bounds_finish(const fr_problem *p, double qn, double kn, double wnorm, const double *mq,
+                       const double *mk, fr_bounds *out)
+{
+    int64_t n = p->n;
+    out->B = fmax(out->B_q, fmax(out->B_k, out->B_v));
+    out->B_over_sqrt_ln_n = n > 1 ? out->B / sqrt(log((double)n)) : INFINITY;
+    double tau = p->tau;
+    out->R = INFINITY;
+    out->R_from = "";
+    /* Per-position rotations preserve norms, so Cauchy-Schwarz on the rotated rows. */
+    int rope_norm = p->rot.kind == FR_ROT_NONE || p->rot.kind == FR_ROT_ROPE ||
+                    (p->rot.kind == FR_ROT_CLIP && p->rot.clip >= n - 1);
+    if (rope_norm) {
+        out->R = tau * qn * kn;
+        out->R_from = "rope-norm";
+    }
+    double spectral = tau * wnorm * qn * kn;
+    if (spectral < out->R) {
+        out->R = spectral;
+        out->R_from = "spectral";
+    }
+    double support = tau * fr__support_sum(p, mq, mk);
+    if (support < out->R) {
+        out->R = support;
+        out->R_from = "support";
+    }
+    out->R *= ROUNDING_SLACK;
+}
+
 int fr_bounds_compute(const fr_problem *p, const double *q, const double *k, const double *v,
                       int64_t batch, fr_bounds *out, char *err, size_t errlen)
 {
@@ -142,9 +171,8 @@ int fr_bounds_compute(const fr_problem *p, const double *q, const double *k, con
         return st;
 
     double *mq = malloc((size_t)d * sizeof *mq), *mk = malloc((size_t)d * sizeof *mk),
-           *mv = malloc((size_t)dv * sizeof *mv), *w1 = malloc((size_t)(d * d) * sizeof *w1),
-           *w2 = malloc((size_t)(d * d) * sizeof *w2);
-    if (!mq || !mk || !mv || !w1 || !w2) {
+           *mv = malloc((size_t)dv * sizeof *mv), *w2 = malloc((size_t)(d * d) * sizeof *w2);
+    if (!mq || !mk || !mv || !w2) {
         st = fr__err(err, errlen, FR_ENOMEM, "out of memory computing the bounds");
         goto done;
     }
@@ -158,41 +186,17 @@ int fr_bounds_compute(const fr_problem *p, const double *q, const double *k, con
     }
     for (int64_t a = 0; a < dv; a++)
         out->B_v = fmax(out->B_v, mv[a]);
-    out->B = fmax(out->B_q, fmax(out->B_k, out->B_v));
-    out->B_over_sqrt_ln_n = n > 1 ? out->B / sqrt(log((double)n)) : INFINITY;
-
-    double tau = p->tau;
-    out->R = INFINITY;
-    out->R_from = "";
-    /* Per-position rotations preserve norms, so Cauchy-Schwarz on the rotated rows. */
-    int rope_norm = p->rot.kind == FR_ROT_NONE || p->rot.kind == FR_ROT_ROPE ||
-                    (p->rot.kind == FR_ROT_CLIP && p->rot.clip >= n - 1);
-    if (rope_norm) {
-        out->R = tau * qn * kn;
-        out->R_from = "rope-norm";
-    }
     double wnorm = 1; /* every W_delta of NONE, ROPE and CLIP is a rotation */
     if (p->rot.kind == FR_ROT_EXPLICIT) {
         wnorm = 0;
         for (int64_t t = 0; t < 2 * n - 1; t++)
             wnorm = fmax(wnorm, spectral_upper(p->rot.w + t * d * d, d, w2));
     }
-    double spectral = tau * wnorm * qn * kn;
-    if (spectral < out->R) {
-        out->R = spectral;
-        out->R_from = "spectral";
-    }
-    double support = tau * fr__support_sum(p, mq, mk);
-    if (support < out->R) {
-        out->R = support;
-        out->R_from = "support";
-    }
-    out->R *= ROUNDING_SLACK;
+    fr__bounds_finish(p, qn, kn, wnorm, mq, mk, out);
 done:
     free(mq);
     free(mk);
     free(mv);
-    free(w1);
     free(w2);
     return st;
 }

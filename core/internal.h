@@ -46,6 +46,11 @@ double fr__poly_fft_floor(double R, const double *coef, int degree, double B_v, 
  * sum_{(a,b) in S} |W_delta[a,b]| mq[a] mk[b], with mq, mk the per-column max |entries| of Q and
  * K; O(d) per distinct offset for the RoPE kinds (core/bounds.c, shared by core/stats.c). */
 double fr__support_sum(const fr_problem *p, const double *mq, const double *mk);
+/* B, B / sqrt(ln n) and R (the smallest bound that applies, with a rounding slack) from the
+ * reductions: max row norms qn, kn, the spectral norm bound wnorm of W, per-column max |Q|, |K|
+ * (out->B_q, B_k, B_v already set). One function, so that `check` gets `run`'s R to the bit. */
+void fr__bounds_finish(const fr_problem *p, double qn, double kn, double wnorm, const double *mq,
+                       const double *mk, fr_bounds *out);
 
 /* ---- method back ends ------------------------------------------------------------------------ */
 

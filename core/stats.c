@@ -11,8 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ROUNDING_SLACK (1 + 1e-12) /* as in bounds.c */
-
 void fr_stats_rows(const double *x, int64_t rows, int64_t cols, double *col_max, double *max_row_sq)
 {
     double best = *max_row_sq;
@@ -44,34 +42,11 @@ int fr_bounds_from_stats(const fr_problem *p, double q_row_sq, double k_row_sq,
         return fr__err(err, errlen, FR_EUSAGE,
                        "bounds from statistics need a rotation given by parameters, not an "
                        "explicit W");
-    int64_t n = p->n, d = p->d;
-    for (int64_t a = 0; a < d; a++) {
+    for (int64_t a = 0; a < p->d; a++) {
         out->B_q = fmax(out->B_q, q_col_max[a]);
         out->B_k = fmax(out->B_k, k_col_max[a]);
     }
     out->B_v = B_v;
-    out->B = fmax(out->B_q, fmax(out->B_k, out->B_v));
-    out->B_over_sqrt_ln_n = n > 1 ? out->B / sqrt(log((double)n)) : INFINITY;
-    double qn = sqrt(q_row_sq), kn = sqrt(k_row_sq), tau = p->tau;
-    out->R = INFINITY;
-    out->R_from = "";
-    int rope_norm = p->rot.kind == FR_ROT_NONE || p->rot.kind == FR_ROT_ROPE ||
-                    (p->rot.kind == FR_ROT_CLIP && p->rot.clip >= n - 1);
-    if (rope_norm) {
-        out->R = tau * qn * kn;
-        out->R_from = "rope-norm";
-    }
-    double wnorm = 1;
-    double spectral = tau * wnorm * qn * kn;
-    if (spectral < out->R) {
-        out->R = spectral;
-        out->R_from = "spectral";
-    }
-    double support = tau * fr__support_sum(p, q_col_max, k_col_max);
-    if (support < out->R) {
-        out->R = support;
-        out->R_from = "support";
-    }
-    out->R *= ROUNDING_SLACK;
+    fr__bounds_finish(p, sqrt(q_row_sq), sqrt(k_row_sq), 1, q_col_max, k_col_max, out);
     return FR_OK;
 }
