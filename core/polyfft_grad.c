@@ -148,14 +148,7 @@ static int run_pass(const fr__polyfft *pl, const pass_spec *ps)
             if (i1 == i0 || o1 <= o0) continue;
             const fr__cpx *Cbase = pl->spec;
             if (stream) {
-                int64_t ncl = 0;
-                for (int64_t c = 0; c < m->nc; c++)
-                    cslot[c] = -1;
-                for (int64_t t = m->a_first[g]; t < m->a_first[g + 1]; t++)
-                    if (cslot[m->a_c[t]] < 0) {
-                        cslot[m->a_c[t]] = ncl;
-                        clist[ncl++] = m->a_c[t];
-                    }
+                int64_t ncl = fr__polyfft_degree_kernels(m, g, cslot, clist);
                 free(Cs);
                 Cs = malloc((size_t)(ncl * nb) * sizeof *Cs);
                 if (!Cs) {

@@ -32,6 +32,22 @@ struct fr__polyfft {
 void fr__polyfft_kernel_spectrum(const fr__polyfft *pl, int64_t c, double scale, float *h,
                                  fr__cpx *C);
 
+/* The kernel monomials that the alphas of degree g use, each once, for the streamed mode: their
+ * list clist[0..count) and cslot[c] = c's place in it (-1 when unused). Returns the count. */
+static inline int64_t fr__polyfft_degree_kernels(const fr__monomials *m, int g, int64_t *cslot,
+                                                 int64_t *clist)
+{
+    int64_t ncl = 0;
+    for (int64_t c = 0; c < m->nc; c++)
+        cslot[c] = -1;
+    for (int64_t t = m->a_first[g]; t < m->a_first[g + 1]; t++)
+        if (cslot[m->a_c[t]] < 0) {
+            cslot[m->a_c[t]] = ncl;
+            clist[ncl++] = m->a_c[t];
+        }
+    return ncl;
+}
+
 /* Threads for one execution (forward or backward) of this plan: 1 for small problems. */
 int fr__polyfft_threads(const fr__polyfft *pl);
 
