@@ -173,11 +173,8 @@ static void direct_grad(const ctx *c, const mask *m, const double *rows, const d
 {
     const fr__polyrope *pl = c->pl;
     int d = pl->d, nc = pl->nc, g = pl->g;
-    int64_t E = hi_of(m, i1 - 1) + 1;
-    int64_t a0 = lo_of(m, i0), a1 = kl * m->bn < E ? kl * m->bn : E;
-    int64_t b0 = kh * m->bn < m->n ? kh * m->bn : m->n;
-    if (b0 < a1) b0 = a1;
-    int64_t ranges[2][2] = {{a0, a1}, {b0, E}};
+    int64_t ranges[2][2];
+    edge_ranges(m, i0, i1, kl, kh, ranges);
     for (int64_t i = i0; i < i1; i++) {
         const double *ri = rows + i * d, *rvi = rv + i * nc;
         double *gi = grad + i * d, *yi = yout ? yout + i * (nc - 1) : NULL;

@@ -445,16 +445,26 @@ static inline int64_t balanced_chunks(const mask *m, int64_t nqb, int T, int64_t
     return nch;
 }
 
+/* The keys that rows i0..i1-1 see outside the summed key blocks kl..kh-1: below them from the
+ * first row's lower end, and above them up to the last row's upper end. Shared by the forward's
+ * and the backward's direct evaluation near the edges of the mask. */
+static inline void edge_ranges(const mask *m, int64_t i0, int64_t i1, int64_t kl, int64_t kh,
+                               int64_t ranges[2][2])
+{
+    int64_t E = hi_of(m, i1 - 1) + 1;
+    int64_t a0 = lo_of(m, i0), a1 = kl * m->bn < E ? kl * m->bn : E;
+    int64_t b0 = kh * m->bn < m->n ? kh * m->bn : m->n;
+    if (b0 < a1) b0 = a1;
+    ranges[0][0] = a0, ranges[0][1] = a1, ranges[1][0] = b0, ranges[1][1] = E;
+}
+
 static inline void direct_part(const fr__polyrope *pl, const mask *m, const double *qr,
                                const double *kr, const double *x, int64_t i0, int64_t i1,
                                int64_t kl, int64_t kh, double *acc)
 {
     int d = pl->d, nc = pl->nc, g = pl->g;
-    int64_t E = hi_of(m, i1 - 1) + 1;
-    int64_t a0 = lo_of(m, i0), a1 = kl * m->bn < E ? kl * m->bn : E;
-    int64_t b0 = kh * m->bn < m->n ? kh * m->bn : m->n;
-    if (b0 < a1) b0 = a1;
-    int64_t ranges[2][2] = {{a0, a1}, {b0, E}};
+    int64_t ranges[2][2];
+    edge_ranges(m, i0, i1, kl, kh, ranges);
     for (int64_t i = i0; i < i1; i++) {
         const double *qi = qr + i * d;
         double *ai = acc + (i - i0) * nc;
