@@ -382,24 +382,7 @@ static void pass1_block(const ctx *x, scratch *w, int64_t t0, double *tout, doub
         if (block_empty(x, w)) continue;
         block_scores(x, w);
         for (int r = 0; r < BR; r++) {
-            double *sr = w->s + r * BC, mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-            for (int c = 0; c < BC; c++)
-                mx = sr[c] > mx ? sr[c] : mx;
-            if (mx == -INFINITY) { /* the mask removes this row's keys in this block */
-                memset(sr, 0, BC * sizeof *sr);
-                continue;
-            }
-            double mnew = mx > w->m[r] ? mx : w->m[r];
-            double alpha = exp(w->m[r] - mnew), sum = 0; /* alpha = 0 on the first block */
-#pragma omp simd reduction(+ : sum)
-            for (int c = 0; c < BC; c++) {
-                double e = exp(sr[c] - mnew);
-                sr[c] = e;
-                sum += e;
-            }
-            w->l[r] = w->l[r] * alpha + sum;
-            w->m[r] = mnew;
+            double alpha = fr__softmax_block(w->s + r * BC, BC, &w->m[r], &w->l[r]);
             if (alpha != 1)
                 for (int64_t o = 0; o < dv; o++)
                     w->acc[r * dv + o] *= alpha;

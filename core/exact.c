@@ -162,26 +162,7 @@ static void softmax_step(const ctx *x, scratch *w, const double *vblk)
     int64_t dvp = x->dvp;
     double *s = w->s[0];
     for (int r = 0; r < BR; r++) {
-        double *sr = s + r * BC;
-        double mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-        for (int c = 0; c < BC; c++)
-            mx = sr[c] > mx ? sr[c] : mx;
-        if (mx == -INFINITY) { /* every key of this block is masked for this row */
-            memset(sr, 0, BC * sizeof *sr);
-            continue;
-        }
-        double mnew = mx > w->m[r] ? mx : w->m[r];
-        double alpha = exp(w->m[r] - mnew); /* 0 on the first block: m = -inf */
-        double sum = 0;
-#pragma omp simd reduction(+ : sum)
-        for (int c = 0; c < BC; c++) {
-            double e = exp(sr[c] - mnew);
-            sr[c] = e;
-            sum += e;
-        }
-        w->l[r] = w->l[r] * alpha + sum;
-        w->m[r] = mnew;
+        double alpha = fr__softmax_block(s + r * BC, BC, &w->m[r], &w->l[r]);
         if (alpha != 1) {
             double *ar = w->acc + r * dvp;
             for (int64_t o = 0; o < dvp; o++)

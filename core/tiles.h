@@ -5,8 +5,10 @@
 #ifndef FR_TILES_H
 #define FR_TILES_H
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* glibc declares exp's SIMD variants only under __FAST_MATH__; libmvec exports them regardless,
  * and with this declaration `#pragma omp simd` loops call the vector exp (up to ~3 ulp from the
@@ -50,6 +52,33 @@ static inline void fr__mm_tiles(const double *restrict a, const double *restrict
             *(fr__vd *)(out + (r + 3) * bc + c) = x3;
         }
     }
+}
+
+/* One key block of the online softmax for one row: sr[0..bc) holds the scores, *m and *l the
+ * row's running maximum and sum. On return sr holds exp(score - new maximum), or zeros when the
+ * mask removed every key of the block; the result is the factor by which what the row has
+ * accumulated so far must be scaled (1: nothing to do; 0 on the row's first block). */
+static inline double fr__softmax_block(double *restrict sr, int bc, double *m, double *l)
+{
+    double mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int c = 0; c < bc; c++)
+        mx = sr[c] > mx ? sr[c] : mx;
+    if (mx == -INFINITY) {
+        memset(sr, 0, (size_t)bc * sizeof *sr);
+        return 1;
+    }
+    double mnew = mx > *m ? mx : *m;
+    double alpha = exp(*m - mnew), sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int c = 0; c < bc; c++) {
+        double e = exp(sr[c] - mnew);
+        sr[c] = e;
+        sum += e;
+    }
+    *l = *l * alpha + sum;
+    *m = mnew;
+    return alpha;
 }
 
 #endif
