@@ -3,8 +3,9 @@
  * Why not kiss_fftr/kiss_fftri directly: they run the half-length complex FFT into the cfg's own
  * tmpbuf (st->tmpbuf in kiss_fftr.c), so one cfg cannot be shared by threads, and a cfg per
  * thread costs ~20 MB at N = 2^21. kiss_fft() with distinct input and output only reads its
- * cfg (twiddles, factors), so we run it ourselves and do kiss_fftr's split/merge step (the
- * "super twiddles") in the caller's output buffer instead of a shared one. The arithmetic is the
+ * cfg (twiddles, factors), so we run it ourselves, into the caller's scratch buffer instead
+ * of a shared one, and do kiss_fftr's split/merge step (the "super twiddles") between that
+ * buffer and the caller's spectrum. The arithmetic is the
  * same as kiss_fftr's, twiddles computed in double. */
 #include "fft.h"
 
@@ -82,19 +83,18 @@ int64_t fr__fft_bins(const fr__fft *f)
     return f->m + 1;
 }
 
-void fr__fft_forward(const fr__fft *f, const float *x, fr__cpx *X)
+void fr__fft_forward(const fr__fft *f, const float *x, fr__cpx *X, fr__cpx *S)
 {
     int64_t m = f->m;
-    /* Even/odd samples as one complex signal of length m; its transform lands in X[0..m-1]. */
-    kiss_fft(f->fwd, (const kiss_fft_cpx *)x, (kiss_fft_cpx *)X);
-    float dr = X[0].re, di = X[0].im;
+    /* Even/odd samples as one complex signal of length m; its transform is S[0..m-1]. */
+    kiss_fft(f->fwd, (const kiss_fft_cpx *)x, (kiss_fft_cpx *)S);
+    float dr = S[0].re, di = S[0].im;
     X[0].re = dr + di;
     X[0].im = 0;
     X[m].re = dr - di;
     X[m].im = 0;
-    /* Each step reads and writes the same pair (k, m - k), so it can run in place. */
     for (int64_t k = 1; k <= m / 2; k++) {
-        fr__cpx a = X[k], b = X[m - k];
+        fr__cpx a = S[k], b = S[m - k];
         float f1r = a.re + b.re, f1i = a.im - b.im;
         float f2r = a.re - b.re, f2i = a.im + b.im;
         fr__cpx t = f->tw[k - 1];
@@ -106,22 +106,22 @@ void fr__fft_forward(const fr__fft *f, const float *x, fr__cpx *X)
     }
 }
 
-void fr__fft_inverse(const fr__fft *f, fr__cpx *X, float *x)
+void fr__fft_inverse(const fr__fft *f, const fr__cpx *X, float *x, fr__cpx *S)
 {
     int64_t m = f->m;
     float d0 = X[0].re, dm = X[m].re;
-    X[0].re = d0 + dm;
-    X[0].im = d0 - dm;
+    S[0].re = d0 + dm;
+    S[0].im = d0 - dm;
     for (int64_t k = 1; k <= m / 2; k++) {
         fr__cpx a = X[k], b = X[m - k];
         float ekr = a.re + b.re, eki = a.im - b.im; /* a + conj(b) */
         float tr = a.re - b.re, ti = a.im + b.im;   /* a - conj(b) */
         fr__cpx t = f->tw[k - 1];                   /* the inverse twiddle is its conjugate */
         float okr = tr * t.re + ti * t.im, oki = ti * t.re - tr * t.im;
-        X[k].re = ekr + okr;
-        X[k].im = eki + oki;
-        X[m - k].re = ekr - okr;
-        X[m - k].im = -(eki - oki);
+        S[k].re = ekr + okr;
+        S[k].im = eki + oki;
+        S[m - k].re = ekr - okr;
+        S[m - k].im = -(eki - oki);
     }
-    kiss_fft(f->inv, (const kiss_fft_cpx *)X, (kiss_fft_cpx *)x);
+    kiss_fft(f->inv, (const kiss_fft_cpx *)S, (kiss_fft_cpx *)x);
 }

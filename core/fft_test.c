@@ -14,10 +14,10 @@ static double forward_error(int64_t n_min, unsigned long long seed, int64_t *n_o
     int64_t n = fr__fft_len(f), nb = fr__fft_bins(f);
     *n_out = n;
     float *x = malloc(n * sizeof *x);
-    fr__cpx *X = malloc(nb * sizeof *X);
+    fr__cpx *X = malloc(nb * sizeof *X), *S = malloc(n / 2 * sizeof *S);
     for (int64_t t = 0; t < n; t++)
         x[t] = (float)t_rand(&seed);
-    fr__fft_forward(f, x, X);
+    fr__fft_forward(f, x, X, S);
     double emax = 0, ref = 0;
     for (int64_t k = 0; k < nb; k++) {
         double re = 0, im = 0;
@@ -31,6 +31,7 @@ static double forward_error(int64_t n_min, unsigned long long seed, int64_t *n_o
     }
     free(x);
     free(X);
+    free(S);
     fr__fft_free(f);
     return emax / ref;
 }
@@ -69,19 +70,26 @@ static void test_round_trip(void)
         T_REQUIRE(fr__fft_create(&f, sizes[s], err, sizeof err) == 0, "%s", err);
         int64_t n = fr__fft_len(f);
         float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
-        fr__cpx *X = malloc(fr__fft_bins(f) * sizeof *X);
+        int64_t nb = fr__fft_bins(f);
+        fr__cpx *X = malloc(nb * sizeof *X), *X0 = malloc(nb * sizeof *X0);
+        fr__cpx *S = malloc(n / 2 * sizeof *S);
         unsigned long long seed = 3 + s;
         for (int64_t t = 0; t < n; t++)
             x[t] = (float)t_rand(&seed);
-        fr__fft_forward(f, x, X);
-        fr__fft_inverse(f, X, y);
+        fr__fft_forward(f, x, X, S);
+        memcpy(X0, X, nb * sizeof *X);
+        fr__fft_inverse(f, X, y, S);
         double e = 0;
         for (int64_t t = 0; t < n; t++)
             e = fmax(e, fabs(y[t] / (double)n - x[t]));
         T_CHECK(e < 2e-6, "N = %lld: round trip error %.3g", (long long)n, e);
+        T_CHECK(memcmp(X, X0, nb * sizeof *X) == 0, "N = %lld: the inverse wrote its input",
+                (long long)n);
         free(x);
         free(y);
         free(X);
+        free(X0);
+        free(S);
         fr__fft_free(f);
     }
 }
@@ -100,18 +108,19 @@ static void test_shared_plan(void)
     unsigned long long seed = 11;
     for (int64_t t = 0; t < J * n; t++)
         x[t] = (float)t_rand(&seed);
+    fr__cpx *S = malloc(n / 2 * sizeof *S);
     for (int j = 0; j < J; j++) {
-        fr__fft_forward(f, x + j * n, ser + j * nb);
-        fr__cpx *tmp = malloc(nb * sizeof *tmp);
-        memcpy(tmp, ser + j * nb, nb * sizeof *tmp);
-        fr__fft_inverse(f, tmp, yser + j * n);
-        free(tmp);
+        fr__fft_forward(f, x + j * n, ser + j * nb, S);
+        fr__fft_inverse(f, ser + j * nb, yser + j * n, S);
     }
+    free(S);
     for (int rep = 0; rep < 4; rep++) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(4)
         for (int j = 0; j < J; j++) {
-            fr__fft_forward(f, x + j * n, par + j * nb);
-            fr__fft_inverse(f, par + j * nb, y + j * n);
+            fr__cpx *Sj = malloc(n / 2 * sizeof *Sj);
+            fr__fft_forward(f, x + j * n, par + j * nb, Sj);
+            fr__fft_inverse(f, par + j * nb, y + j * n, Sj);
+            free(Sj);
         }
         T_CHECK(memcmp(y, yser, J * n * sizeof *y) == 0, "threads changed the result");
     }

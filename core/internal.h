@@ -14,6 +14,27 @@ int fr__err(char *err, size_t errlen, int status, const char *fmt, ...)
 /* Overflow-checked size arithmetic: 0 on overflow (or a negative operand), 1 otherwise. */
 int fr__mul_ok(int64_t a, int64_t b, int64_t *out);
 
+/* A buffer of bytes for large arrays touched once or a few times (free with free()). Why: in
+ * this project's VM a first-touch 4 KB page fault costs about 1 us (512 MB: 1.34 s to touch,
+ * 16 ms the second time), as much as the arithmetic on the buffers of polyrope at low degree
+ * or of a polyfft pass; from 4 MB on, the buffer is 2 MB aligned and asks for transparent huge
+ * pages (transparent_hugepage = madvise), 512 times fewer faults. */
+void *fr__alloc_big(size_t bytes);
+
+/* Per-thread work buffers for the OpenMP threads of the next parallel region: one of bytes per
+ * thread (64-byte aligned), each allocated and zeroed by the thread that will use it. Why:
+ * with one allocation shared out by the calling thread, the second thread's inverse FFTs in a
+ * polyfft pass ran 2.9x slower (560 vs 195 us at N = 32768, n = 16384) than out of buffers it
+ * had allocated and first touched itself; page faults and alignment were ruled out, the cause
+ * was not pinned down (this VM's placement of memory by the vCPU that first touches it is the
+ * likely one). */
+typedef struct {
+    int n;    /* threads */
+    void **p; /* p[t]: thread t's buffer */
+} fr__thread_bufs;
+int fr__thread_bufs_alloc(fr__thread_bufs *b, size_t bytes); /* 1, or 0 when out of memory */
+void fr__thread_bufs_free(fr__thread_bufs *b);
+
 /* ---- rotation (core/rotation.c) ------------------------------------------------------------ */
 
 /* The support S of W and its kernel functions w_s(delta) = W_delta[a_s][b_s]. */
@@ -62,17 +83,13 @@ int fr__polyfft_execute(fr__polyfft *pl, const double *q, const double *k, const
                         double *out, char *err, size_t errlen);
 void fr__polyfft_info(const fr__polyfft *pl, fr_plan_info *info); /* fills the count fields */
 void fr__polyfft_free(fr__polyfft *pl);
-/* Thread-seconds of the last execution: forward FFTs, frequency-domain accumulation, inverse
- * FFTs with the sum over u (for the benchmark's cost split). */
-void fr__polyfft_timing(const fr__polyfft *pl, double t[3]);
-/* fr__polyfft_create with explicit memory budgets (bytes of stored spectra; bytes of Z_v per
- * degree), so tests can force each storage mode and column blocking. */
+/* fr__polyfft_create with explicit memory budgets (bytes of stored kernel spectra; bytes of a
+ * pass's spectra of one degree), so tests can force each storage mode and column blocking. */
 int fr__polyfft_create_budget(fr__polyfft **pl, const fr_problem *p, const double *coef, int degree,
                               int literal, int64_t plan_budget, int64_t exec_budget, char *err,
                               size_t errlen);
-/* Storage mode chosen: 0 pairs precombined, 1 kernel spectra, 2 streamed, -1 literal; and the
- * number of columns of [V, 1] per block. */
-int fr__polyfft_mode(const fr__polyfft *pl, int64_t *col_block);
+/* Where the kernel spectra live: 1 kept by the plan, 2 computed by each pass, -1 literal. */
+int fr__polyfft_mode(const fr__polyfft *pl);
 
 /* polyrope (core/polyrope.c): the factorised path, RoPE family only. */
 typedef struct fr__polyrope fr__polyrope;

@@ -1,24 +1,14 @@
-/* polyfft.c - the papers' pipeline (ALGORITHM.md 4) with spectral accumulation (section 5).
+/* polyfft.c - the papers' pipeline (ALGORITHM.md 4) with spectral accumulation (section 5):
+ * the plan and the forward.
  *
  *   num_i[x] = sum_alpha coef_alpha u_alpha(i) sum_j c_alpha(j - i) v_alpha(j) x_j,  x in [V, 1]
  *
  * Every Toeplitz product is a circular convolution of length N (the kernel embedded at
- * (-delta) mod N, see kernel_table), done in the frequency domain. Execution, per degree k
- * (terms of degree k only involve u, v of degree k, which bounds memory):
- *   1. Z_v = F(v * x) for every K-monomial v of degree k and column x   (#v (dv+1) FFTs)
- *   2. per Q-monomial u:  Y_u = sum_{pairs (u,v)} K_uv (.) Z_v           (pointwise, no FFT)
- *      y_u = F^-1(Y_u), num_i += u(i) y_u(i)                             (#u (dv+1) FFTs)
- * K_uv = sum_{alpha -> (u,v)} coef_alpha C_c(alpha) / N.
- *
- * Where the spectra live (a memory/time trade-off, chosen at plan time, PLAN_BUDGET):
- *   PAIRS   K_uv precombined at plan time for every (u,v) pair: #pairs spectra; execution does
- *           one complex multiply-add per pair and bin.
- *   KERNELS the #c kernel spectra C_c; execution forms K_uv per pair on the fly: one
- *           multiply-add per alpha and bin (once, shared by the columns of a block).
- *   STREAM  nothing stored: the kernel spectra of degree k are computed in execution, k by k
- *           (#c FFTs per execution instead of per plan); for large n (2^20: 8 MB per spectrum).
- * A spectrum is N/2+1 float complex = 4N bytes. Columns are processed in blocks sized so that
- * the Z_v of one degree fit in EXEC_BUDGET.
+ * (-delta) mod N, see kernel_table), done in the frequency domain: one forward FFT per
+ * K-monomial and column, one per kernel monomial, one inverse per Q-monomial and column, and
+ * the terms summed between them, spectrum by spectrum (core/polyfft_pass.c, which the backward
+ * runs too). The plan keeps the kernel spectra when they fit PLAN_BUDGET (a batch then pays
+ * their FFTs once); beyond, each execution computes them degree by degree.
  *
  * literal mode: the paper's algorithm as written, every alpha separately: one kernel FFT and
  * per column one forward and one inverse FFT, (2(dv+1)+1) #alpha FFTs. Exists so the benchmark
@@ -68,7 +58,7 @@ static void kernel_table(const fr__polyfft *pl, int64_t c, double scale, float *
 static void kernel_spectrum(const fr__polyfft *pl, int64_t c, double scale, float *h, fr__cpx *C)
 {
     kernel_table(pl, c, scale, h);
-    fr__fft_forward(pl->fft, h, C);
+    fr__fft_forward(pl->fft, h, C, (fr__cpx *)(h + pl->N));
 }
 
 void fr__polyfft_kernel_spectrum(const fr__polyfft *pl, int64_t c, double scale, float *h,
@@ -77,56 +67,15 @@ void fr__polyfft_kernel_spectrum(const fr__polyfft *pl, int64_t c, double scale,
     kernel_spectrum(pl, c, scale, h, C);
 }
 
-/* PAIRS: K_uv = sum_alpha coef_alpha C_c / N, kernels computed a chunk at a time so that the
- * scatter into the pairs needs no locks (each thread owns a range of pairs). */
-static int precombine_pairs(fr__polyfft *pl)
-{
-    const fr__monomials *m = &pl->m;
-    int64_t nb = pl->nb, N = pl->N;
-    int64_t chunk = 4 * (int64_t)omp_get_max_threads();
-    fr__cpx *C = malloc((size_t)(chunk * nb) * sizeof *C);
-    float *hb = malloc((size_t)(omp_get_max_threads() * N) * sizeof *hb);
-    if (!C || !hb) {
-        free(C);
-        free(hb);
-        return 0;
-    }
-    memset(pl->spec, 0, (size_t)(m->npairs * nb) * sizeof *pl->spec);
-    for (int64_t c0 = 0; c0 < m->nc; c0 += chunk) {
-        int64_t c1 = c0 + chunk < m->nc ? c0 + chunk : m->nc;
-#pragma omp parallel for schedule(dynamic, 1)
-        for (int64_t c = c0; c < c1; c++)
-            kernel_spectrum(pl, c, 1.0 / (double)N, hb + omp_get_thread_num() * N,
-                            C + (c - c0) * nb);
-#pragma omp parallel for schedule(dynamic, 16)
-        for (int64_t q = 0; q < m->npairs; q++) {
-            fr__cpx *K = pl->spec + q * nb;
-            for (int64_t t = m->p_first[q]; t < m->p_first[q + 1]; t++) {
-                if (m->a_c[t] < c0 || m->a_c[t] >= c1) continue;
-                const fr__cpx *Cc = C + (m->a_c[t] - c0) * nb;
-                float s = (float)m->a_coef[t];
-                for (int64_t b = 0; b < nb; b++) {
-                    K[b].re += s * Cc[b].re;
-                    K[b].im += s * Cc[b].im;
-                }
-            }
-        }
-    }
-    free(C);
-    free(hb);
-    return 1;
-}
-
 static int compute_kernels(fr__polyfft *pl)
 {
     int64_t N = pl->N;
-    float *hb = malloc((size_t)(omp_get_max_threads() * N) * sizeof *hb);
-    if (!hb) return 0;
+    fr__thread_bufs hb;
+    if (!fr__thread_bufs_alloc(&hb, (size_t)(2 * N) * sizeof(float))) return 0;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t c = 0; c < pl->m.nc; c++)
-        kernel_spectrum(pl, c, 1.0 / (double)N, hb + omp_get_thread_num() * N,
-                        pl->spec + c * pl->nb);
-    free(hb);
+        kernel_spectrum(pl, c, 1.0 / (double)N, hb.p[omp_get_thread_num()], pl->spec + c * pl->nb);
+    fr__thread_bufs_free(&hb);
     return 1;
 }
 
@@ -204,46 +153,26 @@ int fr__polyfft_create_budget(fr__polyfft **out, const fr_problem *p, const doub
     }
 
     int64_t spec_bytes = pl->nb * (int64_t)sizeof(fr__cpx);
-    int64_t cols = p->dv + 1;
     if (!literal) {
-        const fr__monomials *m = &pl->m;
-        int64_t nv_max = 1;
-        for (int k = 0; k <= degree; k++) {
-            int64_t c = m->v_first[k + 1] - m->v_first[k];
-            nv_max = c > nv_max ? c : nv_max;
-        }
-        pl->cb = exec_budget / (nv_max * spec_bytes);
-        pl->cb = pl->cb < 1 ? 1 : pl->cb > cols ? cols : pl->cb;
-
-        int64_t stored;
-        if (m->npairs * spec_bytes <= plan_budget) {
-            pl->mode = MODE_PAIRS;
-            stored = m->npairs;
-        } else if (m->nc * spec_bytes <= plan_budget) {
+        int64_t nc = pl->m.nc;
+        if (nc * spec_bytes <= plan_budget) {
             pl->mode = MODE_KERNELS;
-            stored = m->nc;
-        } else {
-            pl->mode = MODE_STREAM;
-            stored = 0;
-        }
-        if (stored) {
-            pl->spec = malloc((size_t)(stored * spec_bytes));
-            int ok =
-                pl->spec && (pl->mode == MODE_PAIRS ? precombine_pairs(pl) : compute_kernels(pl));
-            if (!ok) {
+            pl->spec = fr__alloc_big((size_t)(nc * spec_bytes));
+            if (!pl->spec || !compute_kernels(pl)) {
                 fr__polyfft_free(pl);
                 return fr__err(err, errlen, FR_ENOMEM, "out of memory for %lld kernel spectra",
-                               (long long)stored);
+                               (long long)nc);
             }
+        } else {
+            pl->mode = MODE_STREAM;
         }
     }
     *out = pl;
     return FR_OK;
 }
 
-int fr__polyfft_mode(const fr__polyfft *pl, int64_t *col_block)
+int fr__polyfft_mode(const fr__polyfft *pl)
 {
-    if (col_block) *col_block = pl->cb;
     return pl->literal ? -1 : pl->mode;
 }
 
@@ -270,222 +199,58 @@ void fr__polyfft_free(fr__polyfft *pl)
     free(pl);
 }
 
-/* Thread-seconds of the last execution: [0] forward FFTs (including their inputs), [1] the
- * frequency-domain accumulation, [2] inverse FFTs and the sum over u. */
-void fr__polyfft_timing(const fr__polyfft *pl, double t[3])
-{
-    for (int i = 0; i < 3; i++)
-        t[i] = pl->time[i];
-}
+/* ---- execution ------------------------------------------------------------------------------- */
 
-/* ---- execution ---------------------------------------------------------------------------------
- */
-
-/* Column col of [V, 1] at row j. */
-static inline double column(const double *v, int64_t dv, int64_t j, int64_t col)
-{
-    return col < dv ? v[j * dv + col] : 1.0;
-}
-
-/* buf[j] = mono(k_j) * x_j, zero padded to N. */
-static void fill_input(const fr__polyfft *pl, const unsigned char *e, const double *k,
-                       const double *v, int64_t col, float *buf)
-{
-    int64_t n = pl->p.n, d = pl->p.d, dv = pl->p.dv;
-    for (int64_t j = 0; j < n; j++)
-        buf[j] = (float)(fr__monomial_eval(e, k + j * d, (int)d) * column(v, dv, j, col));
-    memset(buf + n, 0, (size_t)(pl->N - n) * sizeof *buf);
-}
-
-/* acc[i] += mono(q_i) * y[i] */
-static void add_output(const fr__polyfft *pl, const unsigned char *e, const double *q,
-                       const float *y, double *acc)
-{
-    int64_t n = pl->p.n, d = pl->p.d;
-    for (int64_t i = 0; i < n; i++)
-        acc[i] += fr__monomial_eval(e, q + i * d, (int)d) * y[i];
-}
-
-/* Y += s * A (.) B over nb bins */
-static inline void cmadd(fr__cpx *restrict Y, const fr__cpx *restrict A, const fr__cpx *restrict B,
-                         float s, int64_t nb)
-{
-    for (int64_t b = 0; b < nb; b++) {
-        float ar = s * A[b].re, ai = s * A[b].im;
-        Y[b].re += ar * B[b].re - ai * B[b].im;
-        Y[b].im += ar * B[b].im + ai * B[b].re;
-    }
-}
-
-static int exec_literal(fr__polyfft *pl, const double *q, const double *k, const double *v,
+/* num += the literal algorithm's sums; xv = [V, 1] (n x cols). */
+static int exec_literal(const fr__polyfft *pl, const double *q, const double *k, const double *xv,
                         double *num)
 {
     const fr__monomials *m = &pl->m;
     int64_t n = pl->p.n, N = pl->N, nb = pl->nb, cols = pl->p.dv + 1, d = pl->p.d;
     int T = omp_get_max_threads();
     double *acc = calloc((size_t)(T * cols * n), sizeof *acc);
-    float *bufs = malloc((size_t)(T * N) * sizeof *bufs);
+    double *monos = malloc((size_t)(T * 2 * n) * sizeof *monos);
+    float *bufs = malloc((size_t)(T * 2 * N) * sizeof *bufs);
     fr__cpx *specs = malloc((size_t)(2 * T * nb) * sizeof *specs);
-    if (!acc || !bufs || !specs) {
-        free(acc);
-        free(bufs);
-        free(specs);
-        return 0;
-    }
-    double tf = 0, ta = 0, ti = 0;
-#pragma omp parallel reduction(+ : tf, ta, ti)
-    {
-        int t = omp_get_thread_num();
-        float *buf = bufs + t * N;
-        fr__cpx *Kc = specs + 2 * t * nb, *Z = Kc + nb;
-        double *a = acc + t * cols * n;
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t al = 0; al < m->nalpha; al++) {
-            double t0 = omp_get_wtime();
-            kernel_spectrum(pl, m->a_c[al], m->a_coef[al] / (double)N, buf, Kc);
-            tf += omp_get_wtime() - t0;
-            for (int64_t col = 0; col < cols; col++) {
-                t0 = omp_get_wtime();
-                fill_input(pl, m->v_exp + m->a_v[al] * d, k, v, col, buf);
-                fr__fft_forward(pl->fft, buf, Z);
-                double t1 = omp_get_wtime();
-                for (int64_t b = 0; b < nb; b++) {
-                    fr__cpx z = Z[b], c = Kc[b];
-                    Z[b].re = z.re * c.re - z.im * c.im;
-                    Z[b].im = z.re * c.im + z.im * c.re;
-                }
-                double t2 = omp_get_wtime();
-                fr__fft_inverse(pl->fft, Z, buf);
-                add_output(pl, m->u_exp + m->a_u[al] * d, q, buf, a + col * n);
-                tf += t1 - t0;
-                ta += t2 - t1;
-                ti += omp_get_wtime() - t2;
-            }
-        }
-    }
-    for (int t = 0; t < T; t++)
-        for (int64_t i = 0; i < cols * n; i++)
-            num[i] += acc[t * cols * n + i];
-    pl->time[0] = tf;
-    pl->time[1] = ta;
-    pl->time[2] = ti;
-    free(acc);
-    free(bufs);
-    free(specs);
-    return 1;
-}
-
-/* One block of columns [c0, c0 + ncb), all degrees. num is cols x n (column-major). */
-static int exec_block(fr__polyfft *pl, const double *q, const double *k, const double *v,
-                      int64_t c0, int64_t ncb, double *num)
-{
-    const fr__monomials *m = &pl->m;
-    int64_t n = pl->p.n, N = pl->N, nb = pl->nb, d = pl->p.d;
-    int T = omp_get_max_threads();
-    int64_t nv_max = 0;
-    for (int g = 0; g <= pl->degree; g++) {
-        int64_t c = m->v_first[g + 1] - m->v_first[g];
-        nv_max = c > nv_max ? c : nv_max;
-    }
-    int64_t *cslot = malloc((size_t)(m->nc + 1) * sizeof *cslot);
-    int64_t *clist = malloc((size_t)(m->nc + 1) * sizeof *clist);
-    /* Per thread: one float time buffer, ncb accumulated spectra, one K_uv, ncb x n outputs. */
-    float *bufs = malloc((size_t)(T * N) * sizeof *bufs);
-    fr__cpx *Ys = malloc((size_t)(T * (ncb + 1) * nb) * sizeof *Ys);
-    double *acc = calloc((size_t)(T * ncb * n), sizeof *acc);
-    fr__cpx *Z = malloc((size_t)(nv_max * ncb * nb) * sizeof *Z);
-    fr__cpx *Cs = NULL;
-    int ok = cslot && clist && bufs && Ys && acc && Z;
-    double tf = 0, ta = 0, ti = 0;
-    for (int g = 0; ok && g <= pl->degree; g++) {
-        int64_t v0 = m->v_first[g], v1 = m->v_first[g + 1];
-        int64_t u0 = m->u_first[g], u1 = m->u_first[g + 1];
-        if (v1 == v0) continue;
-        const fr__cpx *Cbase = pl->spec;
-        if (pl->mode == MODE_STREAM) {
-            /* The kernels this degree uses, computed now (each once per block). */
-            int64_t ncl = fr__polyfft_degree_kernels(m, g, cslot, clist);
-            free(Cs);
-            Cs = malloc((size_t)(ncl * nb) * sizeof *Cs);
-            if (!Cs) {
-                ok = 0;
-                break;
-            }
-            double t0 = omp_get_wtime();
-#pragma omp parallel for schedule(dynamic, 1)
-            for (int64_t i = 0; i < ncl; i++)
-                kernel_spectrum(pl, clist[i], 1.0 / (double)N, bufs + omp_get_thread_num() * N,
-                                Cs + i * nb);
-            tf += (omp_get_wtime() - t0) * T;
-            Cbase = Cs;
-        } else {
-            for (int64_t c = 0; c < m->nc; c++)
-                cslot[c] = c;
-        }
-
-#pragma omp parallel reduction(+ : tf, ta, ti)
+    double *qt = fr__transpose(q, n, d), *kt = fr__transpose(k, n, d);
+    double *xt = fr__transpose(xv, n, cols);
+    int ok = acc && monos && bufs && specs && qt && kt && xt;
+    if (ok) {
+#pragma omp parallel
         {
             int t = omp_get_thread_num();
-            float *buf = bufs + t * N;
-            fr__cpx *Y = Ys + t * (ncb + 1) * nb, *Kuv = Y + ncb * nb;
-            double *a = acc + t * ncb * n;
+            float *buf = bufs + t * 2 * N;
+            fr__cpx *S = (fr__cpx *)(buf + N), *Kc = specs + 2 * t * nb, *Z = Kc + nb;
+            double *a = acc + t * cols * n, *mu = monos + t * 2 * n, *mv = mu + n;
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t iv = 0; iv < (v1 - v0) * ncb; iv++) {
-                double t0 = omp_get_wtime();
-                int64_t vi = v0 + iv / ncb, col = c0 + iv % ncb;
-                fill_input(pl, m->v_exp + vi * d, k, v, col, buf);
-                fr__fft_forward(pl->fft, buf, Z + iv * nb);
-                tf += omp_get_wtime() - t0;
-            }
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t u = u0; u < u1; u++) {
-                double t0 = omp_get_wtime();
-                memset(Y, 0, (size_t)(ncb * nb) * sizeof *Y);
-                for (int64_t pq = m->u_pair[u]; pq < m->u_pair[u + 1]; pq++) {
-                    const fr__cpx *K;
-                    if (pl->mode == MODE_PAIRS) {
-                        K = pl->spec + pq * nb;
-                    } else {
-                        /* K_uv from the kernel spectra, once for all columns of the block. */
-                        memset(Kuv, 0, (size_t)nb * sizeof *Kuv);
-                        for (int64_t al = m->p_first[pq]; al < m->p_first[pq + 1]; al++) {
-                            const fr__cpx *C = Cbase + cslot[m->a_c[al]] * nb;
-                            float s = (float)m->a_coef[al];
-                            for (int64_t b = 0; b < nb; b++) {
-                                Kuv[b].re += s * C[b].re;
-                                Kuv[b].im += s * C[b].im;
-                            }
-                        }
-                        K = Kuv;
+            for (int64_t al = 0; al < m->nalpha; al++) {
+                kernel_spectrum(pl, m->a_c[al], m->a_coef[al] / (double)N, buf, Kc);
+                fr__polyfft_mono(pl, m->v_exp + m->a_v[al] * d, kt, mv);
+                fr__polyfft_mono(pl, m->u_exp + m->a_u[al] * d, qt, mu);
+                for (int64_t col = 0; col < cols; col++) {
+                    fr__polyfft_fill(pl, mv, xt + col * n, buf);
+                    fr__fft_forward(pl->fft, buf, Z, S);
+                    for (int64_t b = 0; b < nb; b++) {
+                        fr__cpx z = Z[b], c = Kc[b];
+                        Z[b].re = z.re * c.re - z.im * c.im;
+                        Z[b].im = z.re * c.im + z.im * c.re;
                     }
-                    const fr__cpx *Zv = Z + (m->p_v[pq] - v0) * ncb * nb;
-                    for (int64_t col = 0; col < ncb; col++)
-                        cmadd(Y + col * nb, K, Zv + col * nb, 1.0f, nb);
+                    fr__fft_inverse(pl->fft, Z, buf, S);
+                    fr__polyfft_gather(n, mu, buf, a + col * n);
                 }
-                double t1 = omp_get_wtime();
-                for (int64_t col = 0; col < ncb; col++) {
-                    fr__fft_inverse(pl->fft, Y + col * nb, buf);
-                    add_output(pl, m->u_exp + u * d, q, buf, a + col * n);
-                }
-                ta += t1 - t0;
-                ti += omp_get_wtime() - t1;
             }
         }
-    }
-    if (ok)
         for (int t = 0; t < T; t++)
-            for (int64_t i = 0; i < ncb * n; i++)
-                num[c0 * n + i] += acc[t * ncb * n + i];
-    pl->time[0] += tf;
-    pl->time[1] += ta;
-    pl->time[2] += ti;
-    free(cslot);
-    free(clist);
-    free(bufs);
-    free(Ys);
+            for (int64_t i = 0; i < cols * n; i++)
+                num[i] += acc[t * cols * n + i];
+    }
     free(acc);
-    free(Z);
-    free(Cs);
+    free(monos);
+    free(bufs);
+    free(specs);
+    free(qt);
+    free(kt);
+    free(xt);
     return ok;
 }
 
@@ -521,15 +286,18 @@ static int execute(fr__polyfft *pl, const double *q, const double *k, const doub
 {
     int64_t n = pl->p.n, dv = pl->p.dv, cols = dv + 1;
     double *num = calloc((size_t)(cols * n), sizeof *num);
-    if (!num)
-        return fr__err(err, errlen, FR_ENOMEM, "out of memory (polyfft, n = %lld)", (long long)n);
-    int ok = 1;
-    pl->time[0] = pl->time[1] = pl->time[2] = 0;
-    if (pl->literal)
-        ok = exec_literal(pl, q, k, v, num);
-    else
-        for (int64_t c0 = 0; ok && c0 < cols; c0 += pl->cb)
-            ok = exec_block(pl, q, k, v, c0, c0 + pl->cb <= cols ? pl->cb : cols - c0, num);
+    double *xv = malloc((size_t)(cols * n) * sizeof *xv);
+    int ok = num && xv;
+    if (ok) {
+        for (int64_t j = 0; j < n; j++) {
+            for (int64_t col = 0; col < dv; col++)
+                xv[j * cols + col] = v[j * dv + col];
+            xv[j * cols + dv] = 1;
+        }
+        fr__pass ps = {.transposed = 0, .xin = k, .xout = q, .ain = xv, .num = num};
+        ok = pl->literal ? exec_literal(pl, q, k, xv, num) : fr__polyfft_pass(pl, &ps);
+    }
+    free(xv);
     if (!ok) {
         free(num);
         return fr__err(err, errlen, FR_ENOMEM, "out of memory (polyfft, n = %lld)", (long long)n);

@@ -14,7 +14,8 @@
  *                    dK_jb = sum_v (dv/dK_b)(j) sum_x x(j) z_v[w_x](j)
  * The transposed pass is the forward one with Q and K swapped and every kernel reflected,
  * delta -> -delta, which for a real circulant is the complex conjugate of its spectrum: so the
- * plan's spectra (pairs, kernels or streamed) serve both passes unchanged.
+ * plan's spectra (kept or streamed) serve both passes unchanged. Both passes are
+ * core/polyfft_pass.c's, the forward's own engine.
  *
  * Passes: A (forward, values: T and D; keeps the y_u that fit in the plan's execution budget),
  * then dQ from the kept y_u (no FFT) and from a second forward pass B over the other Q-monomials
@@ -40,21 +41,6 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* One Toeplitz pass of either direction, and what to do with its outputs. */
-typedef struct {
-    int transposed;           /* 0: inputs on the K side, outputs on Q; 1: the reverse */
-    const double *xin, *xout; /* n x d rows the input and output monomials are evaluated on */
-    const double *ain;        /* n x cols: the input columns */
-    /* values (transposed = 0 only): num (cols x n) += u(i) y_u; y_u kept in ystore if given */
-    double *num;
-    float *ystore; /* (nu - ukeep) x cols x n: y_u of u >= ukeep */
-    int64_t ukeep; /* values: y_u kept from here on; gradients (forward): outputs below only */
-    /* gradients: grad (n x d) += sum_o (d o / d xout)(i) sum_x bout_x(i) y_o[x](i), and with
-     * dvals (n x dv, transposed only) += o(i) y_o[x](i) for the columns of V */
-    const double *bout; /* n x cols */
-    double *grad, *dvals;
-} pass_spec;
 
 /* g[a] += s * d(prod_b x_b^e_b)/dx_a for every a */
 static inline void add_mono_grad(const unsigned char *e, const double *x, int d, double s,
@@ -84,187 +70,6 @@ static inline void cmadd2(fr__cpx *restrict Y, const fr__cpx *restrict A, const 
             Y[b].re += A[b].re * B[b].re - A[b].im * B[b].im;
             Y[b].im += A[b].re * B[b].im + A[b].im * B[b].re;
         }
-}
-
-static int run_pass(const fr__polyfft *pl, const pass_spec *ps)
-{
-    const fr__monomials *m = &pl->m;
-    int64_t n = pl->p.n, N = pl->N, nb = pl->nb, d = pl->p.d, dvd = pl->p.dv, cols = dvd + 1;
-    int tr = ps->transposed, T = omp_get_max_threads();
-    int stream = pl->literal || pl->mode == MODE_STREAM;
-    int pairs = !pl->literal && pl->mode == MODE_PAIRS;
-    const unsigned char *e_in = tr ? m->u_exp : m->v_exp, *e_out = tr ? m->v_exp : m->u_exp;
-    const int64_t *in_first = tr ? m->u_first : m->v_first,
-                  *out_first = tr ? m->v_first : m->u_first;
-    const int32_t *pair_in = tr ? m->p_u : m->p_v;
-    int64_t nout = tr ? m->nv : m->nu;
-
-    /* The pairs of every output monomial: u's are contiguous already; v's by a counting sort. */
-    int64_t *poff = malloc((size_t)(nout + 1) * sizeof *poff);
-    int64_t *plist = malloc((size_t)(m->npairs + 1) * sizeof *plist);
-    int ok = poff && plist;
-    if (ok) {
-        memset(poff, 0, (size_t)(nout + 1) * sizeof *poff);
-        for (int64_t q = 0; q < m->npairs; q++)
-            poff[(tr ? m->p_v[q] : m->p_u[q]) + 1]++;
-        for (int64_t o = 0; o < nout; o++)
-            poff[o + 1] += poff[o];
-        int64_t *fillp = malloc((size_t)(nout + 1) * sizeof *fillp);
-        ok = fillp != NULL;
-        if (ok) {
-            memcpy(fillp, poff, (size_t)nout * sizeof *fillp);
-            for (int64_t q = 0; q < m->npairs; q++)
-                plist[fillp[tr ? m->p_v[q] : m->p_u[q]]++] = q;
-        }
-        free(fillp);
-    }
-
-    int64_t nin_max = 1;
-    for (int g = 0; g <= pl->degree; g++) {
-        int64_t c = in_first[g + 1] - in_first[g];
-        nin_max = c > nin_max ? c : nin_max;
-    }
-    int64_t cb = pl->exec_budget / (nin_max * nb * (int64_t)sizeof(fr__cpx));
-    cb = cb < 1 ? 1 : cb > cols ? cols : cb;
-
-    int64_t *cslot = malloc((size_t)(m->nc + 1) * sizeof *cslot);
-    int64_t *clist = malloc((size_t)(m->nc + 1) * sizeof *clist);
-    float *bufs = malloc((size_t)(T * N) * sizeof *bufs);
-    fr__cpx *Ys = malloc((size_t)(T * (cb + 1) * nb) * sizeof *Ys);
-    fr__cpx *Z = malloc((size_t)(nin_max * cb * nb) * sizeof *Z);
-    fr__cpx *Cs = NULL;
-    /* Per thread: value mode cb x n sums; gradient mode n x d (+ n x dv) sums and two rows. */
-    int64_t per = ps->num ? cb * n : n * d + (ps->dvals ? n * dvd : 0) + 2 * n;
-    double *acc = calloc((size_t)(T * per), sizeof *acc);
-    ok = ok && cslot && clist && bufs && Ys && Z && acc;
-
-    for (int64_t c0 = 0; ok && c0 < cols; c0 += cb) {
-        int64_t ncb = c0 + cb <= cols ? cb : cols - c0;
-        if (ps->num) memset(acc, 0, (size_t)(T * per) * sizeof *acc);
-        for (int g = 0; ok && g <= pl->degree; g++) {
-            int64_t i0 = in_first[g], i1 = in_first[g + 1];
-            int64_t o0 = out_first[g], o1 = out_first[g + 1];
-            if (!tr && !ps->num && o1 > ps->ukeep) o1 = ps->ukeep;
-            if (i1 == i0 || o1 <= o0) continue;
-            const fr__cpx *Cbase = pl->spec;
-            if (stream) {
-                int64_t ncl = fr__polyfft_degree_kernels(m, g, cslot, clist);
-                free(Cs);
-                Cs = malloc((size_t)(ncl * nb) * sizeof *Cs);
-                if (!Cs) {
-                    ok = 0;
-                    break;
-                }
-#pragma omp parallel for schedule(dynamic, 1)
-                for (int64_t i = 0; i < ncl; i++)
-                    fr__polyfft_kernel_spectrum(pl, clist[i], 1.0 / (double)N,
-                                                bufs + omp_get_thread_num() * N, Cs + i * nb);
-                Cbase = Cs;
-            } else {
-                for (int64_t c = 0; c < m->nc; c++)
-                    cslot[c] = c;
-            }
-
-#pragma omp parallel
-            {
-                int t = omp_get_thread_num();
-                float *buf = bufs + t * N;
-                fr__cpx *Y = Ys + t * (cb + 1) * nb, *Kuv = Y + cb * nb;
-                double *a = acc + t * per;
-#pragma omp for schedule(dynamic, 1)
-                for (int64_t iv = 0; iv < (i1 - i0) * ncb; iv++) {
-                    int64_t mi = i0 + iv / ncb, col = c0 + iv % ncb;
-                    const unsigned char *e = e_in + mi * d;
-                    for (int64_t j = 0; j < n; j++)
-                        buf[j] = (float)(fr__monomial_eval(e, ps->xin + j * d, (int)d) *
-                                         ps->ain[j * cols + col]);
-                    memset(buf + n, 0, (size_t)(N - n) * sizeof *buf);
-                    fr__fft_forward(pl->fft, buf, Z + iv * nb);
-                }
-#pragma omp for schedule(dynamic, 1)
-                for (int64_t o = o0; o < o1; o++) {
-                    memset(Y, 0, (size_t)(ncb * nb) * sizeof *Y);
-                    for (int64_t r = poff[o]; r < poff[o + 1]; r++) {
-                        int64_t pq = plist[r];
-                        const fr__cpx *K;
-                        if (pairs) {
-                            K = pl->spec + pq * nb;
-                        } else {
-                            memset(Kuv, 0, (size_t)nb * sizeof *Kuv);
-                            for (int64_t al = m->p_first[pq]; al < m->p_first[pq + 1]; al++) {
-                                const fr__cpx *C = Cbase + cslot[m->a_c[al]] * nb;
-                                float s = (float)m->a_coef[al];
-                                for (int64_t b = 0; b < nb; b++) {
-                                    Kuv[b].re += s * C[b].re;
-                                    Kuv[b].im += s * C[b].im;
-                                }
-                            }
-                            K = Kuv;
-                        }
-                        const fr__cpx *Zi = Z + (pair_in[pq] - i0) * ncb * nb;
-                        for (int64_t col = 0; col < ncb; col++)
-                            cmadd2(Y + col * nb, K, Zi + col * nb, tr, nb);
-                    }
-                    const unsigned char *e = e_out + o * d;
-                    if (ps->num) {
-                        for (int64_t col = 0; col < ncb; col++) {
-                            fr__fft_inverse(pl->fft, Y + col * nb, buf);
-                            double *ac = a + col * n;
-                            for (int64_t i = 0; i < n; i++)
-                                ac[i] += fr__monomial_eval(e, ps->xout + i * d, (int)d) * buf[i];
-                            if (ps->ystore && o >= ps->ukeep)
-                                memcpy(ps->ystore + ((o - ps->ukeep) * cols + c0 + col) * n, buf,
-                                       (size_t)n * sizeof *buf);
-                        }
-                        continue;
-                    }
-                    double *ga = a, *gv = a + n * d, *til = a + per - 2 * n, *mv = til + n;
-                    memset(til, 0, (size_t)n * sizeof *til);
-                    int want_v = ps->dvals && c0 < dvd;
-                    if (want_v)
-                        for (int64_t i = 0; i < n; i++)
-                            mv[i] = fr__monomial_eval(e, ps->xout + i * d, (int)d);
-                    for (int64_t col = 0; col < ncb; col++) {
-                        int64_t x = c0 + col;
-                        fr__fft_inverse(pl->fft, Y + col * nb, buf);
-                        for (int64_t i = 0; i < n; i++)
-                            til[i] += ps->bout[i * cols + x] * buf[i];
-                        if (want_v && x < dvd)
-                            for (int64_t i = 0; i < n; i++)
-                                gv[i * dvd + x] += mv[i] * buf[i];
-                    }
-                    for (int64_t i = 0; i < n; i++)
-                        if (til[i] != 0)
-                            add_mono_grad(e, ps->xout + i * d, (int)d, til[i], ga + i * d);
-                }
-            }
-        }
-        if (ok && ps->num)
-            for (int t = 0; t < T; t++)
-                for (int64_t i = 0; i < ncb * n; i++)
-                    ps->num[c0 * n + i] += acc[t * per + i];
-    }
-    if (ok && !ps->num) {
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n * d; i++)
-            for (int t = 0; t < T; t++)
-                ps->grad[i] += acc[t * per + i];
-        if (ps->dvals)
-#pragma omp parallel for schedule(static)
-            for (int64_t i = 0; i < n * dvd; i++)
-                for (int t = 0; t < T; t++)
-                    ps->dvals[i] += acc[t * per + n * d + i];
-    }
-    free(poff);
-    free(plist);
-    free(cslot);
-    free(clist);
-    free(bufs);
-    free(Ys);
-    free(Z);
-    free(Cs);
-    free(acc);
-    return ok;
 }
 
 /* dQ from the y_u kept by pass A: no FFT, rows in parallel (no accumulator per thread). */
@@ -335,7 +140,7 @@ static int dw_pass(const fr__polyfft *pl, const double *q, const double *k, cons
     int64_t cb = pl->exec_budget / (side_max * d * nb * (int64_t)sizeof(fr__cpx));
     cb = cb < 1 ? 1 : cb > cols ? cols : cb;
     fr__cpx *Z = malloc((size_t)(side_max * d * cb * nb) * sizeof *Z);
-    float *bufs = malloc((size_t)(T * N) * sizeof *bufs);
+    float *bufs = malloc((size_t)(T * 2 * N) * sizeof *bufs); /* time buffer, FFT scratch */
     fr__cpx *Ys = malloc((size_t)(T * nb) * sizeof *Ys);
     double *kcs = malloc((size_t)(T * nw) * sizeof *kcs);
     double *acc = calloc((size_t)(T * nw * dd), sizeof *acc);
@@ -355,8 +160,8 @@ static int dw_pass(const fr__polyfft *pl, const double *q, const double *k, cons
 #pragma omp parallel
             {
                 int t = omp_get_thread_num();
-                float *buf = bufs + t * N;
-                fr__cpx *Y = Ys + t * nb;
+                float *buf = bufs + t * 2 * N;
+                fr__cpx *Sc = (fr__cpx *)(buf + N), *Y = Ys + t * nb;
                 double *kc = kcs + t * nw, *a_t = acc + t * nw * dd;
 #pragma omp for schedule(dynamic, 1)
                 for (int64_t iv = 0; iv < na + nbv; iv++) {
@@ -370,7 +175,7 @@ static int dw_pass(const fr__polyfft *pl, const double *q, const double *k, cons
                         buf[i] = (float)(fr__monomial_eval(ex, rows + i * d, md) * rows[i * d + a] *
                                          wt[i * cols + x]);
                     memset(buf + n, 0, (size_t)(N - n) * sizeof *buf);
-                    fr__fft_forward(pl->fft, buf, (side ? B : A) + r * nb);
+                    fr__fft_forward(pl->fft, buf, (side ? B : A) + r * nb, Sc);
                 }
 #pragma omp for schedule(dynamic, 1)
                 for (int64_t pq = q0; pq < q1; pq++) {
@@ -394,7 +199,7 @@ static int dw_pass(const fr__polyfft *pl, const double *q, const double *k, cons
                             for (int64_t col = 0; col < ncb; col++)
                                 cmadd2(Y, Au + (a * ncb + col) * nb, Bv + (b * ncb + col) * nb, 1,
                                        nb);
-                            fr__fft_inverse(pl->fft, Y, buf);
+                            fr__fft_inverse(pl->fft, Y, buf, Sc);
                             double *o = a_t + a * d + b;
                             for (int64_t dl = lo; dl <= hi; dl++)
                                 o[(dl - lo) * dd] += kc[dl - lo] * buf[dl >= 0 ? dl : N + dl];
@@ -563,14 +368,14 @@ static int backward(fr__polyfft *pl, const double *q, const double *k, const dou
     }
 
     /* Pass A: num and D (and the y_u, if they fit). */
-    pass_spec a = {.transposed = 0,
-                   .xin = k,
-                   .xout = q,
-                   .ain = xv,
-                   .num = num,
-                   .ystore = ystore,
-                   .ukeep = ukeep};
-    if (!run_pass(pl, &a)) {
+    fr__pass a = {.transposed = 0,
+                  .xin = k,
+                  .xout = q,
+                  .ain = xv,
+                  .num = num,
+                  .ystore = ystore,
+                  .ukeep = ukeep};
+    if (!fr__polyfft_pass(pl, &a)) {
         st = fr__err(err, errlen, FR_ENOMEM, "out of memory (polyfft backward, n = %lld)",
                      (long long)n);
         goto done;
@@ -632,13 +437,13 @@ static int backward(fr__polyfft *pl, const double *q, const double *k, const dou
     }
     if (nkeep) dq_from_kept(pl, ystore, ukeep, q, w, dq);
     if (ukeep) {
-        pass_spec b = {
+        fr__pass b = {
             .transposed = 0, .xin = k, .xout = q, .ain = xv, .bout = w, .grad = dq, .ukeep = ukeep};
-        if (!run_pass(pl, &b)) st = FR_ENOMEM;
+        if (!fr__polyfft_pass(pl, &b)) st = FR_ENOMEM;
     }
-    pass_spec c = {
+    fr__pass c = {
         .transposed = 1, .xin = q, .xout = k, .ain = w, .bout = xv, .grad = dk, .dvals = dv};
-    if (!st && !run_pass(pl, &c)) st = FR_ENOMEM;
+    if (!st && !fr__polyfft_pass(pl, &c)) st = FR_ENOMEM;
     if (st) {
         st = fr__err(err, errlen, FR_ENOMEM, "out of memory (polyfft backward, n = %lld)",
                      (long long)n);

@@ -1,16 +1,22 @@
-/* polyfft_impl.h - the polyfft plan's internals, shared by the forward (core/polyfft.c) and its
- * backward (core/polyfft_grad.c), which reuses the plan's monomials, spectra, FFT plan, storage
- * mode, budgets and list of exactly recomputed rows. Not for any other file. */
+/* polyfft_impl.h - the polyfft plan's internals, shared by the forward (core/polyfft.c), its
+ * backward (core/polyfft_grad.c) and the Toeplitz pass both run (core/polyfft_pass.c): the
+ * plan's monomials, spectra, FFT plan, storage mode, budgets and exactly recomputed rows. Not
+ * for any other file. */
 #ifndef FR_POLYFFT_IMPL_H
 #define FR_POLYFFT_IMPL_H
 
 #include "fft.h"
 #include "monomial.h"
 
-#define PLAN_BUDGET ((int64_t)768 << 20) /* bytes of stored spectra */
-#define EXEC_BUDGET ((int64_t)768 << 20) /* bytes of Z_v (and streamed kernels) per degree */
+#include <string.h>
 
-enum { MODE_PAIRS, MODE_KERNELS, MODE_STREAM };
+#define PLAN_BUDGET ((int64_t)768 << 20) /* bytes of stored spectra */
+#define EXEC_BUDGET ((int64_t)768 << 20) /* bytes of one pass's spectra of one degree */
+
+/* Where the kernel spectra live: computed by the plan and kept (KERNELS), or computed by each
+ * pass, degree by degree (STREAM: #c more FFTs per pass, for n too large to keep them). The
+ * values match fr__polyfft_mode's. */
+enum { MODE_KERNELS = 1, MODE_STREAM = 2 };
 
 struct fr__polyfft {
     fr_problem p;
@@ -19,16 +25,14 @@ struct fr__polyfft {
     fr__fft *fft;
     int64_t N, nb;
     int64_t lo, hi; /* offsets delta the mask keeps: [lo, hi] */
-    int64_t cb;     /* columns per block */
-    fr__cpx *spec;  /* PAIRS: npairs x nb; KERNELS: nc x nb; both include the 1/N */
-    double time[3]; /* last execution, thread-seconds: forward FFTs, accumulation, inverse */
+    fr__cpx *spec;  /* KERNELS: nc x nb, including the 1/N of the inverse transform */
     int64_t *fix;   /* rows recomputed exactly (too few keys for the float FFTs), ascending */
     int64_t nfix;
-    int64_t exec_budget; /* the budget cb was sized with (the backward sizes its blocks too) */
+    int64_t exec_budget; /* bytes a pass may hold in spectra of one degree: sizes its blocks */
     double *coef;        /* P's monomial coefficients [0..degree] (the backward's dW needs P') */
 };
 
-/* C = F(scale * circulant column of kernel monomial c), h (N floats) as scratch. */
+/* C = F(scale * circulant column of kernel monomial c), h (2N floats) as scratch. */
 void fr__polyfft_kernel_spectrum(const fr__polyfft *pl, int64_t c, double scale, float *h,
                                  fr__cpx *C);
 
@@ -47,6 +51,54 @@ static inline int64_t fr__polyfft_degree_kernels(const fr__monomials *m, int g, 
         }
     return ncl;
 }
+
+/* One Toeplitz pass (core/polyfft_pass.c): for every output monomial o and column x of ain,
+ *   y_o[x](i) = sum_{alpha -> (o, in)} coef_alpha sum_j c_alpha(j - i) in(j) x(j)
+ * with in on the K side and o on the Q side, or (transposed) the reverse with every kernel
+ * reflected; then one of two consumers. Rows are n x d (xin, xout) and n x (dv + 1) (ain, bout),
+ * row-major. */
+typedef struct {
+    int transposed;
+    const double *xin, *xout; /* the rows the input and output monomials are evaluated on */
+    const double *ain;        /* the input columns x */
+    /* values (num not NULL, transposed = 0 only): num ((dv+1) x n) += o(i) y_o[x](i), and y_o
+     * stored in ystore ((nu - ukeep) x (dv+1) x n floats) for o >= ukeep, if ystore is given */
+    double *num;
+    float *ystore;
+    int64_t ukeep; /* values: y_o kept from here on; gradients (forward): outputs below only */
+    /* gradients (num NULL): grad (n x d) += sum_o (d o / d xout)(i) sum_x bout_x(i) y_o[x](i),
+     * and with dvals (n x dv, transposed only) += o(i) y_o[x](i) for the columns of V */
+    const double *bout;
+    double *grad, *dvals;
+} fr__pass;
+
+/* Returns 1, or 0 when out of memory. */
+int fr__polyfft_pass(const fr__polyfft *pl, const fr__pass *ps);
+
+/* out[0..n) = the monomial with exponents e at every row of xt, the rows column-major (d x n,
+ * fr__transpose); a chunk of rows at a time, vectorised over the rows. */
+void fr__polyfft_mono(const fr__polyfft *pl, const unsigned char *e, const double *xt, double *out);
+
+/* buf[0..N) = mono[j] col[j] for j < n, 0 beyond: an FFT input. */
+static inline void fr__polyfft_fill(const fr__polyfft *pl, const double *restrict mono,
+                                    const double *restrict col, float *restrict buf)
+{
+    int64_t n = pl->p.n;
+    for (int64_t j = 0; j < n; j++)
+        buf[j] = (float)(mono[j] * col[j]);
+    memset(buf + n, 0, (size_t)(pl->N - n) * sizeof *buf);
+}
+
+/* acc[0..n) += mono[i] y[i]: an FFT output into its sum. */
+static inline void fr__polyfft_gather(int64_t n, const double *restrict mono,
+                                      const float *restrict y, double *restrict acc)
+{
+    for (int64_t i = 0; i < n; i++)
+        acc[i] += mono[i] * y[i];
+}
+
+/* A column-major copy of the rows x cols row-major a (malloc'd; NULL when out of memory). */
+double *fr__transpose(const double *a, int64_t rows, int64_t cols);
 
 /* Threads for one execution (forward or backward) of this plan: 1 for small problems. */
 int fr__polyfft_threads(const fr__polyfft *pl);

@@ -262,9 +262,9 @@ int fr__polyrope_execute(fr__polyrope *pl, const double *q, const double *k, con
     int64_t n = p->n, d = p->d, nc = pl->nc, nd, nx;
     if (!fr__mul_ok(n, d, &nd) || !fr__mul_ok(n, nc, &nx))
         return fr__err(err, errlen, FR_ENOMEM, "polyrope: size overflow");
-    double *qr = alloc_big((size_t)nd * sizeof(double));
-    double *kr = alloc_big((size_t)nd * sizeof(double));
-    double *x = alloc_big((size_t)nx * sizeof(double));
+    double *qr = fr__alloc_big((size_t)nd * sizeof(double));
+    double *kr = fr__alloc_big((size_t)nd * sizeof(double));
+    double *x = fr__alloc_big((size_t)nx * sizeof(double));
     if (!qr || !kr || !x) {
         free(qr), free(kr), free(x);
         return fr__err(err, errlen, FR_ENOMEM, "polyrope: out of memory (n = %lld)", (long long)n);

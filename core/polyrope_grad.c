@@ -501,10 +501,10 @@ int fr__polyrope_backward(fr__polyrope *pl, const double *q, const double *k, co
         return fr__err(err, errlen, FR_ENOMEM, "polyrope: size overflow");
 
     int64_t nqb = (n + pl->bn - 1) / pl->bn;
-    double *qr = alloc_big((size_t)nd * sizeof(double));
-    double *kr = alloc_big((size_t)nd * sizeof(double));
-    double *x = alloc_big((size_t)nx * sizeof(double));
-    double *wr = alloc_big((size_t)nx * sizeof(double));
+    double *qr = fr__alloc_big((size_t)nd * sizeof(double));
+    double *kr = fr__alloc_big((size_t)nd * sizeof(double));
+    double *x = fr__alloc_big((size_t)nx * sizeof(double));
+    double *wr = fr__alloc_big((size_t)nx * sizeof(double));
     double *lossb = calloc((size_t)nqb, sizeof(double));
     double *dpcoef = malloc((size_t)(pl->g + 1) * sizeof(double));
     int st = FR_OK;

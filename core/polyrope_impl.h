@@ -11,7 +11,6 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #if defined(__AVX512F__)
 #define VL 8      /* doubles per vector */
@@ -50,22 +49,6 @@ static inline void *alloc_aligned(size_t bytes)
     size_t sz = (bytes + ALIGN - 1) / ALIGN * ALIGN;
     void *ptr = aligned_alloc(ALIGN, sz ? sz : ALIGN);
     if (ptr) memset(ptr, 0, sz ? sz : ALIGN);
-    return ptr;
-}
-
-/* The n-row buffers (rotated Q and K, [V, 1]) are touched once each, so first-touch page faults
- * are a large part of their cost: in this project's VM a 4 KB fault costs ~ 1 us, i.e. the
- * 200 MB at n = 1M took longer than the products at low degree. Huge pages cut the faults by
- * 512x where the kernel offers them on request (transparent_hugepage = madvise). */
-static inline void *alloc_big(size_t bytes)
-{
-    const size_t HUGE = (size_t)2 << 20;
-    if (bytes < 2 * HUGE) return malloc(bytes ? bytes : 1);
-    size_t sz = (bytes + HUGE - 1) / HUGE * HUGE;
-    void *ptr = aligned_alloc(HUGE, sz);
-#ifdef MADV_HUGEPAGE
-    if (ptr) madvise(ptr, sz, MADV_HUGEPAGE);
-#endif
     return ptr;
 }
 

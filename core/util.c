@@ -2,8 +2,11 @@
 #include "internal.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 int fr__err(char *err, size_t errlen, int status, const char *fmt, ...)
 {
@@ -99,4 +102,50 @@ fr_problem fr_problem_default(int64_t n, int64_t d, int64_t dv)
     p.rot.pos_scale = 1.0;
     p.window = -1;
     return p;
+}
+
+void *fr__alloc_big(size_t bytes)
+{
+    const size_t HUGE = (size_t)2 << 20;
+    if (bytes < 2 * HUGE) return malloc(bytes ? bytes : 1);
+    size_t sz = (bytes + HUGE - 1) / HUGE * HUGE;
+    void *ptr = aligned_alloc(HUGE, sz);
+#ifdef MADV_HUGEPAGE
+    if (ptr) madvise(ptr, sz, MADV_HUGEPAGE);
+#endif
+    return ptr;
+}
+
+int fr__thread_bufs_alloc(fr__thread_bufs *b, size_t bytes)
+{
+    int T = omp_get_max_threads(), ok = 1;
+    size_t sz = (bytes + 63) / 64 * 64;
+    b->n = T;
+    b->p = calloc((size_t)T, sizeof *b->p);
+    if (!b->p) return 0;
+#pragma omp parallel reduction(&& : ok)
+    {
+        int t = omp_get_thread_num();
+        void *q = aligned_alloc(64, sz ? sz : 64);
+        if (q) memset(q, 0, sz ? sz : 64);
+        b->p[t] = q;
+        ok = q != NULL;
+    }
+    for (int t = 0; ok && t < T; t++) /* a region given fewer threads (nested) left these */
+        if (!b->p[t] && (b->p[t] = aligned_alloc(64, sz ? sz : 64)))
+            memset(b->p[t], 0, sz ? sz : 64);
+        else
+            ok = b->p[t] != NULL;
+    if (!ok) fr__thread_bufs_free(b);
+    return ok;
+}
+
+void fr__thread_bufs_free(fr__thread_bufs *b)
+{
+    if (b->p)
+        for (int t = 0; t < b->n; t++)
+            free(b->p[t]);
+    free(b->p);
+    b->p = NULL;
+    b->n = 0;
 }
