@@ -31,7 +31,8 @@ int64_t fr__fft_bins(const fr__fft *f); /* N/2 + 1 */
  * there, in cache, and only the final split step writes X. Why: straight into a cold X (a slot
  * of a large array), a length-32768 transform took 2.5x as long as into a buffer already in
  * cache (523 vs 213 us): its first pass touches every line of the output in a pattern the
- * prefetchers do not follow, so each miss pays the full memory latency. */
+ * prefetchers do not follow, so each miss pays the full memory latency. X may be x itself
+ * (given N + 2 floats there): x is consumed before X is written. */
 void fr__fft_forward(const fr__fft *f, const float *x, fr__cpx *X, fr__cpx *scratch);
 
 /* x[t] = sum_k X[k] e^{+2 pi i k t / N} over the full Hermitian spectrum (unnormalised: the

@@ -34,48 +34,126 @@ static int64_t fix_keys(int64_t n)
 
 /* ---- kernels ------------------------------------------------------------------------------ */
 
+/* out[0..len) = scale * c(delta) for delta = d0 .. d0 + len - 1 (kernel monomial c), a factor
+ * at a time over contiguous offsets: vectorised, unlike a product per offset. */
+static void kernel_values(const fr__polyfft *pl, int64_t c, double scale, int64_t d0, int64_t len,
+                          double *out)
+{
+    const fr__monomials *m = &pl->m;
+    int64_t n = pl->p.n, L = 2 * n - 1;
+    const unsigned char *e = m->c_exp + c * m->nk;
+    for (int64_t i = 0; i < len; i++)
+        out[i] = scale;
+    for (int k = 0; k < m->nk; k++) {
+        const double *f = m->ftab + k * L + d0 + n - 1;
+        for (int t = 0; t < e[k]; t++)
+            for (int64_t i = 0; i < len; i++)
+                out[i] *= f[i];
+    }
+}
+
 /* The circulant column of kernel monomial c, times scale: h[(-delta) mod N] = c(delta) for
  * delta in [lo, hi], 0 elsewhere. Then (h * x)_i = sum_j c(j - i) x_j for i < n: the
  * correlation the scores need. No wrap-around because N >= n + max(hi, -lo). The mask is this
  * range: it multiplies every kernel, the degree-0 (all-ones) one included. */
 static void kernel_table(const fr__polyfft *pl, int64_t c, double scale, float *h)
 {
-    const fr__monomials *m = &pl->m;
-    int64_t n = pl->p.n, L = 2 * n - 1, N = pl->N;
-    const unsigned char *e = m->c_exp + c * m->nk;
+    enum { CH = 512 };
+    double v[CH];
+    int64_t N = pl->N;
     memset(h, 0, (size_t)N * sizeof *h);
-    for (int64_t delta = pl->lo; delta <= pl->hi; delta++) {
-        double val = scale;
-        for (int k = 0; k < m->nk; k++) {
-            double f = m->ftab[k * L + delta + n - 1];
-            for (int t = 0; t < e[k]; t++)
-                val *= f;
-        }
-        h[delta <= 0 ? -delta : N - delta] = (float)val;
+    for (int64_t d0 = pl->lo; d0 <= pl->hi; d0 += CH) {
+        int64_t len = pl->hi - d0 + 1 < CH ? pl->hi - d0 + 1 : CH;
+        kernel_values(pl, c, scale, d0, len, v);
+        int64_t i = 0;
+        for (; i < len && d0 + i <= 0; i++)
+            h[-(d0 + i)] = (float)v[i];
+        for (; i < len; i++)
+            h[N - (d0 + i)] = (float)v[i];
     }
 }
 
+/* C (nb complex) = F(circulant column of c * scale); h: N + 2 + N floats of scratch. */
 static void kernel_spectrum(const fr__polyfft *pl, int64_t c, double scale, float *h, fr__cpx *C)
 {
     kernel_table(pl, c, scale, h);
-    fr__fft_forward(pl->fft, h, C, (fr__cpx *)(h + pl->N));
+    fr__fft_forward(pl->fft, h, C, (fr__cpx *)(h + pl->N + 2));
 }
 
-void fr__polyfft_kernel_spectrum(const fr__polyfft *pl, int64_t c, double scale, float *h,
-                                 fr__cpx *C)
+int64_t fr__polyfft_kernel_floats(const fr__polyfft *pl, int64_t c)
 {
-    kernel_spectrum(pl, c, scale, h, C);
+    return pl->kpar[c] == FR_PAR_NONE ? 2 * pl->nb : pl->nb;
+}
+
+void fr__polyfft_kernel_spectrum(const fr__polyfft *pl, int64_t c, float *h, float *out)
+{
+    int64_t nb = pl->nb;
+    fr__cpx *C = (fr__cpx *)h; /* the spectrum over the table, which the FFT has consumed */
+    kernel_spectrum(pl, c, 1.0 / (double)pl->N, h, C);
+    /* An even kernel's spectrum is real, an odd one's imaginary: the other part is rounding. */
+    if (pl->kpar[c] == FR_PAR_EVEN)
+        for (int64_t b = 0; b < nb; b++)
+            out[b] = C[b].re;
+    else if (pl->kpar[c] == FR_PAR_ODD)
+        for (int64_t b = 0; b < nb; b++)
+            out[b] = C[b].im;
+    else
+        memcpy(out, C, (size_t)nb * sizeof *C);
 }
 
 static int compute_kernels(fr__polyfft *pl)
 {
-    int64_t N = pl->N;
     fr__thread_bufs hb;
-    if (!fr__thread_bufs_alloc(&hb, (size_t)(2 * N) * sizeof(float))) return 0;
+    if (!fr__thread_bufs_alloc(&hb, (size_t)(2 * pl->N + 2) * sizeof(float))) return 0;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t c = 0; c < pl->m.nc; c++)
-        kernel_spectrum(pl, c, 1.0 / (double)N, hb.p[omp_get_thread_num()], pl->spec + c * pl->nb);
+        fr__polyfft_kernel_spectrum(pl, c, hb.p[omp_get_thread_num()], pl->spec + pl->koff[c]);
     fr__thread_bufs_free(&hb);
+    return 1;
+}
+
+/* Parity of every kernel monomial on the kept offsets [lo, hi], from its factors': even when
+ * c(-delta) = c(delta), odd when c(-delta) = -c(delta), both exactly (RoPE's cos and sin of a
+ * position that is odd in delta, clipped or not, under no mask or a window), else none (a
+ * causal mask, a W without the symmetry). Then the parity of every (u, v) pair: its alphas'
+ * common parity, or none. */
+static int kernel_parities(fr__polyfft *pl)
+{
+    const fr__monomials *m = &pl->m;
+    int64_t n = pl->p.n, L = 2 * n - 1;
+    unsigned char *fpar = malloc((size_t)m->nk + 1);
+    pl->kpar = malloc((size_t)m->nc + 1);
+    pl->ppar = malloc((size_t)m->npairs + 1);
+    if (!fpar || !pl->kpar || !pl->ppar) {
+        free(fpar);
+        return 0;
+    }
+    for (int k = 0; k < m->nk; k++) {
+        const double *f = m->ftab + k * L + n - 1; /* f[delta] */
+        int even = pl->lo == -pl->hi, odd = even && f[0] == 0;
+        for (int64_t dl = 1; dl <= pl->hi && (even || odd); dl++) {
+            even = even && f[dl] == f[-dl];
+            odd = odd && f[dl] == -f[-dl];
+        }
+        fpar[k] = even ? FR_PAR_EVEN : odd ? FR_PAR_ODD : FR_PAR_NONE;
+    }
+    for (int64_t c = 0; c < m->nc; c++) {
+        const unsigned char *e = m->c_exp + c * m->nk;
+        int none = pl->lo != -pl->hi, odd = 0;
+        for (int k = 0; k < m->nk; k++)
+            if (e[k]) {
+                none = none || fpar[k] == FR_PAR_NONE;
+                odd ^= fpar[k] == FR_PAR_ODD && (e[k] & 1);
+            }
+        pl->kpar[c] = none ? FR_PAR_NONE : odd ? FR_PAR_ODD : FR_PAR_EVEN;
+    }
+    for (int64_t q = 0; q < m->npairs; q++) {
+        unsigned char par = pl->kpar[m->a_c[m->p_first[q]]];
+        for (int64_t al = m->p_first[q]; al < m->p_first[q + 1]; al++)
+            if (pl->kpar[m->a_c[al]] != par) par = FR_PAR_NONE;
+        pl->ppar[q] = par;
+    }
+    free(fpar);
     return 1;
 }
 
@@ -152,12 +230,23 @@ int fr__polyfft_create_budget(fr__polyfft **out, const fr_problem *p, const doub
         }
     }
 
-    int64_t spec_bytes = pl->nb * (int64_t)sizeof(fr__cpx);
+    if (!kernel_parities(pl)) {
+        fr__polyfft_free(pl);
+        return fr__err(err, errlen, FR_ENOMEM, "out of memory creating the polyfft plan");
+    }
     if (!literal) {
-        int64_t nc = pl->m.nc;
-        if (nc * spec_bytes <= plan_budget) {
+        int64_t nc = pl->m.nc, floats = 0;
+        if (!(pl->koff = malloc((size_t)(nc + 1) * sizeof *pl->koff))) {
+            fr__polyfft_free(pl);
+            return fr__err(err, errlen, FR_ENOMEM, "out of memory creating the polyfft plan");
+        }
+        for (int64_t c = 0; c < nc; c++) {
+            pl->koff[c] = floats;
+            floats += fr__polyfft_kernel_floats(pl, c);
+        }
+        if (floats * (int64_t)sizeof(float) <= plan_budget) {
             pl->mode = MODE_KERNELS;
-            pl->spec = fr__alloc_big((size_t)(nc * spec_bytes));
+            pl->spec = fr__alloc_big((size_t)floats * sizeof(float));
             if (!pl->spec || !compute_kernels(pl)) {
                 fr__polyfft_free(pl);
                 return fr__err(err, errlen, FR_ENOMEM, "out of memory for %lld kernel spectra",
@@ -194,6 +283,9 @@ void fr__polyfft_free(fr__polyfft *pl)
     fr__monomials_free(&pl->m);
     fr__fft_free(pl->fft);
     free(pl->spec);
+    free(pl->koff);
+    free(pl->kpar);
+    free(pl->ppar);
     free(pl->fix);
     free(pl->coef);
     free(pl);
@@ -210,7 +302,7 @@ static int exec_literal(const fr__polyfft *pl, const double *q, const double *k,
     int T = omp_get_max_threads();
     double *acc = calloc((size_t)(T * cols * n), sizeof *acc);
     double *monos = malloc((size_t)(T * 2 * n) * sizeof *monos);
-    float *bufs = malloc((size_t)(T * 2 * N) * sizeof *bufs);
+    float *bufs = malloc((size_t)(T * (2 * N + 2)) * sizeof *bufs);
     fr__cpx *specs = malloc((size_t)(2 * T * nb) * sizeof *specs);
     double *qt = fr__transpose(q, n, d), *kt = fr__transpose(k, n, d);
     double *xt = fr__transpose(xv, n, cols);
@@ -219,8 +311,8 @@ static int exec_literal(const fr__polyfft *pl, const double *q, const double *k,
 #pragma omp parallel
         {
             int t = omp_get_thread_num();
-            float *buf = bufs + t * 2 * N;
-            fr__cpx *S = (fr__cpx *)(buf + N), *Kc = specs + 2 * t * nb, *Z = Kc + nb;
+            float *buf = bufs + t * (2 * N + 2);
+            fr__cpx *S = (fr__cpx *)(buf + N + 2), *Kc = specs + 2 * t * nb, *Z = Kc + nb;
             double *a = acc + t * cols * n, *mu = monos + t * 2 * n, *mv = mu + n;
 #pragma omp for schedule(dynamic, 1)
             for (int64_t al = 0; al < m->nalpha; al++) {

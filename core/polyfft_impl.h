@@ -18,23 +18,32 @@
  * values match fr__polyfft_mode's. */
 enum { MODE_KERNELS = 1, MODE_STREAM = 2 };
 
+/* Parity of a kernel on the kept offsets, and so of its spectrum: NONE complex (nb complex
+ * stored), EVEN real, ODD imaginary (nb floats stored: the part that is not zero). */
+enum { FR_PAR_NONE, FR_PAR_EVEN, FR_PAR_ODD };
+
 struct fr__polyfft {
     fr_problem p;
     int literal, degree, mode;
     fr__monomials m;
     fr__fft *fft;
     int64_t N, nb;
-    int64_t lo, hi; /* offsets delta the mask keeps: [lo, hi] */
-    fr__cpx *spec;  /* KERNELS: nc x nb, including the 1/N of the inverse transform */
-    int64_t *fix;   /* rows recomputed exactly (too few keys for the float FFTs), ascending */
+    int64_t lo, hi;      /* offsets delta the mask keeps: [lo, hi] */
+    unsigned char *kpar; /* per kernel monomial: FR_PAR_* */
+    unsigned char *ppar; /* per (u, v) pair: its alphas' common kernel parity, or NONE */
+    int64_t *koff;       /* KERNELS: kernel monomial c's spectrum is spec + koff[c] */
+    float *spec;         /* KERNELS: the spectra, packed by parity, including the 1/N of the
+                          * inverse transform */
+    int64_t *fix;        /* rows recomputed exactly (too few keys for the float FFTs), ascending */
     int64_t nfix;
     int64_t exec_budget; /* bytes a pass may hold in spectra of one degree: sizes its blocks */
     double *coef;        /* P's monomial coefficients [0..degree] (the backward's dW needs P') */
 };
 
-/* C = F(scale * circulant column of kernel monomial c), h (2N floats) as scratch. */
-void fr__polyfft_kernel_spectrum(const fr__polyfft *pl, int64_t c, double scale, float *h,
-                                 fr__cpx *C);
+/* out = F(circulant column of kernel monomial c) / N, packed by its parity
+ * (fr__polyfft_kernel_floats(pl, c) floats); h: 2N + 2 floats of scratch. */
+void fr__polyfft_kernel_spectrum(const fr__polyfft *pl, int64_t c, float *h, float *out);
+int64_t fr__polyfft_kernel_floats(const fr__polyfft *pl, int64_t c);
 
 /* The kernel monomials that the alphas of degree g use, each once, for the streamed mode: their
  * list clist[0..count) and cslot[c] = c's place in it (-1 when unused). Returns the count. */

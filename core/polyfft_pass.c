@@ -85,36 +85,43 @@ static void mono_grad(const unsigned char *e, int d, const double *xt, int64_t n
     }
 }
 
-/* Step 2 on bins [b0, b0 + bl) of one degree: W holds Z_in at slot (in - i0) * ncb + col and
- * receives Y_o at slot (o - o0) * ncb + col. Yt: nout x ncb tiles of split re/im (2 * tile
- * floats each); Kt: one split tile. */
+/* Step 2 on bins [b0, b0 + bl) of one degree and block of columns: W holds Z_in at slot
+ * (in - i0) * ncb + col and receives Y_o at slot (o - o0) * ncb + col. Yt: nout x ncb tiles of
+ * split re/im (2 * tile floats each); Kt: one split tile. */
 typedef struct {
     const fr__polyfft *pl;
     const int64_t *poff, *plist; /* the pairs of output o: plist[poff[o] .. poff[o + 1]) */
     const int32_t *pair_in;
-    const fr__cpx *C;     /* kernel spectra, C + cslot[c] * nb */
-    const int64_t *cslot; /* kernel monomial -> its spectrum */
-    int conj;             /* transposed pass: reflected kernels */
+    const float *const *kp; /* kernel monomial c's spectrum of this degree, packed by parity */
+    int conj;               /* transposed pass: reflected kernels, conjugate spectra */
     int64_t i0, o0, o1, ncb, tile;
 } accum;
 
-/* (kr, ki) = or += s re(C), si im(C): one alpha's kernel into its pair's. */
-static inline void kernel_madd(float *restrict kr, float *restrict ki, const fr__cpx *restrict C,
-                               float s, float si, int first, int64_t bl)
+/* k += s * c over bl bins; first: k = s * c. One alpha's real or imaginary part into its
+ * pair's kernel. */
+static inline void kernel_madd(float *restrict k, const float *restrict c, float s, int first,
+                               int64_t bl)
 {
     if (first)
-        for (int64_t b = 0; b < bl; b++) {
-            kr[b] = s * C[b].re;
-            ki[b] = si * C[b].im;
-        }
+        for (int64_t b = 0; b < bl; b++)
+            k[b] = s * c[b];
     else
-        for (int64_t b = 0; b < bl; b++) {
-            kr[b] += s * C[b].re;
-            ki[b] += si * C[b].im;
-        }
+        for (int64_t b = 0; b < bl; b++)
+            k[b] += s * c[b];
 }
 
-/* (yr, yi) += (kr, ki) (.) z: split tiles, z interleaved as the FFT leaves it. */
+/* The same from an interleaved complex spectrum, into split kr, ki. */
+static inline void kernel_madd_cpx(float *restrict kr, float *restrict ki,
+                                   const fr__cpx *restrict c, float s, float si, int64_t bl)
+{
+    for (int64_t b = 0; b < bl; b++) {
+        kr[b] += s * c[b].re;
+        ki[b] += si * c[b].im;
+    }
+}
+
+/* (yr, yi) += K (.) z, z interleaved as the FFT leaves it: K complex (kr, ki), real (kr) or
+ * imaginary (i ki). The real and imaginary cases are why parities are kept: half the work. */
 static inline void cmadd(float *restrict yr, float *restrict yi, const float *restrict kr,
                          const float *restrict ki, const fr__cpx *restrict z, int64_t bl)
 {
@@ -124,30 +131,71 @@ static inline void cmadd(float *restrict yr, float *restrict yi, const float *re
     }
 }
 
+static inline void cmadd_re(float *restrict yr, float *restrict yi, const float *restrict kr,
+                            const fr__cpx *restrict z, int64_t bl)
+{
+    for (int64_t b = 0; b < bl; b++) {
+        yr[b] += kr[b] * z[b].re;
+        yi[b] += kr[b] * z[b].im;
+    }
+}
+
+static inline void cmadd_im(float *restrict yr, float *restrict yi, const float *restrict ki,
+                            const fr__cpx *restrict z, int64_t bl)
+{
+    for (int64_t b = 0; b < bl; b++) {
+        yr[b] -= ki[b] * z[b].im;
+        yi[b] += ki[b] * z[b].re;
+    }
+}
+
 static void accumulate_tile(const accum *A, fr__cpx *W, int64_t b0, int64_t bl, float *Yt,
                             float *Kt)
 {
-    const fr__monomials *m = &A->pl->m;
-    int64_t nb = A->pl->nb, ncb = A->ncb, tile = A->tile;
+    const fr__polyfft *pl = A->pl;
+    const fr__monomials *m = &pl->m;
+    int64_t nb = pl->nb, ncb = A->ncb, tile = A->tile;
     float *kr = Kt, *ki = Kt + tile;
     memset(Yt, 0, (size_t)((A->o1 - A->o0) * ncb * 2 * tile) * sizeof *Yt);
     for (int64_t o = A->o0; o < A->o1; o++) {
         float *Yo = Yt + (o - A->o0) * ncb * 2 * tile;
         for (int64_t r = A->poff[o]; r < A->poff[o + 1]; r++) {
-            int64_t pq = A->plist[r];
-            for (int64_t al = m->p_first[pq]; al < m->p_first[pq + 1]; al++) {
-                const fr__cpx *C = A->C + A->cslot[m->a_c[al]] * nb + b0;
+            int64_t pq = A->plist[r], a0 = m->p_first[pq], a1 = m->p_first[pq + 1];
+            int par = pl->ppar[pq];
+            if (par == FR_PAR_NONE) {
+                memset(kr, 0, (size_t)bl * sizeof *kr);
+                memset(ki, 0, (size_t)bl * sizeof *ki);
+            }
+            for (int64_t al = a0; al < a1; al++) {
+                int c = m->a_c[al], kpar = pl->kpar[c];
+                const float *C = A->kp[c];
                 float s = (float)m->a_coef[al], si = A->conj ? -s : s;
-                kernel_madd(kr, ki, C, s, si, al == m->p_first[pq], bl);
+                if (par == FR_PAR_EVEN)
+                    kernel_madd(kr, C + b0, s, al == a0, bl);
+                else if (par == FR_PAR_ODD)
+                    kernel_madd(ki, C + b0, si, al == a0, bl);
+                else if (kpar == FR_PAR_EVEN)
+                    kernel_madd(kr, C + b0, s, 0, bl);
+                else if (kpar == FR_PAR_ODD)
+                    kernel_madd(ki, C + b0, si, 0, bl);
+                else
+                    kernel_madd_cpx(kr, ki, (const fr__cpx *)C + b0, s, si, bl);
             }
             const fr__cpx *Z = W + (A->pair_in[pq] - A->i0) * ncb * nb + b0;
-            for (int64_t col = 0; col < ncb; col++)
-                cmadd(Yo + col * 2 * tile, Yo + col * 2 * tile + tile, kr, ki, Z + col * nb, bl);
+            for (int64_t col = 0; col < ncb; col++) {
+                float *yr = Yo + col * 2 * tile, *yi = yr + tile;
+                if (par == FR_PAR_EVEN)
+                    cmadd_re(yr, yi, kr, Z + col * nb, bl);
+                else if (par == FR_PAR_ODD)
+                    cmadd_im(yr, yi, ki, Z + col * nb, bl);
+                else
+                    cmadd(yr, yi, kr, ki, Z + col * nb, bl);
+            }
         }
     }
-    for (int64_t s = 0; s < (A->o1 - A->o0) * ncb; s++) {
-        fr__cpx *y = W + s * nb + b0;
-        const float *yr = Yt + s * 2 * tile, *yi = yr + tile;
+    for (int64_t sl = 0; sl < (A->o1 - A->o0) * ncb; sl++) {
+        fr__cpx *y = W + sl * nb + b0;
+        const float *yr = Yt + sl * 2 * tile, *yi = yr + tile;
         for (int64_t b = 0; b < bl; b++) {
             y[b].re = yr[b];
             y[b].im = yi[b];
@@ -165,21 +213,21 @@ static void out_range(const fr__polyfft *pl, const fr__pass *ps, int g, int64_t 
 }
 
 typedef struct {
-    /* inputs, column-major */
-    double *xin, *xout, *ain, *bout;
-    /* the pairs by output monomial */
-    int64_t *poff, *plist;
-    int64_t *cslot, *clist;
-    fr__cpx *W, *Cs;
+    double *xin, *xout, *ain, *bout; /* the pass's rows and columns, column-major */
+    int64_t *poff, *plist;           /* the pairs by output monomial */
+    int64_t *clist;                  /* STREAM: the kernels of one degree */
+    const float **kp;                /* per kernel monomial: its spectrum (this degree's) */
+    fr__cpx *W;
+    float *Cs;          /* STREAM: one degree's spectra */
     fr__thread_bufs tb; /* per thread: time buffer and FFT scratch, Y tiles, sums, two rows */
     int64_t off_yt, off_acc, off_tmp, per; /* byte offsets in a thread's buffer; doubles of sums */
 } pass_mem;
 
 typedef struct {
-    float *buf;  /* N floats: an FFT's time samples */
+    float *buf;  /* N + 2 floats: an FFT's time samples (or a kernel's spectrum) */
     fr__cpx *S;  /* N/2: the FFT's scratch */
-    float *Yt;   /* the Y tiles of one degree, then one kernel tile */
-    double *acc; /* values: ncb x n sums; gradients: d x n (+ dv x n) */
+    float *Yt;   /* the Y tiles of one degree and block, then one kernel tile */
+    double *acc; /* values: (dv+1) x n sums; gradients: d x n (+ dv x n) */
     double *til, *mv;
 } thread_mem;
 
@@ -187,7 +235,7 @@ static thread_mem thread_buffers(const pass_mem *w, int t, int64_t N, int64_t n)
 {
     char *b = w->tb.p[t];
     thread_mem r = {.buf = (float *)b,
-                    .S = (fr__cpx *)(b + N * sizeof(float)),
+                    .S = (fr__cpx *)(b + (N + 2) * sizeof(float)),
                     .Yt = (float *)(b + w->off_yt),
                     .acc = (double *)(b + w->off_acc),
                     .til = (double *)(b + w->off_tmp)};
@@ -203,12 +251,18 @@ static void pass_free(pass_mem *w)
     free(w->bout);
     free(w->poff);
     free(w->plist);
-    free(w->cslot);
     free(w->clist);
+    free(w->kp);
     free(w->W);
     free(w->Cs);
     fr__thread_bufs_free(&w->tb);
 }
+
+/* How many columns a block holds: all of them while the spectra of one degree stay under
+ * PASS_BYTES, else fewer. Why the cap: blocks of one column redo only the cheap kernel sums
+ * per pair, while memory first touched costs ~1.9 ms per MB here: at n = 256K, d = 4 one column
+ * at a time (117 MB) took 3.6 s against 4.4 s for all five at once (587 MB). */
+#define PASS_BYTES ((int64_t)64 << 20)
 
 int fr__polyfft_pass(const fr__polyfft *pl, const fr__pass *ps)
 {
@@ -220,12 +274,14 @@ int fr__polyfft_pass(const fr__polyfft *pl, const fr__pass *ps)
     int64_t nout = tr ? m->nv : m->nu;
     int stream = pl->literal || pl->mode == MODE_STREAM; /* a literal plan keeps no spectra */
     pass_mem w = {0};
+    int64_t *cslot = NULL;
 
     /* Sizes: the largest degree's monomials (its slots of W, its Y tiles, its kernels). */
-    int64_t cap = 1, nout_max = 1, ncl_max = 1;
-    w.cslot = malloc((size_t)(m->nc + 1) * sizeof *w.cslot);
+    int64_t cap = 1, nout_max = 1, cfl_max = 1;
     w.clist = malloc((size_t)(m->nc + 1) * sizeof *w.clist);
-    if (!w.cslot || !w.clist) goto oom;
+    cslot = malloc((size_t)(m->nc + 1) * sizeof *cslot);
+    w.kp = calloc((size_t)(m->nc + 1), sizeof *w.kp);
+    if (!w.clist || !cslot || !w.kp) goto oom;
     for (int g = 0; g <= pl->degree; g++) {
         int64_t nin = in_first[g + 1] - in_first[g], o0, o1;
         out_range(pl, ps, g, &o0, &o1);
@@ -234,11 +290,14 @@ int fr__polyfft_pass(const fr__polyfft *pl, const fr__pass *ps)
         cap = o1 - o0 > cap ? o1 - o0 : cap;
         nout_max = o1 - o0 > nout_max ? o1 - o0 : nout_max;
         if (stream) {
-            int64_t ncl = fr__polyfft_degree_kernels(m, g, w.cslot, w.clist);
-            ncl_max = ncl > ncl_max ? ncl : ncl_max;
+            int64_t ncl = fr__polyfft_degree_kernels(m, g, cslot, w.clist), fl = 0;
+            for (int64_t i = 0; i < ncl; i++)
+                fl += fr__polyfft_kernel_floats(pl, w.clist[i]);
+            cfl_max = fl > cfl_max ? fl : cfl_max;
         }
     }
-    int64_t cb = pl->exec_budget / (cap * nb * (int64_t)sizeof(fr__cpx));
+    int64_t budget = pl->exec_budget < PASS_BYTES ? pl->exec_budget : PASS_BYTES;
+    int64_t cb = budget / (cap * nb * (int64_t)sizeof(fr__cpx));
     cb = cb < 1 ? 1 : cb > cols ? cols : cb;
     int64_t tile = TILE_BYTES / (nout_max * cb * 2 * (int64_t)sizeof(float)) / 16 * 16;
     tile = tile < 16 ? 16 : tile > 4096 ? 4096 : tile;
@@ -265,46 +324,47 @@ int fr__polyfft_pass(const fr__polyfft *pl, const fr__pass *ps)
     w.ain = fr__transpose(ps->ain, n, cols);
     w.bout = values ? NULL : fr__transpose(ps->bout, n, cols);
     w.W = fr__alloc_big((size_t)(cap * cb * nb) * sizeof *w.W);
-    w.Cs = stream ? fr__alloc_big((size_t)(ncl_max * nb) * sizeof *w.Cs) : NULL;
-    w.per = values ? cb * n : n * d + (ps->dvals ? n * dvd : 0);
-    w.off_yt = (2 * N * (int64_t)sizeof(float) + 63) / 64 * 64;
+    w.Cs = stream ? fr__alloc_big((size_t)cfl_max * sizeof *w.Cs) : NULL;
+    w.per = values ? cols * n : n * d + (ps->dvals ? n * dvd : 0);
+    w.off_yt = ((2 * N + 2) * (int64_t)sizeof(float) + 63) / 64 * 64;
     w.off_acc = w.off_yt + ((nout_max * cb + 1) * 2 * tile * (int64_t)sizeof(float) + 63) / 64 * 64;
     w.off_tmp = w.off_acc + w.per * (int64_t)sizeof(double);
     if (!w.xin || !w.xout || !w.ain || (!values && !w.bout) || !w.W || (stream && !w.Cs) ||
         !fr__thread_bufs_alloc(&w.tb, (size_t)(w.off_tmp + 2 * n * (int64_t)sizeof(double))))
         goto oom;
 
-    for (int64_t c0 = 0; c0 < cols; c0 += cb) {
-        int64_t ncb = c0 + cb <= cols ? cb : cols - c0;
-        for (int g = 0; g <= pl->degree; g++) {
-            int64_t i0 = in_first[g], i1 = in_first[g + 1], o0, o1;
-            out_range(pl, ps, g, &o0, &o1);
-            if (i1 == i0 || o1 <= o0) continue;
-            const fr__cpx *C = pl->spec;
-            if (stream) {
-                int64_t ncl = fr__polyfft_degree_kernels(m, g, w.cslot, w.clist);
-#pragma omp parallel for schedule(dynamic, 1)
-                for (int64_t i = 0; i < ncl; i++)
-                    fr__polyfft_kernel_spectrum(pl, w.clist[i], 1.0 / (double)N,
-                                                w.tb.p[omp_get_thread_num()], w.Cs + i * nb);
-                C = w.Cs;
-            } else {
-                for (int64_t c = 0; c < m->nc; c++)
-                    w.cslot[c] = c;
+    for (int g = 0; g <= pl->degree; g++) {
+        int64_t i0 = in_first[g], i1 = in_first[g + 1], o0, o1;
+        out_range(pl, ps, g, &o0, &o1);
+        if (i1 == i0 || o1 <= o0) continue;
+        if (stream) {
+            /* The kernels this degree uses, computed now, once for every block. */
+            int64_t ncl = fr__polyfft_degree_kernels(m, g, cslot, w.clist), fl = 0;
+            for (int64_t i = 0; i < ncl; i++) {
+                w.kp[w.clist[i]] = w.Cs + fl;
+                fl += fr__polyfft_kernel_floats(pl, w.clist[i]);
             }
+#pragma omp parallel for schedule(dynamic, 1)
+            for (int64_t i = 0; i < ncl; i++)
+                fr__polyfft_kernel_spectrum(pl, w.clist[i], w.tb.p[omp_get_thread_num()],
+                                            (float *)w.kp[w.clist[i]]);
+        } else {
+            for (int64_t c = 0; c < m->nc; c++)
+                w.kp[c] = pl->spec + pl->koff[c];
+        }
+        for (int64_t c0 = 0; c0 < cols; c0 += cb) {
+            int64_t ncb = c0 + cb <= cols ? cb : cols - c0;
             accum A = {.pl = pl,
                        .poff = w.poff,
                        .plist = w.plist,
                        .pair_in = tr ? m->p_u : m->p_v,
-                       .C = C,
-                       .cslot = w.cslot,
+                       .kp = w.kp,
                        .conj = tr,
                        .i0 = i0,
                        .o0 = o0,
                        .o1 = o1,
                        .ncb = ncb,
                        .tile = tile};
-
 #pragma omp parallel
             {
                 thread_mem tm = thread_buffers(&w, omp_get_thread_num(), N, n);
@@ -329,7 +389,7 @@ int fr__polyfft_pass(const fr__polyfft *pl, const fr__pass *ps)
                         fr__polyfft_mono(pl, e_out + o * d, w.xout, mv);
                         for (int64_t col = 0; col < ncb; col++) {
                             fr__fft_inverse(pl->fft, w.W + ((o - o0) * ncb + col) * nb, buf, S);
-                            fr__polyfft_gather(n, mv, buf, acc + col * n);
+                            fr__polyfft_gather(n, mv, buf, acc + (c0 + col) * n);
                             if (ps->ystore && o >= ps->ukeep)
                                 memcpy(ps->ystore + ((o - ps->ukeep) * cols + c0 + col) * n, buf,
                                        (size_t)n * sizeof *buf);
@@ -359,15 +419,14 @@ int fr__polyfft_pass(const fr__polyfft *pl, const fr__pass *ps)
                 }
             }
         }
-        if (values)
-            for (int t = 0; t < w.tb.n; t++) {
-                double *acc = thread_buffers(&w, t, N, n).acc;
-                for (int64_t i = 0; i < ncb * n; i++)
-                    ps->num[c0 * n + i] += acc[i];
-                memset(acc, 0, (size_t)(ncb * n) * sizeof *acc);
-            }
     }
-    if (!values) {
+    if (values) {
+        for (int t = 0; t < w.tb.n; t++) {
+            const double *acc = thread_buffers(&w, t, N, n).acc;
+            for (int64_t i = 0; i < cols * n; i++)
+                ps->num[i] += acc[i];
+        }
+    } else {
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < n; i++)
             for (int t = 0; t < w.tb.n; t++) {
@@ -379,9 +438,11 @@ int fr__polyfft_pass(const fr__polyfft *pl, const fr__pass *ps)
                         ps->dvals[i * dvd + o] += a[n * d + o * n + i];
             }
     }
+    free(cslot);
     pass_free(&w);
     return 1;
 oom:
+    free(cslot);
     pass_free(&w);
     return 0;
 }

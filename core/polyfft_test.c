@@ -2,6 +2,7 @@
  * for every rotation kind and mask, every storage mode, and the literal algorithm; the term
  * counts of ALGORITHM.md's table. */
 #include "internal.h"
+#include "polyfft_impl.h"
 #include "test.h"
 
 #include <string.h>
@@ -160,12 +161,11 @@ static void test_tighter_eps(void)
     check_problem("larger entries", p, 2, 1e-3);
 }
 
-/* Both storage modes, column blocking, small bin tiles and the literal algorithm agree to float
- * rounding. */
-static void test_modes_agree(void)
+/* Both storage modes, column blocking and the literal algorithm agree to float rounding, for
+ * kernels of every parity: causal (complex spectra), and no mask or a window on clipped RoPE
+ * (even and odd kernels: real and imaginary spectra, which the literal mode does not use). */
+static void modes_agree(const char *name, fr_problem p)
 {
-    fr_problem p = fr_problem_default(57, 4, 3);
-    p.causal = 1;
     int64_t n = p.n;
     unsigned long long seed = 5;
     double *q = malloc(n * 4 * sizeof *q), *k = malloc(n * 4 * sizeof *k),
@@ -177,23 +177,90 @@ static void test_modes_agree(void)
         o[i] = malloc(n * 3 * sizeof *o[i]);
     run_result r;
     int64_t big = (int64_t)1 << 30, spec = 4 * 128 + 8; /* bytes of one spectrum at N = 128 */
-    T_REQUIRE(run(&p, q, k, v, 1e-3, 0, big, big, 1, &r, o[0]), "kernels: %s", err);
-    T_REQUIRE(run(&p, q, k, v, 1e-3, 0, 200 * spec, 3 * spec, 1, &r, o[1]), "kernels, 1 column: %s",
-              err);
-    T_REQUIRE(run(&p, q, k, v, 1e-3, 0, 0, big, 2, &r, o[2]), "stream: %s", err);
-    T_REQUIRE(run(&p, q, k, v, 1e-3, 0, 0, 1, 2, &r, o[3]), "stream, 1 column: %s", err);
-    T_REQUIRE(run(&p, q, k, v, 1e-3, 1, big, big, -1, &r, o[4]), "literal: %s", err);
+    T_REQUIRE(run(&p, q, k, v, 1e-3, 0, big, big, 1, &r, o[0]), "%s kernels: %s", name, err);
+    T_REQUIRE(run(&p, q, k, v, 1e-3, 0, 200 * spec, 3 * spec, 1, &r, o[1]),
+              "%s kernels, 1 column: %s", name, err);
+    T_REQUIRE(run(&p, q, k, v, 1e-3, 0, 0, big, 2, &r, o[2]), "%s stream: %s", name, err);
+    T_REQUIRE(run(&p, q, k, v, 1e-3, 0, 0, 1, 2, &r, o[3]), "%s stream, 1 column: %s", name, err);
+    T_REQUIRE(run(&p, q, k, v, 1e-3, 1, big, big, -1, &r, o[4]), "%s literal: %s", name, err);
     T_CHECK(r.info.ffts == (2 * 4 + 1) * r.info.alphas, "literal ffts %lld",
             (long long)r.info.ffts);
     for (int i = 1; i < 5; i++) {
         double e = fr_compare(o[i], o[0], n * 3).max_abs;
-        T_CHECK(e < 1e-5, "variant %d differs from kept kernels by %.3g", i, e);
+        T_CHECK(e < 1e-5, "%s: variant %d differs from kept kernels by %.3g", name, i, e);
     }
     free(q);
     free(k);
     free(v);
     for (int i = 0; i < 5; i++)
         free(o[i]);
+}
+
+static void test_modes_agree(void)
+{
+    fr_problem p = fr_problem_default(57, 4, 3);
+    p.causal = 1;
+    modes_agree("causal", p);
+    p.causal = 0;
+    p.rot.kind = FR_ROT_CLIP;
+    p.rot.clip = 9;
+    modes_agree("clip, no mask", p);
+    p.window = 20;
+    modes_agree("clip, window", p);
+}
+
+/* The parities the plan finds are those of the kernels' values (checked here from the tables,
+ * offset by offset), and RoPE's structure gives every (u, v) pair one parity when the mask is
+ * symmetric: the case that halves the accumulation. */
+static void check_parities(const char *name, fr_problem p, int want_all_pairs)
+{
+    double coef[4] = {1, 1, 0.5, 0.25};
+    fr__polyfft *pl;
+    T_REQUIRE(fr__polyfft_create(&pl, &p, coef, 3, 0, err, sizeof err) == 0, "%s: %s", name, err);
+    const fr__monomials *m = &pl->m;
+    int64_t n = p.n, L = 2 * n - 1;
+    for (int64_t c = 0; c < m->nc; c++) {
+        int even = pl->lo == -pl->hi, odd = even;
+        for (int64_t dl = pl->lo; dl <= pl->hi; dl++) {
+            double a = 1, b = 1;
+            for (int f = 0; f < m->nk; f++)
+                for (int t = 0; t < m->c_exp[c * m->nk + f]; t++) {
+                    a *= m->ftab[f * L + dl + n - 1];
+                    b *= m->ftab[f * L - dl + n - 1];
+                }
+            even = even && a == b;
+            odd = odd && a == -b;
+        }
+        int want = even ? FR_PAR_EVEN : odd ? FR_PAR_ODD : FR_PAR_NONE;
+        T_CHECK(pl->kpar[c] == want, "%s: kernel %lld parity %d, its values say %d", name,
+                (long long)c, pl->kpar[c], want);
+    }
+    int64_t paired = 0;
+    for (int64_t q = 0; q < m->npairs; q++)
+        paired += pl->ppar[q] != FR_PAR_NONE;
+    if (want_all_pairs)
+        T_CHECK(paired == m->npairs, "%s: %lld of %lld pairs have one parity", name,
+                (long long)paired, (long long)m->npairs);
+    else
+        T_CHECK(paired == 0, "%s: %lld pairs with a parity", name, (long long)paired);
+    fr__polyfft_free(pl);
+}
+
+static void test_parities(void)
+{
+    fr_problem p = fr_problem_default(40, 4, 2);
+    check_parities("rope", p, 1);
+    p.rot.kind = FR_ROT_CLIP;
+    p.rot.clip = 5;
+    check_parities("clip", p, 1);
+    p.window = 7;
+    check_parities("clip, window", p, 1);
+    p.causal = 1;
+    check_parities("clip, causal", p, 0);
+    p = fr_problem_default(40, 6, 2);
+    p.rot.rotary_dim = 4;
+    p.rot.pairs = FR_PAIRS_HALF;
+    check_parities("partial rotary, half pairs", p, 1);
 }
 
 static void counts(fr_problem p, int g, fr_plan_info *info)
@@ -258,6 +325,7 @@ int main(void)
     T_RUN(test_small_n);
     T_RUN(test_tighter_eps);
     T_RUN(test_modes_agree);
+    T_RUN(test_parities);
     T_RUN(test_counts);
     T_RUN(test_negative_d);
     return t_done();
