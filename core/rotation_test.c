@@ -192,6 +192,54 @@ static void test_support(void)
     fr__support_free(&s);
 }
 
+/* The RoPE kinds' tables (built per pair and position) equal fr_rotation_matrix's entries bit
+ * for bit at every offset, and the support is the entries non-zero at some offset. */
+static void support_matches(const char *name, fr_problem p)
+{
+    fr__support s;
+    char err[256];
+    T_REQUIRE(fr__support_build(&p, &s, err, sizeof err) == FR_OK, "%s: %s", name, err);
+    int64_t n = p.n, d = p.d, nd = 2 * n - 1;
+    double *w = malloc(d * d * sizeof *w);
+    char *in = calloc(d * d, 1);
+    int bad = 0;
+    for (int64_t t = 0; t < nd; t++) {
+        fr_rotation_matrix(&p, t - (n - 1), w);
+        for (int64_t e = 0; e < d * d; e++)
+            in[e] |= w[e] != 0;
+        for (int64_t j = 0; j < s.ns; j++)
+            bad += memcmp(&s.w[j * nd + t], &w[s.a[j] * d + s.b[j]], sizeof(double)) != 0;
+    }
+    int64_t ns = 0;
+    for (int64_t e = 0; e < d * d; e++)
+        ns += in[e];
+    T_CHECK(bad == 0, "%s: %d table entries differ from the matrices", name, bad);
+    T_CHECK(ns == s.ns, "%s: |S| %lld, the matrices have %lld non-zero entries", name,
+            (long long)s.ns, (long long)ns);
+    free(w);
+    free(in);
+    fr__support_free(&s);
+}
+
+static void test_support_tables(void)
+{
+    fr_problem p = fr_problem_default(37, 8, 2);
+    support_matches("rope", p);
+    p.rot.pos_scale = 2.5;
+    p.rot.base = 500;
+    p.rot.pairs = FR_PAIRS_HALF;
+    p.rot.rotary_dim = 6;
+    support_matches("rope, scaled, half pairs, partial", p);
+    p.rot.kind = FR_ROT_CLIP;
+    p.rot.clip = 4;
+    support_matches("clip 4", p);
+    p.rot.clip = 0;
+    support_matches("clip 0 (every offset the identity)", p);
+    p.rot.clip = 100;
+    support_matches("clip past n", p);
+    support_matches("n = 1", fr_problem_default(1, 4, 1));
+}
+
 /* (R_i x).(R_j y) = x W_{j-i} y^T: what lets the exact and polyrope paths rotate once. */
 static void test_rotate_rows(void)
 {
@@ -240,6 +288,7 @@ int main(void)
     T_RUN(test_problem_check);
     T_RUN(test_family);
     T_RUN(test_support);
+    T_RUN(test_support_tables);
     T_RUN(test_rotate_rows);
     return t_done();
 }
