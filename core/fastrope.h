@@ -164,9 +164,10 @@ typedef struct {
     int64_t support;       /* |S| */
     int64_t alphas;        /* multi-indices over S of degree <= g */
     int64_t q_monomials, k_monomials, kernels;
-    int64_t ffts;                    /* FFTs per execution (polyfft) */
-    int64_t fft_size;                /* transform length N */
-    int64_t features;                /* polyrope feature rank C(g + d, d) */
+    int64_t ffts;     /* (#u + #v)(dv+1) + #c, ALGORITHM.md 5's count (polyfft); an even and an
+                       * odd kernel share one transform, so under a symmetric mask fewer run */
+    int64_t fft_size; /* transform length N */
+    int64_t features; /* polyrope feature rank C(g + d, d) */
     double predicted_s[FR_NMETHODS]; /* cost model, seconds per batch entry; < 0: not applicable */
 } fr_plan_info;
 

@@ -52,25 +52,31 @@ static void kernel_values(const fr__polyfft *pl, int64_t c, double scale, int64_
     }
 }
 
+/* h += the circulant column of kernel monomial c times scale (see kernel_table). */
+static void kernel_table_add(const fr__polyfft *pl, int64_t c, double scale, float *h)
+{
+    enum { CH = 512 };
+    double v[CH];
+    int64_t N = pl->N;
+    for (int64_t d0 = pl->lo; d0 <= pl->hi; d0 += CH) {
+        int64_t len = pl->hi - d0 + 1 < CH ? pl->hi - d0 + 1 : CH;
+        kernel_values(pl, c, scale, d0, len, v);
+        int64_t i = 0;
+        for (; i < len && d0 + i <= 0; i++)
+            h[-(d0 + i)] += (float)v[i];
+        for (; i < len; i++)
+            h[N - (d0 + i)] += (float)v[i];
+    }
+}
+
 /* The circulant column of kernel monomial c, times scale: h[(-delta) mod N] = c(delta) for
  * delta in [lo, hi], 0 elsewhere. Then (h * x)_i = sum_j c(j - i) x_j for i < n: the
  * correlation the scores need. No wrap-around because N >= n + max(hi, -lo). The mask is this
  * range: it multiplies every kernel, the degree-0 (all-ones) one included. */
 static void kernel_table(const fr__polyfft *pl, int64_t c, double scale, float *h)
 {
-    enum { CH = 512 };
-    double v[CH];
-    int64_t N = pl->N;
-    memset(h, 0, (size_t)N * sizeof *h);
-    for (int64_t d0 = pl->lo; d0 <= pl->hi; d0 += CH) {
-        int64_t len = pl->hi - d0 + 1 < CH ? pl->hi - d0 + 1 : CH;
-        kernel_values(pl, c, scale, d0, len, v);
-        int64_t i = 0;
-        for (; i < len && d0 + i <= 0; i++)
-            h[-(d0 + i)] = (float)v[i];
-        for (; i < len; i++)
-            h[N - (d0 + i)] = (float)v[i];
-    }
+    memset(h, 0, (size_t)pl->N * sizeof *h);
+    kernel_table_add(pl, c, scale, h);
 }
 
 /* C (nb complex) = F(circulant column of c * scale); h: N + 2 + N floats of scratch. */
@@ -85,31 +91,77 @@ int64_t fr__polyfft_kernel_floats(const fr__polyfft *pl, int64_t c)
     return pl->kpar[c] == FR_PAR_NONE ? 2 * pl->nb : pl->nb;
 }
 
-void fr__polyfft_kernel_spectrum(const fr__polyfft *pl, int64_t c, float *h, float *out)
+/* One transform: kernel a's spectrum, or with b >= 0 an even and an odd kernel's at once. */
+static void kernel_job(const fr__polyfft *pl, int64_t a, int64_t b, float *h, float *const *out)
 {
     int64_t nb = pl->nb;
-    fr__cpx *C = (fr__cpx *)h; /* the spectrum over the table, which the FFT has consumed */
-    kernel_spectrum(pl, c, 1.0 / (double)pl->N, h, C);
-    /* An even kernel's spectrum is real, an odd one's imaginary: the other part is rounding. */
-    if (pl->kpar[c] == FR_PAR_EVEN)
-        for (int64_t b = 0; b < nb; b++)
-            out[b] = C[b].re;
-    else if (pl->kpar[c] == FR_PAR_ODD)
-        for (int64_t b = 0; b < nb; b++)
-            out[b] = C[b].im;
-    else
-        memcpy(out, C, (size_t)nb * sizeof *C);
+    double scale = 1.0 / (double)pl->N; /* the inverse transform's */
+    fr__cpx *C = (fr__cpx *)h;          /* the spectrum over the table, which the FFT consumed */
+    kernel_table(pl, a, scale, h);
+    if (b >= 0) kernel_table_add(pl, b, scale, h);
+    fr__fft_forward(pl->fft, h, C, (fr__cpx *)(h + pl->N + 2));
+    for (int k = 0; k < 2; k++) {
+        int64_t c = k ? b : a;
+        if (c < 0) break;
+        float *o = out[c];
+        /* An even kernel's spectrum is real, an odd one's imaginary: alone, the other part is
+         * rounding; paired, it is the other kernel's. */
+        if (pl->kpar[c] == FR_PAR_EVEN)
+            for (int64_t i = 0; i < nb; i++)
+                o[i] = C[i].re;
+        else if (pl->kpar[c] == FR_PAR_ODD)
+            for (int64_t i = 0; i < nb; i++)
+                o[i] = C[i].im;
+        else
+            memcpy(o, C, (size_t)nb * sizeof *C);
+    }
+}
+
+int fr__polyfft_kernel_spectra(const fr__polyfft *pl, const int64_t *list, int64_t cnt,
+                               float *const *out, const fr__thread_bufs *tb)
+{
+    int64_t *job = malloc((size_t)(2 * cnt + 2) * sizeof *job), nj = 0, ne = 0, no = 0;
+    if (!job) return 0;
+    /* Even kernels fill the first slots of the jobs, odd ones join them, the rest alone. */
+    for (int64_t i = 0; i < cnt; i++)
+        if (pl->kpar[list[i]] == FR_PAR_EVEN) {
+            job[2 * nj] = list[i];
+            job[2 * nj++ + 1] = -1;
+            ne++;
+        }
+    for (int64_t i = 0; i < cnt; i++) {
+        int64_t c = list[i];
+        if (pl->kpar[c] == FR_PAR_ODD && no < ne) {
+            job[2 * no++ + 1] = c;
+        } else if (pl->kpar[c] != FR_PAR_EVEN) {
+            job[2 * nj] = c;
+            job[2 * nj++ + 1] = -1;
+        }
+    }
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t j = 0; j < nj; j++)
+        kernel_job(pl, job[2 * j], job[2 * j + 1], tb->p[omp_get_thread_num()], out);
+    free(job);
+    return 1;
 }
 
 static int compute_kernels(fr__polyfft *pl)
 {
-    fr__thread_bufs hb;
-    if (!fr__thread_bufs_alloc(&hb, (size_t)(2 * pl->N + 2) * sizeof(float))) return 0;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t c = 0; c < pl->m.nc; c++)
-        fr__polyfft_kernel_spectrum(pl, c, hb.p[omp_get_thread_num()], pl->spec + pl->koff[c]);
+    int64_t nc = pl->m.nc, *list = malloc((size_t)(nc + 1) * sizeof *list);
+    float **out = malloc((size_t)(nc + 1) * sizeof *out);
+    fr__thread_bufs hb = {0};
+    int ok = list && out && fr__thread_bufs_alloc(&hb, (size_t)(2 * pl->N + 2) * sizeof(float));
+    if (ok) {
+        for (int64_t c = 0; c < nc; c++) {
+            list[c] = c;
+            out[c] = pl->spec + pl->koff[c];
+        }
+        ok = fr__polyfft_kernel_spectra(pl, list, nc, out, &hb);
+    }
     fr__thread_bufs_free(&hb);
-    return 1;
+    free(list);
+    free(out);
+    return ok;
 }
 
 /* Parity of every kernel monomial on the kept offsets [lo, hi], from its factors': even when

@@ -40,9 +40,13 @@ struct fr__polyfft {
     double *coef;        /* P's monomial coefficients [0..degree] (the backward's dW needs P') */
 };
 
-/* out = F(circulant column of kernel monomial c) / N, packed by its parity
- * (fr__polyfft_kernel_floats(pl, c) floats); h: 2N + 2 floats of scratch. */
-void fr__polyfft_kernel_spectrum(const fr__polyfft *pl, int64_t c, float *h, float *out);
+/* out[c] = F(circulant column of kernel monomial c) / N, packed by its parity
+ * (fr__polyfft_kernel_floats(pl, c) floats), for c in list[0..cnt); threads over transforms,
+ * tb holding 2N + 2 floats per thread. An even and an odd kernel share one transform: F(e + o)
+ * = E + O with E real and O imaginary, so its real part is E and its imaginary part O / i (half
+ * the kernel FFTs under a symmetric mask). Returns 0 when out of memory. */
+int fr__polyfft_kernel_spectra(const fr__polyfft *pl, const int64_t *list, int64_t cnt,
+                               float *const *out, const fr__thread_bufs *tb);
 int64_t fr__polyfft_kernel_floats(const fr__polyfft *pl, int64_t c);
 
 /* The kernel monomials that the alphas of degree g use, each once, for the streamed mode: their

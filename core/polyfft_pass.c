@@ -7,7 +7,8 @@
  * in = v (K side); on the transposed pass o = v, in = u and every kernel is reflected,
  * c(i - j), whose spectrum is the conjugate. The consumer (fr__pass) says what y_o becomes.
  *
- * Per block of columns and per degree g (a term of degree g pairs monomials of degree g only):
+ * Per degree g (a term of degree g pairs monomials of degree g only; a streamed plan computes
+ * the degree's kernel spectra here) and per block of columns (PASS_BYTES):
  *   1. Z = F(in * x) for every input monomial of degree g and column      threads: transforms
  *   2. Y_o = sum_{pairs (o, in)} K_pair (.) Z_in,
  *      K_pair = sum_{alpha -> pair} coef_alpha C_c(alpha)                 threads: bin tiles
@@ -16,7 +17,8 @@
  * Why tiles of bins in step 2: Y_o sums over many pairs and K_pair over many alphas. A whole
  * spectrum at a time, every multiply-add would stream its operands from memory (13 GB at
  * n = 256K, d = 4, degree 5); a tile keeps K and all the Y of one degree in the thread's cache,
- * reads every Z and kernel spectrum once, and writes every Y once.
+ * reads every Z and kernel spectrum once, and writes every Y once. A pair whose kernels are
+ * all even (or all odd) has a real (imaginary) K_pair: half the multiply-adds (polyfft.c).
  *
  * Why Y overwrites Z in the same array: once a tile's Y is complete, nothing reads that tile's
  * Z again (other tiles are other bins), so the pass needs one array, not two. Memory is time
@@ -344,10 +346,8 @@ int fr__polyfft_pass(const fr__polyfft *pl, const fr__pass *ps)
                 w.kp[w.clist[i]] = w.Cs + fl;
                 fl += fr__polyfft_kernel_floats(pl, w.clist[i]);
             }
-#pragma omp parallel for schedule(dynamic, 1)
-            for (int64_t i = 0; i < ncl; i++)
-                fr__polyfft_kernel_spectrum(pl, w.clist[i], w.tb.p[omp_get_thread_num()],
-                                            (float *)w.kp[w.clist[i]]);
+            if (!fr__polyfft_kernel_spectra(pl, w.clist, ncl, (float *const *)w.kp, &w.tb))
+                goto oom;
         } else {
             for (int64_t c = 0; c < m->nc; c++)
                 w.kp[c] = pl->spec + pl->koff[c];
