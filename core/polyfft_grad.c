@@ -350,7 +350,7 @@ static int backward(fr__polyfft *pl, const double *q, const double *k, const dou
     double *tt = t ? t : malloc((size_t)(n * dvd + 1) * sizeof *tt);
     double *g = target ? malloc((size_t)(n * dvd + 1) * sizeof *g) : NULL;
     double *ex = pl->nfix ? malloc((size_t)(pl->nfix * dvd + 1) * sizeof *ex) : NULL;
-    float *ystore = nkeep ? malloc((size_t)(nkeep * per_u)) : NULL;
+    float *ystore = nkeep ? fr__alloc_big((size_t)(nkeep * per_u)) : NULL;
     if (!ystore) { /* then pass B recomputes them all */
         nkeep = 0;
         ukeep = pl->m.nu;
