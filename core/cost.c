@@ -24,19 +24,23 @@
 #include "monomial.h"
 
 #include <math.h>
+#include <omp.h>
 
 /* Measured 2026-11-24 by scripts/calibrate_cost.py on the 2-core AMD EPYC (AVX-512) machine,
  * quiet, at nice -10 (cases: exact at n = 4K-8K, d = 4-64; polyrope at n = 1K-64K, degrees 2-6;
  * polyfft at n = 1K-16K, degrees 2-6), after polyfft's pass was rewritten (an earlier
  * calibration, taken while a fuzzer ran, had every constant about 2x too high). The fixed costs
- * c_exact_0 and c_rope_0 are the best of 7 CLI runs at n = 16 (0.35 ms and 1.2 ms). c_acc fits
+ * c_exact_0 and c_rope_0 are the best of 7 CLI runs at n = 16 (0.35 ms and 1.2 ms). polyrope's
+ * other constants keep the earlier fit: the quiet one (6.52e-11, 4.16e-7, 1.43, 1.79), from
+ * cases of d <= 8, predicted d = 16 at n = 4096 1.5x too fast and auto then chose polyrope over
+ * a faster exact; the earlier ones chose within 1.3x on every row of bench_polyrope. c_acc fits
  * to 0: since even and odd kernels halve it, the accumulation is a few percent of polyfft at
  * these sizes, below what the fit resolves, and c_fft carries it. */
-static const double c_rope = 6.52e-11;       /* s per feature x column x row (unmasked) */
-static const double c_rope_row = 4.16e-7;    /* s per row: sin/cos, copies, first touch */
+static const double c_rope = 1.51e-10;       /* s per feature x column x row (unmasked) */
+static const double c_rope_row = 9.03e-7;    /* s per row: sin/cos, copies, first touch */
 static const double c_rope_0 = 1.2e-3;       /* s per call: degree choice, threads, workspaces */
-static const double rope_causal = 1.43;      /* the running sum's extra product, per chunk */
-static const double rope_window = 1.79;      /* keys enter and leave the sliding sum */
+static const double rope_causal = 1.16;      /* the running sum's extra product, per chunk */
+static const double rope_window = 1.65;      /* keys enter and leave the sliding sum */
 static const double c_exact_flop = 2.64e-11; /* s per multiply-add per pair */
 static const double c_exact_exp = 8.56e-10;  /* s per pair for exp and bookkeeping */
 static const double c_exact_0 = 4e-4;
@@ -63,8 +67,12 @@ void fr_predict_times(const fr_problem *p, int degree, int64_t support, double *
     int family = p->rot.kind == FR_ROT_ROPE || p->rot.kind == FR_ROT_NONE;
     if (p->rot.kind == FR_ROT_EXPLICIT) family = fr_rotation_is_rope_family(p, 1e-9, NULL, 0);
     double score_len = family ? (double)p->d : (double)support;
+    /* The constants are the two-thread rate; below the threshold exact runs on one thread
+     * (at n = 1024, d = 4 the two-thread rate predicted 1.5 ms against 2.9 ms measured, and
+     * auto picked exact over polyrope's 1.8 ms). */
+    double threads = n * n >= FR_EXACT_PAR_MIN_SCORES ? 1 : (double)omp_get_max_threads();
     t[FR_METHOD_EXACT] =
-        c_exact_0 + kept_pairs(p) * (c_exact_flop * (score_len + dv) + c_exact_exp);
+        c_exact_0 + kept_pairs(p) * (c_exact_flop * (score_len + dv) + c_exact_exp) * threads;
     if (degree < 0) return;
 
     double N = (double)fr__fft_fast_size(2 * p->n - 1), nlogn = N * log2(N > 2 ? N : 2);

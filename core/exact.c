@@ -26,11 +26,8 @@
 /* O(n d) preparation below this many entries runs on one thread: a team's barrier costs more
  * than the work, especially when the cores are shared. */
 #define PAR_MIN (1 << 16)
-/* The score loop goes parallel from this many scores (rows x keys): a fresh process's first
- * team costs 5-7 ms to start in this project's VM plus ~10 ms of first-touch faults, which a
- * single thread at ~1.5 ns per score wins back only past ~16M scores (n ~ 4096 unmasked;
- * `fastrope run --method exact` at n = 1024, d = 4 took 13 ms on two threads). */
-#define PAR_MIN_SCORES ((double)(1 << 24))
+/* The score loop goes parallel from FR_EXACT_PAR_MIN_SCORES (internal.h). */
+#define PAR_MIN_SCORES FR_EXACT_PAR_MIN_SCORES
 
 typedef fr__vd vd;
 

@@ -35,6 +35,13 @@ typedef struct {
 int fr__thread_bufs_alloc(fr__thread_bufs *b, size_t bytes); /* 1, or 0 when out of memory */
 void fr__thread_bufs_free(fr__thread_bufs *b);
 
+/* The exact forward's score loop goes parallel from this many scores (rows x keys): a fresh
+ * process's first team costs 5-7 ms to start in this project's VM plus ~10 ms of first-touch
+ * faults, which a single thread at ~1.5 ns per score wins back only past ~16M scores (n ~ 4096
+ * unmasked; `fastrope run --method exact` at n = 1024, d = 4 took 13 ms on two threads). The
+ * cost model follows the same rule. */
+#define FR_EXACT_PAR_MIN_SCORES ((double)(1 << 24))
+
 /* ---- rotation (core/rotation.c) ------------------------------------------------------------ */
 
 /* The support S of W and its kernel functions w_s(delta) = W_delta[a_s][b_s]. */
