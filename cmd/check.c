@@ -8,6 +8,7 @@
  * fr_plan_estimate, as in `fastrope bound`. */
 #include "job.h"
 #include "report.h"
+#include "sets.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -29,17 +30,20 @@ static const char usage[] =
     "\n"
     "What is checked:\n"
     "  a bundle (.npz, .json, .safetensors): its members are grouped into q/k/v sets by name\n"
-    "    (case-insensitive q, k, v, query, key, value, q_proj, k_proj, v_proj, or a name ending\n"
-    "    in one of these after '.', '_' or '/': layers.3.attn.q_proj; a shared prefix is a set)\n"
+    "    (case-insensitive query_states, q_proj, query, xq or q, likewise for k and v, alone or\n"
+    "    after '.', '_' or '/': model.layers.3.self_attn.query_states is q of the set\n"
+    "    model.layers.3.self_attn); members beside a set that are not q, k or v (out, grad_q,\n"
+    "    dq, attn_weights, ...) are not sets of their own\n"
     "  a directory: its .npy (and single-tensor .json) files are grouped the same way by file\n"
     "    name (q.npy k.npy v.npy, or layer3_q.npy ...); its bundles are checked one by one;\n"
     "    subdirectories only with --recursive\n"
     "  a tensor file given as PATH, or a bundle or directory without any q/k/v name: each\n"
     "    tensor alone (entry bound only, verdict entries-only)\n"
-    "Names that are not q/k/v are ignored where a set exists. Leading axes (layers, heads,\n"
-    "batch) are the batch: one row per set naming the worst index (the largest row-norm\n"
-    "product), or one row per index with --per-head.\n"
+    "Leading axes (layers, heads, batch) are the batch: one row per set naming the worst index\n"
+    "(the largest row-norm product), or one row per index with --per-head.\n"
     "\n"
+    "  --names ROLE=NAME,...  other names for the roles q, k, v, out, dout, dq, dk, dv:\n"
+    "                         --names q=wq,k=wk,v=wv finds layers.0.wq, layers.0.wk, ...\n"
     "  --recursive            descend into subdirectories\n"
     "  --per-head             one row per leading index\n"
     "  --format F             table (default), jsonl (one JSON object per line) or csv; the\n"
@@ -54,27 +58,29 @@ static const char usage[] =
 
 /* ---- discovery ---------------------------------------------------------------------------- */
 
-enum { ROLE_Q, ROLE_K, ROLE_V };
 typedef enum { SET_QKV, SET_TENSOR, SET_ERROR } set_kind;
 
 typedef struct {
     set_kind kind;
-    char *path;    /* the bundle file or directory the set lives in */
-    char *prefix;  /* the set's name: member prefix ("" when none), or the tensor's name */
-    char *file[3]; /* where q, k, v are (SET_TENSOR: file[0]) */
-    char *member[3];
+    char *path;             /* the bundle file or directory the set lives in */
+    char *prefix;           /* the set's name (sets.h), or the tensor's name */
+    char *file[SET_NROLES]; /* where each role is (SET_TENSOR: file[0]); NULL: absent */
+    char *member[SET_NROLES];
     char *error;
+    char *note; /* what was left out, for the row */
 } ck_set;
 
 typedef struct {
     ck_set *s;
     int64_t count, cap;
-} set_list;
+} set_list_ck;
 
 typedef struct {
-    char *name; /* what the role is recognised in: member name or file stem */
-    char *file, *member;
+    const char *name; /* what the role is recognised in: member name or file stem */
+    const char *file, *member;
 } named;
+
+static set_words words; /* --names */
 
 static char *xstrdup(const char *s)
 {
@@ -86,7 +92,7 @@ static char *xstrdup(const char *s)
     return d;
 }
 
-static ck_set *push(set_list *l, set_kind kind, const char *path, const char *prefix)
+static ck_set *push(set_list_ck *l, set_kind kind, const char *path, const char *prefix)
 {
     if (l->count == l->cap) {
         l->cap = l->cap ? 2 * l->cap : 64;
@@ -105,113 +111,54 @@ static ck_set *push(set_list *l, set_kind kind, const char *path, const char *pr
     return s;
 }
 
-static void push_error(set_list *l, const char *path, const char *prefix, const char *msg)
+static void push_error(set_list_ck *l, const char *path, const char *prefix, const char *msg)
 {
     push(l, SET_ERROR, path, prefix)->error = xstrdup(msg);
 }
 
-/* The role a name plays, and the length of its set prefix (without the separator); -1 if none.
- * Longer role names first, so that "x.q_proj" is q with prefix "x", not something ending in
- * "_proj". */
-static int role_of(const char *name, size_t *prefix_len)
+/* Sets among the names (sets.h), or, when none plays q, k or v, one tensor row each. path is
+ * where the rows say they are: the bundle, or the directory of the files. */
+static void group(set_list_ck *l, const char *path, const named *nm, int count)
 {
-    static const struct {
-        const char *s;
-        int role;
-    } roles[] = {{"q_proj", ROLE_Q}, {"k_proj", ROLE_K}, {"v_proj", ROLE_V},
-                 {"query", ROLE_Q},  {"value", ROLE_V},  {"key", ROLE_K},
-                 {"q", ROLE_Q},      {"k", ROLE_K},      {"v", ROLE_V}};
-    size_t n = strlen(name);
-    for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++) {
-        size_t r = strlen(roles[i].s);
-        if (n < r || strcasecmp(name + n - r, roles[i].s) != 0) continue;
-        if (n == r) {
-            *prefix_len = 0;
-            return roles[i].role;
-        }
-        char sep = name[n - r - 1];
-        if (sep == '.' || sep == '_' || sep == '/') {
-            *prefix_len = n - r - 1;
-            return roles[i].role;
-        }
-    }
-    return -1;
-}
-
-/* Group names into sets (or, when none plays a role, one tensor row each). path is where the
- * rows say they are: the bundle, or the directory of the files. */
-static void group(set_list *l, const char *path, named *nm, int count)
-{
-    static const char *rname[3] = {"q", "k", "v"};
-    int *role = malloc((size_t)(count ? count : 1) * sizeof *role);
-    size_t *plen = malloc((size_t)(count ? count : 1) * sizeof *plen);
-    char *done = calloc((size_t)(count ? count : 1), 1);
-    if (!role || !plen || !done) {
-        cli_fail(EXIT_INTERNAL, "out of memory");
-        exit(EXIT_INTERNAL);
-    }
-    int any = 0;
+    const char **names = malloc((size_t)(count ? count : 1) * sizeof *names);
+    set_list found;
+    if (!names) exit(cli_fail(EXIT_INTERNAL, "out of memory"));
     for (int i = 0; i < count; i++)
-        any |= (role[i] = role_of(nm[i].name, &plen[i])) >= 0;
-    for (int i = 0; i < count && !any; i++) {
+        names[i] = nm[i].name;
+    if (sets_find(names, count, &words, &found)) exit(cli_fail(EXIT_INTERNAL, "out of memory"));
+    for (int i = 0; i < count && !found.any; i++) {
         ck_set *s = push(l, SET_TENSOR, nm[i].file, nm[i].member);
         s->file[0] = xstrdup(nm[i].file);
         s->member[0] = xstrdup(nm[i].member);
     }
-    for (int i = 0; i < count && any; i++) {
-        if (role[i] < 0 || done[i]) continue;
-        int who[3][2], cnt[3] = {0, 0, 0};
-        for (int j = i; j < count; j++) {
-            if (role[j] < 0 || done[j] || plen[j] != plen[i] ||
-                strncasecmp(nm[j].name, nm[i].name, plen[i]) != 0)
-                continue;
-            done[j] = 1;
-            if (cnt[role[j]] < 2) who[role[j]][cnt[role[j]]] = j;
-            cnt[role[j]]++;
-        }
-        char prefix[512];
-        snprintf(prefix, sizeof prefix, "%.*s", (int)plen[i], nm[i].name);
-        char msg[2048] = "";
-        size_t off = 0;
-        for (int r = 0; r < 3; r++)
-            if (cnt[r] > 1)
-                off += (size_t)snprintf(msg + off, sizeof msg - off,
-                                        "%sambiguous set: %s is both '%s' and '%s'%s",
-                                        off ? "; " : "", rname[r], nm[who[r][0]].name,
-                                        nm[who[r][1]].name, cnt[r] > 2 ? " (and more)" : "");
-        if (!off && (!cnt[0] || !cnt[1] || !cnt[2])) {
-            off += (size_t)snprintf(msg, sizeof msg, "incomplete set:");
-            for (int r = 0; r < 3; r++)
-                off += (size_t)snprintf(msg + off, sizeof msg - off, " %s%s%s%s%s",
-                                        cnt[r] ? rname[r] : "no ", cnt[r] ? " '" : rname[r],
-                                        cnt[r] ? nm[who[r][0]].name : "", cnt[r] ? "'" : "",
-                                        r < 2 ? "," : "");
-        }
-        if (off) {
-            push_error(l, path, prefix, msg);
+    for (int i = 0; i < found.count; i++) {
+        const set_found *f = &found.set[i];
+        if (f->error) {
+            push_error(l, path, f->name, f->error);
             continue;
         }
-        ck_set *s = push(l, SET_QKV, path, prefix);
-        for (int r = 0; r < 3; r++) {
-            s->file[r] = xstrdup(nm[who[r][0]].file);
-            s->member[r] = xstrdup(nm[who[r][0]].member);
+        ck_set *s = push(l, SET_QKV, path, f->name);
+        if (f->note) s->note = xstrdup(f->note);
+        for (int r = 0; r < SET_NROLES; r++) {
+            if (f->member[r] < 0) continue;
+            s->file[r] = xstrdup(nm[f->member[r]].file);
+            s->member[r] = xstrdup(nm[f->member[r]].member);
         }
     }
-    free(role);
-    free(plen);
-    free(done);
+    sets_free(&found);
+    free(names);
 }
 
 /* A bundle's member names (headers only: no tensor data is read here). */
-static void scan_bundle(set_list *l, const char *path, const fr_members *m)
+static void scan_bundle(set_list_ck *l, const char *path, const fr_members *m)
 {
     int c = fr_members_count(m);
     named *nm = calloc((size_t)(c ? c : 1), sizeof *nm);
     if (!nm) exit(cli_fail(EXIT_INTERNAL, "out of memory"));
     for (int i = 0; i < c; i++) {
-        nm[i].name = (char *)fr_members_name(m, i);
-        nm[i].file = (char *)path;
-        nm[i].member = (char *)fr_members_name(m, i);
+        nm[i].name = fr_members_name(m, i);
+        nm[i].file = path;
+        nm[i].member = fr_members_name(m, i);
     }
     if (c == 0)
         push_error(l, path, "", "no tensor in this bundle");
@@ -222,7 +169,7 @@ static void scan_bundle(set_list *l, const char *path, const fr_members *m)
 
 /* A file named on the command line, or a bundle found in a directory. Returns 1 if it is a
  * single tensor (then, in a directory, the caller groups it with its neighbours). */
-static int scan_file(set_list *l, const char *path, int in_dir)
+static int scan_file(set_list_ck *l, const char *path, int in_dir)
 {
     char err[1024];
     fr_members *m;
@@ -254,7 +201,7 @@ static int by_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static void scan_dir(set_list *l, const char *dir, int recursive)
+static void scan_dir(set_list_ck *l, const char *dir, int recursive)
 {
     DIR *dp = opendir(dir);
     if (!dp) {
@@ -308,7 +255,7 @@ static void scan_dir(set_list *l, const char *dir, int recursive)
     }
     group(l, dir, nm, nn);
     for (int i = 0; i < nn; i++)
-        free(nm[i].name);
+        free((char *)nm[i].name);
     free(nm);
     for (int i = 0; i < ne; i++)
         free(ents[i]);
@@ -408,6 +355,7 @@ typedef struct {
     double speedup;
     const char *verdict;
     const char *error;
+    const char *note;
 } ck_row;
 
 typedef struct {
@@ -465,6 +413,9 @@ static void emit(ck_ctx *c, const ck_row *r)
         for (int v = 0; v < 4; v++)
             if (strcmp(r->verdict, verdicts[v]) == 0) c->by_verdict[v]++;
     }
+    if (r->note && r->head <= 0)
+        fprintf(stderr, "fastrope: check: %s%s%s: note: %s\n", r->path, *r->set ? ":" : "", r->set,
+                r->note);
     if (strcmp(c->format, "jsonl") == 0) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "path", r->path);
@@ -504,6 +455,7 @@ static void emit(ck_ctx *c, const ck_row *r)
             cJSON_AddStringToObject(o, "verdict", r->verdict);
         else
             cJSON_AddStringToObject(o, "error", r->error);
+        if (r->note) cJSON_AddStringToObject(o, "note", r->note);
         char *s = cJSON_PrintUnformatted(o);
         if (s) puts(s);
         free(s);
@@ -536,6 +488,8 @@ static void emit(ck_ctx *c, const ck_row *r)
         if (ok) fputs(r->verdict, stdout);
         putchar(',');
         csv_str(r->error);
+        putchar(',');
+        csv_str(r->note);
         putchar('\n');
     } else {
         char where[4096];
@@ -572,7 +526,7 @@ static void header(const ck_ctx *c)
         printf("path,set,head,worst_head,n,d,dv,B_q,B_k,B_v,B,B_over_sqrt_ln_n,R,degree");
         for (int m = FR_METHOD_EXACT; m < FR_NMETHODS; m++)
             printf(",predicted_s_%s", fr_method_name((fr_method)m));
-        printf(",speedup,verdict,error\n");
+        printf(",speedup,verdict,error,note\n");
     } else if (strcmp(c->format, "table") == 0) {
         printf("%-12s %8s %5s %5s %9s %9s %9s %8s %9s %4s %9s %9s %9s %7s  %s\n", "verdict", "n",
                "d", "dv", "B_q", "B_k", "B_v", "B/sqrtln", "R", "deg", "t_exact", "t_polyfft",
@@ -763,6 +717,7 @@ static int check_qkv(ck_ctx *c, const ck_set *s, open_file *of, char *err, size_
         if ((st = fr_bounds_from_stats(&p, qs, ks, mq, mk, max_of(mv, dv), &b, err, errlen))) break;
         ck_row row = {.path = s->path,
                       .set = s->prefix,
+                      .note = s->note,
                       .head = c->per_head ? h : -1,
                       .worst = !c->per_head && heads > 1 ? worst : -1,
                       .kind = SET_QKV,
@@ -843,6 +798,7 @@ int cmd_check(int argc, char **argv)
     memset(&c, 0, sizeof c);
     c.format = "table";
     cli_attn_init(&c.attn);
+    set_words_default(&words);
     int recursive = 0;
     int64_t shard_k = 1, shard_n = 1;
     const char *v;
@@ -861,6 +817,10 @@ int cmd_check(int argc, char **argv)
             c.per_head = 1;
         } else if (arg_flag(&a, "--quiet")) {
             c.quiet = 1;
+        } else if (arg_value(&a, "--names", &v)) {
+            char err[512];
+            if (v && set_words_parse(&words, v, err, sizeof err))
+                a.bad = 1, cli_fail(EXIT_USAGE, "check: %s", err);
         } else if (arg_value(&a, "--format", &v)) {
             if (v && strcmp(v, "table") && strcmp(v, "jsonl") && strcmp(v, "csv"))
                 a.bad = 1, cli_fail(EXIT_USAGE, "--format: '%s' is not table, jsonl or csv", v);
@@ -894,7 +854,7 @@ int cmd_check(int argc, char **argv)
     }
 
     double t0 = cli_now();
-    set_list l = {0};
+    set_list_ck l = {0};
     for (int i = 0; i < npaths; i++) {
         struct stat sb;
         if (strcmp(paths[i], "-") != 0 && stat(paths[i], &sb) == 0 && S_ISDIR(sb.st_mode))
@@ -930,8 +890,8 @@ int cmd_check(int argc, char **argv)
     }
     for (int64_t i = 0; i < l.count; i++) {
         ck_set *s = &l.s[i];
-        free(s->path), free(s->prefix), free(s->error);
-        for (int r = 0; r < 3; r++)
+        free(s->path), free(s->prefix), free(s->error), free(s->note);
+        for (int r = 0; r < SET_NROLES; r++)
             free(s->file[r]), free(s->member[r]);
     }
     free(l.s);

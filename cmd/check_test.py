@@ -110,6 +110,70 @@ def names_group_into_sets():
 
 
 @test
+def real_names_and_members_beside_sets():
+    """The names HF, Meta's LLaMA and hand-written dumps use, with layer prefixes; members that
+    are not q/k/v (gradients, outputs, weights) neither fail nor become sets."""
+    dd = tmpdir()
+    q, k, v = qkv(12, lead=(2,))
+    pre = "model.layers.%d.self_attn."
+    members = {}
+    for layer, (a, b, c) in enumerate((("query_states", "key_states", "value_states"),
+                                       ("q_proj", "k_proj", "v_proj"), ("xq", "xk", "xv"),
+                                       ("query", "key", "value"))):
+        members[pre % layer + a] = q * (layer + 1) / 4
+        members[pre % layer + b] = k
+        members[pre % layer + c] = v
+        for extra in ("attn_weights", "attn_output", "grad_q", "dq", "dk", "dv", "dout",
+                      "grad_out", "rotary_emb.inv_freq"):
+            members[pre % layer + extra] = np.ones((3,))  # shapes do not matter: not looked at
+    # beside a bare set too, and gradients with no set of their own name
+    members.update(q=q, k=k, v=v, grad_q=q, grad_k=k, grad_v=v, attn_weights=np.ones((2, 2)))
+    p = os.path.join(dd, "hf.npz")
+    np.savez(p, **members)
+    rows, err = check(p)
+    by = {r["set"]: r for r in rows}
+    assert sorted(by) == [""] + sorted((pre % i)[:-1] for i in range(4)), sorted(by)
+    # dq is both grad_q and dq, dout both dout and grad_out: left out, with a note, no error
+    for layer in range(4):
+        note = by[(pre % layer)[:-1]]["note"]
+        assert "dq is both" in note and "dout is both" in note and "--names" in note, note
+    assert "note" not in by[""] and err.count("note:") == 4, err
+    for layer in range(4):
+        expect_bounds(by[(pre % layer)[:-1]], q * (layer + 1) / 4, k, v)
+    expect_bounds(by[""], q, k, v)
+    # the same names as files of a directory
+    os.makedirs(os.path.join(dd, "files"))
+    for nm, x in (("layer3_query_states", q), ("layer3_key_states", k),
+                  ("layer3_value_states", v), ("layer3_grad_q", q), ("layer3_dq", q)):
+        np.save(os.path.join(dd, "files", nm + ".npy"), x)
+    rows, _ = check(os.path.join(dd, "files"))
+    assert [r["set"] for r in rows] == ["layer3"] and "error" not in rows[0], rows
+
+
+@test
+def names_option_maps_other_names():
+    dd = tmpdir()
+    q, k, v = qkv(13)
+    p = os.path.join(dd, "w.npz")
+    # "q" here is something else (a quantisation scale): --names q=... replaces the word q
+    np.savez(p, **{"blk.0.wq": q, "blk.0.wk": k, "blk.0.wv": v, "blk.1.wq": q / 2,
+                   "blk.1.wk": k, "blk.1.wv": v, "q": np.ones(3), "k": np.ones(3)})
+    rows, _ = check(p, code=3)  # without --names: q and k but no v
+    assert [r["set"] for r in rows] == [""] and "incomplete" in rows[0]["error"], rows
+    rows, err = check(p, "--names", "q=wq,k=wk,v=wv")
+    assert [r["set"] for r in rows] == ["blk.0", "blk.1"], (rows, err)
+    expect_bounds(rows[1], q / 2, k, v)
+    # a whole member name works too, and its set is ""
+    rows, _ = check(p, "--names", "q=blk.1.wq,k=blk.1.wk,v=blk.1.wv")
+    assert [r["set"] for r in rows] == [""], rows
+    expect_bounds(rows[0], q / 2, k, v)
+    for bad, msg in (("q", "not ROLE=NAME"), ("x=a", "not a role"), ("q=a,q=b", "twice"),
+                     ("q=", "needs a name"), ("q=a,k=a", "both q and k")):
+        r = fastrope("check", p, "--names", bad)
+        assert r.returncode == 2 and msg in r.stderr.decode(), (bad, r.stderr.decode())
+
+
+@test
 def every_format_and_dtype_against_numpy():
     dd = tmpdir()
     q, k, v = qkv(2, lead=(2,))
