@@ -16,7 +16,7 @@ PREFIX ?= /usr/local
 # The binary is built where it runs; ARCH= (empty) for a portable build.
 ARCH ?= -march=native
 
-PKGS := kissfft-float libcjson libzip
+PKGS := kissfft-float libcjson libzip zlib
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

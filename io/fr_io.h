@@ -5,7 +5,7 @@
  *   fr_bundle b = {0};
  *   if (fr_read("in.npz", &b, NULL, err, sizeof err)) { fprintf(stderr, "fastrope: %s\n", err); }
  *   const fr_tensor *q = fr_bundle_get(&b, "q");          // a .npy gives one tensor named ""
- *   fr_write_tensor("out.npy", q, FR_DTYPE_F8, err, sizeof err);   // atomic; "-" is stdout
+ *   fr_write_tensor("out.npy", FR_FMT_UNKNOWN, q, FR_DTYPE_F8, err, sizeof err);  // atomic
  *   fr_bundle_free(&b);
  *
  * Every reader converts to double, row-major. The format of an input is recognised from its
@@ -81,14 +81,71 @@ int64_t fr_members_bytes(const fr_members *m, int i); /* its data as stored (thr
 int fr_members_stream(fr_members *m, int i, fr_chunk_fn fn, void *ctx, char *err, size_t errlen);
 void fr_members_close(fr_members *m);
 
-/* Writers are atomic: a temporary file in the target's directory, renamed on success, removed
- * on failure; "-" writes to stdout. fmt FR_FMT_UNKNOWN means: from the path's extension. */
+/* ---- writing ----
+ * A command's outputs are staged as one set and committed together: nothing is replaced
+ * unless everything was written.
+ *
+ *   fr_outputs *o = fr_outputs_new();
+ *   int out, rep;
+ *   if (fr_outputs_add(o, "out.npy", FR_OUT_TENSOR, &out, err, sizeof err) ||    // exit 2 for
+ *       fr_outputs_add(o, "r.json", FR_OUT_TEXT, &rep, err, sizeof err)) {       // FR_EUSAGE
+ *       fr_outputs_abort(o); ...                 // before any work: missing dir, same file twice
+ *   }
+ *   ... compute ...
+ *   st = fr_outputs_write_tensor(o, out, FR_FMT_UNKNOWN, &t, FR_DTYPE_F8, err, sizeof err);
+ *   if (!st) st = fr_outputs_write_text(o, rep, report_text, err, sizeof err);
+ *   if (!st) st = fr_outputs_commit(o, err, sizeof err);   // frees o, renames last
+ *   else fr_outputs_abort(o);                               // frees o, targets untouched
+ *
+ * - Stage every output before writing any (fr_outputs_add after the first write is refused).
+ * - fr_outputs_add refuses (FR_EUSAGE) a path that names the same file as one already staged
+ *   and a tensor path of unknown extension; it creates the temporary file at once (in the
+ *   target's directory, unnamed where the system allows, so a killed process leaves nothing),
+ *   so a missing or read-only directory, or a directory in the target's place, fails there
+ *   (FR_ENOMEM, the I/O status).
+ * - "-" is stdout. In a set of several outputs its bytes are staged in an unnamed file in
+ *   $TMPDIR and copied out at commit, after every file was written and before any rename; a set
+ *   whose only output is stdout streams straight into it. A reader that stops early is an
+ *   EPIPE error (SIGPIPE is held while io writes to stdout), every temporary removed.
+ * - An output staged but never written is dropped at commit, its target untouched (e.g. on a
+ *   refusal only the report is written).
+ * - Commit: flush and fsync every file, copy stdout's bytes, then rename each temporary over
+ *   its target. Only a rename failing after another succeeded (which needs the directory to
+ *   change under us) can leave the set half committed.
+ * - The format of a tensor output comes from its extension (.npy, .npz, .json, .safetensors;
+ *   "-" writes .npy, or .npz for a bundle); fmt overrides it unless FR_FMT_UNKNOWN. */
+typedef struct fr_outputs fr_outputs;
+typedef enum { FR_OUT_TENSOR, FR_OUT_BUNDLE, FR_OUT_TEXT } fr_out_kind;
+
+fr_outputs *fr_outputs_new(void); /* NULL: out of memory */
+/* id (may be NULL) receives the output's handle for the writes below. */
+int fr_outputs_add(fr_outputs *o, const char *path, fr_out_kind kind, int *id, char *err,
+                   size_t errlen);
+int fr_outputs_write_tensor(fr_outputs *o, int id, fr_format fmt, const fr_tensor *t,
+                            fr_dtype dtype, char *err, size_t errlen);
+int fr_outputs_write_bundle(fr_outputs *o, int id, fr_format fmt, const fr_bundle *b,
+                            fr_dtype dtype, int compress, char *err, size_t errlen);
+/* text and a final newline (the JSON reports). */
+int fr_outputs_write_text(fr_outputs *o, int id, const char *text, char *err, size_t errlen);
+int fr_outputs_commit(fr_outputs *o, char *err, size_t errlen); /* frees o */
+void fr_outputs_abort(fr_outputs *o);                           /* frees o; NULL is fine */
+
+/* 1 when a and b name the same file: both "-" (stdout), the same existing file (device and
+ * inode, whatever the links), or the same new name in the same directory (resolved). For
+ * refusing "-o X --report X" and an output over an input before any work. */
+int fr_same_file(const char *a, const char *b);
+
+/* Single-shot writers: a set of one output, committed. */
 int fr_write_tensor(const char *path, fr_format fmt, const fr_tensor *t, fr_dtype dtype, char *err,
                     size_t errlen);
 int fr_write_bundle(const char *path, fr_format fmt, const fr_bundle *b, fr_dtype dtype,
                     int compress, char *err, size_t errlen);
-
-/* Text (a JSON report) to path, atomically like the tensors; "-" writes to stdout. */
 int fr_write_text(const char *path, const char *text, char *err, size_t errlen);
+
+/* x as the shortest decimal that strtod reads back to the same double ("0.1", "5e-324",
+ * "-0.0"), "null" for NaN and infinities (JSON has none: check isfinite first if that
+ * matters). Returns the length, as snprintf does; FR_DOUBLE_BUF bytes always suffice. */
+#define FR_DOUBLE_BUF 32
+int fr_format_double(char *buf, size_t len, double x);
 
 #endif

@@ -329,114 +329,7 @@ int fr_read(const char *path, fr_bundle *out, const fr_limits *lim, char *err, s
     return st;
 }
 
-/* ---- writing ---------------------------------------------------------------------------- */
-
-int io_out_open(io_out *o, const char *path, int want_file, char *err, size_t errlen)
-{
-    memset(o, 0, sizeof *o);
-    o->path = path;
-    int to_stdout = strcmp(path, "-") == 0;
-    if (to_stdout && !want_file) {
-        o->f = stdout;
-        return FR_OK;
-    }
-    /* The temporary file lives next to the target so that rename() is atomic; for stdout (a
-     * zip, which libzip writes by path) it lives in TMPDIR. */
-    size_t len = strlen(path);
-    o->tmp = malloc(len + 64 + (to_stdout ? 4096 : 0));
-    if (!o->tmp) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", path);
-    if (to_stdout) {
-        const char *td = getenv("TMPDIR");
-        sprintf(o->tmp, "%.4000s/fastrope.XXXXXX", td && *td ? td : "/tmp");
-    } else {
-        const char *slash = strrchr(path, '/');
-        size_t dl = slash ? (size_t)(slash - path) + 1 : 0;
-        sprintf(o->tmp, "%.*s.%s.XXXXXX", (int)dl, path, slash ? slash + 1 : path);
-    }
-    int fd = mkstemp(o->tmp);
-    if (fd < 0) {
-        int st = io_err(err, errlen, FR_ENOMEM, "%s: cannot create a temporary file: %s", path,
-                        strerror(errno));
-        free(o->tmp);
-        o->tmp = NULL;
-        return st;
-    }
-    /* mkstemp makes 0600; an output file gets the usual 0666 & ~umask. */
-    mode_t um = umask(0);
-    umask(um);
-    fchmod(fd, 0666 & ~um);
-    o->f = fdopen(fd, "wb");
-    if (!o->f) {
-        close(fd);
-        unlink(o->tmp);
-        free(o->tmp);
-        o->tmp = NULL;
-        return io_err(err, errlen, FR_ENOMEM, "%s: %s", path, strerror(errno));
-    }
-    return FR_OK;
-}
-
-void io_out_abort(io_out *o)
-{
-    if (o->tmp) {
-        if (o->f) fclose(o->f);
-        unlink(o->tmp);
-        free(o->tmp);
-    }
-    o->tmp = NULL;
-    o->f = NULL;
-}
-
-static int copy_to_stdout(const char *tmp, const char *label, char *err, size_t errlen)
-{
-    FILE *in = fopen(tmp, "rb");
-    if (!in) return io_err(err, errlen, FR_ENOMEM, "%s: %s", label, strerror(errno));
-    char buf[1 << 15];
-    size_t r;
-    int bad = 0;
-    while (!bad && (r = fread(buf, 1, sizeof buf, in)) > 0)
-        bad = fwrite(buf, 1, r, stdout) != r;
-    bad |= ferror(in);
-    fclose(in);
-    if (bad || fflush(stdout) != 0)
-        return io_err(err, errlen, FR_ENOMEM, "%s: write error: %s", label, strerror(errno));
-    return FR_OK;
-}
-
-/* Finish: stdout is flushed; a temporary file is synced and renamed over the target (or, for
- * a zip going to stdout, copied there and removed). */
-int io_out_commit(io_out *o, int closed, char *err, size_t errlen)
-{
-    const char *label = strcmp(o->path, "-") == 0 ? "<stdout>" : o->path;
-    if (!o->tmp) {
-        if (fflush(o->f) != 0 || ferror(o->f))
-            return io_err(err, errlen, FR_ENOMEM, "%s: write error: %s", label, strerror(errno));
-        return FR_OK;
-    }
-    int bad = 0;
-    if (!closed) {
-        bad = fflush(o->f) != 0 || ferror(o->f) || fsync(fileno(o->f)) != 0;
-        bad |= fclose(o->f) != 0;
-        o->f = NULL;
-    }
-    if (bad) {
-        int st = io_err(err, errlen, FR_ENOMEM, "%s: write error: %s", label, strerror(errno));
-        io_out_abort(o);
-        return st;
-    }
-    int st = FR_OK;
-    if (strcmp(o->path, "-") == 0)
-        st = copy_to_stdout(o->tmp, label, err, errlen);
-    else if (rename(o->tmp, o->path) != 0)
-        st = io_err(err, errlen, FR_ENOMEM, "%s: %s", o->path, strerror(errno));
-    else {
-        free(o->tmp);
-        o->tmp = NULL;
-        return FR_OK;
-    }
-    io_out_abort(o);
-    return st;
-}
+/* ---- writing: a format's writer into a staged output ---------------------------------- */
 
 static fr_format out_format(const char *path, fr_format fmt, int bundle)
 {
@@ -446,84 +339,137 @@ static fr_format out_format(const char *path, fr_format fmt, int bundle)
     return fmt;
 }
 
-static int write_npz(const char *path, const fr_bundle *b, fr_dtype dtype, int compress, char *err,
-                     size_t errlen)
-{
-    io_out o;
-    int st = io_out_open(&o, path, 1, err, errlen);
-    if (st) return st;
-    /* libzip writes by path (and replaces the file by its own rename). */
-    fclose(o.f);
-    o.f = NULL;
-    const char *label = strcmp(path, "-") == 0 ? "<stdout>" : path;
-    st = io_npz_write(o.tmp, label, b, dtype, compress, err, errlen);
-    if (st) {
-        io_out_abort(&o);
-        return st;
-    }
-    return io_out_commit(&o, 1, err, errlen);
-}
-
-static int check_dtype(const char *path, fr_dtype dtype, char *err, size_t errlen)
+static int check_dtype(const char *label, fr_dtype dtype, char *err, size_t errlen)
 {
     if (dtype == FR_DTYPE_F4 || dtype == FR_DTYPE_F8) return FR_OK;
-    return io_err(err, errlen, FR_EUSAGE, "%s: unsupported output dtype %d", path, (int)dtype);
+    return io_err(err, errlen, FR_EUSAGE, "%s: unsupported output dtype %d", label, (int)dtype);
+}
+
+static int unknown_output(const char *label, char *err, size_t errlen)
+{
+    return io_err(err, errlen, FR_EUSAGE,
+                  "%s: unknown output format (use .npy, .npz, .json or .safetensors)", label);
+}
+
+static int write_tensor(io_w *w, fr_format fmt, const fr_tensor *t, fr_dtype dtype, char *err,
+                        size_t errlen)
+{
+    int st = check_dtype(w->label, dtype, err, errlen);
+    if (st) return st;
+    switch ((fmt = out_format(w->path, fmt, 0))) {
+    case FR_FMT_NPY: return io_npy_write(w, t, dtype, err, errlen);
+    case FR_FMT_JSON: return io_json_write_tensor(w, t, err, errlen);
+    case FR_FMT_NPZ:
+    case FR_FMT_SAFETENSORS: { /* one member, named as numpy.savez names a positional array */
+        char *names[1] = {""};
+        fr_bundle b = {1, names, (fr_tensor *)t, 0};
+        return fmt == FR_FMT_NPZ ? io_npz_write(w, &b, dtype, 0, err, errlen)
+                                 : io_st_write(w, &b, dtype, err, errlen);
+    }
+    default: return unknown_output(w->label, err, errlen);
+    }
+}
+
+static int write_bundle(io_w *w, fr_format fmt, const fr_bundle *b, fr_dtype dtype, int compress,
+                        char *err, size_t errlen)
+{
+    int st = check_dtype(w->label, dtype, err, errlen);
+    if (st) return st;
+    fmt = out_format(w->path, fmt, !b->single);
+    if (fmt == FR_FMT_NPY || (fmt == FR_FMT_JSON && b->single) ||
+        (b->single && b->count == 1 && !b->names[0][0])) {
+        if (b->count != 1)
+            return io_err(err, errlen, FR_EUSAGE,
+                          "%s: a bundle of %d tensors cannot be written as one tensor", w->label,
+                          b->count);
+        return write_tensor(w, fmt, &b->tensors[0], dtype, err, errlen);
+    }
+    switch (fmt) {
+    case FR_FMT_NPZ: return io_npz_write(w, b, dtype, compress, err, errlen);
+    case FR_FMT_JSON: return io_json_write_bundle(w, b, err, errlen);
+    case FR_FMT_SAFETENSORS: return io_st_write(w, b, dtype, err, errlen);
+    default: return unknown_output(w->label, err, errlen);
+    }
+}
+
+int fr_outputs_write_tensor(fr_outputs *o, int id, fr_format fmt, const fr_tensor *t,
+                            fr_dtype dtype, char *err, size_t errlen)
+{
+    io_w w;
+    int st = io_outputs_begin(o, id, FR_OUT_TENSOR, &w, err, errlen);
+    if (st) return st;
+    st = write_tensor(&w, fmt, t, dtype, err, errlen);
+    io_outputs_end(o, id, &w, st == FR_OK);
+    return st;
+}
+
+int fr_outputs_write_bundle(fr_outputs *o, int id, fr_format fmt, const fr_bundle *b,
+                            fr_dtype dtype, int compress, char *err, size_t errlen)
+{
+    io_w w;
+    int st = io_outputs_begin(o, id, FR_OUT_BUNDLE, &w, err, errlen);
+    if (st) return st;
+    st = write_bundle(&w, fmt, b, dtype, compress, err, errlen);
+    io_outputs_end(o, id, &w, st == FR_OK);
+    return st;
+}
+
+int fr_outputs_write_text(fr_outputs *o, int id, const char *text, char *err, size_t errlen)
+{
+    io_w w;
+    int st = io_outputs_begin(o, id, FR_OUT_TEXT, &w, err, errlen);
+    if (st) return st;
+    io_puts(&w, text);
+    io_puts(&w, "\n");
+    st = w.errnum ? io_w_error(&w, err, errlen) : FR_OK;
+    io_outputs_end(o, id, &w, st == FR_OK);
+    return st;
+}
+
+/* ---- single-shot writers: a set of one ---- */
+
+static int one(const char *path, fr_out_kind kind, fr_format fmt, fr_outputs **o, int *id,
+               char *err, size_t errlen)
+{
+    if (!(*o = fr_outputs_new())) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", path);
+    /* An explicit format needs no extension. */
+    int st = io_outputs_add(*o, path, kind, fmt == FR_FMT_UNKNOWN, id, err, errlen);
+    if (st) fr_outputs_abort(*o);
+    return st;
+}
+
+static int done(fr_outputs *o, int st, char *err, size_t errlen)
+{
+    if (st) {
+        fr_outputs_abort(o);
+        return st;
+    }
+    return fr_outputs_commit(o, err, errlen);
 }
 
 int fr_write_tensor(const char *path, fr_format fmt, const fr_tensor *t, fr_dtype dtype, char *err,
                     size_t errlen)
 {
-    int st = check_dtype(path, dtype, err, errlen);
-    if (st) return st;
-    fmt = out_format(path, fmt, 0);
-    if (fmt == FR_FMT_NPZ) { /* one member, named as numpy.savez names a positional array */
-        char *names[1] = {"arr_0"};
-        fr_bundle b = {1, names, (fr_tensor *)t, 0};
-        return write_npz(path, &b, dtype, 0, err, errlen);
-    }
-    if (fmt != FR_FMT_NPY && fmt != FR_FMT_JSON)
-        return io_err(err, errlen, FR_EUSAGE, "%s: unknown output format (use .npy, .npz or .json)",
-                      path);
-    io_out o;
-    if ((st = io_out_open(&o, path, 0, err, errlen))) return st;
-    const char *label = strcmp(path, "-") == 0 ? "<stdout>" : path;
-    st = fmt == FR_FMT_NPY ? io_npy_write(o.f, label, t, dtype, err, errlen)
-                           : io_json_write_tensor(o.f, label, t, err, errlen);
-    if (st) {
-        io_out_abort(&o);
-        return st;
-    }
-    return io_out_commit(&o, 0, err, errlen);
+    fr_outputs *o;
+    int id, st;
+    if ((st = one(path, FR_OUT_TENSOR, fmt, &o, &id, err, errlen))) return st;
+    return done(o, fr_outputs_write_tensor(o, id, fmt, t, dtype, err, errlen), err, errlen);
 }
 
 int fr_write_bundle(const char *path, fr_format fmt, const fr_bundle *b, fr_dtype dtype,
                     int compress, char *err, size_t errlen)
 {
-    int st = check_dtype(path, dtype, err, errlen);
-    if (st) return st;
-    fmt = out_format(path, fmt, !b->single);
-    if (fmt == FR_FMT_NPY || (fmt == FR_FMT_JSON && b->single)) {
-        if (b->count != 1)
-            return io_err(err, errlen, FR_EUSAGE,
-                          "%s: a bundle of %d tensors cannot be written as one tensor", path,
-                          b->count);
-        return fr_write_tensor(path, fmt, &b->tensors[0], dtype, err, errlen);
-    }
-    if (fmt == FR_FMT_NPZ) {
-        if (b->single && b->count == 1 && b->names[0][0] == '\0')
-            return fr_write_tensor(path, fmt, &b->tensors[0], dtype, err, errlen);
-        return write_npz(path, b, dtype, compress, err, errlen);
-    }
-    if (fmt != FR_FMT_JSON)
-        return io_err(err, errlen, FR_EUSAGE, "%s: unknown output format (use .npy, .npz or .json)",
-                      path);
-    io_out o;
-    if ((st = io_out_open(&o, path, 0, err, errlen))) return st;
-    const char *label = strcmp(path, "-") == 0 ? "<stdout>" : path;
-    st = io_json_write_bundle(o.f, label, b, err, errlen);
-    if (st) {
-        io_out_abort(&o);
-        return st;
-    }
-    return io_out_commit(&o, 0, err, errlen);
+    fr_outputs *o;
+    int id, st;
+    if ((st = one(path, FR_OUT_BUNDLE, fmt, &o, &id, err, errlen))) return st;
+    return done(o, fr_outputs_write_bundle(o, id, fmt, b, dtype, compress, err, errlen), err,
+                errlen);
+}
+
+int fr_write_text(const char *path, const char *text, char *err, size_t errlen)
+{
+    fr_outputs *o;
+    int id, st;
+    if ((st = one(path, FR_OUT_TEXT, FR_FMT_UNKNOWN, &o, &id, err, errlen))) return st;
+    return done(o, fr_outputs_write_text(o, id, text, err, errlen), err, errlen);
 }

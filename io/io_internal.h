@@ -2,10 +2,11 @@
  *
  * Readers pull bytes from an io_src (a file, a memory buffer or a zip member) whose size is
  * known up front, so every declared size can be checked before anything is allocated.
- * Writers push into an io_out, which is a temporary file renamed over the target on commit. */
+ * Writers push into an io_w, a staged output of an fr_outputs set (io/output.c). */
 #ifndef FR_IO_INTERNAL_H
 #define FR_IO_INTERNAL_H
 
+#include <signal.h>
 #include <stdio.h>
 #include <zip.h>
 
@@ -46,20 +47,60 @@ int io_read_mem(const unsigned char *buf, size_t len, const char *label, const f
 #define io_err fr__err
 #define io_mul_ok fr__mul_ok
 
-/* ---- atomic output ---- */
+/* ---- output: the byte sink of the format writers (io/output.c) ---- */
 typedef struct {
-    const char *path;
-    char *tmp; /* the temporary file; NULL when writing straight to stdout */
+    sigset_t old; /* the signal mask before SIGPIPE was held */
+} io_pipe_guard;
+typedef struct {
     FILE *f;
-} io_out;
+    const char *label;  /* for messages: the path, or "<stdout>" */
+    const char *path;   /* the target ("-": stdout) */
+    int direct;         /* f is stdout itself */
+    int errnum;         /* errno of the first failed write; later writes are skipped */
+    int64_t pos;        /* bytes written (zip offsets) */
+    io_pipe_guard pipe; /* held while a writer streams into stdout */
+} io_w;
+/* 0, or -1 after a failed write (recorded in w->errnum). */
+int io_put(io_w *w, const void *p, size_t n);
+int io_puts(io_w *w, const char *s);
+/* "LABEL: write error: REASON" with the recorded errno. */
+int io_w_error(const io_w *w, char *err, size_t errlen);
+const char *io_label(const char *path); /* "<stdout>" for "-" */
+/* Start writing output id of a set (kind: what is written, checked against what was staged);
+ * io_outputs_end says whether the writer succeeded. */
+int io_outputs_begin(fr_outputs *s, int id, fr_out_kind kind, io_w *w, char *err, size_t errlen);
+void io_outputs_end(fr_outputs *s, int id, io_w *w, int ok);
+/* fr_outputs_add, with the extension check optional (a caller naming the format). */
+int io_outputs_add(fr_outputs *s, const char *path, fr_out_kind kind, int check_format, int *id,
+                   char *err, size_t errlen);
 
-/* Open a temporary file next to path (mode 0666 & ~umask), or stdout for "-" (want_file: a
- * temporary file in TMPDIR even then, for writers that need a path, i.e. libzip). */
-int io_out_open(io_out *o, const char *path, int want_file, char *err, size_t errlen);
-/* Flush, fsync, close (unless closed), rename over path (or copy to stdout); on failure the
- * temporary file is removed and the target left as it was. */
-int io_out_commit(io_out *o, int closed, char *err, size_t errlen);
-void io_out_abort(io_out *o);
+/* Bytes produced on demand (a member of a zip): next fills up to cap bytes, 0 at the end;
+ * rewind starts over (a stored member is produced twice: its CRC, then its bytes). */
+typedef struct {
+    size_t (*next)(void *ctx, unsigned char *buf, size_t cap);
+    void (*rewind)(void *ctx);
+    void *ctx;
+} io_producer;
+
+/* ---- zip writing, front to back (io/zipw.c) ---- */
+typedef struct {
+    char *name;
+    uint32_t crc;
+    uint64_t usize, csize, offset;
+    int method, flags, zip64;
+} io_zip_entry;
+typedef struct {
+    io_w *w;
+    int count;
+    io_zip_entry *e;
+    int force_zip64; /* tests: the zip64 records on small members */
+} io_zip;
+void io_zip_init(io_zip *z, io_w *w, int force_zip64);
+/* size: the member's byte count (decides zip64 for a deflated one before it is written). */
+int io_zip_member(io_zip *z, const char *name, int compress, uint64_t size, const io_producer *p,
+                  char *err, size_t errlen);
+int io_zip_finish(io_zip *z, char *err, size_t errlen); /* the central directory */
+void io_zip_free(io_zip *z);
 
 /* ---- bulk decoding of raw elements (streaming readers, .safetensors) ---- */
 typedef struct {
@@ -77,18 +118,30 @@ int io_npy_read(io_src *s, const char *label, const fr_limits *lim, fr_tensor *t
 /* The header (magic, version, length, dict, padding) for t stored as dtype; its length, or 0
  * if cap is too small. */
 size_t io_npy_header(const fr_tensor *t, fr_dtype dtype, unsigned char *buf, size_t cap);
-/* Encode count values of x as little-endian dtype into out (count * dtype bytes). */
-void io_npy_encode(const double *x, int64_t count, fr_dtype dtype, unsigned char *out);
-int io_npy_write(FILE *f, const char *label, const fr_tensor *t, fr_dtype dtype, char *err,
-                 size_t errlen);
+/* Encode count values of t from element `from` as little-endian dtype into out. */
+void io_npy_encode(const fr_tensor *t, int64_t from, int64_t count, fr_dtype dtype,
+                   unsigned char *out);
+/* A .npy file's bytes produced in pieces (the writer, and .npz members). */
+typedef struct {
+    const fr_tensor *t;
+    fr_dtype dtype;
+    unsigned char head[FR_MAXDIM * 22 + 256];
+    size_t hlen, hpos;
+    int64_t count, next; /* elements, and the next one to encode */
+} io_npy_gen;
+void io_npy_gen_init(io_npy_gen *g, const fr_tensor *t, fr_dtype dtype);
+uint64_t io_npy_gen_size(const io_npy_gen *g);
+size_t io_npy_gen_next(void *g, unsigned char *buf, size_t cap); /* io_producer.next */
+void io_npy_gen_rewind(void *g);
+int io_npy_write(io_w *w, const fr_tensor *t, fr_dtype dtype, char *err, size_t errlen);
 
 /* ---- .npz ---- */
 /* src is consumed (freed by this function in every case). */
 int io_npz_read(zip_source_t *src, const char *label, const fr_limits *lim, fr_bundle *out,
                 char *err, size_t errlen);
-/* Writes the zip file tmppath (which must not be open elsewhere). */
-int io_npz_write(const char *tmppath, const char *label, const fr_bundle *b, fr_dtype dtype,
-                 int compress, char *err, size_t errlen);
+/* A nameless tensor becomes member "arr_0", as numpy.savez names a positional array. */
+int io_npz_write(io_w *w, const fr_bundle *b, fr_dtype dtype, int compress, char *err,
+                 size_t errlen);
 
 /* The header dict of a .npy (the text after the length field) into dt, fortran and t's shape;
  * for readers that stream the data themselves (io/members.c). */
@@ -115,11 +168,13 @@ int io_st_header_read(io_src *s, const char *label, const fr_limits *lim, io_st_
 void io_st_header_free(io_st_header *h);
 int io_st_read(io_src *s, const char *label, const fr_limits *lim, fr_bundle *out, char *err,
                size_t errlen);
+/* F64 or F32, in the bundle's order; a nameless tensor is "arr_0". */
+int io_st_write(io_w *w, const fr_bundle *b, fr_dtype dtype, char *err, size_t errlen);
 
 /* ---- JSON ---- */
 int io_json_read(const char *text, size_t len, const char *label, const fr_limits *lim,
                  fr_bundle *out, char *err, size_t errlen);
-int io_json_write_tensor(FILE *f, const char *label, const fr_tensor *t, char *err, size_t errlen);
-int io_json_write_bundle(FILE *f, const char *label, const fr_bundle *b, char *err, size_t errlen);
+int io_json_write_tensor(io_w *w, const fr_tensor *t, char *err, size_t errlen);
+int io_json_write_bundle(io_w *w, const fr_bundle *b, char *err, size_t errlen);
 
 #endif

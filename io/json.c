@@ -217,105 +217,110 @@ int io_json_read(const char *text, size_t len, const char *label, const fr_limit
 
 /* ---- writing ---- */
 
-static void put_num(FILE *f, double x)
+static void put_num(io_w *w, double x)
 {
-    char buf[40];
-    for (int p = 15; p <= 17; p++) {
-        snprintf(buf, sizeof buf, "%.*g", p, x);
-        if (strtod(buf, NULL) == x) break;
-    }
-    if (x == 0 && signbit(x)) snprintf(buf, sizeof buf, "-0.0"); /* "-0" reads as the int 0 */
-    fputs(buf, f);
+    char buf[FR_DOUBLE_BUF];
+    io_put(w, buf, (size_t)fr_format_double(buf, sizeof buf, x));
 }
 
-static void put_str(FILE *f, const char *s)
+static void put_str(io_w *w, const char *s)
 {
-    fputc('"', f);
+    io_puts(w, "\"");
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        char e[8];
         if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
+            snprintf(e, sizeof e, "\\%c", *p);
         else if (*p < 0x20)
-            fprintf(f, "\\u%04x", *p);
+            snprintf(e, sizeof e, "\\u%04x", *p);
         else
-            fputc(*p, f);
+            e[0] = (char)*p, e[1] = '\0';
+        io_puts(w, e);
     }
-    fputc('"', f);
+    io_puts(w, "\"");
 }
 
-static void put_nested(FILE *f, const fr_tensor *t, int depth, int64_t *pos, int indent)
+static void indent_to(io_w *w, int n)
 {
-    fputc('[', f);
-    for (int64_t i = 0; i < t->shape[depth]; i++) {
+    static const char spaces[] = "                                ";
+    for (; n > 0; n -= 32)
+        io_put(w, spaces, (size_t)(n < 32 ? n : 32));
+}
+
+static void put_nested(io_w *w, const fr_tensor *t, int depth, int64_t *pos, int indent)
+{
+    io_puts(w, "[");
+    for (int64_t i = 0; i < t->shape[depth] && !w->errnum; i++) {
         if (i) {
             if (depth == t->ndim - 1) {
-                fputs(", ", f);
+                io_puts(w, ", ");
             } else {
-                fputs(",\n", f);
-                for (int s = 0; s < indent + depth + 1; s++)
-                    fputc(' ', f);
+                io_puts(w, ",\n");
+                indent_to(w, indent + depth + 1);
             }
         }
         if (depth == t->ndim - 1)
-            put_num(f, t->data[(*pos)++]);
+            put_num(w, t->data[(*pos)++]);
         else
-            put_nested(f, t, depth + 1, pos, indent);
+            put_nested(w, t, depth + 1, pos, indent);
     }
-    fputc(']', f);
+    io_puts(w, "]");
 }
 
-static int put_tensor(FILE *f, const char *label, const fr_tensor *t, int indent, char *err,
-                      size_t errlen)
+static int put_tensor(io_w *w, const fr_tensor *t, int indent, char *err, size_t errlen)
 {
     int64_t count = fr_tensor_count(t);
     for (int64_t i = 0; i < count; i++)
         if (!isfinite(t->data[i]))
             return io_err(err, errlen, FR_EINPUT,
-                          "%s: entry %lld is %s, which JSON cannot represent", label, (long long)i,
-                          isnan(t->data[i]) ? "NaN" : "infinite");
+                          "%s: entry %lld is %s, which JSON cannot represent", w->label,
+                          (long long)i, isnan(t->data[i]) ? "NaN" : "infinite");
     int nested = t->ndim > 0;
     for (int i = 0; i < t->ndim; i++)
         nested &= t->shape[i] > 0;
     if (nested) { /* (nested arrays lose the shape of scalars and of empty axes) */
         int64_t pos = 0;
-        put_nested(f, t, 0, &pos, indent);
+        put_nested(w, t, 0, &pos, indent);
         return FR_OK;
     }
-    fputs("{\"shape\": [", f);
-    for (int i = 0; i < t->ndim; i++)
-        fprintf(f, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
-    fputs("], \"data\": [", f);
-    for (int64_t i = 0; i < count; i++) {
-        if (i) fputs(", ", f);
-        put_num(f, t->data[i]);
+    io_puts(w, "{\"shape\": [");
+    for (int i = 0; i < t->ndim; i++) {
+        char d[32];
+        snprintf(d, sizeof d, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+        io_puts(w, d);
     }
-    fputs("]}", f);
+    io_puts(w, "], \"data\": [");
+    for (int64_t i = 0; i < count && !w->errnum; i++) {
+        if (i) io_puts(w, ", ");
+        put_num(w, t->data[i]);
+    }
+    io_puts(w, "]}");
     return FR_OK;
 }
 
-int io_json_write_tensor(FILE *f, const char *label, const fr_tensor *t, char *err, size_t errlen)
+int io_json_write_tensor(io_w *w, const fr_tensor *t, char *err, size_t errlen)
 {
-    int st = put_tensor(f, label, t, 0, err, errlen);
-    if (!st) fputc('\n', f);
-    return st;
+    int st = put_tensor(w, t, 0, err, errlen);
+    if (!st) io_puts(w, "\n");
+    return st ? st : w->errnum ? io_w_error(w, err, errlen) : FR_OK;
 }
 
-int io_json_write_bundle(FILE *f, const char *label, const fr_bundle *b, char *err, size_t errlen)
+int io_json_write_bundle(io_w *w, const fr_bundle *b, char *err, size_t errlen)
 {
     if (b->count == 2 && ((strcmp(b->names[0], "shape") == 0 && strcmp(b->names[1], "data") == 0) ||
                           (strcmp(b->names[0], "data") == 0 && strcmp(b->names[1], "shape") == 0)))
         return io_err(err, errlen, FR_EINPUT,
                       "%s: a bundle of exactly 'shape' and 'data' would read back as one tensor; "
                       "use .npz",
-                      label);
-    fputs("{", f);
+                      w->label);
+    io_puts(w, "{");
     for (int i = 0; i < b->count; i++) {
-        fputs(i ? ",\n " : "", f);
-        put_str(f, b->names[i]);
-        fputs(": ", f);
+        io_puts(w, i ? ",\n " : "");
+        put_str(w, b->names[i]);
+        io_puts(w, ": ");
         int indent = 3 + (int)strlen(b->names[i]) + 2;
-        int st = put_tensor(f, label, &b->tensors[i], indent, err, errlen);
+        int st = put_tensor(w, &b->tensors[i], indent, err, errlen);
         if (st) return st;
     }
-    fputs("}\n", f);
-    return FR_OK;
+    io_puts(w, "}\n");
+    return w->errnum ? io_w_error(w, err, errlen) : FR_OK;
 }

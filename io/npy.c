@@ -462,8 +462,10 @@ size_t io_npy_header(const fr_tensor *t, fr_dtype dtype, unsigned char *buf, siz
     return total;
 }
 
-void io_npy_encode(const double *x, int64_t count, fr_dtype dtype, unsigned char *out)
+void io_npy_encode(const fr_tensor *t, int64_t from, int64_t count, fr_dtype dtype,
+                   unsigned char *out)
 {
+    const double *x = t->data + from;
     for (int64_t i = 0; i < count; i++) {
         unsigned char b[8];
         if (dtype == FR_DTYPE_F4) {
@@ -481,27 +483,61 @@ void io_npy_encode(const double *x, int64_t count, fr_dtype dtype, unsigned char
     }
 }
 
-int io_npy_write(FILE *f, const char *label, const fr_tensor *t, fr_dtype dtype, char *err,
-                 size_t errlen)
+void io_npy_gen_init(io_npy_gen *g, const fr_tensor *t, fr_dtype dtype)
 {
-    unsigned char head[FR_MAXDIM * 22 + 256];
-    size_t hl = io_npy_header(t, dtype, head, sizeof head);
-    if (!hl) return io_err(err, errlen, FR_ENOMEM, "%s: npy header too long", label);
-    if (fwrite(head, 1, hl, f) != hl)
-        return io_err(err, errlen, FR_ENOMEM, "%s: write error", label);
-    int64_t count = fr_tensor_count(t), per = CHUNK / 8;
-    unsigned char *buf = malloc(CHUNK);
-    if (!buf) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
-    for (int64_t i = 0; i < count; i += per) {
-        int64_t m = count - i < per ? count - i : per;
-        io_npy_encode(t->data + i, m, dtype, buf);
-        if (fwrite(buf, (size_t)dtype, (size_t)m, f) != (size_t)m) {
-            free(buf);
-            return io_err(err, errlen, FR_ENOMEM, "%s: write error", label);
-        }
+    g->t = t;
+    g->dtype = dtype;
+    g->hlen = io_npy_header(t, dtype, g->head, sizeof g->head);
+    g->count = fr_tensor_count(t);
+    g->hpos = 0;
+    g->next = 0;
+}
+
+uint64_t io_npy_gen_size(const io_npy_gen *g)
+{
+    return g->hlen + (uint64_t)g->count * (uint64_t)g->dtype;
+}
+
+void io_npy_gen_rewind(void *ctx)
+{
+    io_npy_gen *g = ctx;
+    g->hpos = 0;
+    g->next = 0;
+}
+
+/* The header, then whole elements (cap is at least 64 bytes, so one always fits). */
+size_t io_npy_gen_next(void *ctx, unsigned char *buf, size_t cap)
+{
+    io_npy_gen *g = ctx;
+    size_t n = 0;
+    if (g->hpos < g->hlen) {
+        n = g->hlen - g->hpos < cap ? g->hlen - g->hpos : cap;
+        memcpy(buf, g->head + g->hpos, n);
+        g->hpos += n;
     }
+    int64_t k = (int64_t)((cap - n) / (size_t)g->dtype);
+    if (k > g->count - g->next) k = g->count - g->next;
+    if (k > 0) {
+        io_npy_encode(g->t, g->next, k, g->dtype, buf + n);
+        g->next += k;
+        n += (size_t)(k * g->dtype);
+    }
+    return n;
+}
+
+int io_npy_write(io_w *w, const fr_tensor *t, fr_dtype dtype, char *err, size_t errlen)
+{
+    io_npy_gen g;
+    io_npy_gen_init(&g, t, dtype);
+    if (!g.hlen) return io_err(err, errlen, FR_ENOMEM, "%s: npy header too long", w->label);
+    unsigned char *buf = malloc(CHUNK);
+    if (!buf) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", w->label);
+    size_t n;
+    int bad = 0;
+    while (!bad && (n = io_npy_gen_next(&g, buf, CHUNK)) > 0)
+        bad = io_put(w, buf, n);
     free(buf);
-    return FR_OK;
+    return bad ? io_w_error(w, err, errlen) : FR_OK;
 }
 
 int io_npy_parse_dict(const char *h, size_t len, const char *label, io_dtype *dt, int *fortran,

@@ -1,10 +1,11 @@
 /* npz.c - what numpy.savez and numpy.savez_compressed write: a zip (stored or deflated,
- * zip64 for big members) of NAME.npy members, read and written with libzip.
+ * zip64 for big members) of NAME.npy members, read with libzip and written front to back by
+ * io/zipw.c (so that a bundle can stream into a pipe).
  *
  * Reading trusts nothing in the zip directory: a member's declared size is checked against the
  * limits and against what its compressed size can possibly expand to before anything is
- * allocated, and the member is never read past its declared size (zip bombs). Writing streams
- * each member from the tensor through a libzip callback, so no serialized copy is held. */
+ * allocated, and the member is never read past its declared size (zip bombs). Writing produces
+ * each member from its tensor in pieces, so no serialized copy is held. */
 #include "io_internal.h"
 
 #include <stdlib.h>
@@ -112,148 +113,29 @@ int io_npz_read(zip_source_t *src, const char *label, const fr_limits *lim, fr_b
     return st;
 }
 
-/* ---- writing: each member is produced on demand from its tensor ---- */
+/* ---- writing: each member is produced on demand from its tensor (io/zipw.c) ---- */
 
-typedef struct {
-    const fr_tensor *t;
-    fr_dtype dtype;
-    unsigned char head[FR_MAXDIM * 22 + 256];
-    int64_t hlen, total, pos, count;
-    zip_error_t error;
-} member_src;
-
-static zip_int64_t member_read(member_src *m, unsigned char *o, zip_uint64_t len)
+int io_npz_write(io_w *w, const fr_bundle *b, fr_dtype dtype, int compress, char *err,
+                 size_t errlen)
 {
-    zip_uint64_t n = 0;
-    int64_t isz = m->dtype;
-    while (n < len && m->pos < m->total) {
-        if (m->pos < m->hlen) {
-            int64_t c = m->hlen - m->pos;
-            if ((zip_uint64_t)c > len - n) c = (int64_t)(len - n);
-            memcpy(o + n, m->head + m->pos, (size_t)c);
-            n += (zip_uint64_t)c;
-            m->pos += c;
-            continue;
-        }
-        int64_t dp = m->pos - m->hlen, e = dp / isz, off = dp % isz;
-        if (off == 0 && len - n >= (zip_uint64_t)isz) {
-            int64_t k = (int64_t)((len - n) / (zip_uint64_t)isz);
-            if (k > m->count - e) k = m->count - e;
-            io_npy_encode(m->t->data + e, k, m->dtype, o + n);
-            n += (zip_uint64_t)(k * isz);
-            m->pos += k * isz;
-        } else { /* libzip asked for a piece of an element */
-            unsigned char tmp[8];
-            io_npy_encode(m->t->data + e, 1, m->dtype, tmp);
-            int64_t c = isz - off;
-            if ((zip_uint64_t)c > len - n) c = (int64_t)(len - n);
-            memcpy(o + n, tmp + off, (size_t)c);
-            n += (zip_uint64_t)c;
-            m->pos += c;
-        }
-    }
-    return (zip_int64_t)n;
-}
-
-static zip_int64_t member_cb(void *ud, void *data, zip_uint64_t len, zip_source_cmd_t cmd)
-{
-    member_src *m = ud;
-    switch (cmd) {
-    case ZIP_SOURCE_OPEN: m->pos = 0; return 0;
-    case ZIP_SOURCE_READ: return member_read(m, data, len);
-    case ZIP_SOURCE_CLOSE: return 0;
-    case ZIP_SOURCE_STAT: {
-        if (len < sizeof(zip_stat_t)) {
-            zip_error_set(&m->error, ZIP_ER_INVAL, 0);
-            return -1;
-        }
-        zip_stat_t *st = data;
-        zip_stat_init(st);
-        st->size = (zip_uint64_t)m->total;
-        st->valid |= ZIP_STAT_SIZE;
-        return sizeof(zip_stat_t);
-    }
-    case ZIP_SOURCE_ERROR: return zip_error_to_data(&m->error, data, len);
-    case ZIP_SOURCE_FREE:
-        zip_error_fini(&m->error);
-        free(m);
-        return 0;
-    case ZIP_SOURCE_SUPPORTS:
-        return zip_source_make_command_bitmap(ZIP_SOURCE_OPEN, ZIP_SOURCE_READ, ZIP_SOURCE_CLOSE,
-                                              ZIP_SOURCE_STAT, ZIP_SOURCE_ERROR, ZIP_SOURCE_FREE,
-                                              -1);
-    default: zip_error_set(&m->error, ZIP_ER_OPNOTSUPP, 0); return -1;
-    }
-}
-
-static int add_member(zip_t *za, const char *label, const char *name, const fr_tensor *t,
-                      fr_dtype dtype, int compress, char *err, size_t errlen)
-{
-    member_src *m = calloc(1, sizeof *m);
-    char *mname = malloc(strlen(name) + 8);
-    if (!m || !mname) {
-        free(m);
-        free(mname);
-        return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
-    }
-    sprintf(mname, "%s.npy", *name ? name : "arr_0");
-    m->t = t;
-    m->dtype = dtype;
-    m->count = fr_tensor_count(t);
-    m->hlen = (int64_t)io_npy_header(t, dtype, m->head, sizeof m->head);
-    m->total = m->hlen + m->count * (int64_t)dtype;
-    zip_error_init(&m->error);
-    zip_source_t *src = zip_source_function(za, member_cb, m);
-    if (!src) {
-        zip_error_fini(&m->error);
-        free(m);
-        free(mname);
-        return zip_fail(err, errlen, FR_ENOMEM, label, "cannot create a zip member",
-                        zip_get_error(za));
-    }
-    zip_int64_t idx = zip_file_add(za, mname, src, ZIP_FL_ENC_UTF_8);
-    free(mname);
-    if (idx < 0) {
-        zip_source_free(src);
-        return zip_fail(err, errlen, FR_ENOMEM, label, "cannot add a zip member",
-                        zip_get_error(za));
-    }
-    if (zip_set_file_compression(za, (zip_uint64_t)idx, compress ? ZIP_CM_DEFLATE : ZIP_CM_STORE,
-                                 0) != 0)
-        return zip_fail(err, errlen, FR_ENOMEM, label, "cannot set compression", zip_get_error(za));
-    return FR_OK;
-}
-
-int io_npz_write(const char *tmppath, const char *label, const fr_bundle *b, fr_dtype dtype,
-                 int compress, char *err, size_t errlen)
-{
-    if (b->count == 0) { /* libzip deletes an empty archive; numpy writes just the end record */
-        static const unsigned char eocd[22] = {'P', 'K', 5, 6};
-        FILE *f = fopen(tmppath, "wb");
-        int bad = !f || fwrite(eocd, 1, sizeof eocd, f) != sizeof eocd;
-        if (f) bad |= fclose(f) != 0;
-        return bad ? io_err(err, errlen, FR_ENOMEM, "%s: write error", label) : FR_OK;
-    }
-    int zerr = 0;
-    zip_t *za = zip_open(tmppath, ZIP_CREATE | ZIP_TRUNCATE, &zerr);
-    if (!za) {
-        zip_error_t ze;
-        zip_error_init_with_code(&ze, zerr);
-        int st = zip_fail(err, errlen, FR_ENOMEM, label, "cannot create the zip file", &ze);
-        zip_error_fini(&ze);
-        return st;
-    }
+    io_zip z;
+    io_zip_init(&z, w, 0);
     int st = FR_OK;
-    for (int i = 0; i < b->count && !st; i++)
-        st = add_member(za, label, b->names[i], &b->tensors[i], dtype, compress, err, errlen);
-    if (st) {
-        zip_discard(za);
-        return st;
+    for (int i = 0; i < b->count && !st; i++) {
+        const char *name = b->names[i][0] ? b->names[i] : "arr_0";
+        char *mname = malloc(strlen(name) + 5);
+        if (!mname) {
+            st = io_err(err, errlen, FR_ENOMEM, "%s: out of memory", w->label);
+            break;
+        }
+        sprintf(mname, "%s.npy", name);
+        io_npy_gen g;
+        io_npy_gen_init(&g, &b->tensors[i], dtype);
+        io_producer p = {io_npy_gen_next, io_npy_gen_rewind, &g};
+        st = io_zip_member(&z, mname, compress, io_npy_gen_size(&g), &p, err, errlen);
+        free(mname);
     }
-    if (zip_close(za) != 0) {
-        st =
-            zip_fail(err, errlen, FR_ENOMEM, label, "cannot write the zip file", zip_get_error(za));
-        zip_discard(za);
-    }
+    if (!st) st = io_zip_finish(&z, err, errlen);
+    io_zip_free(&z);
     return st;
 }

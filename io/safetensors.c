@@ -282,3 +282,90 @@ int io_st_read(io_src *s, const char *label, const fr_limits *lim, fr_bundle *ou
     io_st_header_free(&h);
     return st;
 }
+
+/* ---- writing: the header (offsets follow from the shapes), then each tensor's bytes ---- */
+
+static int put_escaped(io_w *w, const char *s)
+{
+    io_puts(w, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        char e[8];
+        if (*p == '"' || *p == '\\')
+            snprintf(e, sizeof e, "\\%c", *p);
+        else if (*p < 0x20)
+            snprintf(e, sizeof e, "\\u%04x", *p);
+        else
+            e[0] = (char)*p, e[1] = '\0';
+        io_puts(w, e);
+    }
+    return io_puts(w, "\"");
+}
+
+/* The header's JSON into a memory stream (its length goes first in the file). */
+static char *st_header_text(const fr_bundle *b, fr_dtype dtype, size_t *len)
+{
+    char *text = NULL;
+    FILE *f = open_memstream(&text, len);
+    if (!f) return NULL;
+    io_w w = {f, "", "", 0, 0, 0, {{{0}}}};
+    io_puts(&w, "{");
+    int64_t at = 0;
+    for (int i = 0; i < b->count; i++) {
+        const fr_tensor *t = &b->tensors[i];
+        io_puts(&w, i ? ", " : "");
+        put_escaped(&w, b->names[i][0] ? b->names[i] : "arr_0");
+        io_puts(&w, dtype == FR_DTYPE_F4 ? ": {\"dtype\": \"F32\", \"shape\": ["
+                                         : ": {\"dtype\": \"F64\", \"shape\": [");
+        char num[64];
+        for (int k = 0; k < t->ndim; k++) {
+            snprintf(num, sizeof num, "%s%lld", k ? ", " : "", (long long)t->shape[k]);
+            io_puts(&w, num);
+        }
+        int64_t bytes = fr_tensor_count(t) * (int64_t)dtype;
+        snprintf(num, sizeof num, "], \"data_offsets\": [%lld, %lld]}", (long long)at,
+                 (long long)(at + bytes));
+        io_puts(&w, num);
+        at += bytes;
+    }
+    io_puts(&w, "}");
+    /* The data starts 8-aligned, as the reference writer pads the header with spaces. */
+    while ((8 + w.pos) % 8)
+        io_puts(&w, " ");
+    if (fclose(f) != 0 || w.errnum) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+int io_st_write(io_w *w, const fr_bundle *b, fr_dtype dtype, char *err, size_t errlen)
+{
+    for (int i = 0; i < b->count; i++)
+        if (strcmp(b->names[i], "__metadata__") == 0)
+            return io_err(err, errlen, FR_EINPUT,
+                          "%s: a tensor named '__metadata__' cannot be stored in .safetensors "
+                          "(the name is reserved)",
+                          w->label);
+    size_t hl;
+    char *h = st_header_text(b, dtype, &hl);
+    if (!h) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", w->label);
+    unsigned char pre[8];
+    for (int i = 0; i < 8; i++)
+        pre[i] = (unsigned char)((uint64_t)hl >> (8 * i));
+    io_put(w, pre, 8);
+    io_put(w, h, hl);
+    free(h);
+    unsigned char *buf = malloc(CHUNK);
+    if (!buf) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", w->label);
+    int64_t per = CHUNK / (int64_t)dtype;
+    for (int i = 0; i < b->count && !w->errnum; i++) {
+        int64_t count = fr_tensor_count(&b->tensors[i]);
+        for (int64_t at = 0; at < count && !w->errnum; at += per) {
+            int64_t m = count - at < per ? count - at : per;
+            io_npy_encode(&b->tensors[i], at, m, dtype, buf);
+            io_put(w, buf, (size_t)(m * (int64_t)dtype));
+        }
+    }
+    free(buf);
+    return w->errnum ? io_w_error(w, err, errlen) : FR_OK;
+}

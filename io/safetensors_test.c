@@ -194,11 +194,59 @@ static void test_hostile_headers(void)
             err);
 }
 
+/* Written .safetensors read back: F64 bit for bit, F32 as the float cast; the header is what
+ * the reference implementation expects (8-aligned data, offsets in order). */
+static void test_write_roundtrip(void)
+{
+    double x[12], y[1] = {-2.5};
+    for (int i = 0; i < 12; i++)
+        x[i] = (i - 5) / 3.0;
+    fr_tensor ts[3];
+    memset(ts, 0, sizeof ts);
+    ts[0].ndim = 2, ts[0].shape[0] = 3, ts[0].shape[1] = 4, ts[0].data = x;
+    ts[1].ndim = 0, ts[1].data = y;
+    ts[2].ndim = 2, ts[2].shape[0] = 0, ts[2].shape[1] = 5, ts[2].data = y;
+    char *names[3] = {"q\"uote", "s", "empty"};
+    fr_bundle b = {3, names, ts, 0};
+    for (int dt = 0; dt < 2; dt++) {
+        fr_dtype dtype = dt ? FR_DTYPE_F4 : FR_DTYPE_F8;
+        const char *p = tu_path("w.safetensors");
+        char err[512];
+        int st = fr_write_bundle(p, FR_FMT_UNKNOWN, &b, dtype, 0, err, sizeof err);
+        T_REQUIRE(st == 0, "write: %s", err);
+        unsigned char head[8];
+        FILE *f = fopen(p, "rb");
+        T_REQUIRE(f && fread(head, 1, 8, f) == 8, "read");
+        fclose(f);
+        T_CHECK(head[0] % 8 == 0 && head[1] == 0 && head[2] == 0, "header length %d unaligned",
+                head[0]);
+        fr_bundle r;
+        st = fr_read(p, &r, NULL, err, sizeof err);
+        T_REQUIRE(st == 0, "read back: %s", err);
+        T_CHECK(r.count == 3 && !strcmp(r.names[0], "q\"uote") && r.tensors[0].ndim == 2 &&
+                    r.tensors[0].shape[1] == 4 && r.tensors[1].ndim == 0 &&
+                    r.tensors[2].shape[1] == 5 && fr_tensor_count(&r.tensors[2]) == 0,
+                "names or shapes");
+        for (int i = 0; i < 12 && r.count == 3; i++) {
+            double want = dt ? (double)(float)x[i] : x[i];
+            T_CHECK(memcmp(&want, &r.tensors[0].data[i], 8) == 0, "f%d entry %d", (int)dtype, i);
+        }
+        fr_bundle_free(&r);
+    }
+    char *bad[1] = {"__metadata__"};
+    fr_bundle m = {1, bad, ts, 0};
+    char err[512];
+    int st = fr_write_bundle(tu_path("m.safetensors"), FR_FMT_UNKNOWN, &m, FR_DTYPE_F8, 0, err,
+                             sizeof err);
+    T_CHECK(st == FR_EINPUT && strstr(err, "reserved"), "__metadata__: %d %s", st, err);
+}
+
 int main(void)
 {
     tu_init();
     T_RUN(test_values_and_dtypes);
     T_RUN(test_streams_equal_reads);
     T_RUN(test_hostile_headers);
+    T_RUN(test_write_roundtrip);
     return t_done();
 }
