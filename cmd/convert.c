@@ -59,19 +59,21 @@ int cmd_convert(int argc, char **argv)
                                                       : "");
     }
     fr_format fmt = fr_format_from_path(paths[1]);
-    if (b.single && fmt == FR_FMT_NPZ)
-        st = cli_fail(EXIT_USAGE, "%s: a single tensor converts to .npy or .json, not .npz",
+    if (b.single && (fmt == FR_FMT_NPZ || fmt == FR_FMT_SAFETENSORS))
+        st = cli_fail(EXIT_USAGE, "%s: a single tensor converts to .npy or .json, not a bundle",
                       paths[1]);
     else if (!b.single && fmt == FR_FMT_NPY)
-        st = cli_fail(EXIT_USAGE, "%s: %s holds a bundle of %d tensors; write .npz or .json",
+        st = cli_fail(EXIT_USAGE,
+                      "%s: %s holds a bundle of %d tensors; write .npz, .json or "
+                      ".safetensors",
                       paths[1], paths[0], b.count);
     else if (fmt == FR_FMT_UNKNOWN && strcmp(paths[1], "-") != 0)
-        st = cli_fail(EXIT_USAGE, "%s: unknown output format (use .npy, .npz or .json)", paths[1]);
-    else if (b.single)
-        st = fr_write_tensor(paths[1], fmt, &b.tensors[0], dtype, err, sizeof err);
-    else
-        st = fr_write_bundle(paths[1], fmt, &b, dtype, compress, err, sizeof err);
-    if (st && st != EXIT_USAGE) cli_fail(st, "%s", err);
+        st =
+            cli_fail(EXIT_USAGE,
+                     "%s: unknown output format (use .npy, .npz, .json or .safetensors)", paths[1]);
+    else if ((st = b.single ? fr_write_tensor(paths[1], fmt, &b.tensors[0], dtype, err, sizeof err)
+                            : fr_write_bundle(paths[1], fmt, &b, dtype, compress, err, sizeof err)))
+        cli_fail(st, "%s", err);
     fr_bundle_free(&b);
     return st;
 }
