@@ -1,13 +1,31 @@
-/* args_fuzz.c - libFuzzer target: the option parsing shared by run and grad (inputs, report,
- * rotation, attention, method, limits) on a fuzzed argv, then the checks that follow parsing
- * (conflicts, --scale, the problem's validation) on a tiny problem; nothing heavy runs and no
- * file is opened. The input is the arguments separated by NUL bytes. */
+/* args_fuzz.c - libFuzzer target: the option tables shared by run and grad (inputs, report,
+ * rotation, attention, method, limits) through cli_parse on a fuzzed argv, then what follows
+ * parsing (the problem's validation) on a tiny problem; nothing heavy runs and no file is
+ * opened. The input is the arguments separated by NUL bytes. */
 #include "job.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define FUZZ_MAX_ARGS 64
+
+typedef struct {
+    job_opts job;
+    const char *out;
+} fuzz_opts;
+
+static const cli_opt out_table[] = {OPT_STRING("output", 'o', fuzz_opts, out, "OUT", "output"),
+                                    OPT_END};
+
+static const cli_section sections[] = {
+    {out_table, 0, NULL},
+    {job_table, offsetof(fuzz_opts, job), job_finish_section},
+    {cli_attn_table, offsetof(fuzz_opts, job.attn), cli_attn_finish_section},
+    {cli_limits_table, offsetof(fuzz_opts, job.limits), NULL},
+    {NULL, 0, NULL}};
+
+static const cli_command command = {"run", "", "", sections, CLI_NO_ARGS};
 
 int fuzz_args(const unsigned char *data, size_t size)
 {
@@ -22,34 +40,25 @@ int fuzz_args(const unsigned char *data, size_t size)
         argv[argc++] = buf + i;
     argv[argc] = NULL;
 
-    job_opts o;
-    job_init(&o);
-    fr_limits saved = cli_limits;
-    const char *out = NULL;
-    cli_args a = {argc, argv, 1, 0, "run"};
-    int st = EXIT_OK;
-    for (; a.i < argc && !a.bad; a.i++)
-        if (!job_option(&a, &o) && !arg_value(&a, "-o", &out)) {
-            st = EXIT_USAGE;
-            break;
-        }
-    if (!st && a.bad) st = EXIT_USAGE;
-    if (!st) st = job_finish(&o, "run", out ? out : "out.npy");
-    if (!st && (cli_limits.max_elements < 1 || cli_limits.max_bytes < 1)) abort();
+    fuzz_opts o;
+    memset(&o, 0, sizeof o);
+    job_init(&o.job);
+    int st = cli_parse(&command, argc, argv, &o);
+    if (st == CLI_HELP) st = EXIT_OK;
+    if (!st && (o.job.limits.max_elements < 1 || o.job.limits.max_bytes < 1)) abort();
     /* What run does next, on n = 5 and d = dv = 4, minus the files. */
     fr_problem p = fr_problem_default(5, 4, 4);
-    if (!st) st = cli_scale(&o.attn, p.d, &p.tau);
+    if (!st) cli_scale(&o.job.attn, p.d, &p.tau);
     if (!st && !(p.tau > 0)) abort();
-    if (!st && o.attn.rot.kind != FR_ROT_EXPLICIT) {
+    if (!st && o.job.attn.rot.kind != FR_ROT_EXPLICIT) {
         char err[512] = "";
-        p.rot = o.attn.rot;
-        p.causal = o.attn.causal;
-        p.window = o.attn.window;
+        p.rot = o.job.attn.rot;
+        p.causal = o.job.attn.causal;
+        p.window = o.job.attn.window;
         st = fr_problem_check(&p, err, sizeof err);
         if (st && err[0] == '\0') abort();
     }
     if (st != EXIT_OK && st != EXIT_USAGE && st != EXIT_INPUT) abort();
-    cli_limits = saved;
     free(buf);
     return st;
 }

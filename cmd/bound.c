@@ -5,74 +5,85 @@
 #include "report.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-static const char usage[] =
-    "usage: fastrope bound --n N --d D [--dv DV] --B B [--eps E] [rotation | --support-size S]\n"
-    "                      [--scale ...] [--causal] [--window W] [--format table|json]\n"
-    "\n"
-    "Without reading any tensor: the score bound R for entries bounded by B, the degree and\n"
-    "certified eta the fast path would use, the a-priori bound on ||T_fast - T||_inf, the\n"
-    "monomial and FFT counts, the predicted time of each method, and B / sqrt(ln n).\n"
-    "--n, --d, --B and --eps take a value, a list (1024,4096) or an inclusive range\n"
-    "start:stop:step (0.25:3:0.25); one row per combination.\n"
-    "\n"
-    "  --support-size S       a general W with S non-zero entries per W_delta, |entries| <= 1\n"
-    "                         (instead of a rotation option)\n"
-    "  --format table|json    a table for people (default) or a JSON array of rows\n"
-    "%s";
-
-#define MAX_VALUES 100000
-
 typedef struct {
-    double *x;
-    int64_t count;
-} values;
+    cli_values n, d, B, eps;
+    int64_t dv, support;
+    int json;
+    cli_attn attn;
+} bound_opts;
 
-/* "a", "a,b,c" or "start:stop:step" (inclusive). integer: every value must be whole. */
-static int parse_values(const char *flag, const char *s, int integer, values *out)
+/* The shared -w (an explicit W) means a tensor, and bound reads none. */
+static int refuse_w(const char *flag, const char *value, void *field)
 {
-    out->x = NULL;
-    out->count = 0;
-    double r[3];
-    char *dup = strdup(s), *save = NULL;
-    if (!dup) return cli_fail(EXIT_INTERNAL, "out of memory");
-    int st = EXIT_OK;
-    if (strchr(s, ':')) {
-        int k = 0;
-        for (char *tok = strtok_r(dup, ":", &save); tok && !st; tok = strtok_r(NULL, ":", &save))
-            st = k < 3 ? parse_double(flag, tok, &r[k++]) : EXIT_USAGE;
-        if (!st && (k != 3 || !(r[2] > 0) || r[0] > r[1]))
-            st = cli_fail(EXIT_USAGE,
-                          "%s: '%s' is not a range start:stop:step with start <= stop and step > 0",
-                          flag, s);
-        double cnt = st ? 0 : floor((r[1] - r[0]) / r[2] * (1 + 1e-12)) + 1;
-        if (!st && cnt > MAX_VALUES)
-            st = cli_fail(EXIT_USAGE, "%s: '%s' has more than %d values", flag, s, MAX_VALUES);
-        if (!st && !(out->x = malloc((size_t)cnt * sizeof(double))))
-            st = cli_fail(EXIT_INTERNAL, "out of memory");
-        for (int64_t i = 0; !st && i < (int64_t)cnt; i++)
-            out->x[out->count++] = r[0] + (double)i * r[2]; /* no accumulated rounding */
-    } else {
-        int64_t cap = 1;
-        for (const char *c = s; *c; c++)
-            cap += *c == ',';
-        if (!(out->x = malloc((size_t)cap * sizeof(double))))
-            st = cli_fail(EXIT_INTERNAL, "out of memory");
-        for (char *tok = strtok_r(dup, ",", &save); tok && !st; tok = strtok_r(NULL, ",", &save))
-            st = parse_double(flag, tok, &out->x[out->count++]);
-        if (!st && out->count == 0) st = cli_fail(EXIT_USAGE, "%s: no value in '%s'", flag, s);
-    }
-    for (int64_t i = 0; i < out->count && !st && integer; i++)
-        if (out->x[i] != floor(out->x[i]) || out->x[i] < 1 || out->x[i] > 1e12)
-            st = cli_fail(EXIT_USAGE, "%s: %g is not a whole number >= 1", flag, out->x[i]);
-    free(dup);
-    if (st) {
-        free(out->x);
-        out->x = NULL;
-    }
-    return st;
+    (void)value;
+    (void)field;
+    return cli_fail(EXIT_USAGE, "bound reads no tensor: use --support-size S instead of %s", flag);
+}
+
+static const cli_choice formats[] = {{"table", 0}, {"json", 1}, {NULL, 0}};
+
+static const cli_opt bound_table[] = {
+    OPT_GROUP("The problem (--n, --d, --B and --eps take a value, a list 1024,4096 or an inclusive "
+              "range start:stop:step 0.25:3:0.25; one row per combination):"),
+    OPT_LIST("n", bound_opts, n, 1, 1e12, CLI_WHOLE, "N", "tokens (required)"),
+    OPT_LIST("d", bound_opts, d, 1, 1e12, CLI_WHOLE, "D", "head dimension (required)"),
+    OPT_I64("dv", bound_opts, dv, 1, CLI_BIG, "DV", "value dimension (d)"),
+    OPT_LIST("B", bound_opts, B, 0, INFINITY, 0, "B", "bound on |entries| of q, k, v (required)"),
+    OPT_LIST("eps", bound_opts, eps, 0, INFINITY, CLI_ABOVE, "E", "target max |T_fast - T| (1e-3)"),
+    OPT_I64(
+        "support-size", bound_opts, support, 1, CLI_BIG, "S",
+        "a general W with S non-zero entries per W_delta, |entries| <= 1 (instead of a rotation "
+        "option)"),
+    CLI_ROW(NULL, 'w', CLI_CUSTOM, bound_opts, attn.w_path, 0, 0, "FILE", NULL, CLI_HIDDEN, NULL,
+            refuse_w),
+    OPT_GROUP("Output (stdout):"),
+    OPT_CHOICE("format", bound_opts, json, formats, "F",
+               "table: for people (default); json: an array of rows"),
+    OPT_END};
+
+static const cli_section sections[] = {
+    {bound_table, 0, NULL},
+    {cli_attn_table, offsetof(bound_opts, attn), cli_attn_finish_section},
+    {NULL, 0, NULL}};
+
+static const cli_command command = {
+    "bound", "--n N --d D --B B [OPTION...]",
+    "Without reading any tensor: the score bound R for entries bounded by B, the degree and "
+    "certified eta the fast path would use, the a-priori bound on ||T_fast - T||_inf, the "
+    "monomial and FFT counts, the predicted time of each method, and B / sqrt(ln n).",
+    sections, CLI_NO_ARGS};
+
+static int parse(int argc, char **argv, bound_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->dv = -1;
+    cli_attn_init(&o->attn);
+    int st = cli_parse(&command, argc, argv, o);
+    if (st) return st;
+    if (!o->n.count || !o->d.count || !o->B.count)
+        return cli_fail(EXIT_USAGE, "bound: --n, --d and --B are required");
+    if (o->attn.rot.kind == FR_ROT_EXPLICIT)
+        return cli_fail(EXIT_USAGE, "bound reads no tensor: use --support-size S instead of -w");
+    int rot_given = o->attn.rope || o->attn.no_rope || o->attn.rot.kind == FR_ROT_CLIP;
+    if (o->support && rot_given)
+        return cli_fail(EXIT_USAGE, "bound: give a rotation option or --support-size, not both");
+    if (!o->eps.count && (st = cli_parse_values("--eps", "1e-3", 0, INFINITY, CLI_ABOVE, &o->eps)))
+        return st;
+    if (o->n.count * o->d.count * o->B.count * o->eps.count > CLI_MAX_VALUES)
+        return cli_fail(EXIT_USAGE, "bound: more than %d rows; narrow the sweep", CLI_MAX_VALUES);
+    return EXIT_OK;
+}
+
+static void free_opts(bound_opts *o)
+{
+    cli_values_free(&o->n);
+    cli_values_free(&o->d);
+    cli_values_free(&o->B);
+    cli_values_free(&o->eps);
 }
 
 /* R for entries bounded by B without data: every row has ||x||_2 <= B sqrt(d), so the RoPE and
@@ -86,6 +97,21 @@ static double score_bound(const fr_problem *p, int64_t support, double B, const 
     }
     *from = "support";
     return p->tau * (double)support * B * B;
+}
+
+/* The rotary dimension against each d of the sweep, named as the user gave them. */
+static int rope_fits(const fr_problem *p)
+{
+    if (p->rot.kind != FR_ROT_ROPE && p->rot.kind != FR_ROT_CLIP) return EXIT_OK;
+    if (p->rot.rotary_dim > p->d)
+        return cli_fail(EXIT_USAGE, "bound: --rotary-dim %lld is larger than --d %lld",
+                        (long long)p->rot.rotary_dim, (long long)p->d);
+    if (!p->rot.rotary_dim && p->d % 2)
+        return cli_fail(EXIT_USAGE,
+                        "bound: RoPE rotates pairs of coordinates, but --d %lld is odd; use "
+                        "--rotary-dim or --no-rope",
+                        (long long)p->d);
+    return EXIT_OK;
 }
 
 static void row_json(cJSON *row, const fr_problem *p, double B, const fr_options *o,
@@ -155,110 +181,64 @@ static void row_table(const fr_problem *p, double B, const fr_options *o, const 
            ffts, feat, te, tf, tr, fr_method_name(info->method));
 }
 
+/* One row of the sweep: print it, or add it to rows (JSON). An exit code. */
+static int one_row(const bound_opts *o, int64_t n, int64_t d, double B, double eps, cJSON *rows)
+{
+    char err[512];
+    fr_problem p = fr_problem_default(n, d, o->dv > 0 ? o->dv : d);
+    p.rot = o->attn.rot;
+    p.causal = o->attn.causal;
+    p.window = o->attn.window;
+    if (o->support) { /* a general W known only by its support size */
+        p.rot.kind = FR_ROT_EXPLICIT;
+        p.rot.w = NULL;
+        p.rot.support_hint = o->support;
+    }
+    cli_scale(&o->attn, d, &p.tau);
+    int st = rope_fits(&p);
+    if (st) return st;
+    fr_bounds b = {B, B, B, B, n > 1 ? B / sqrt(log((double)n)) : INFINITY, 0, NULL};
+    b.R = score_bound(&p, o->support, B, &b.R_from);
+    fr_options opt = o->attn.opt;
+    opt.eps = eps;
+    fr_plan_info info;
+    if ((st = fr_plan_estimate(&p, &b, &opt, &info, err, sizeof err)))
+        return cli_fail(st, "%s", err);
+    if (rows) {
+        cJSON *row = cJSON_CreateObject();
+        cJSON_AddItemToArray(rows, row);
+        row_json(row, &p, B, &opt, &b, &info);
+    } else {
+        row_table(&p, B, &opt, &b, &info);
+    }
+    return EXIT_OK;
+}
+
 int cmd_bound(int argc, char **argv)
 {
-    const char *sn = NULL, *sd = NULL, *sB = NULL, *seps = "1e-3", *v, *format = "table";
-    int64_t dv = -1, support = 0;
-    cli_attn attn;
-    cli_attn_init(&attn);
-    cli_args a = {argc, argv, 1, 0, "bound"};
-    for (; a.i < argc && !a.bad; a.i++) {
-        if (arg_flag(&a, "--help") || arg_flag(&a, "-h")) {
-            printf(usage, cli_attn_help);
-            return 0;
-        } else if (arg_value(&a, "--n", &sn) || arg_value(&a, "--d", &sd) ||
-                   arg_value(&a, "--B", &sB) || arg_value(&a, "--eps", &seps) ||
-                   arg_value(&a, "--format", &format)) {
-            /* before the shared options: here --eps takes a list */
-        } else if (cli_attn_option(&a, &attn)) {
-        } else if (arg_value(&a, "--dv", &v)) {
-            if (v && (parse_int64("--dv", v, &dv) || dv < 1))
-                return cli_fail(EXIT_USAGE, "--dv must be a whole number >= 1");
-        } else if (arg_value(&a, "--support-size", &v)) {
-            if (v && (parse_int64("--support-size", v, &support) || support < 1))
-                return cli_fail(EXIT_USAGE, "--support-size must be a whole number >= 1");
-        } else {
-            return cli_fail(EXIT_USAGE, "bound: unknown option '%s' (see fastrope bound --help)",
-                            argv[a.i]);
-        }
+    bound_opts o;
+    int st = parse(argc, argv, &o);
+    if (st) {
+        free_opts(&o);
+        return st == CLI_HELP ? EXIT_OK : st;
     }
-    if (a.bad) return EXIT_USAGE;
-    if (!sn || !sd || !sB) return cli_fail(EXIT_USAGE, "bound: --n, --d and --B are required");
-    if (strcmp(format, "table") && strcmp(format, "json"))
-        return cli_fail(EXIT_USAGE, "--format: '%s' is not table or json", format);
-    if (attn.rot.kind == FR_ROT_EXPLICIT)
-        return cli_fail(EXIT_USAGE, "bound reads no tensor: use --support-size S instead of -w");
-    if (support && attn.rot_options)
-        return cli_fail(EXIT_USAGE, "bound: give a rotation option or --support-size, not both");
-    int st = cli_attn_finish(&attn);
-    values N = {0}, D = {0}, BB = {0}, E = {0};
-    if (!st) st = parse_values("--n", sn, 1, &N);
-    if (!st) st = parse_values("--d", sd, 1, &D);
-    if (!st) st = parse_values("--B", sB, 0, &BB);
-    if (!st) st = parse_values("--eps", seps, 0, &E);
-    for (int64_t i = 0; !st && i < BB.count; i++)
-        if (!(BB.x[i] >= 0)) st = cli_fail(EXIT_USAGE, "--B: %g is negative", BB.x[i]);
-    for (int64_t i = 0; !st && i < E.count; i++)
-        if (!(E.x[i] > 0)) st = cli_fail(EXIT_USAGE, "--eps: %g is not positive", E.x[i]);
-    if (!st && N.count * D.count * BB.count * E.count > MAX_VALUES)
-        st = cli_fail(EXIT_USAGE, "bound: more than %d rows; narrow the sweep", MAX_VALUES);
-
-    int json = strcmp(format, "json") == 0;
-    cJSON *rows = json ? cJSON_CreateArray() : NULL;
-    if (!st && !json)
+    cJSON *rows = o.json ? cJSON_CreateArray() : NULL;
+    if (!o.json)
         printf("%9s %4s %6s %8s %7s %7s %4s %9s %9s %8s %8s %9s %9s %9s  %s\n", "n", "d", "B",
                "eps", "R", "B/sqrtln", "deg", "eta", "a-priori", "ffts", "features", "t_exact",
                "t_polyfft", "t_polyrope", "auto");
-    char err[512];
-    for (int64_t in = 0; !st && in < N.count; in++)
-        for (int64_t id = 0; !st && id < D.count; id++)
-            for (int64_t ib = 0; !st && ib < BB.count; ib++)
-                for (int64_t ie = 0; !st && ie < E.count; ie++) {
-                    int64_t n = (int64_t)N.x[in], d = (int64_t)D.x[id];
-                    fr_problem p = fr_problem_default(n, d, dv > 0 ? dv : d);
-                    p.rot = attn.rot;
-                    p.causal = attn.causal;
-                    p.window = attn.window;
-                    if (support) { /* a general W known only by its support size */
-                        p.rot.kind = FR_ROT_EXPLICIT;
-                        p.rot.w = NULL;
-                        p.rot.support_hint = support;
-                    }
-                    if ((st = cli_scale(&attn, d, &p.tau))) break;
-                    if ((p.rot.kind == FR_ROT_ROPE || p.rot.kind == FR_ROT_CLIP) &&
-                        (p.rot.rotary_dim ? p.rot.rotary_dim : d) % 2) {
-                        st = cli_fail(EXIT_USAGE, "bound: RoPE needs an even d, got %lld",
-                                      (long long)d);
-                        break;
-                    }
-                    double B = BB.x[ib];
-                    fr_bounds b = {B, B,   B, B, n > 1 ? B / sqrt(log((double)n)) : INFINITY,
-                                   0, NULL};
-                    b.R = score_bound(&p, support, B, &b.R_from);
-                    fr_options o = attn.opt;
-                    o.eps = E.x[ie];
-                    fr_plan_info info;
-                    if ((st = fr_plan_estimate(&p, &b, &o, &info, err, sizeof err))) {
-                        cli_fail(st, "%s", err);
-                        break;
-                    }
-                    if (json) {
-                        cJSON *row = cJSON_CreateObject();
-                        cJSON_AddItemToArray(rows, row);
-                        row_json(row, &p, B, &o, &b, &info);
-                    } else {
-                        row_table(&p, B, &o, &b, &info);
-                    }
-                }
-    if (!st && json) {
+    for (int64_t in = 0; !st && in < o.n.count; in++)
+        for (int64_t id = 0; !st && id < o.d.count; id++)
+            for (int64_t ib = 0; !st && ib < o.B.count; ib++)
+                for (int64_t ie = 0; !st && ie < o.eps.count; ie++)
+                    st = one_row(&o, (int64_t)o.n.x[in], (int64_t)o.d.x[id], o.B.x[ib], o.eps.x[ie],
+                                 rows);
+    if (!st && o.json) {
         char *text = cJSON_Print(rows);
         if (text) puts(text);
         free(text);
     }
     cJSON_Delete(rows);
-    free(N.x);
-    free(D.x);
-    free(BB.x);
-    free(E.x);
+    free_opts(&o);
     return st;
 }

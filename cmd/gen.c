@@ -2,16 +2,42 @@
 #include "cli.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-static const char usage[] =
-    "usage: fastrope gen --n N --d D [--dv DV] [--B B] [--dist uniform|normal] [--seed S]\n"
-    "                    [--batch A,B,...] -o FILE.npz|FILE.json\n"
-    "\n"
-    "Writes a bundle q [..., n, d], k [..., n, d], v [..., n, dv] whose entries lie in [-B, B]\n"
-    "(B = 1 by default): uniform, or normal with standard deviation B/3 clipped to [-B, B].\n"
-    "The same seed gives the same bundle on every machine (xoshiro256**, not the C library).\n";
+typedef struct {
+    int64_t n, d, dv, seed;
+    double B;
+    int normal;
+    cli_values batch;
+    const char *out;
+} gen_opts;
+
+static const cli_choice dists[] = {{"uniform", 0}, {"normal", 1}, {NULL, 0}};
+
+static const cli_opt gen_table[] = {
+    OPT_I64("n", gen_opts, n, 1, CLI_BIG, "N", "tokens (required)"),
+    OPT_I64("d", gen_opts, d, 1, CLI_BIG, "D", "head dimension of q and k (required)"),
+    OPT_I64("dv", gen_opts, dv, 1, CLI_BIG, "DV", "head dimension of v (d)"),
+    OPT_DOUBLE("B", gen_opts, B, 0, INFINITY, 0, "B", "entries lie in [-B, B] (1)"),
+    OPT_CHOICE("dist", gen_opts, normal, dists, "D",
+               "uniform (default), or normal with standard deviation B/3 clipped to [-B, B]"),
+    OPT_I64("seed", gen_opts, seed, -CLI_BIG, CLI_BIG, "S", "the random stream (0)"),
+    OPT_LIST("batch", gen_opts, batch, 1, 1e12, CLI_WHOLE | CLI_NO_RANGE, "A,B,...",
+             "leading axes: q is [A, B, ..., n, d] (none)"),
+    OPT_CUSTOM("output", 'o', gen_opts, out, cli_out_bundle, "FILE",
+               "the bundle: .npz or .json ('-': .npz to stdout) (required)"),
+    OPT_END};
+
+static const cli_section sections[] = {{gen_table, 0, NULL}, {NULL, 0, NULL}};
+
+static const cli_command command = {
+    "gen", "--n N --d D -o FILE",
+    "Writes a bundle of q [..., n, d], k [..., n, d], v [..., n, dv] whose entries lie in "
+    "[-B, B]. The same seed gives the same bundle on every machine (xoshiro256**, not the C "
+    "library).",
+    sections, CLI_NO_ARGS};
 
 /* xoshiro256**, seeded by splitmix64: portable and reproducible, unlike rand(). */
 typedef struct {
@@ -67,74 +93,26 @@ static double sample(rng *r, int normal, double B)
     return z > B ? B : (z < -B ? -B : z);
 }
 
-int cmd_gen(int argc, char **argv)
+/* The bundle: q, k, v drawn in that order from one stream. An exit code. */
+static int generate(const gen_opts *o)
 {
-    int64_t n = -1, d = -1, dv = -1, seed_v = 0;
-    double B = 1;
-    int normal = 0;
-    const char *out = NULL, *batch = NULL, *v;
-    cli_args a = {argc, argv, 1, 0, "gen"};
-    for (; a.i < argc && !a.bad; a.i++) {
-        if (arg_flag(&a, "--help") || arg_flag(&a, "-h")) {
-            fputs(usage, stdout);
-            return 0;
-        } else if (arg_value(&a, "--n", &v)) {
-            if (v && parse_int64("--n", v, &n)) return EXIT_USAGE;
-        } else if (arg_value(&a, "--d", &v)) {
-            if (v && parse_int64("--d", v, &d)) return EXIT_USAGE;
-        } else if (arg_value(&a, "--dv", &v)) {
-            if (v && parse_int64("--dv", v, &dv)) return EXIT_USAGE;
-        } else if (arg_value(&a, "--seed", &v)) {
-            if (v && parse_int64("--seed", v, &seed_v)) return EXIT_USAGE;
-        } else if (arg_value(&a, "--B", &v)) {
-            if (v && parse_double("--B", v, &B)) return EXIT_USAGE;
-        } else if (arg_value(&a, "--dist", &v)) {
-            if (v && strcmp(v, "normal") == 0)
-                normal = 1;
-            else if (v && strcmp(v, "uniform") != 0)
-                return cli_fail(EXIT_USAGE, "--dist: '%s' is not uniform or normal", v);
-        } else if (arg_value(&a, "--batch", &batch) || arg_value(&a, "-o", &out)) {
-        } else {
-            return cli_fail(EXIT_USAGE, "gen: unknown option '%s' (see fastrope gen --help)",
-                            argv[a.i]);
-        }
-    }
-    if (a.bad) return EXIT_USAGE;
-    if (n < 1 || d < 1) return cli_fail(EXIT_USAGE, "gen: --n and --d (both >= 1) are required");
-    if (dv < 0) dv = d;
-    if (dv < 1) return cli_fail(EXIT_USAGE, "gen: --dv must be >= 1");
-    if (!(B >= 0)) return cli_fail(EXIT_USAGE, "gen: --B must be >= 0");
-    if (!out) return cli_fail(EXIT_USAGE, "gen: -o FILE is required");
-
-    int64_t lead[FR_MAXDIM], nlead = 0, total = 1;
-    if (batch) {
-        char *s = (char *)batch, *end;
-        for (;;) {
-            long long x = strtoll(s, &end, 10);
-            if (end == s || x < 1 || nlead >= FR_MAXDIM - 2)
-                return cli_fail(EXIT_USAGE, "--batch: '%s' is not a list of counts like 4,8",
-                                batch);
-            lead[nlead++] = x;
-            if (*end == '\0') break;
-            if (*end != ',')
-                return cli_fail(EXIT_USAGE, "--batch: '%s' is not a list of counts like 4,8",
-                                batch);
-            s = end + 1;
-        }
-    }
-    for (int i = 0; i < nlead; i++)
+    int64_t lead[FR_MAXDIM], nlead = o->batch.count, total = 1;
+    int64_t dv = o->dv > 0 ? o->dv : o->d;
+    for (int i = 0; i < nlead; i++) {
+        lead[i] = (int64_t)o->batch.x[i];
         if (!mul_ok(&total, lead[i])) return cli_fail(EXIT_USAGE, "gen: shape too large");
+    }
     int64_t cq = total, cv = total;
-    if (!mul_ok(&cq, n) || !mul_ok(&cq, d) || !mul_ok(&cv, n) || !mul_ok(&cv, dv) ||
+    if (!mul_ok(&cq, o->n) || !mul_ok(&cq, o->d) || !mul_ok(&cv, o->n) || !mul_ok(&cv, dv) ||
         cq > ((int64_t)1 << 34) || cv > ((int64_t)1 << 34))
         return cli_fail(EXIT_USAGE, "gen: shape too large");
 
     fr_bundle b;
     memset(&b, 0, sizeof b);
     rng r;
-    seed(&r, (uint64_t)seed_v);
+    seed(&r, (uint64_t)o->seed);
     const char *names[3] = {"q", "k", "v"};
-    int64_t counts[3] = {cq, cq, cv}, last[3] = {d, d, dv};
+    int64_t counts[3] = {cq, cq, cv}, last[3] = {o->d, o->d, dv};
     char err[512];
     int st = EXIT_OK;
     for (int m = 0; m < 3 && !st; m++) {
@@ -143,7 +121,7 @@ int cmd_gen(int argc, char **argv)
         t.ndim = (int)nlead + 2;
         for (int i = 0; i < nlead; i++)
             t.shape[i] = lead[i];
-        t.shape[nlead] = n;
+        t.shape[nlead] = o->n;
         t.shape[nlead + 1] = last[m];
         t.data = malloc((size_t)counts[m] * sizeof(double));
         if (!t.data) {
@@ -151,14 +129,34 @@ int cmd_gen(int argc, char **argv)
             break;
         }
         for (int64_t i = 0; i < counts[m]; i++)
-            t.data[i] = sample(&r, normal, B);
+            t.data[i] = sample(&r, o->normal, o->B);
         if ((st = fr_bundle_add(&b, names[m], &t, err, sizeof err))) {
             free(t.data);
             cli_fail(st, "%s", err);
         }
     }
-    if (!st && (st = fr_write_bundle(out, FR_FMT_UNKNOWN, &b, FR_DTYPE_F8, 0, err, sizeof err)))
+    if (!st && (st = fr_write_bundle(o->out, FR_FMT_UNKNOWN, &b, FR_DTYPE_F8, 0, err, sizeof err)))
         cli_fail(st, "%s", err);
     fr_bundle_free(&b);
+    return st;
+}
+
+int cmd_gen(int argc, char **argv)
+{
+    gen_opts o;
+    memset(&o, 0, sizeof o);
+    o.dv = -1;
+    o.B = 1;
+    int st = cli_parse(&command, argc, argv, &o);
+    if (!st && (!o.n || !o.d)) st = cli_fail(EXIT_USAGE, "gen: --n and --d are required");
+    if (!st && !o.out) st = cli_fail(EXIT_USAGE, "gen: -o FILE is required");
+    if (!st && o.batch.count > FR_MAXDIM - 2)
+        st = cli_fail(EXIT_USAGE, "gen: --batch has more than %d axes", FR_MAXDIM - 2);
+    if (st) {
+        cli_values_free(&o.batch);
+        return st == CLI_HELP ? EXIT_OK : st;
+    }
+    st = generate(&o);
+    cli_values_free(&o.batch);
     return st;
 }

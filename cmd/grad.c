@@ -4,27 +4,9 @@
 #include "report.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-
-static const char usage[] =
-    "usage: fastrope grad (--input BUNDLE | -q FILE -k FILE -v FILE) [rotation] [options]\n"
-    "                     (--dout FILE | --target FILE) (-o OUT.npz | --dq F --dk F --dv F)\n"
-    "\n"
-    "Gradients of a loss L through T = softmax(tau * Q_i W_{j-i} K_j^T) V. --dout gives\n"
-    "G = dL/dT (shape of T: [..., n, dv]); --target E uses L = 1/2 ||T - E||_F^2 (G = T - E) and\n"
-    "reports the loss. The fast methods return the exact gradient of their own polynomial\n"
-    "forward; the report measures its distance from the exact gradient.\n"
-    "\n"
-    "  --dout FILE            upstream gradient dL/dT (a tensor, or a bundle member 'dout')\n"
-    "  --target FILE          target E (a tensor, or a bundle member 'target')\n"
-    "  -o OUT                 bundle with dq, dk, dv, out (and dw with --grad-w); .npz or .json\n"
-    "                         ('-': .npz to stdout)\n"
-    "  --dq F --dk F --dv F --dw F --out F   individual output files instead of (or besides) -o\n"
-    "  --grad-w               also dL/dW (explicit -w only), shape of W\n"
-    "%s%s"
-    "\n"
-    "Exit codes: 0 ok, 1 internal/resources, 2 usage, 3 bad input, 4 accuracy not guaranteed.\n";
 
 enum { G_DQ, G_DK, G_DV, G_OUT, G_DW, G_N };
 static const char *const gname[G_N] = {"dq", "dk", "dv", "out", "dw"};
@@ -36,28 +18,52 @@ typedef struct {
     int grad_w;
 } grad_opts;
 
+static const cli_opt grad_table[] = {
+    OPT_GROUP("The loss (exactly one):"),
+    OPT_STRING("dout", 0, grad_opts, dout, "FILE",
+               "upstream gradient dL/dT, shape of T [..., n, dv] (a tensor, or a bundle's member "
+               "'dout')"),
+    OPT_STRING("target", 0, grad_opts, target, "FILE",
+               "target E of L = 1/2 ||T - E||_F^2 (a tensor, or a bundle's member 'target')"),
+    OPT_GROUP("Outputs (written: .npz or .json bundles; .npy, .npz or .json tensors):"),
+    OPT_CUSTOM(NULL, 'o', grad_opts, bundle_out, cli_out_bundle, "OUT",
+               "a bundle with dq, dk, dv, out (and dw with --grad-w) ('-': .npz to stdout)"),
+    OPT_CUSTOM("dq", 0, grad_opts, file[G_DQ], cli_out_tensor, "FILE", "dL/dQ alone, shape of q"),
+    OPT_CUSTOM("dk", 0, grad_opts, file[G_DK], cli_out_tensor, "FILE", "dL/dK alone, shape of k"),
+    OPT_CUSTOM("dv", 0, grad_opts, file[G_DV], cli_out_tensor, "FILE", "dL/dV alone, shape of v"),
+    OPT_CUSTOM("dw", 0, grad_opts, file[G_DW], cli_out_tensor, "FILE",
+               "dL/dW alone, shape of W (implies --grad-w)"),
+    OPT_CUSTOM("out", 0, grad_opts, file[G_OUT], cli_out_tensor, "FILE",
+               "T alone, shape [..., n, dv]"),
+    OPT_FLAG("grad-w", 0, grad_opts, grad_w, "also dL/dW (explicit -w only), shape of W"),
+    OPT_END};
+
+static const cli_section sections[] = {
+    {grad_table, 0, NULL},
+    {job_table, offsetof(grad_opts, job), job_finish_section},
+    {cli_attn_table, offsetof(grad_opts, job.attn), cli_attn_finish_section},
+    {cli_limits_table, offsetof(grad_opts, job.limits), NULL},
+    {NULL, 0, NULL}};
+
+static const cli_command command = {
+    "grad",
+    "(--input BUNDLE | -q FILE -k FILE -v FILE) (--dout FILE | --target FILE) -o OUT\n"
+    "(--input BUNDLE | -q FILE -k FILE -v FILE) (--dout FILE | --target FILE) --dq F --dk F "
+    "--dv F",
+    "Gradients of a loss L through T = softmax(tau * Q_i W_{j-i} K_j^T) V: --dout gives "
+    "G = dL/dT; --target E uses L = 1/2 ||T - E||_F^2 (G = T - E) and reports the loss. The fast "
+    "methods return the exact gradient of their own polynomial forward; the report measures its "
+    "distance from the exact gradient on sampled rows."
+    "\vExit codes: 0 ok, 1 internal/resources, 2 usage, 3 bad input, 4 accuracy not "
+    "guaranteed.",
+    sections, CLI_NO_ARGS};
+
 static int parse(int argc, char **argv, grad_opts *o)
 {
     memset(o, 0, sizeof *o);
     job_init(&o->job);
-    cli_args a = {argc, argv, 1, 0, "grad"};
-    for (; a.i < argc && !a.bad; a.i++) {
-        if (arg_flag(&a, "--help") || arg_flag(&a, "-h")) {
-            printf(usage, job_help, cli_attn_help);
-            exit(0);
-        } else if (job_option(&a, &o->job) || arg_value(&a, "--dout", &o->dout) ||
-                   arg_value(&a, "--target", &o->target) || arg_value(&a, "-o", &o->bundle_out) ||
-                   arg_value(&a, "--dq", &o->file[G_DQ]) || arg_value(&a, "--dk", &o->file[G_DK]) ||
-                   arg_value(&a, "--dv", &o->file[G_DV]) || arg_value(&a, "--dw", &o->file[G_DW]) ||
-                   arg_value(&a, "--out", &o->file[G_OUT])) {
-        } else if (arg_flag(&a, "--grad-w")) {
-            o->grad_w = 1;
-        } else {
-            return cli_fail(EXIT_USAGE, "grad: unknown option '%s' (see fastrope grad --help)",
-                            argv[a.i]);
-        }
-    }
-    if (a.bad) return EXIT_USAGE;
+    int st = cli_parse(&command, argc, argv, o);
+    if (st) return st;
     if (!o->dout == !o->target)
         return cli_fail(EXIT_USAGE, "grad: give exactly one of --dout FILE and --target FILE");
     int any = o->bundle_out != NULL;
@@ -67,10 +73,11 @@ static int parse(int argc, char **argv, grad_opts *o)
     if (o->file[G_DW]) o->grad_w = 1;
     if (o->grad_w && o->job.attn.rot.kind != FR_ROT_EXPLICIT)
         return cli_fail(EXIT_USAGE, "grad: --grad-w needs an explicit W (-w FILE)");
-    int st = job_finish(&o->job, "grad", o->bundle_out);
-    for (int g = 0; g < G_N && !st; g++)
-        st = job_finish(&o->job, "grad", o->file[g]);
-    return st;
+    const char *outs[G_N + 2] = {o->bundle_out, o->job.report};
+    for (int g = 0; g < G_N; g++)
+        outs[2 + g] = o->file[g];
+    const char *ups[2] = {o->dout, o->target};
+    return job_check_paths(&o->job, "grad", outs, G_N + 2, ups, 2);
 }
 
 typedef struct {
@@ -275,22 +282,13 @@ int cmd_grad(int argc, char **argv)
     double t0 = cli_now();
     grad_opts o;
     int st = parse(argc, argv, &o);
-    if (st) return st;
-    const char *outs[G_N + 2] = {o.bundle_out, o.job.report};
-    for (int g = 0; g < G_N; g++)
-        outs[2 + g] = o.file[g];
-    const char *ups[2] = {o.dout, o.target};
-    if ((st = job_refuse_overwrite(&o.job, "grad", outs, G_N + 2))) return st;
-    for (int i = 0; i < G_N + 2; i++)
-        for (int j = 0; j < 2; j++)
-            if (job_same_file(outs[i], ups[j]))
-                return cli_fail(EXIT_USAGE, "grad: refusing to overwrite the input %s", ups[j]);
+    if (st) return st == CLI_HELP ? EXIT_OK : st;
 
     cli_inputs in;
     fr_problem p;
     fr_tensor *up = NULL;
     char uplabel[512];
-    st = cli_load(&in, o.job.input, o.job.q, o.job.k, o.job.v, o.job.attn.w_path);
+    st = cli_load(&in, &o.job.limits, o.job.input, o.job.q, o.job.k, o.job.v, o.job.attn.w_path);
     if (!st)
         st = cli_load_output_like(&in, o.dout ? o.dout : o.target, o.dout ? "dout" : "target", &up,
                                   uplabel, sizeof uplabel);

@@ -5,21 +5,65 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-const char job_help[] =
-    "Inputs and outputs:\n"
-    "  --input BUNDLE         .npz or .json bundle with members q, k, v ('-': stdin)\n"
-    "  -q FILE -k FILE -v FILE  one tensor per file\n"
-    "  --dtype f4|f8          output precision (f8)\n"
-    "  --report FILE          JSON report ('-': stdout)\n"
-    "  --report-fd N          JSON report to the open file descriptor N (for pipes)\n"
-    "  --check-rows N|all     rows checked against exact attention (all when n <= 4096, else\n"
-    "                         256; 0: none)\n"
-    "  --quiet                no summary line on stderr\n";
+static int parse_report_fd(const char *flag, const char *value, void *field)
+{
+    int64_t fd;
+    if (parse_int64(flag, value, &fd)) return EXIT_USAGE;
+    if (fd < 0 || fd > INT32_MAX)
+        return cli_fail(EXIT_USAGE, "%s: '%s' is not a file descriptor (a whole number >= 0)", flag,
+                        value);
+    if (fcntl((int)fd, F_GETFD) < 0)
+        return cli_fail(EXIT_USAGE, "%s %lld: not an open file descriptor", flag, (long long)fd);
+    *(int64_t *)field = fd;
+    return EXIT_OK;
+}
+
+static int parse_check_rows(const char *flag, const char *value, void *field)
+{
+    int64_t m;
+    if (strcmp(value, "all") == 0) {
+        *(int64_t *)field = -2;
+        return EXIT_OK;
+    }
+    char *end;
+    errno = 0;
+    m = strtoll(value, &end, 10);
+    if (end == value || *end != '\0' || errno == ERANGE || m < 0)
+        return cli_fail(EXIT_USAGE, "%s: '%s' is not a count >= 0 or 'all'", flag, value);
+    *(int64_t *)field = m;
+    return EXIT_OK;
+}
+
+static const cli_choice dtypes[] = {{"f8", FR_DTYPE_F8},
+                                    {"float64", FR_DTYPE_F8},
+                                    {"f4", FR_DTYPE_F4},
+                                    {"float32", FR_DTYPE_F4},
+                                    {NULL, 0}};
+
+const cli_opt job_table[] = {
+    OPT_GROUP("Inputs (read: .npy, .npz, .json, .safetensors, recognised by their first bytes):"),
+    OPT_STRING("input", 0, job_opts, input, "BUNDLE",
+               "a bundle (.npz, .safetensors, a JSON object) with members q, k, v ('-': stdin)"),
+    OPT_STRING(NULL, 'q', job_opts, q, "FILE",
+               "q [..., n, d]: a tensor file, or a bundle's member 'q' (with -k and -v)"),
+    OPT_STRING(NULL, 'k', job_opts, k, "FILE", "k [..., n, d], likewise"),
+    OPT_STRING(NULL, 'v', job_opts, v, "FILE", "v [..., n, dv], likewise"),
+    OPT_GROUP("Report and check:"),
+    OPT_STRING("report", 0, job_opts, report, "FILE", "JSON report ('-': stdout)"),
+    OPT_CUSTOM("report-fd", 0, job_opts, report_fd, parse_report_fd, "N",
+               "JSON report to the open file descriptor N (for pipes)"),
+    OPT_CUSTOM("check-rows", 0, job_opts, check_rows, parse_check_rows, "N|all",
+               "rows checked against the exact computation (all when n <= 4096, else 256; 0: "
+               "none)"),
+    OPT_CHOICE("dtype", job_opts, dtype, dtypes, "f4|f8", "precision of the outputs (f8)"),
+    OPT_FLAG("quiet", 0, job_opts, quiet, "no summary line on stderr"),
+    OPT_END};
 
 void job_init(job_opts *o)
 {
@@ -27,56 +71,21 @@ void job_init(job_opts *o)
     o->dtype = FR_DTYPE_F8;
     o->check_rows = -1;
     o->report_fd = -1;
+    o->limits = cli_default_limits;
     cli_attn_init(&o->attn);
 }
 
-int job_option(cli_args *a, job_opts *o)
+int job_finish_section(void *fields, uint64_t given)
 {
-    const char *v;
-    if (cli_attn_option(a, &o->attn)) return 1;
-    if (arg_value(a, "--input", &o->input) || arg_value(a, "-q", &o->q) ||
-        arg_value(a, "-k", &o->k) || arg_value(a, "-v", &o->v) ||
-        arg_value(a, "--report", &o->report))
-        return 1;
-    if (arg_flag(a, "--quiet")) return o->quiet = 1;
-    if (arg_value(a, "--report-fd", &v)) {
-        if (v && (parse_int64("--report-fd", v, &o->report_fd) || o->report_fd < 0 ||
-                  o->report_fd > INT32_MAX))
-            a->bad = 1;
-        return 1;
-    }
-    if (arg_value(a, "--dtype", &v)) {
-        if (v && (strcmp(v, "f4") == 0 || strcmp(v, "float32") == 0))
-            o->dtype = FR_DTYPE_F4;
-        else if (v && (strcmp(v, "f8") == 0 || strcmp(v, "float64") == 0))
-            o->dtype = FR_DTYPE_F8;
-        else if (v)
-            a->bad = 1, cli_fail(EXIT_USAGE, "--dtype: '%s' is not f4 or f8", v);
-        return 1;
-    }
-    if (arg_value(a, "--check-rows", &v)) {
-        if (v && strcmp(v, "all") == 0) {
-            o->check_rows = -2;
-        } else if (v && (parse_int64("--check-rows", v, &o->check_rows) || o->check_rows < 0)) {
-            cli_fail(EXIT_USAGE, "--check-rows must be a count >= 0 or 'all'");
-            a->bad = 1;
-        }
-        return 1;
-    }
-    return 0;
-}
-
-int job_finish(job_opts *o, const char *cmd, const char *out)
-{
+    job_opts *o = fields;
+    (void)given;
     if (o->report && o->report_fd >= 0)
-        return cli_fail(EXIT_USAGE, "%s: give --report or --report-fd, not both", cmd);
-    if (o->report_fd >= 0 && fcntl((int)o->report_fd, F_GETFD) < 0)
-        return cli_fail(EXIT_USAGE, "--report-fd %lld: not an open file descriptor",
-                        (long long)o->report_fd);
-    int report_stdout = (o->report && strcmp(o->report, "-") == 0) || o->report_fd == 1;
-    if (out && strcmp(out, "-") == 0 && report_stdout)
-        return cli_fail(EXIT_USAGE, "%s: the output and the report cannot both go to stdout", cmd);
-    return cli_attn_finish(&o->attn);
+        return cli_fail(EXIT_USAGE, "give --report or --report-fd, not both");
+    if (o->input && (o->q || o->k || o->v))
+        return cli_fail(EXIT_USAGE, "give either --input BUNDLE or -q/-k/-v, not both");
+    if (!o->input && !(o->q && o->k && o->v))
+        return cli_fail(EXIT_USAGE, "give --input BUNDLE or all of -q, -k and -v");
+    return EXIT_OK;
 }
 
 int job_same_file(const char *a, const char *b)
@@ -87,38 +96,69 @@ int job_same_file(const char *a, const char *b)
     return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-int job_refuse_overwrite(const job_opts *o, const char *cmd, const char *const *outs, int nouts)
+/* One file under two names, existing or not (-o x.npy --report ./x.npy): the same text, the same
+ * inode, or the same name in the same directory. */
+static int same_target(const char *a, const char *b)
 {
+    if (strcmp(a, b) == 0 || job_same_file(a, b)) return 1;
+    if (strcmp(a, "-") == 0 || strcmp(b, "-") == 0) return 0;
+    const char *ba = strrchr(a, '/'), *bb = strrchr(b, '/');
+    ba = ba ? ba + 1 : a;
+    bb = bb ? bb + 1 : b;
+    if (strcmp(ba, bb) != 0) return 0;
+    char da[4096], db[4096];
+    snprintf(da, sizeof da, "%.*s", ba == a ? 1 : (int)(ba - a), ba == a ? "." : a);
+    snprintf(db, sizeof db, "%.*s", bb == b ? 1 : (int)(bb - b), bb == b ? "." : b);
+    return job_same_file(da, db);
+}
+
+int job_check_paths(const job_opts *o, const char *cmd, const char *const *outs, int nouts,
+                    const char *const *extra_inputs, int nextra)
+{
+    for (int i = 0; i < nouts; i++)
+        for (int j = i + 1; j < nouts; j++)
+            if (outs[i] && outs[j] && same_target(outs[i], outs[j]))
+                return cli_fail(EXIT_USAGE, "%s: two outputs name %s%s: each needs its own file",
+                                cmd, strcmp(outs[i], "-") ? "the file " : "stdout ",
+                                strcmp(outs[i], "-") ? outs[i] : "('-')");
+    if (o->report_fd == 1)
+        for (int i = 0; i < nouts; i++)
+            if (outs[i] && strcmp(outs[i], "-") == 0)
+                return cli_fail(EXIT_USAGE, "%s: an output and the report cannot both go to stdout",
+                                cmd);
     const char *inputs[5] = {o->input, o->q, o->k, o->v, o->attn.w_path};
-    for (int j = 0; j < nouts; j++)
-        for (int i = 0; i < 5; i++)
-            if (job_same_file(outs[j], inputs[i]))
-                return cli_fail(EXIT_USAGE, "%s: refusing to overwrite the input %s", cmd,
-                                inputs[i]);
+    for (int j = 0; j < nouts; j++) {
+        for (int i = 0; i < 5 + nextra; i++) {
+            const char *in = i < 5 ? inputs[i] : extra_inputs[i - 5];
+            if (outs[j] && in && job_same_file(outs[j], in))
+                return cli_fail(EXIT_USAGE, "%s: refusing to overwrite the input %s", cmd, in);
+        }
+    }
     return EXIT_OK;
 }
 
 int job_problem(const job_opts *o, const cli_inputs *in, fr_problem *p)
 {
-    char err[512];
+    char err[512], sq[128];
     *p = fr_problem_default(in->n, in->d, in->dv);
     p->rot = o->attn.rot;
     p->causal = o->attn.causal;
     p->window = o->attn.window;
     if (in->w) p->rot.w = in->w->data;
-    int st = cli_scale(&o->attn, in->d, &p->tau);
-    if (st) return st;
-    if ((p->rot.kind == FR_ROT_ROPE || p->rot.kind == FR_ROT_CLIP) &&
-        (p->rot.rotary_dim ? p->rot.rotary_dim : p->d) % 2) {
-        char sq[128];
-        cli_shape_str(in->q, sq, sizeof sq);
+    cli_scale(&o->attn, in->d, &p->tau);
+    cli_shape_str(in->q, sq, sizeof sq);
+    int rope = p->rot.kind == FR_ROT_ROPE || p->rot.kind == FR_ROT_CLIP;
+    /* The option or the data: say which one is at odds with the other. */
+    if (rope && p->rot.rotary_dim > in->d)
+        return cli_fail(EXIT_USAGE, "--rotary-dim %lld is larger than d = %lld (%s has shape %s)",
+                        (long long)p->rot.rotary_dim, (long long)in->d, in->qlabel, sq);
+    if (rope && !p->rot.rotary_dim && in->d % 2)
         return cli_fail(EXIT_INPUT,
                         "%s: RoPE rotates pairs of coordinates, but q has shape %s (d = %lld is "
                         "odd); use --rotary-dim or --no-rope",
                         in->qlabel, sq, (long long)in->d);
-    }
-    if ((st = fr_problem_check(p, err, sizeof err))) return cli_fail(st, "%s", err);
-    return EXIT_OK;
+    int st = fr_problem_check(p, err, sizeof err);
+    return st ? cli_fail(st, "%s", err) : EXIT_OK;
 }
 
 const double *job_w(const cli_inputs *in, const fr_problem *p, int64_t b)

@@ -12,19 +12,22 @@ typedef struct {
     int quiet;
     int64_t check_rows; /* -1: default, -2: all */
     int64_t report_fd;  /* -1: none */
+    fr_limits limits;
     cli_attn attn;
 } job_opts;
 
-extern const char job_help[];
-
+/* The inputs, report and check options of run and grad; a command lists beside it the
+ * attention options (cli_attn_table at member attn) and the limits (cli_limits_table at
+ * member limits). */
+extern const cli_opt job_table[];
+int job_finish_section(void *fields, uint64_t given);
 void job_init(job_opts *o);
-/* Consumes one input/report/attention option at a->i (returns 1), else 0. */
-int job_option(cli_args *a, job_opts *o);
-/* After scanning: conflicting destinations, rotation count. An exit code. */
-int job_finish(job_opts *o, const char *cmd, const char *out);
 int job_same_file(const char *a, const char *b);
-/* Refuse when an output path is one of the inputs: a typo there destroys data. */
-int job_refuse_overwrite(const job_opts *o, const char *cmd, const char *const *outs, int nouts);
+/* Before any work: no two outputs name one file (nouts of outs, NULL entries skipped; '-' is
+ * stdout, and the report may go there too through --report-fd 1), and no output is an input
+ * (inputs: the job's and extra ones): a typo there destroys data. An exit code. */
+int job_check_paths(const job_opts *o, const char *cmd, const char *const *outs, int nouts,
+                    const char *const *extra_inputs, int nextra);
 /* The problem from the options and the loaded inputs, checked. An exit code. */
 int job_problem(const job_opts *o, const cli_inputs *in, fr_problem *p);
 /* W of batch entry b (shared W: the same for every b), or NULL. */

@@ -40,16 +40,14 @@ int cli_check_finite(const fr_tensor *t, const char *label)
                     isnan(x) ? "NaN" : (x > 0 ? "+Inf" : "-Inf"), idx);
 }
 
-fr_limits cli_limits = {CLI_DEFAULT_MAX_ELEMENTS, CLI_DEFAULT_MAX_BYTES};
-
-/* Read path into the next slot of in->files, within cli_limits: per tensor and per file by the
+/* Read path into the next slot of in->files, within in->limits: per tensor and per file by the
  * readers (before they allocate), and all inputs of the run together here. */
 static int read_file(cli_inputs *in, const char *path, fr_bundle **out)
 {
     char err[512];
     fr_bundle *b = &in->files[in->nfiles];
     memset(b, 0, sizeof *b);
-    int st = fr_read(path, b, &cli_limits, err, sizeof err);
+    int st = fr_read(path, b, &in->limits, err, sizeof err);
     if (st)
         return cli_fail(st, "%s%s", err,
                         strstr(err, "over the limit") ? " (raise it with --max-elements or "
@@ -61,11 +59,11 @@ static int read_file(cli_inputs *in, const char *path, fr_bundle **out)
         int64_t c = fr_tensor_count(&b->tensors[i]);
         in->bytes += c > INT64_MAX / 8 - in->bytes ? INT64_MAX / 2 : c * 8;
     }
-    if (in->bytes > cli_limits.max_bytes)
+    if (in->bytes > in->limits.max_bytes)
         return cli_fail(EXIT_INPUT,
                         "%s: the inputs read so far take %lld bytes as doubles, over the limit of "
                         "%lld bytes per run (raise it with --max-bytes)",
-                        path, (long long)in->bytes, (long long)cli_limits.max_bytes);
+                        path, (long long)in->bytes, (long long)in->limits.max_bytes);
     return EXIT_OK;
 }
 
@@ -149,14 +147,13 @@ static int check_shapes(cli_inputs *in)
     return EXIT_OK;
 }
 
-int cli_load(cli_inputs *in, const char *bundle, const char *qp, const char *kp, const char *vp,
-             const char *wp)
+int cli_load(cli_inputs *in, const fr_limits *lim, const char *bundle, const char *qp,
+             const char *kp, const char *vp, const char *wp)
 {
     memset(in, 0, sizeof *in);
+    in->limits = *lim;
     int st;
     fr_bundle *b;
-    if (bundle && (qp || kp || vp))
-        return cli_fail(EXIT_USAGE, "give either --input BUNDLE or -q/-k/-v, not both");
     if (bundle) {
         if ((st = read_file(in, bundle, &b))) return st;
         if (b->single)
@@ -169,8 +166,6 @@ int cli_load(cli_inputs *in, const char *bundle, const char *qp, const char *kp,
             (st = pick(b, bundle, "v", &in->v, in->vlabel, sizeof in->vlabel)))
             return st;
     } else {
-        if (!qp || !kp || !vp)
-            return cli_fail(EXIT_USAGE, "give --input BUNDLE or all of -q, -k and -v");
         const char *paths[3] = {qp, kp, vp};
         const char *roles[3] = {"q", "k", "v"};
         fr_tensor **slots[3] = {&in->q, &in->k, &in->v};

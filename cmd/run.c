@@ -3,22 +3,9 @@
 #include "report.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-
-static const char usage[] =
-    "usage: fastrope run (--input BUNDLE | -q FILE -k FILE -v FILE) [rotation] [options]\n"
-    "                    -o OUT [--report FILE]\n"
-    "\n"
-    "Computes T = softmax(tau * Q_i W_{j-i} K_j^T) V for every leading (batch) index and writes\n"
-    "it to OUT (.npy, .npz, .json; '-' writes .npy to stdout). q, k: [..., n, d]; v: [..., n, "
-    "dv].\n"
-    "\n"
-    "  -o OUT                 output file ('-': stdout)\n"
-    "  --strict               exit 4, writing nothing, when the observed error exceeds --eps\n"
-    "%s%s"
-    "\n"
-    "Exit codes: 0 ok, 1 internal/resources, 2 usage, 3 bad input, 4 accuracy not guaranteed.\n";
 
 typedef struct {
     job_opts job;
@@ -26,27 +13,40 @@ typedef struct {
     int strict;
 } run_opts;
 
+static const cli_opt run_table[] = {
+    OPT_GROUP("Output (written: .npy, .npz or .json, by the extension):"),
+    OPT_CUSTOM("output", 'o', run_opts, out, cli_out_tensor, "OUT",
+               "T, shape [..., n, dv] ('-': .npy to stdout)"),
+    OPT_FLAG("strict", 0, run_opts, strict,
+             "exit 4, writing nothing, when the observed error exceeds --eps"),
+    OPT_END};
+
+static const cli_section sections[] = {
+    {run_table, 0, NULL},
+    {job_table, offsetof(run_opts, job), job_finish_section},
+    {cli_attn_table, offsetof(run_opts, job.attn), cli_attn_finish_section},
+    {cli_limits_table, offsetof(run_opts, job.limits), NULL},
+    {NULL, 0, NULL}};
+
+static const cli_command command = {
+    "run", "(--input BUNDLE | -q FILE -k FILE -v FILE) -o OUT",
+    "Computes T = softmax(tau * Q_i W_{j-i} K_j^T) V for every leading (batch) index: q, k are "
+    "[..., n, d], v is [..., n, dv]; the leading axes are a batch, and T keeps them. The fast "
+    "methods are checked against exact attention on sampled rows; the report (JSON) gives the "
+    "bounds, the plan and the observed error."
+    "\vExit codes: 0 ok, 1 internal/resources, 2 usage, 3 bad input, 4 accuracy not "
+    "guaranteed.",
+    sections, CLI_NO_ARGS};
+
 static int parse(int argc, char **argv, run_opts *o)
 {
     memset(o, 0, sizeof *o);
     job_init(&o->job);
-    cli_args a = {argc, argv, 1, 0, "run"};
-    for (; a.i < argc && !a.bad; a.i++) {
-        if (arg_flag(&a, "--help") || arg_flag(&a, "-h")) {
-            printf(usage, job_help, cli_attn_help);
-            exit(0);
-        } else if (job_option(&a, &o->job) || arg_value(&a, "-o", &o->out) ||
-                   arg_value(&a, "--output", &o->out)) {
-        } else if (arg_flag(&a, "--strict")) {
-            o->strict = 1;
-        } else {
-            return cli_fail(EXIT_USAGE, "run: unknown option '%s' (see fastrope run --help)",
-                            argv[a.i]);
-        }
-    }
-    if (a.bad) return EXIT_USAGE;
+    int st = cli_parse(&command, argc, argv, o);
+    if (st) return st;
     if (!o->out) return cli_fail(EXIT_USAGE, "run: -o OUT is required (see fastrope run --help)");
-    return job_finish(&o->job, "run", o->out);
+    const char *outs[2] = {o->out, o->job.report};
+    return job_check_paths(&o->job, "run", outs, 2, NULL, 0);
 }
 
 typedef struct {
@@ -144,12 +144,10 @@ int cmd_run(int argc, char **argv)
     double t0 = cli_now();
     run_opts o;
     int st = parse(argc, argv, &o);
-    if (st) return st;
-    const char *outs[2] = {o.out, o.job.report};
-    if ((st = job_refuse_overwrite(&o.job, "run", outs, 2))) return st;
+    if (st) return st == CLI_HELP ? EXIT_OK : st;
 
     cli_inputs in;
-    st = cli_load(&in, o.job.input, o.job.q, o.job.k, o.job.v, o.job.attn.w_path);
+    st = cli_load(&in, &o.job.limits, o.job.input, o.job.q, o.job.k, o.job.v, o.job.attn.w_path);
     fr_problem p;
     if (st || (st = job_problem(&o.job, &in, &p))) {
         cli_inputs_free(&in);
