@@ -1,11 +1,26 @@
-"""bench_exact.py - the exact engine (fastrope run --method exact) against the numpy reference,
-on the same inputs in the same run, plus the engine's peak memory at a large n.
+"""bench_exact.py - the exact engine against what this machine allows, and against its peers.
 
     FASTROPE=build/fastrope PYTHONPATH=scripts /usr/bin/python3 scripts/bench_exact.py [--quick]
 
-Times are wall-clock seconds of the attention itself: time_s.compute from the CLI's JSON report
-(no file I/O, no check rows) and the reference.attention call for numpy. Targets: >= 10x faster
-than numpy at n = 16384, d = 8 on 2 cores; peak RSS < 100 MB at n = 65536, d = 8.
+First measures this machine's limits with scripts/limits.c (built here, with the project's
+flags): the FMA peak and glibc's vector exp rate, in double and single, on all cores. Then times
+`fastrope run` (forward) and `fastrope grad --dout` (backward: T and every gradient) with
+--method exact at n = 16384, scale 1/sqrt(d), RoPE, for d in {8, 64, 128}, unmasked and causal,
+in double and (when the build has --precision) single, and prints each time as a multiple of
+its limit:
+
+    forward    2 n^2 (d + dv) / peak + n^2 / exp_rate
+    backward   2 n^2 (4 d + 3 dv) / peak + 2 n^2 / exp_rate
+               (the forward's products and exps once for T and the row sums, then S again,
+               G V^T, P^T G, dS K and dS^T Q, and P again)
+
+with n^2 the pairs the mask keeps (a causal mask halves the limit). Times are the CLI report's
+time_s.compute (no file I/O, no check rows), one run each: the machine must be quiet (hold the
+team's CPU lock). Then, when Debian's python3-torch is installed, PyTorch's float32 chunked
+attention on the same inputs (all threads), and the ratio to fastrope.
+
+Checks: fastrope agrees with the numpy reference at n = 4096 (relative 1e-10 in double, 1e-5 in
+single); peak RSS < 100 MB at n = 65536, d = 8.
 """
 
 import argparse
@@ -21,19 +36,98 @@ import numpy as np
 
 import reference
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..")
 
-def run(cmd):
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if r.returncode != 0:
-        sys.exit("command failed (%d): %s\n%s" % (r.returncode, " ".join(cmd), r.stderr))
+
+def run(cmd, check=True):
+    r = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True)
+    if check and r.returncode != 0:
+        sys.exit("command failed (%d): %s\n%s" % (r.returncode, " ".join(map(str, cmd)),
+                                                  r.stderr))
     return r
 
 
-def fastrope_exact(exe, bundle, out, report, extra=()):
-    run([exe, "run", "--input", bundle, "--method", "exact", "--check-rows", "0", "--quiet",
-         "-o", out, "--report", report, *extra])
+def measure_limits(outdir):
+    """This machine's limits (scripts/limits.c), compiled with the project's flags."""
+    exe = os.path.join(outdir, "limits")
+    src = os.path.join(HERE, "limits.c")
+    cc = os.environ.get("CC", "cc")
+    if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
+        run([cc, "-O2", "-march=native", "-fopenmp", "-fno-math-errno", src, "-o", exe, "-lm"])
+    return json.loads(run([exe]).stdout)
+
+
+def limit_s(lim, prec, direction, n, d, dv, causal):
+    pairs = n * (n + 1) / 2 if causal else float(n) * n
+    peak = lim["fma_gflops_" + prec] * 1e9
+    exp_rate = lim["exp_gps_" + prec] * 1e9
+    if direction == "fwd":
+        return 2 * pairs * (d + dv) / peak + pairs / exp_rate
+    return 2 * pairs * (4 * d + 3 * dv) / peak + 2 * pairs / exp_rate
+
+
+def compute_time(report):
     with open(report) as f:
         return json.load(f)["time_s"]["compute"]
+
+
+def fastrope_time(exe, direction, bundle, up, prec, causal, tmp):
+    """Compute seconds of one exact run, or None when the build lacks the precision."""
+    report = os.path.join(tmp, "r.json")
+    common = ["--method", "exact", "--scale", "sdpa", "--check-rows", "0", "--quiet",
+              "--report", report]
+    if causal:
+        common.append("--causal")
+    if prec != "f64":
+        common += ["--precision", prec]
+    if direction == "fwd":
+        cmd = [exe, "run", "--input", bundle, "-o", os.path.join(tmp, "out.npy")] + common
+    else:
+        cmd = [exe, "grad", "--input", bundle, "--dout", up, "-o",
+               os.path.join(tmp, "g.npz")] + common
+    r = run(cmd, check=prec == "f64")
+    if r.returncode != 0:
+        return None
+    return compute_time(report)
+
+
+def has_precision(exe):
+    r = run([exe, "run", "--help"], check=False)
+    return "--precision" in (r.stdout + r.stderr)
+
+
+def torch_chunked(q, k, v, causal, chunk=1024):
+    """PyTorch float32 attention, a block of query rows at a time (what a user without a fused
+    CPU kernel writes to stay out of n x n memory), RoPE applied first. Seconds of the best of
+    one run after a warm-up on a small slice."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    n, d = q.shape
+    tau = 1 / np.sqrt(d)
+    qr = torch.from_numpy(reference.rotate(q).astype(np.float32))
+    kr = torch.from_numpy(reference.rotate(k).astype(np.float32))
+    vt = torch.from_numpy(v.astype(np.float32))
+
+    def attend(rows):
+        out = torch.empty((rows, vt.shape[1]), dtype=torch.float32)
+        with torch.no_grad():
+            for i0 in range(0, rows, chunk):
+                i1 = min(rows, i0 + chunk)
+                s = (qr[i0:i1] @ kr.T) * tau
+                if causal:
+                    j = torch.arange(n)
+                    i = torch.arange(i0, i1)[:, None]
+                    s = s.masked_fill(j[None, :] > i, float("-inf"))
+                out[i0:i1] = torch.softmax(s, dim=1) @ vt
+        return out
+
+    attend(min(n, 2 * chunk))
+    t0 = time.perf_counter()
+    out = attend(n)
+    return time.perf_counter() - t0, out.numpy()
 
 
 def peak_rss_mb(cmd):
@@ -49,49 +143,106 @@ def peak_rss_mb(cmd):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes only (smoke test)")
-    ap.add_argument("--reps", type=int, default=1, help="best of this many runs per size")
+    ap.add_argument("--n", type=int, default=None, help="problem size (16384)")
+    ap.add_argument("--dims", default=None, help="comma list of d (8,64,128)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "build", "bench"))
     args = ap.parse_args()
-    exe = os.environ.get("FASTROPE", "build/fastrope")
-    ns = [256, 1024] if args.quick else [1024, 4096, 16384]
-    ds = [4, 8] if args.quick else [4, 8, 64]
+    exe = os.environ.get("FASTROPE", os.path.join(ROOT, "build", "fastrope"))
+    n = args.n or (1024 if args.quick else 16384)
+    dims = [int(x) for x in (args.dims or ("8" if args.quick else "8,64,128")).split(",")]
+    check_n = 512 if args.quick else 4096
     mem_n = 4096 if args.quick else 65536
+    os.makedirs(args.out, exist_ok=True)
 
-    print("exact attention: fastrope --method exact vs numpy reference (float64, RoPE, "
-          "tau = 1/d, no mask; threads: OMP_NUM_THREADS=%s, %d cores)"
-          % (os.environ.get("OMP_NUM_THREADS", "default"), os.cpu_count()))
-    print("%7s %4s %12s %12s %8s %10s" % ("n", "d", "fastrope_s", "numpy_s", "ratio", "max_rel"))
-    rows = []
+    lim = measure_limits(args.out)
+    print("limits (scripts/limits.c, %d threads, %s): FMA %.1f GFLOP/s double, %.1f single; "
+          "vector exp %.2f G/s double, %.2f single"
+          % (lim["threads"], lim["cpu"], lim["fma_gflops_f64"], lim["fma_gflops_f32"],
+             lim["exp_gps_f64"], lim["exp_gps_f32"]))
+    precs = ["f64"] + (["f32"] if has_precision(exe) else [])
+    if len(precs) == 1:
+        print("(this build has no --precision: double only)")
+    try:
+        import torch  # noqa: F401
+        have_torch = True
+    except ImportError:
+        have_torch = False
+        print("(python3-torch not installed: no PyTorch peer)")
+
+    print("\nexact attention, n = %d, RoPE, scale 1/sqrt(d), dv = d, one run each "
+          "(x limit: time over the limit above; bwd/fwd: grad's time over run's)" % n)
+    print("%4s %4s %7s %4s %10s %10s %8s %8s" % ("prec", "d", "mask", "dir", "time_s", "limit_s",
+                                                 "x_limit", "bwd/fwd"))
+    results = {}
+    failed = []
     with tempfile.TemporaryDirectory() as tmp:
-        bundle, out, report = (os.path.join(tmp, x) for x in ("in.npz", "out.npy", "r.json"))
-        for n in ns:
-            for d in ds:
-                run([exe, "gen", "--n", str(n), "--d", str(d), "--seed", "1", "-o", bundle])
-                t_fr = min(fastrope_exact(exe, bundle, out, report) for _ in range(args.reps))
+        bundle, up = os.path.join(tmp, "in.npz"), os.path.join(tmp, "up.npy")
+        for d in dims:
+            run([exe, "gen", "--n", n, "--d", d, "--seed", "1", "-o", bundle])
+            np.save(up, np.random.default_rng(d).normal(size=(n, d)))
+            for prec in precs:
+                for causal in (False, True):
+                    fwd = None
+                    for direction in ("fwd", "bwd"):
+                        t = fastrope_time(exe, direction, bundle, up, prec, causal, tmp)
+                        if t is None:
+                            print("%4s %4d %7s %4s %10s" % (prec, d, "causal" if causal
+                                                             else "none", direction, "n/a"))
+                            continue
+                        lm = limit_s(lim, prec, direction, n, d, d, causal)
+                        results[(prec, d, causal, direction)] = t
+                        ratio = "" if direction == "fwd" or fwd is None else "%7.2fx" % (t / fwd)
+                        if direction == "fwd":
+                            fwd = t
+                        print("%4s %4d %7s %4s %10.4f %10.4f %7.2fx %8s"
+                              % (prec, d, "causal" if causal else "none", direction, t, lm,
+                                 t / lm, ratio))
+                        sys.stdout.flush()
+            if have_torch and d in (8, 64, 128):
                 with np.load(bundle) as z:
                     q, k, v = z["q"], z["k"], z["v"]
-                t_np = float("inf")
-                for _ in range(args.reps):
-                    t0 = time.perf_counter()
-                    ref = reference.attention(q, k, v)
-                    t_np = min(t_np, time.perf_counter() - t0)
-                got = np.load(out)
-                err = float(np.max(np.abs(got - ref)) / np.max(np.abs(ref)))
-                print("%7d %4d %12.4f %12.4f %7.1fx %10.1e" % (n, d, t_fr, t_np, t_np / t_fr, err))
-                sys.stdout.flush()
-                rows.append((n, d, t_fr, t_np, err))
+                tt, _ = torch_chunked(q, k, v, False)
+                line = "  PyTorch f32 chunked attention, d = %d: %.4f s" % (d, tt)
+                for prec in precs:
+                    t = results.get((prec, d, False, "fwd"))
+                    if t:
+                        line += "; fastrope %s %.1fx faster" % (prec, tt / t)
+                print(line)
 
-        d = 8
-        run([exe, "gen", "--n", str(mem_n), "--d", str(d), "--seed", "1", "-o", bundle])
+        # correctness against numpy (and torch, the peer, must agree too)
+        d = dims[0]
+        run([exe, "gen", "--n", check_n, "--d", d, "--seed", "2", "-o", bundle])
+        with np.load(bundle) as z:
+            q, k, v = z["q"], z["k"], z["v"]
+        ref = reference.attention(q, k, v, scale="sdpa")
+        out = os.path.join(tmp, "out.npy")
+        for prec, tol in (("f64", 1e-10), ("f32", 1e-5)):
+            if prec not in precs:
+                continue
+            extra = ["--precision", prec] if prec != "f64" else []
+            run([exe, "run", "--input", bundle, "--method", "exact", "--scale", "sdpa",
+                 "--check-rows", "0", "--quiet", "-o", out, *extra])
+            got = np.load(out)
+            err = float(np.max(np.abs(got - ref)) / np.max(np.abs(ref)))
+            print("n = %d, d = %d: fastrope %s against numpy: max relative error %.1e "
+                  "(tolerance %.0e)" % (check_n, d, prec, err, tol))
+            if not err <= tol:
+                failed.append("%s disagrees with numpy (%.1e)" % (prec, err))
+        if have_torch:
+            _, tout = torch_chunked(q, k, v, False)
+            err = float(np.max(np.abs(tout - ref)) / np.max(np.abs(ref)))
+            print("n = %d, d = %d: PyTorch f32 chunked against numpy: %.1e" % (check_n, d, err))
+
+        run([exe, "gen", "--n", mem_n, "--d", 8, "--seed", "1", "-o", bundle])
         rss = peak_rss_mb([exe, "run", "--input", bundle, "--method", "exact", "--check-rows",
-                           "0", "--quiet", "-o", out, "--report", report])
-        with open(report) as f:
-            t_big = json.load(f)["time_s"]["compute"]
-        print("peak memory, n = %d, d = %d, causal off: %.1f MB max RSS (compute %.3f s)"
-              % (mem_n, d, rss, t_big))
+                           "0", "--quiet", "-o", out, "--report", os.path.join(tmp, "r.json")])
+        print("peak memory, n = %d, d = 8: %.1f MB max RSS (compute %.3f s)"
+              % (mem_n, rss, compute_time(os.path.join(tmp, "r.json"))))
+        if not args.quick and rss >= 100:
+            failed.append("peak RSS %.1f MB >= 100 MB" % rss)
 
-    bad = [r for r in rows if r[4] > 1e-10]
-    if bad:
-        print("FAILED: fastrope and numpy disagree: %s" % bad)
+    if failed:
+        print("FAILED: " + "; ".join(failed))
         return 1
     return 0
 
