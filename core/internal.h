@@ -42,6 +42,18 @@ void fr__thread_bufs_free(fr__thread_bufs *b);
  * cost model follows the same rule. */
 #define FR_EXACT_PAR_MIN_SCORES ((double)(1 << 24))
 
+/* The exact forward's blocks (core/exact_impl.h), in both precisions: BR query rows meet BC
+ * keys at a time; row i's sums run over ascending key blocks of FR_EXACT_BC keys, each block's
+ * part summed in vector lanes first (the summation structure exact_impl.h describes, for a
+ * rounding bound of the exact path). */
+#define FR_EXACT_BR 32
+#define FR_EXACT_BC 128
+
+/* fr_exact_rows in single precision (core/exact_f32.c): float in, float out, float throughout
+ * but for the O(n d) set-up; the batch layer's fr_execute_f32 dispatches here. */
+int fr__exact_rows_f32(const fr_problem *p, const float *q, const float *k, const float *v,
+                       const int64_t *rows, int64_t nrows, float *out, char *err, size_t errlen);
+
 /* ---- rotation (core/rotation.c) ------------------------------------------------------------ */
 
 /* The support S of W and its kernel functions w_s(delta) = W_delta[a_s][b_s]. */

@@ -16,18 +16,30 @@
  * cannot afford. */
 #pragma omp declare simd notinbranch
 extern double exp(double);
+#pragma omp declare simd notinbranch
+extern float expf(float);
 
 #define FR_VW 8 /* doubles per vector of the micro-kernels */
 #define FR_TR 4 /* rows per micro-tile */
 
 /* GCC vector extension: lowered to AVX-512, AVX2 pairs or SSE quadruples as the target allows. */
 typedef double fr__vd __attribute__((vector_size(FR_VW * sizeof(double))));
+/* The single-precision kernels' vector: the same 64 bytes, twice the lanes. */
+#define FR_VWF (2 * FR_VW)
+typedef float fr__vf __attribute__((vector_size(FR_VWF * sizeof(float))));
 
 /* count doubles, 64-byte aligned for the vector loads (free with free()). */
 static inline void *fr__alloc_doubles(int64_t count)
 {
     size_t bytes = ((size_t)(count > 0 ? count : 1) * sizeof(double) + 63) & ~(size_t)63;
     return aligned_alloc(64, bytes);
+}
+
+/* bytes, 64-byte aligned (free with free()): the tiles of either precision. */
+static inline void *fr__alloc_aligned(int64_t bytes)
+{
+    size_t b = ((size_t)(bytes > 0 ? bytes : 1) + 63) & ~(size_t)63;
+    return aligned_alloc(64, b);
 }
 
 /* out[br][bc] = a[br][K] bt[K][bc] in FR_TR x FR_VW register tiles (br a multiple of FR_TR, bc
