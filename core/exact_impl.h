@@ -326,6 +326,17 @@ static void X(row_block)(const X(ctx) * x, int64_t rb, const int64_t *rows, int6
         X(pv)(w->s[0], x->v + kb * BC * x->dvp, x->dvp, w->acc);
     }
     for (int64_t r = 0; r < nr; r++) {
+        /* A row that keeps one key (n = 1, window 0, the first row under a causal mask) is that
+         * key's value, exactly: the shifted weight divided by itself could round off by an ulp,
+         * and gradients that subtract T from V there (Delta = G . T) must see zero. */
+        int64_t i = ridx[r], lo = i, hi = i;
+        if (!x->causal) hi = x->window >= 0 && x->window < x->n - 1 - i ? i + x->window : x->n - 1;
+        lo = x->window >= 0 && x->window < i ? i - x->window : 0;
+        if (lo == hi) {
+            for (int64_t o = 0; o < x->dv; o++)
+                out[(r0 + r) * x->dv + o] = x->v[i * x->dvp + o];
+            continue;
+        }
         /* Online: l >= exp(0) = 1, the diagonal j = i is never masked and the maximum itself
          * contributes exp(0). Shifted: l >= exp(s_ii - M_i) >= e^-SHIFT_MAX, a normal number. */
         REAL inv = 1 / w->l[r];

@@ -183,11 +183,20 @@ static void test_n1(void)
     double out[3];
     char err[256];
     T_REQUIRE(fr_exact_rows(&p, x.q, x.k, x.v, NULL, 1, out, err, sizeof err) == FR_OK, "%s", err);
-    /* The weight is exp(s - M) for the a-priori bound M, not exactly 1, so V comes back through
-     * one product and one division: within 2 units in the last place. */
     for (int o = 0; o < 3; o++)
-        T_CHECK(fabs(out[o] - x.v[o]) <= 2 * DBL_EPSILON * fabs(x.v[o]),
-                "n = 1 gives V itself: %.17g vs %.17g", out[o], x.v[o]);
+        T_CHECK(out[o] == x.v[o], "n = 1 gives V itself: %.17g vs %.17g", out[o], x.v[o]);
+    /* so does every row of a window 0, and the first row under a causal mask */
+    p = fr_problem_default(40, 4, 3);
+    free_qkv(x);
+    x = make_qkv(&p, 1.0, 6);
+    double o40[120];
+    p.window = 0;
+    T_REQUIRE(fr_exact_rows(&p, x.q, x.k, x.v, NULL, 40, o40, err, sizeof err) == FR_OK, "%s", err);
+    T_CHECK(memcmp(o40, x.v, sizeof o40) == 0, "window 0 is not V itself");
+    p.window = -1;
+    p.causal = 1;
+    T_REQUIRE(fr_exact_rows(&p, x.q, x.k, x.v, NULL, 40, o40, err, sizeof err) == FR_OK, "%s", err);
+    T_CHECK(memcmp(o40, x.v, 3 * sizeof *o40) == 0, "causal row 0 is not V_0");
     free_qkv(x);
 }
 
