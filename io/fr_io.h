@@ -1,5 +1,4 @@
-/* fr_io.h - tensors in and out of files: .npy, .npz, .json (stdin/stdout as "-"); .safetensors
- * is read.
+/* fr_io.h - tensors in and out of files: .npy, .npz, .json, .safetensors (stdin/stdout as "-").
  *
  * Usage:
  *   fr_bundle b = {0};
@@ -8,9 +7,11 @@
  *   fr_write_tensor("out.npy", FR_FMT_UNKNOWN, q, FR_DTYPE_F8, err, sizeof err);  // atomic
  *   fr_bundle_free(&b);
  *
- * Every reader converts to double, row-major. The format of an input is recognised from its
- * first bytes (\x93NUMPY, PK\x03\x04, '{' or '['), so "-" works for every format; the format of
- * an output comes from its extension (.npy, .npz, .json; "-" writes .npy, or .npz for a bundle).
+ * Every reader converts to double (or float, fr_read_as), row-major. The format of an input is
+ * recognised from its first bytes (\x93NUMPY, PK\x03\x04, '{' or '[', a safetensors length), so "-"
+ * works for every format; the format of an output comes from its extension (.npy, .npz, .json,
+ * .safetensors;
+ * "-" writes .npy, or .npz for a bundle).
  * Errors: one line "PATH: what is wrong" in err, and an fr_status (3 bad input, 1 I/O or memory).
  * Sizes are checked against the file and the limits before anything is allocated.
  */
@@ -28,6 +29,7 @@ typedef struct {
     int ndim;                 /* 0 (a scalar) .. FR_MAXDIM */
     int64_t shape[FR_MAXDIM]; /* C order */
     double *data;             /* prod(shape) doubles, owned */
+    float *f32;               /* instead of data when read as FR_DTYPE_F4 (fr_read_as), owned */
 } fr_tensor;
 
 typedef struct {
@@ -37,7 +39,7 @@ typedef struct {
     int single;         /* the file held one tensor (.npy, a JSON tensor), not a bundle */
 } fr_bundle;
 
-/* FR_FMT_SAFETENSORS is read only (a bundle; recognised by content: 8-byte length, '{'). */
+/* FR_FMT_SAFETENSORS: a bundle, recognised by content (8-byte length, '{'). */
 typedef enum { FR_FMT_UNKNOWN, FR_FMT_NPY, FR_FMT_NPZ, FR_FMT_JSON, FR_FMT_SAFETENSORS } fr_format;
 typedef enum { FR_DTYPE_F8 = 8, FR_DTYPE_F4 = 4 } fr_dtype;
 
@@ -49,8 +51,16 @@ typedef struct {
 int64_t fr_tensor_count(const fr_tensor *t); /* prod(shape), 1 for a scalar */
 void fr_tensor_free(fr_tensor *t);
 
-/* Read a file ("-": stdin) of any supported format into a bundle. lim may be NULL. */
+/* Read a file ("-": stdin) of any supported format into a bundle. lim may be NULL. A pipe, a
+ * device or stdin is recognised from its first bytes (garbage fails there) and then read front
+ * to back within the limits (.npz is spooled to an unnamed file in $TMPDIR, JSON to memory). */
 int fr_read(const char *path, fr_bundle *out, const fr_limits *lim, char *err, size_t errlen);
+/* The same with the tensors' element type chosen: FR_DTYPE_F8 fills data (fr_read), and
+ * FR_DTYPE_F4 fills f32 instead, data NULL: f4 stored values kept as they are, f8 ones rounded
+ * to nearest, so no double copy is ever held (for single-precision runs). Every writer takes a
+ * tensor of either kind. */
+int fr_read_as(const char *path, fr_bundle *out, const fr_limits *lim, fr_dtype as, char *err,
+               size_t errlen);
 
 /* The tensor named name (exact match), or NULL. */
 fr_tensor *fr_bundle_get(const fr_bundle *b, const char *name);

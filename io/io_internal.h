@@ -16,30 +16,69 @@
 #define IO_DEFAULT_MAX_ELEMENTS ((int64_t)1 << 32)
 #define IO_DEFAULT_MAX_BYTES ((int64_t)32 << 30)
 
-typedef enum { IO_SRC_MEM, IO_SRC_FILE, IO_SRC_ZIP } io_src_kind;
+typedef enum { IO_SRC_MEM, IO_SRC_FILE, IO_SRC_ZIP, IO_SRC_STREAM } io_src_kind;
+#define IO_SIZE_UNKNOWN INT64_MAX /* a stream's size: known when it ends */
 
 typedef struct {
     io_src_kind kind;
-    const unsigned char *mem; /* IO_SRC_MEM */
-    FILE *f;                  /* IO_SRC_FILE */
+    const unsigned char *mem; /* IO_SRC_MEM; IO_SRC_STREAM: its first nhead bytes */
+    FILE *f;                  /* IO_SRC_FILE, IO_SRC_STREAM */
     zip_file_t *zf;           /* IO_SRC_ZIP */
     int64_t size;             /* bytes the source holds (file size, member's declared size) */
     int64_t pos;
+    size_t nhead;
 } io_src;
 
 /* Up to n bytes, never past s->size: the count read (short only at the end), or -1 on an I/O
  * or decompression error. */
 int64_t io_src_read(io_src *s, void *buf, size_t n);
-/* After s->size bytes were read: 0 if the source really ends there, 1 if it holds more (a zip
- * member longer than declared), -1 on an error (a zip member's CRC mismatch). */
+/* After the data was read: 0 if the source really ends there, 1 if it holds more (a zip
+ * member longer than declared, a stream longer than its header says), -1 on an error (a zip
+ * member's CRC mismatch). */
 int io_src_check_end(io_src *s);
+
+/* An input file or stream, opened with its first bytes read and its format recognised from
+ * them (io/source.c). */
+typedef struct {
+    FILE *f;
+    int owned;    /* f is ours to close (not stdin) */
+    int regular;  /* a regular file: size known, seekable */
+    int64_t size; /* IO_SIZE_UNKNOWN for a stream */
+    const char *label;
+    unsigned char head[16];
+    size_t nhead;
+    fr_format fmt; /* FR_FMT_UNKNOWN: none recognised */
+} io_input;
+/* "-" is stdin. Fails on a missing file, a directory, an empty input. */
+int io_input_open(io_input *in, const char *path, char *err, size_t errlen);
+void io_input_close(io_input *in);
+/* A source over the whole input, from its first byte. */
+void io_input_src(io_input *in, io_src *s);
+/* All of it in memory (JSON), refusing more than max bytes. */
+int io_input_slurp(io_input *in, int64_t max, unsigned char **out, size_t *len, char *err,
+                   size_t errlen);
+/* A stream copied into an unnamed temporary file in $TMPDIR (a zip needs to seek). */
+int io_input_spool(io_input *in, int64_t max, FILE **out, char *err, size_t errlen);
+/* Read an opened input into out (zeroed); what fr_read does after opening. */
+int io_read_input(io_input *in, const fr_limits *lim, fr_dtype as, fr_bundle *out, char *err,
+                  size_t errlen);
+
+fr_format io_sniff(const unsigned char *p, size_t n);
+int io_unknown_format(const char *label, const unsigned char *p, size_t n, char *err,
+                      size_t errlen);
 
 /* The effective limits (defaults filled in). */
 fr_limits io_limits(const fr_limits *lim);
 
+/* t->data (as FR_DTYPE_F8) or t->f32 (FR_DTYPE_F4) for count elements; -1 if out of memory. */
+int io_tensor_alloc(fr_tensor *t, int64_t count, fr_dtype as);
+/* count decoded values into t from element at, narrowed to float when t holds floats. */
+void io_tensor_store(fr_tensor *t, int64_t at, const double *x, int64_t count);
+double io_tensor_at(const fr_tensor *t, int64_t i);
+
 /* Read a whole file already in memory (format sniffed from its first bytes) into out, which
  * must be zeroed; on failure out may hold tensors read so far (free it). The memory entry point
- * of fr_read, used for stdin and by the fuzz targets. */
+ * of fr_read, used by the fuzz targets. */
 int io_read_mem(const unsigned char *buf, size_t len, const char *label, const fr_limits *lim,
                 fr_bundle *out, char *err, size_t errlen);
 
@@ -113,8 +152,20 @@ int io_dtype_from_descr(char kind, int size, int big, io_dtype *dt);
 void io_decode(const unsigned char *raw, int64_t count, const io_dtype *dt, double *out);
 
 /* ---- .npy ---- */
-int io_npy_read(io_src *s, const char *label, const fr_limits *lim, fr_tensor *t, char *err,
+/* What a .npy header says, checked: the dtype, the order, the shape (data NULL), where the
+ * data starts and its size. */
+typedef struct {
+    io_dtype dt;
+    char descr[64];
+    int fortran;
+    fr_tensor shape;
+    int64_t offset, count, bytes;
+} io_npy_info;
+/* The one header parser of the whole-file reader and the streaming one (io/members.c). */
+int io_npy_head(io_src *s, const char *label, const fr_limits *lim, io_npy_info *info, char *err,
                 size_t errlen);
+int io_npy_read(io_src *s, const char *label, const fr_limits *lim, fr_dtype as, fr_tensor *t,
+                char *err, size_t errlen);
 /* The header (magic, version, length, dict, padding) for t stored as dtype; its length, or 0
  * if cap is too small. */
 size_t io_npy_header(const fr_tensor *t, fr_dtype dtype, unsigned char *buf, size_t cap);
@@ -136,17 +187,18 @@ void io_npy_gen_rewind(void *g);
 int io_npy_write(io_w *w, const fr_tensor *t, fr_dtype dtype, char *err, size_t errlen);
 
 /* ---- .npz ---- */
+#define IO_NPZ_MAX_MEMBERS 100000
 /* src is consumed (freed by this function in every case). */
-int io_npz_read(zip_source_t *src, const char *label, const fr_limits *lim, fr_bundle *out,
-                char *err, size_t errlen);
+int io_npz_read(zip_source_t *src, const char *label, const fr_limits *lim, fr_dtype as,
+                fr_bundle *out, char *err, size_t errlen);
+/* Member i's directory entry, checked before it is opened: a NAME.npy whose declared size fits
+ * the limits (*total: the members' sizes so far) and its compressed size. The one check of the
+ * whole-file reader and the streaming one. */
+int io_npz_stat(zip_t *za, int64_t i, const char *label, const fr_limits *lim, int64_t *total,
+                zip_stat_t *out, char *err, size_t errlen);
 /* A nameless tensor becomes member "arr_0", as numpy.savez names a positional array. */
 int io_npz_write(io_w *w, const fr_bundle *b, fr_dtype dtype, int compress, char *err,
                  size_t errlen);
-
-/* The header dict of a .npy (the text after the length field) into dt, fortran and t's shape;
- * for readers that stream the data themselves (io/members.c). */
-int io_npy_parse_dict(const char *h, size_t len, const char *label, io_dtype *dt, int *fortran,
-                      fr_tensor *t, char *err, size_t errlen);
 
 /* ---- .safetensors: 8-byte little-endian header length, a JSON header, the data ---- */
 typedef struct {
@@ -160,20 +212,27 @@ typedef struct {
     int count;
     io_st_entry *e;     /* in the header's order */
     int64_t data_start; /* 8 + header length: where offsets count from */
+    int64_t data_size;  /* the data section's bytes */
 } io_st_header;
 /* Reads and validates the header from s (at its start): dtypes, shapes against offsets, offsets
  * against the file size and each other. s is left at data_start. */
 int io_st_header_read(io_src *s, const char *label, const fr_limits *lim, io_st_header *h,
                       char *err, size_t errlen);
 void io_st_header_free(io_st_header *h);
-int io_st_read(io_src *s, const char *label, const fr_limits *lim, fr_bundle *out, char *err,
-               size_t errlen);
+int io_st_read(io_src *s, const char *label, const fr_limits *lim, fr_dtype as, fr_bundle *out,
+               char *err, size_t errlen);
 /* F64 or F32, in the bundle's order; a nameless tensor is "arr_0". */
 int io_st_write(io_w *w, const fr_bundle *b, fr_dtype dtype, char *err, size_t errlen);
 
 /* ---- JSON ---- */
-int io_json_read(const char *text, size_t len, const char *label, const fr_limits *lim,
+int io_json_read(const char *text, size_t len, const char *label, const fr_limits *lim, fr_dtype as,
                  fr_bundle *out, char *err, size_t errlen);
+/* The shortest digits that strtof reads back to x (io/number.c). */
+int io_format_float(char *buf, size_t len, float x);
+/* "LABEL: invalid JSON in WHAT (near byte N)" for a text cJSON refused, or that it nests
+ * deeper than the parser's limit. */
+int io_json_error(const char *text, size_t len, const char *label, const char *what, char *err,
+                  size_t errlen);
 int io_json_write_tensor(io_w *w, const fr_tensor *t, char *err, size_t errlen);
 int io_json_write_bundle(io_w *w, const fr_bundle *b, char *err, size_t errlen);
 

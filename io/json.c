@@ -8,6 +8,42 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* cJSON refuses nesting deeper than CJSON_NESTING_LIMIT with the same error as a syntax error:
+ * the depth at the error tells them apart ("[[[[...": a tensor has at most 32 axes anyway). */
+int io_json_error(const char *text, size_t len, const char *label, const char *what, char *err,
+                  size_t errlen)
+{
+    const char *ep = cJSON_GetErrorPtr();
+    size_t at = ep && ep >= text && ep <= text + len ? (size_t)(ep - text) : len;
+    int depth = 0, in_str = 0;
+    for (size_t i = 0; i < at; i++) {
+        char ch = text[i];
+        if (in_str) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_str = 0;
+        } else if (ch == '"') {
+            in_str = 1;
+        } else if (ch == '[' || ch == '{') {
+            depth++;
+        } else if (ch == ']' || ch == '}') {
+            depth--;
+        }
+    }
+    char bad[96];
+    snprintf(bad, sizeof bad, "%.60s%s", what ? what : "invalid JSON",
+             what ? " is not valid JSON" : "");
+    if (depth >= CJSON_NESTING_LIMIT)
+        return io_err(err, errlen, FR_EINPUT,
+                      "%s: %s: nested deeper than %d levels (the JSON parser's limit; a tensor "
+                      "has at most %d axes)",
+                      label, bad, CJSON_NESTING_LIMIT, FR_MAXDIM);
+    if (what)
+        return io_err(err, errlen, FR_EINPUT, "%s: %s (near byte %zu of %zu)", label, bad, at, len);
+    return io_err(err, errlen, FR_EINPUT, "%s: invalid JSON (near byte %zu)", label, at);
+}
+
 /* An object with exactly the keys shape and data is one tensor, anything else a bundle. */
 static int is_tensor_object(const cJSON *o)
 {
@@ -18,7 +54,7 @@ static int is_tensor_object(const cJSON *o)
            (strcmp(x, "data") == 0 && strcmp(y, "shape") == 0);
 }
 
-static int alloc_data(fr_tensor *t, const char *label, const fr_limits *lim, char *err,
+static int alloc_data(fr_tensor *t, const char *label, const fr_limits *lim, fr_dtype as, char *err,
                       size_t errlen)
 {
     fr_limits l = io_limits(lim);
@@ -29,12 +65,12 @@ static int alloc_data(fr_tensor *t, const char *label, const fr_limits *lim, cha
     if (count > l.max_elements)
         return io_err(err, errlen, FR_EINPUT, "%s: %lld elements, over the limit of %lld", label,
                       (long long)count, (long long)l.max_elements);
-    t->data = malloc(count ? (size_t)count * sizeof(double) : 1);
-    if (!t->data) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
+    if (io_tensor_alloc(t, count, as))
+        return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
     return FR_OK;
 }
 
-static int number(const cJSON *v, double *x, const char *label, int64_t pos, char *err,
+static int number(const cJSON *v, fr_tensor *t, const char *label, int64_t pos, char *err,
                   size_t errlen)
 {
     if (!cJSON_IsNumber(v))
@@ -43,7 +79,7 @@ static int number(const cJSON *v, double *x, const char *label, int64_t pos, cha
     if (!isfinite(v->valuedouble))
         return io_err(err, errlen, FR_EINPUT, "%s: entry %lld is out of the range of a double",
                       label, (long long)pos);
-    *x = v->valuedouble;
+    io_tensor_store(t, pos, &v->valuedouble, 1);
     return FR_OK;
 }
 
@@ -55,7 +91,7 @@ static int fill(const cJSON *v, int depth, fr_tensor *t, int64_t *pos, const cha
             return io_err(err, errlen, FR_EINPUT,
                           "%s: ragged nested arrays (an array where entry %lld should be a number)",
                           label, (long long)*pos);
-        int st = number(v, &t->data[*pos], label, *pos, err, errlen);
+        int st = number(v, t, label, *pos, err, errlen);
         (*pos)++;
         return st;
     }
@@ -83,7 +119,7 @@ static int fill(const cJSON *v, int depth, fr_tensor *t, int64_t *pos, const cha
 }
 
 static int from_nested(const cJSON *v, size_t len, fr_tensor *t, const char *label,
-                       const fr_limits *lim, char *err, size_t errlen)
+                       const fr_limits *lim, fr_dtype as, char *err, size_t errlen)
 {
     for (const cJSON *c = v; cJSON_IsArray(c); c = c->child) {
         if (t->ndim == FR_MAXDIM)
@@ -106,14 +142,14 @@ static int from_nested(const cJSON *v, size_t len, fr_tensor *t, const char *lab
                       "%s: ragged nested arrays (their first entries claim at least %lld "
                       "elements, more than %zu bytes of text can hold)",
                       label, (long long)count, len);
-    int st = alloc_data(t, label, lim, err, errlen);
+    int st = alloc_data(t, label, lim, as, err, errlen);
     int64_t pos = 0;
     if (!st) st = fill(v, 0, t, &pos, label, err, errlen);
     return st;
 }
 
 static int from_shape_data(const cJSON *o, fr_tensor *t, const char *label, const fr_limits *lim,
-                           char *err, size_t errlen)
+                           fr_dtype as, char *err, size_t errlen)
 {
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(o, "shape");
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(o, "data");
@@ -125,9 +161,14 @@ static int from_shape_data(const cJSON *o, fr_tensor *t, const char *label, cons
         if (t->ndim == FR_MAXDIM)
             return io_err(err, errlen, FR_EINPUT, "%s: more than %d dimensions", label, FR_MAXDIM);
         double x = cJSON_IsNumber(c) ? c->valuedouble : -1;
-        if (!(x >= 0 && x <= 9007199254740992.0 && x == floor(x)))
+        if (!(x >= 0 && x == floor(x) && x < 1e300))
             return io_err(err, errlen, FR_EINPUT,
                           "%s: \"shape\" holds something other than non-negative integers", label);
+        /* From 2^53 on a JSON number is not read exactly; no text holds that many numbers. */
+        if (x >= 9007199254740992.0)
+            return io_err(err, errlen, FR_EINPUT,
+                          "%s: \"shape\" dimension %.0f is too large (the shape overflows)", label,
+                          x);
         t->shape[t->ndim++] = (int64_t)x;
     }
     int64_t count = 1, n = 0;
@@ -140,26 +181,26 @@ static int from_shape_data(const cJSON *o, fr_tensor *t, const char *label, cons
         return io_err(err, errlen, FR_EINPUT,
                       "%s: \"shape\" says %lld elements but \"data\" holds %lld", label,
                       (long long)count, (long long)n);
-    int st = alloc_data(t, label, lim, err, errlen);
+    int st = alloc_data(t, label, lim, as, err, errlen);
     int64_t pos = 0;
     for (const cJSON *c = data->child; c && !st; c = c->next, pos++)
-        st = number(c, &t->data[pos], label, pos, err, errlen);
+        st = number(c, t, label, pos, err, errlen);
     return st;
 }
 
 /* len: the length of the whole text, which bounds how many numbers it can hold. */
 static int to_tensor(const cJSON *v, size_t len, fr_tensor *t, const char *label,
-                     const fr_limits *lim, char *err, size_t errlen)
+                     const fr_limits *lim, fr_dtype as, char *err, size_t errlen)
 {
     memset(t, 0, sizeof *t);
     int st;
     if (cJSON_IsArray(v)) {
-        st = from_nested(v, len, t, label, lim, err, errlen);
+        st = from_nested(v, len, t, label, lim, as, err, errlen);
     } else if (cJSON_IsObject(v) && is_tensor_object(v)) {
-        st = from_shape_data(v, t, label, lim, err, errlen);
+        st = from_shape_data(v, t, label, lim, as, err, errlen);
     } else if (cJSON_IsNumber(v)) { /* a scalar member of a bundle */
-        st = alloc_data(t, label, lim, err, errlen);
-        if (!st) st = number(v, t->data, label, 0, err, errlen);
+        st = alloc_data(t, label, lim, as, err, errlen);
+        if (!st) st = number(v, t, label, 0, err, errlen);
     } else {
         st = io_err(err, errlen, FR_EINPUT,
                     "%s: not a tensor (expected nested arrays or {\"shape\", \"data\"})", label);
@@ -168,7 +209,7 @@ static int to_tensor(const cJSON *v, size_t len, fr_tensor *t, const char *label
     return st;
 }
 
-int io_json_read(const char *text, size_t len, const char *label, const fr_limits *lim,
+int io_json_read(const char *text, size_t len, const char *label, const fr_limits *lim, fr_dtype as,
                  fr_bundle *out, char *err, size_t errlen)
 {
     fr_limits l = io_limits(lim);
@@ -177,11 +218,7 @@ int io_json_read(const char *text, size_t len, const char *label, const fr_limit
                       (long long)l.max_bytes);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!root) {
-        const char *ep = cJSON_GetErrorPtr();
-        long at = ep && ep >= text && ep <= text + len ? (long)(ep - text) : -1;
-        return io_err(err, errlen, FR_EINPUT, "%s: invalid JSON (near byte %ld)", label, at);
-    }
+    if (!root) return io_json_error(text, len, label, NULL, err, errlen);
     while (end && end < text + len &&
            (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t' || *end == '\0'))
         end++;
@@ -191,7 +228,7 @@ int io_json_read(const char *text, size_t len, const char *label, const fr_limit
                     (long)(end - text));
     } else if (cJSON_IsArray(root) || (cJSON_IsObject(root) && is_tensor_object(root))) {
         fr_tensor t;
-        st = to_tensor(root, len, &t, label, lim, err, errlen);
+        st = to_tensor(root, len, &t, label, lim, as, err, errlen);
         if (!st && (st = fr_bundle_add(out, "", &t, err, errlen))) fr_tensor_free(&t);
         out->single = 1;
     } else if (cJSON_IsObject(root)) {
@@ -201,7 +238,7 @@ int io_json_read(const char *text, size_t len, const char *label, const fr_limit
         for (const cJSON *c = root->child; c && !st; c = c->next) {
             snprintf(mlabel, cap, "%s:%.500s", label, c->string);
             fr_tensor t;
-            st = to_tensor(c, len, &t, mlabel, lim, err, errlen);
+            st = to_tensor(c, len, &t, mlabel, lim, as, err, errlen);
             if (!st && (st = fr_bundle_add(out, c->string, &t, err, errlen))) {
                 io_err(err, errlen, st, "%s: duplicate member '%.500s'", label, c->string);
                 fr_tensor_free(&t);
@@ -217,10 +254,13 @@ int io_json_read(const char *text, size_t len, const char *label, const fr_limit
 
 /* ---- writing ---- */
 
-static void put_num(io_w *w, double x)
+/* A float tensor's entries in the fewest digits that read back to the same float. */
+static void put_num(io_w *w, const fr_tensor *t, int64_t i)
 {
     char buf[FR_DOUBLE_BUF];
-    io_put(w, buf, (size_t)fr_format_double(buf, sizeof buf, x));
+    int n = t->f32 ? io_format_float(buf, sizeof buf, t->f32[i])
+                   : fr_format_double(buf, sizeof buf, t->data[i]);
+    io_put(w, buf, (size_t)n);
 }
 
 static void put_str(io_w *w, const char *s)
@@ -259,7 +299,7 @@ static void put_nested(io_w *w, const fr_tensor *t, int depth, int64_t *pos, int
             }
         }
         if (depth == t->ndim - 1)
-            put_num(w, t->data[(*pos)++]);
+            put_num(w, t, (*pos)++);
         else
             put_nested(w, t, depth + 1, pos, indent);
     }
@@ -270,10 +310,10 @@ static int put_tensor(io_w *w, const fr_tensor *t, int indent, char *err, size_t
 {
     int64_t count = fr_tensor_count(t);
     for (int64_t i = 0; i < count; i++)
-        if (!isfinite(t->data[i]))
+        if (!isfinite(io_tensor_at(t, i)))
             return io_err(err, errlen, FR_EINPUT,
                           "%s: entry %lld is %s, which JSON cannot represent", w->label,
-                          (long long)i, isnan(t->data[i]) ? "NaN" : "infinite");
+                          (long long)i, isnan(io_tensor_at(t, i)) ? "NaN" : "infinite");
     int nested = t->ndim > 0;
     for (int i = 0; i < t->ndim; i++)
         nested &= t->shape[i] > 0;
@@ -291,7 +331,7 @@ static int put_tensor(io_w *w, const fr_tensor *t, int indent, char *err, size_t
     io_puts(w, "], \"data\": [");
     for (int64_t i = 0; i < count && !w->errnum; i++) {
         if (i) io_puts(w, ", ");
-        put_num(w, t->data[i]);
+        put_num(w, t, i);
     }
     io_puts(w, "]}");
     return FR_OK;

@@ -7,7 +7,8 @@ int fuzz_json(const unsigned char *data, size_t size)
     char err[512] = "";
     fr_bundle b;
     memset(&b, 0, sizeof b);
-    int st = io_json_read((const char *)data, size, "fuzz.json", NULL, &b, err, sizeof err);
+    int st =
+        io_json_read((const char *)data, size, "fuzz.json", NULL, FR_DTYPE_F8, &b, err, sizeof err);
     fuzz_check_bundle(st, err, &b, NULL);
     fr_bundle_free(&b);
     return st;

@@ -83,6 +83,12 @@ static void test_hostile(void)
     for (size_t i = 0; i < sizeof table / sizeof *table; i++)
         tu_expect_fail(table[i].text, tu_write("h.json", table[i].text, strlen(table[i].text)),
                        NULL, FR_EINPUT, table[i].want);
+    /* 100k-deep nesting: the parser's limit is named (it was "invalid JSON (near byte 1000)") */
+    static char deep[200001];
+    memset(deep, '[', 100000);
+    memset(deep + 100000, ']', 100000);
+    tu_expect_fail("100k deep", tu_write("deep.json", deep, 200000), NULL, FR_EINPUT,
+                   "invalid JSON: nested deeper than 1000 levels (the JSON parser's limit");
     fr_limits lim = {5, 0};
     tu_expect_fail("over max_elements", tu_write("l.json", "[1,2,3,4,5,6]", 13), &lim, FR_EINPUT,
                    "6 elements, over the limit of 5");
@@ -106,7 +112,11 @@ static void test_roundtrip(void)
                         9007199254740993.0,
                         123456789012345678.0};
     memcpy(x, special, sizeof special);
-    fr_tensor ts[] = {{3, {2, 3, 4}, x}, {1, {24}, x}, {0, {0}, x}, {2, {0, 5}, x}, {2, {4, 6}, x}};
+    fr_tensor ts[] = {{3, {2, 3, 4}, x, NULL},
+                      {1, {24}, x, NULL},
+                      {0, {0}, x, NULL},
+                      {2, {0, 5}, x, NULL},
+                      {2, {4, 6}, x, NULL}};
     char err[512];
     for (int k = 0; k < 5; k++) {
         const char *p = tu_path("rt.json");
@@ -152,7 +162,7 @@ static void test_roundtrip(void)
     fr_bundle sd;
     memset(&sd, 0, sizeof sd);
     for (int m = 0; m < 2; m++) {
-        fr_tensor t = {1, {2}, malloc(16)};
+        fr_tensor t = {1, {2}, malloc(16), NULL};
         memcpy(t.data, v, 16);
         fr_bundle_add(&sd, m ? "data" : "shape", &t, err, sizeof err);
     }
@@ -161,7 +171,7 @@ static void test_roundtrip(void)
     fr_bundle_free(&sd);
     /* infinities have no JSON spelling */
     double inf[2] = {1, -INFINITY};
-    fr_tensor ti = {1, {2}, inf};
+    fr_tensor ti = {1, {2}, inf, NULL};
     st = fr_write_tensor(tu_path("inf.json"), FR_FMT_UNKNOWN, &ti, FR_DTYPE_F8, err, sizeof err);
     T_CHECK(st == FR_EINPUT && strstr(err, "entry 1 is infinite"), "%d %s", st, err);
 }

@@ -2,9 +2,10 @@
  * chunk, not a tensor and not a file, whatever the dump's size.
  *
  * .npy and .safetensors are read at their data offsets; .npz members through libzip (stored or
- * deflated; CRC checked at the end of each member); each with the same checks of declared sizes
- * against the file as the whole-file readers. Anything else (JSON, pipes) goes through fr_read
- * and is served from memory. A Fortran-order .npy is read whole (its C order needs all of it). */
+ * deflated; CRC checked at the end of each member); their headers and directory entries are
+ * parsed and checked by the formats' own functions, the ones the whole-file readers use.
+ * Anything else (JSON, pipes) is read whole (io_read_input) and served from memory. A
+ * Fortran-order .npy is read whole (its C order needs all of it). */
 #include "io_internal.h"
 
 #include <errno.h>
@@ -13,9 +14,6 @@
 #include <sys/stat.h>
 
 #define CHUNK_ELEMS (1 << 16)
-#define NPY_MAX_HEADER (1 << 20)
-#define MAX_MEMBERS 100000
-#define DEFLATE_MAX_RATIO 1032 /* as in npz.c */
 
 typedef enum { M_NPY, M_NPZ, M_ST, M_MEM } m_kind;
 
@@ -88,54 +86,17 @@ static int add(fr_members *m, const char *name, member **out, char *err, size_t 
     return FR_OK;
 }
 
-/* The .npy header at the start of s: dtype, order, shape, header length; the data size is
- * checked against what s holds and against the limits. */
 static int npy_head(io_src *s, const char *label, const fr_limits *lim, member *e, char *err,
                     size_t errlen)
 {
-    unsigned char pre[12];
-    if (s->size < 10 || io_src_read(s, pre, 10) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0)
-        return io_err(err, errlen, FR_EINPUT, "%s: not a .npy (bad magic or truncated)", label);
-    int64_t hlen, pl = 10;
-    if (pre[6] == 1) {
-        hlen = pre[8] | (pre[9] << 8);
-    } else if (pre[6] == 2 || pre[6] == 3) {
-        if (io_src_read(s, pre + 10, 2) != 2)
-            return io_err(err, errlen, FR_EINPUT, "%s: truncated npy header", label);
-        hlen = (int64_t)pre[8] | (int64_t)pre[9] << 8 | (int64_t)pre[10] << 16 |
-               (int64_t)pre[11] << 24;
-        pl = 12;
-    } else {
-        return io_err(err, errlen, FR_EINPUT, "%s: unsupported npy version %d.%d", label, pre[6],
-                      pre[7]);
-    }
-    if (hlen > NPY_MAX_HEADER || pl + hlen > s->size)
-        return io_err(err, errlen, FR_EINPUT, "%s: npy header of %lld bytes: too long or truncated",
-                      label, (long long)hlen);
-    char *h = malloc((size_t)hlen + 1);
-    if (!h) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
-    int st = FR_OK;
-    if (io_src_read(s, h, (size_t)hlen) != hlen)
-        st = io_err(err, errlen, FR_EINPUT, "%s: truncated npy header", label);
-    else if (memchr(h, '\0', (size_t)hlen))
-        st = io_err(err, errlen, FR_EINPUT, "%s: npy header holds a NUL byte", label);
-    else
-        st = io_npy_parse_dict(h, (size_t)hlen, label, &e->dt, &e->fortran, &e->shape, err, errlen);
-    free(h);
+    io_npy_info h;
+    int st = io_npy_head(s, label, lim, &h, err, errlen);
     if (st) return st;
-    int64_t count = fr_tensor_count(&e->shape), bytes = 0, c = 1;
-    for (int i = 0; i < e->shape.ndim && count; i++)
-        if (!io_mul_ok(c, e->shape.shape[i], &c))
-            return io_err(err, errlen, FR_EINPUT, "%s: the size of its shape overflows", label);
-    if (!io_mul_ok(count, e->dt.size, &bytes) || bytes != s->size - pl - hlen)
-        return io_err(err, errlen, FR_EINPUT,
-                      "%s: header says %lld bytes of data but the file holds %lld", label,
-                      (long long)bytes, (long long)(s->size - pl - hlen));
-    if (count > lim->max_elements)
-        return io_err(err, errlen, FR_EINPUT, "%s: %lld elements, over the limit of %lld", label,
-                      (long long)count, (long long)lim->max_elements);
-    e->off = pl + hlen;
-    e->bytes = bytes;
+    e->dt = h.dt;
+    e->fortran = h.fortran;
+    e->shape = h.shape;
+    e->off = h.offset;
+    e->bytes = h.bytes;
     return FR_OK;
 }
 
@@ -152,31 +113,15 @@ static int open_npz(fr_members *m, char *err, size_t errlen)
         return st;
     }
     zip_int64_t n = zip_get_num_entries(m->za, 0);
-    if (n > MAX_MEMBERS)
+    if (n > IO_NPZ_MAX_MEMBERS)
         return io_err(err, errlen, FR_EINPUT, "%s: %lld members, over the limit of %d", m->path,
-                      (long long)n, MAX_MEMBERS);
+                      (long long)n, IO_NPZ_MAX_MEMBERS);
     int64_t total = 0;
     for (zip_int64_t i = 0; i < n; i++) {
         zip_stat_t zs;
-        if (zip_stat_index(m->za, (zip_uint64_t)i, 0, &zs) != 0 || !(zs.valid & ZIP_STAT_NAME) ||
-            !(zs.valid & ZIP_STAT_SIZE))
-            return io_err(err, errlen, FR_EINPUT, "%s: unreadable zip entry %lld", m->path,
-                          (long long)i);
+        int st0 = io_npz_stat(m->za, i, m->path, &m->lim, &total, &zs, err, errlen);
+        if (st0) return st0;
         size_t nl = strlen(zs.name);
-        if (nl < 4 || strcmp(zs.name + nl - 4, ".npy") != 0)
-            return io_err(err, errlen, FR_EINPUT, "%s: member '%s' is not a .npy", m->path,
-                          zs.name);
-        if (zs.size > (zip_uint64_t)(m->lim.max_bytes - total))
-            return io_err(err, errlen, FR_EINPUT,
-                          "%s: member '%s' declares %llu bytes, over the limit of %lld", m->path,
-                          zs.name, (unsigned long long)zs.size, (long long)m->lim.max_bytes);
-        if ((zs.valid & ZIP_STAT_COMP_METHOD) && (zs.valid & ZIP_STAT_COMP_SIZE) &&
-            ((zs.comp_method == ZIP_CM_STORE && zs.comp_size != zs.size) ||
-             (zs.comp_method == ZIP_CM_DEFLATE && zs.size / DEFLATE_MAX_RATIO > zs.comp_size + 1)))
-            return io_err(err, errlen, FR_EINPUT,
-                          "%s: member '%s' declares a size its stored data cannot have", m->path,
-                          zs.name);
-        total += (int64_t)zs.size;
         char label[1024];
         snprintf(label, sizeof label, "%s:%s", m->path, zs.name);
         for (int j = 0; j < m->count; j++)
@@ -197,7 +142,7 @@ static int open_npz(fr_members *m, char *err, size_t errlen)
         if (!zf)
             return io_err(err, errlen, FR_EINPUT, "%s: cannot open member (%s)", label,
                           zip_strerror(m->za));
-        io_src s = {IO_SRC_ZIP, NULL, NULL, zf, e->zsize, 0};
+        io_src s = {IO_SRC_ZIP, NULL, NULL, zf, e->zsize, 0, 0};
         st = npy_head(&s, label, &m->lim, e, err, errlen);
         zip_fclose(zf);
         if (st) return st;
@@ -207,7 +152,7 @@ static int open_npz(fr_members *m, char *err, size_t errlen)
 
 static int open_st(fr_members *m, char *err, size_t errlen)
 {
-    io_src s = {IO_SRC_FILE, NULL, m->f, NULL, m->fsize, 0};
+    io_src s = {IO_SRC_FILE, NULL, m->f, NULL, m->fsize, 0, 0};
     io_st_header h;
     int st = io_st_header_read(&s, m->path, &m->lim, &h, err, errlen);
     if (st) return st;
@@ -224,9 +169,9 @@ static int open_st(fr_members *m, char *err, size_t errlen)
     return st;
 }
 
-static int open_mem(fr_members *m, char *err, size_t errlen)
+static int open_mem(fr_members *m, io_input *in, char *err, size_t errlen)
 {
-    int st = fr_read(m->path, &m->mem, &m->lim, err, errlen);
+    int st = io_read_input(in, &m->lim, FR_DTYPE_F8, &m->mem, err, errlen);
     if (st) return st;
     m->single = m->mem.single;
     for (int i = 0; i < m->mem.count && !st; i++) {
@@ -249,50 +194,38 @@ int fr_members_open(const char *path, const fr_limits *lim, fr_members **out, ch
         return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", path);
     }
     m->lim = io_limits(lim);
-    m->kind = M_MEM;
-    struct stat sb;
-    unsigned char head[16];
-    size_t n = 0;
-    int st = FR_OK;
-    if (strcmp(path, "-") != 0) {
-        if (!(m->f = fopen(path, "rb")) || fstat(fileno(m->f), &sb) != 0)
-            st = io_err(err, errlen, FR_EINPUT, "%s: %s", path, strerror(errno));
-        else if (S_ISDIR(sb.st_mode))
-            st = io_err(err, errlen, FR_EINPUT, "%s: is a directory, not a file", path);
-        else if (S_ISREG(sb.st_mode)) {
-            m->fsize = (int64_t)sb.st_size;
-            n = fread(head, 1, sizeof head, m->f);
-            if (n >= 6 && memcmp(head, "\x93NUMPY", 6) == 0)
-                m->kind = M_NPY;
-            else if (n >= 4 && memcmp(head, "PK\x03\x04", 4) == 0)
-                m->kind = M_NPZ;
-            else if (n >= 9 && head[8] == '{' && !head[4] && !head[5] && !head[6] && !head[7])
-                m->kind = M_ST;
-            rewind(m->f);
-        }
+    io_input in;
+    int st = io_input_open(&in, path, err, errlen);
+    if (st) {
+        fr_members_close(m);
+        return st;
     }
-    if (!st) {
-        member *e;
-        switch (m->kind) {
-        case M_NPY: {
-            m->single = 1;
-            if ((st = add(m, "", &e, err, errlen))) break;
-            io_src s = {IO_SRC_FILE, NULL, m->f, NULL, m->fsize, 0};
-            st = npy_head(&s, path, &m->lim, e, err, errlen);
-            break;
-        }
-        case M_NPZ:
-            fclose(m->f); /* libzip opens by path */
-            m->f = NULL;
-            st = open_npz(m, err, errlen);
-            break;
-        case M_ST: st = open_st(m, err, errlen); break;
-        default:
-            if (m->f) fclose(m->f);
-            m->f = NULL;
-            st = open_mem(m, err, errlen);
-        }
+    m->kind = !in.regular                    ? M_MEM
+              : in.fmt == FR_FMT_NPY         ? M_NPY
+              : in.fmt == FR_FMT_NPZ         ? M_NPZ
+              : in.fmt == FR_FMT_SAFETENSORS ? M_ST
+                                             : M_MEM;
+    m->fsize = in.size;
+    member *e;
+    switch (m->kind) {
+    case M_NPY: {
+        m->single = 1;
+        m->f = in.f;
+        in.f = NULL;
+        if ((st = add(m, "", &e, err, errlen))) break;
+        io_src s = {IO_SRC_FILE, NULL, m->f, NULL, m->fsize, 0, 0};
+        st = npy_head(&s, path, &m->lim, e, err, errlen);
+        break;
     }
+    case M_NPZ: st = open_npz(m, err, errlen); break; /* libzip opens by path */
+    case M_ST:
+        m->f = in.f;
+        in.f = NULL;
+        st = open_st(m, err, errlen);
+        break;
+    default: st = open_mem(m, &in, err, errlen);
+    }
+    io_input_close(&in);
     if (st) {
         fr_members_close(m);
         return st;
@@ -335,7 +268,7 @@ static int stream_whole(io_src *s, const char *label, const fr_limits *lim, fr_c
                         void *ctx, char *err, size_t errlen)
 {
     fr_tensor t;
-    int st = io_npy_read(s, label, lim, &t, err, errlen);
+    int st = io_npy_read(s, label, lim, FR_DTYPE_F8, &t, err, errlen);
     if (st) return st;
     st = fn(ctx, t.data, fr_tensor_count(&t));
     fr_tensor_free(&t);
@@ -358,7 +291,7 @@ int fr_members_stream(fr_members *m, int i, fr_chunk_fn fn, void *ctx, char *err
     }
     case M_NPY:
     case M_ST: {
-        io_src s = {IO_SRC_FILE, NULL, m->f, NULL, m->fsize, 0};
+        io_src s = {IO_SRC_FILE, NULL, m->f, NULL, m->fsize, 0, 0};
         if (fseeko(m->f, whole ? 0 : e->off, SEEK_SET) != 0)
             return io_err(err, errlen, FR_EINPUT, "%s: %s", label, strerror(errno));
         if (whole) return stream_whole(&s, label, &m->lim, fn, ctx, err, errlen);
@@ -371,7 +304,7 @@ int fr_members_stream(fr_members *m, int i, fr_chunk_fn fn, void *ctx, char *err
         if (!zf)
             return io_err(err, errlen, FR_EINPUT, "%s: cannot open member (%s)", label,
                           zip_strerror(m->za));
-        io_src s = {IO_SRC_ZIP, NULL, NULL, zf, e->zsize, 0};
+        io_src s = {IO_SRC_ZIP, NULL, NULL, zf, e->zsize, 0, 0};
         int st;
         if (whole) {
             st = stream_whole(&s, label, &m->lim, fn, ctx, err, errlen);

@@ -133,6 +133,32 @@ static int shown(const cursor *c, int max)
     return c->end - c->p < max ? (int)(c->end - c->p) : max;
 }
 
+/* The list literal at c ("[('a', '<f8'), ...]") up to its closing bracket, cut with "..." to
+ * fit out: a structured dtype quoted whole instead of a fragment of the header. */
+static void bracketed(const cursor *c, char *out, size_t cap)
+{
+    int depth = 0;
+    char q = 0;
+    size_t n = 0;
+    for (const char *p = c->p; p < c->end; p++) {
+        if (n + 4 >= cap) {
+            memcpy(out + n, "...", 4);
+            return;
+        }
+        out[n++] = *p;
+        if (q) {
+            if (*p == q) q = 0;
+        } else if (*p == '\'' || *p == '"') {
+            q = *p;
+        } else if (*p == '[' || *p == '(') {
+            depth++;
+        } else if ((*p == ']' || *p == ')') && --depth == 0) {
+            break;
+        }
+    }
+    out[n] = '\0';
+}
+
 static int parse_header(const char *h, size_t len, const char *label, npy_dtype *dt, int *fortran,
                         fr_tensor *t, char *err, size_t errlen)
 {
@@ -148,9 +174,16 @@ static int parse_header(const char *h, size_t len, const char *label, npy_dtype 
             have_descr = 1;
             if (!parse_str(&c, descr, sizeof descr)) {
                 skip_ws(&c);
-                return io_err(err, errlen, FR_EINPUT,
-                              "%s: unsupported dtype %.*s (structured arrays are not tensors)",
-                              label, shown(&c, 30), c.p);
+                if (c.p < c.end && *c.p == '[') {
+                    char fields[80];
+                    bracketed(&c, fields, sizeof fields);
+                    return io_err(err, errlen, FR_EINPUT,
+                                  "%s: structured dtype %s is not supported (a tensor is one "
+                                  "numeric dtype: store each field as its own array)",
+                                  label, fields);
+                }
+                return io_err(err, errlen, FR_EINPUT, "%s: npy header: descr is not a dtype string",
+                              label);
             }
             if (!parse_descr(descr, dt))
                 return io_err(err, errlen, FR_EINPUT,
@@ -216,103 +249,18 @@ static int parse_header(const char *h, size_t len, const char *label, npy_dtype 
     return FR_OK;
 }
 
-static double half_to_double(uint16_t h)
-{
-    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
-    double v;
-    if (e == 0)
-        v = ldexp(m, -24);
-    else if (e == 31)
-        v = m ? NAN : INFINITY;
-    else
-        v = ldexp(m + 1024, e - 25);
-    return (h & 0x8000) ? -v : v;
-}
-
-static double decode(const unsigned char *p, const npy_dtype *dt)
-{
-    unsigned char b[8];
-    if (dt->swap)
-        for (int i = 0; i < dt->size; i++)
-            b[i] = p[dt->size - 1 - i];
-    else
-        memcpy(b, p, (size_t)dt->size);
-    switch (dt->kind) {
-    case 'b': return b[0] != 0;
-    case 'u':
-        switch (dt->size) {
-        case 1: return b[0];
-        case 2: {
-            uint16_t v;
-            memcpy(&v, b, 2);
-            return v;
-        }
-        case 4: {
-            uint32_t v;
-            memcpy(&v, b, 4);
-            return v;
-        }
-        default: {
-            uint64_t v;
-            memcpy(&v, b, 8);
-            return (double)v;
-        }
-        }
-    case 'i':
-        switch (dt->size) {
-        case 1: return (int8_t)b[0];
-        case 2: {
-            int16_t v;
-            memcpy(&v, b, 2);
-            return v;
-        }
-        case 4: {
-            int32_t v;
-            memcpy(&v, b, 4);
-            return v;
-        }
-        default: {
-            int64_t v;
-            memcpy(&v, b, 8);
-            return (double)v;
-        }
-        }
-    default:
-        switch (dt->size) {
-        case 2: {
-            uint16_t v;
-            memcpy(&v, b, 2);
-            return half_to_double(v);
-        }
-        case 4: {
-            float v;
-            memcpy(&v, b, 4);
-            return v;
-        }
-        default: {
-            double v;
-            memcpy(&v, b, 8);
-            return v;
-        }
-        }
-    }
-}
-
-static int read_exact(io_src *s, void *buf, size_t n)
-{
-    int64_t got = io_src_read(s, buf, n);
-    return got == (int64_t)n;
-}
-
-int io_npy_read(io_src *s, const char *label, const fr_limits *lim_in, fr_tensor *t, char *err,
+/* The magic, version, header length and dict at the start of s; the shape's size checked
+ * against s (when its size is known), the limits and overflow. s is left at the data. */
+int io_npy_head(io_src *s, const char *label, const fr_limits *lim_in, io_npy_info *info, char *err,
                 size_t errlen)
 {
     fr_limits lim = io_limits(lim_in);
-    memset(t, 0, sizeof *t);
+    memset(info, 0, sizeof *info);
+    fr_tensor *t = &info->shape;
     unsigned char pre[12];
-    if (s->size < 10 || !read_exact(s, pre, 10))
+    if (s->size < 10 || io_src_read(s, pre, 10) != 10)
         return io_err(err, errlen, FR_EINPUT, "%s: truncated npy file (%lld bytes)", label,
-                      (long long)s->size);
+                      (long long)(s->size == IO_SIZE_UNKNOWN ? s->pos : s->size));
     if (memcmp(pre, "\x93NUMPY", 6) != 0)
         return io_err(err, errlen, FR_EINPUT, "%s: not a .npy file (bad magic)", label);
     int major = pre[6];
@@ -320,7 +268,7 @@ int io_npy_read(io_src *s, const char *label, const fr_limits *lim_in, fr_tensor
     if (major == 1) {
         hlen = pre[8] | (pre[9] << 8);
     } else if (major == 2 || major == 3) {
-        if (!read_exact(s, pre + 10, 2))
+        if (io_src_read(s, pre + 10, 2) != 2)
             return io_err(err, errlen, FR_EINPUT, "%s: truncated npy header", label);
         hlen = (int64_t)pre[8] | ((int64_t)pre[9] << 8) | ((int64_t)pre[10] << 16) |
                ((int64_t)pre[11] << 24);
@@ -338,23 +286,25 @@ int io_npy_read(io_src *s, const char *label, const fr_limits *lim_in, fr_tensor
                       (long long)hlen, (long long)s->size);
     char *h = malloc((size_t)hlen + 1);
     if (!h) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
-    if (!read_exact(s, h, (size_t)hlen)) {
-        free(h);
-        return io_err(err, errlen, FR_EINPUT, "%s: truncated npy header", label);
-    }
-    h[hlen] = '\0';
-    if (memchr(h, '\0', (size_t)hlen)) {
-        free(h);
-        return io_err(err, errlen, FR_EINPUT, "%s: npy header holds a NUL byte", label);
-    }
+    int st = FR_OK;
+    if (io_src_read(s, h, (size_t)hlen) != hlen)
+        st = io_err(err, errlen, FR_EINPUT, "%s: truncated npy header", label);
+    else if (memchr(h, '\0', (size_t)hlen))
+        st = io_err(err, errlen, FR_EINPUT, "%s: npy header holds a NUL byte", label);
     npy_dtype dt;
-    int fortran = 0;
-    int st = parse_header(h, (size_t)hlen, label, &dt, &fortran, t, err, errlen);
+    if (!st) {
+        h[hlen] = '\0';
+        st = parse_header(h, (size_t)hlen, label, &dt, &info->fortran, t, err, errlen);
+    }
     free(h);
     if (st) {
         t->ndim = 0;
         return st;
     }
+    info->dt.kind = dt.kind;
+    info->dt.size = dt.size;
+    info->dt.swap = dt.swap;
+    snprintf(info->descr, sizeof info->descr, "%s", dt.descr);
 
     char shp[FR_MAXDIM * 22 + 8];
     shape_str(t->shape, t->ndim, shp, sizeof shp);
@@ -371,7 +321,7 @@ int io_npy_read(io_src *s, const char *label, const fr_limits *lim_in, fr_tensor
         return io_err(err, errlen, FR_EINPUT, "%s: header says shape %s of %s: its size overflows",
                       label, shp, dt.descr);
     int64_t have = s->size - pre_len - hlen;
-    if (bytes != have)
+    if (s->size != IO_SIZE_UNKNOWN && bytes != have)
         return io_err(err, errlen, FR_EINPUT,
                       "%s: header says shape %s of %s (%lld bytes) but the file holds %lld bytes "
                       "of data",
@@ -383,13 +333,31 @@ int io_npy_read(io_src *s, const char *label, const fr_limits *lim_in, fr_tensor
     if (bytes > lim.max_bytes)
         return io_err(err, errlen, FR_EINPUT, "%s: %lld bytes of data, over the limit of %lld",
                       label, (long long)bytes, (long long)lim.max_bytes);
+    info->offset = pre_len + hlen;
+    info->count = count;
+    info->bytes = bytes;
+    return FR_OK;
+}
+
+int io_npy_read(io_src *s, const char *label, const fr_limits *lim, fr_dtype as, fr_tensor *t,
+                char *err, size_t errlen)
+{
+    memset(t, 0, sizeof *t);
+    io_npy_info h;
+    int st = io_npy_head(s, label, lim, &h, err, errlen);
+    if (st) return st;
+    *t = h.shape;
+    int64_t count = h.count;
+    char shp[FR_MAXDIM * 22 + 8];
+    shape_str(t->shape, t->ndim, shp, sizeof shp);
     if ((uint64_t)count > SIZE_MAX / sizeof(double))
         return io_err(err, errlen, FR_EINPUT, "%s: shape %s does not fit in memory", label, shp);
-
-    t->data = malloc(count ? (size_t)count * sizeof(double) : 1);
+    int64_t per = CHUNK / h.dt.size;
     unsigned char *buf = malloc(CHUNK);
-    if (!t->data || !buf) {
+    double *x = malloc((size_t)per * sizeof *x);
+    if (io_tensor_alloc(t, count, as) || !buf || !x) {
         free(buf);
+        free(x);
         fr_tensor_free(t);
         return io_err(err, errlen, FR_ENOMEM, "%s: out of memory for shape %s", label, shp);
     }
@@ -403,22 +371,20 @@ int io_npy_read(io_src *s, const char *label, const fr_limits *lim_in, fr_tensor
         cstride[i] = acc;
         acc *= t->shape[i];
     }
-    int transpose = fortran && t->ndim > 1;
-    int64_t per = CHUNK / dt.size, done = 0;
-    while (done < count) {
+    int transpose = h.fortran && t->ndim > 1;
+    for (int64_t done = 0; done < count && !st; done += per) {
         int64_t m = count - done < per ? count - done : per;
-        if (!read_exact(s, buf, (size_t)(m * dt.size))) {
-            free(buf);
-            fr_tensor_free(t);
-            return io_err(err, errlen, FR_EINPUT, "%s: truncated or unreadable npy data", label);
+        if (io_src_read(s, buf, (size_t)(m * h.dt.size)) != m * h.dt.size) {
+            st = io_err(err, errlen, FR_EINPUT, "%s: truncated or unreadable npy data", label);
+            break;
+        }
+        io_decode(buf, m, &h.dt, x);
+        if (!transpose) {
+            io_tensor_store(t, done, x, m);
+            continue;
         }
         for (int64_t j = 0; j < m; j++) {
-            double v = decode(buf + j * dt.size, &dt);
-            if (!transpose) {
-                t->data[done + j] = v;
-                continue;
-            }
-            t->data[off] = v;
+            io_tensor_store(t, off, x + j, 1);
             for (int a = 0; a < t->ndim; a++) {
                 off += cstride[a];
                 if (++idx[a] < t->shape[a]) break;
@@ -426,17 +392,17 @@ int io_npy_read(io_src *s, const char *label, const fr_limits *lim_in, fr_tensor
                 idx[a] = 0;
             }
         }
-        done += m;
     }
     free(buf);
-    int end = io_src_check_end(s);
-    if (end) {
-        fr_tensor_free(t);
-        return io_err(err, errlen, FR_EINPUT, "%s: %s", label,
-                      end > 0 ? "member holds more data than its declared size"
-                              : "corrupt data (checksum or decompression error)");
-    }
-    return FR_OK;
+    free(x);
+    int end = st ? 0 : io_src_check_end(s);
+    if (end)
+        st = io_err(err, errlen, FR_EINPUT, "%s: %s", label,
+                    end < 0                    ? "corrupt data (checksum or decompression error)"
+                    : s->kind == IO_SRC_STREAM ? "the stream holds more data than its header says"
+                                               : "member holds more data than its declared size");
+    if (st) fr_tensor_free(t);
+    return st;
 }
 
 size_t io_npy_header(const fr_tensor *t, fr_dtype dtype, unsigned char *buf, size_t cap)
@@ -465,14 +431,15 @@ size_t io_npy_header(const fr_tensor *t, fr_dtype dtype, unsigned char *buf, siz
 void io_npy_encode(const fr_tensor *t, int64_t from, int64_t count, fr_dtype dtype,
                    unsigned char *out)
 {
-    const double *x = t->data + from;
     for (int64_t i = 0; i < count; i++) {
         unsigned char b[8];
         if (dtype == FR_DTYPE_F4) {
-            float f = (float)x[i]; /* round to nearest even: numpy's astype(float32) */
+            /* round to nearest even: numpy's astype(float32) */
+            float f = t->f32 ? t->f32[from + i] : (float)t->data[from + i];
             memcpy(b, &f, 4);
         } else {
-            memcpy(b, &x[i], 8);
+            double d = t->f32 ? (double)t->f32[from + i] : t->data[from + i];
+            memcpy(b, &d, 8);
         }
         unsigned char *o = out + i * (int64_t)dtype;
         if (HOST_BIG)
@@ -538,18 +505,4 @@ int io_npy_write(io_w *w, const fr_tensor *t, fr_dtype dtype, char *err, size_t 
         bad = io_put(w, buf, n);
     free(buf);
     return bad ? io_w_error(w, err, errlen) : FR_OK;
-}
-
-int io_npy_parse_dict(const char *h, size_t len, const char *label, io_dtype *dt, int *fortran,
-                      fr_tensor *t, char *err, size_t errlen)
-{
-    npy_dtype nd;
-    memset(t, 0, sizeof *t);
-    *fortran = 0;
-    int st = parse_header(h, len, label, &nd, fortran, t, err, errlen);
-    if (st) return st;
-    dt->kind = nd.kind;
-    dt->size = nd.size;
-    dt->swap = nd.swap;
-    return FR_OK;
 }

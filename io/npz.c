@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_MEMBERS 100000
 /* Deflate cannot expand a byte to more than about 1032 bytes (258-byte matches coded in
  * 2 bits); a member claiming more than this is lying about its size. */
 #define DEFLATE_MAX_RATIO 1032
@@ -22,8 +21,8 @@ static int zip_fail(char *err, size_t errlen, int status, const char *label, con
     return io_err(err, errlen, status, "%s: %s (%s)", label, what, zip_error_strerror(ze));
 }
 
-static int read_member(zip_t *za, zip_int64_t i, const char *label, const fr_limits *lim,
-                       int64_t *total, fr_bundle *out, char *err, size_t errlen)
+int io_npz_stat(zip_t *za, int64_t i, const char *label, const fr_limits *lim, int64_t *total,
+                zip_stat_t *out, char *err, size_t errlen)
 {
     fr_limits l = io_limits(lim);
     zip_stat_t zs;
@@ -53,6 +52,17 @@ static int read_member(zip_t *za, zip_int64_t i, const char *label, const fr_lim
                           (unsigned long long)zs.comp_size);
     }
     *total += (int64_t)zs.size;
+    *out = zs;
+    return FR_OK;
+}
+
+static int read_member(zip_t *za, zip_int64_t i, const char *label, const fr_limits *lim,
+                       fr_dtype as, int64_t *total, fr_bundle *out, char *err, size_t errlen)
+{
+    zip_stat_t zs;
+    int st0 = io_npz_stat(za, i, label, lim, total, &zs, err, errlen);
+    if (st0) return st0;
+    size_t nl = strlen(zs.name);
 
     char *mlabel = malloc(strlen(label) + nl + 2);
     if (!mlabel) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
@@ -62,9 +72,9 @@ static int read_member(zip_t *za, zip_int64_t i, const char *label, const fr_lim
     if (!zf) {
         st = zip_fail(err, errlen, FR_EINPUT, mlabel, "cannot open member", zip_get_error(za));
     } else {
-        io_src s = {IO_SRC_ZIP, NULL, NULL, zf, (int64_t)zs.size, 0};
+        io_src s = {IO_SRC_ZIP, NULL, NULL, zf, (int64_t)zs.size, 0, 0};
         fr_tensor t;
-        st = io_npy_read(&s, mlabel, lim, &t, err, errlen);
+        st = io_npy_read(&s, mlabel, lim, as, &t, err, errlen);
         if (st && s.pos < s.size && zip_file_get_error(zf)->zip_err != ZIP_ER_OK)
             st = zip_fail(err, errlen, FR_EINPUT, mlabel, "corrupt member", zip_file_get_error(zf));
         zip_fclose(zf);
@@ -88,8 +98,8 @@ static int read_member(zip_t *za, zip_int64_t i, const char *label, const fr_lim
     return st;
 }
 
-int io_npz_read(zip_source_t *src, const char *label, const fr_limits *lim, fr_bundle *out,
-                char *err, size_t errlen)
+int io_npz_read(zip_source_t *src, const char *label, const fr_limits *lim, fr_dtype as,
+                fr_bundle *out, char *err, size_t errlen)
 {
     zip_error_t ze;
     zip_error_init(&ze);
@@ -103,12 +113,12 @@ int io_npz_read(zip_source_t *src, const char *label, const fr_limits *lim, fr_b
     zip_error_fini(&ze);
     int st = FR_OK;
     zip_int64_t n = zip_get_num_entries(za, 0);
-    if (n > MAX_MEMBERS)
+    if (n > IO_NPZ_MAX_MEMBERS)
         st = io_err(err, errlen, FR_EINPUT, "%s: %lld members, over the limit of %d", label,
-                    (long long)n, MAX_MEMBERS);
+                    (long long)n, IO_NPZ_MAX_MEMBERS);
     int64_t total = 0;
     for (zip_int64_t i = 0; i < n && !st; i++)
-        st = read_member(za, i, label, lim, &total, out, err, errlen);
+        st = read_member(za, i, label, lim, as, &total, out, err, errlen);
     zip_discard(za); /* frees src too */
     return st;
 }

@@ -12,7 +12,7 @@ int fuzz_npz(const unsigned char *data, size_t size)
     zip_source_t *src = zip_source_buffer_create(data, size, 0, &ze);
     zip_error_fini(&ze);
     if (!src) abort();
-    int st = io_npz_read(src, "fuzz.npz", NULL, &b, err, sizeof err);
+    int st = io_npz_read(src, "fuzz.npz", NULL, FR_DTYPE_F8, &b, err, sizeof err);
     fuzz_check_bundle(st, err, &b, NULL);
     fr_bundle_free(&b);
     return st;

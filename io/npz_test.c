@@ -63,7 +63,7 @@ static void make_bundle(fr_bundle *b)
     int ndims[] = {3, 2, 1, 0, 2};
     unsigned long long seed = 7;
     for (int m = 0; m < 5; m++) {
-        fr_tensor t = {ndims[m], {0}, NULL};
+        fr_tensor t = {ndims[m], {0}, NULL, NULL};
         memcpy(t.shape, shapes[m], sizeof shapes[m]);
         int64_t n = fr_tensor_count(&t);
         t.data = malloc((size_t)(n ? n : 1) * 8);
@@ -115,7 +115,8 @@ static void test_roundtrip(void)
         memset(&s, 0, sizeof s);
         zip_error_t ze;
         zip_error_init(&ze);
-        st = io_npz_read(zip_source_buffer_create(z, n, 0, &ze), "mem", NULL, &s, err, sizeof err);
+        st = io_npz_read(zip_source_buffer_create(z, n, 0, &ze), "mem", NULL, FR_DTYPE_F8, &s, err,
+                         sizeof err);
         zip_error_fini(&ze);
         T_CHECK(st == 0 && s.count == r.count, "from memory: %s", err);
         for (int m = 0; m < s.count && m < r.count; m++)
@@ -131,7 +132,7 @@ static void test_roundtrip(void)
     /* A single tensor written as .npz becomes numpy.savez's positional name arr_0; an empty
      * bundle is an empty archive that reads back as an empty bundle. */
     double v[3] = {1, 2, 3};
-    fr_tensor t = {1, {3}, v};
+    fr_tensor t = {1, {3}, v, NULL};
     char err[512];
     int st = fr_write_tensor(tu_path("one.npz"), FR_FMT_UNKNOWN, &t, FR_DTYPE_F8, err, sizeof err);
     fr_bundle r;

@@ -40,3 +40,15 @@ int fr_format_double(char *buf, size_t len, double x)
     if (buf && len) snprintf(buf, len, "%s", tmp);
     return n;
 }
+
+int io_format_float(char *buf, size_t len, float x)
+{
+    if (!isfinite(x) || x == 0) return fr_format_double(buf, len, x);
+    char tmp[FR_DOUBLE_BUF];
+    int p = 1;
+    for (; p < 9; p++) { /* %.9g always reads back to the same float */
+        snprintf(tmp, sizeof tmp, "%.*g", p, (double)x);
+        if (strtof(tmp, NULL) == x) break;
+    }
+    return snprintf(buf, len, "%.*g", p, (double)x);
+}

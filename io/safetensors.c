@@ -9,6 +9,7 @@
 #include "io_internal.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,28 +69,42 @@ static int entry(const cJSON *item, const char *label, const fr_limits *lim, int
                       FR_MAXDIM);
     e->ndim = 0;
     int64_t count = 1, bytes;
-    int over = 0;
+    int over = 0, inexact = 0, zero = 0;
+    char shp[FR_MAXDIM * 24 + 4] = "[";
     for (const cJSON *d = sh->child; d; d = d->next) {
-        int64_t v;
-        if (!whole(d, &v))
+        double v = cJSON_IsNumber(d) ? d->valuedouble : -1;
+        if (!(v >= 0 && v == floor(v) && v < 1e300))
             return io_err(err, errlen, FR_EINPUT,
                           "%s: tensor '%s': shape holds something other than whole numbers", label,
                           nm);
-        e->shape[e->ndim++] = v;
-        if (!io_mul_ok(count, v, &count)) over = 1;
+        size_t k = strlen(shp);
+        snprintf(shp + k, sizeof shp - k, "%s%.0f", k > 1 ? ", " : "", v);
+        /* From 2^53 on a JSON number is not read exactly, and no file holds that many bytes. */
+        int64_t dim = v < 9007199254740992.0 ? (int64_t)v : INT64_MAX;
+        inexact |= dim == INT64_MAX;
+        zero |= v == 0;
+        e->shape[e->ndim++] = dim;
+        if (!io_mul_ok(count, dim, &count)) over = 1;
     }
-    for (int i = 0; i < e->ndim; i++)
-        if (e->shape[i] == 0) count = 0, over = 0;
-    if (over || !io_mul_ok(count, e->dt.size, &bytes))
-        return io_err(err, errlen, FR_EINPUT, "%s: tensor '%s': the size of its shape overflows",
-                      label, nm);
+    strcat(shp, "]");
+    if (zero) count = 0, over = 0;
+    if (inexact && zero)
+        return io_err(err, errlen, FR_EINPUT,
+                      "%s: tensor '%s': shape %s has a dimension too large to be read exactly "
+                      "(over 2^53)",
+                      label, nm, shp);
+    if (over || inexact || !io_mul_ok(count, e->dt.size, &bytes))
+        return io_err(err, errlen, FR_EINPUT,
+                      "%s: tensor '%s': shape %s overflows (its element count or byte size "
+                      "exceeds 2^63)",
+                      label, nm, shp);
     int64_t b, en;
     if (cJSON_GetArraySize(of) != 2 || !whole(of->child, &b) || !whole(of->child->next, &en) ||
         b > en)
         return io_err(err, errlen, FR_EINPUT,
                       "%s: tensor '%s': data_offsets is not [begin, end] with 0 <= begin <= end",
                       label, nm);
-    if (en > data_size)
+    if (data_size != IO_SIZE_UNKNOWN && en > data_size)
         return io_err(err, errlen, FR_EINPUT,
                       "%s: tensor '%s': data_offsets [%lld, %lld] run past the data section of "
                       "%lld bytes (truncated file?)",
@@ -122,7 +137,8 @@ static int by_name(const void *a, const void *b)
     return strcmp((*(io_st_entry *const *)a)->name, (*(io_st_entry *const *)b)->name);
 }
 
-/* Offsets tile the data section exactly; names are unique (cJSON keeps duplicate keys). */
+/* Offsets tile the data section exactly; names are unique (cJSON keeps duplicate keys). A
+ * stream's data section is as long as the tiles (it must end there). */
 static int layout(io_st_header *h, const char *label, int64_t data_size, char *err, size_t errlen)
 {
     io_st_entry **s = malloc((size_t)(h->count ? h->count : 1) * sizeof *s);
@@ -150,6 +166,8 @@ static int layout(io_st_header *h, const char *label, int64_t data_size, char *e
                         label, (long long)(s[i]->begin - at), s[i]->name);
         at = s[i]->end;
     }
+    if (data_size == IO_SIZE_UNKNOWN) data_size = at;
+    h->data_size = data_size;
     if (!st && at != data_size)
         st = io_err(err, errlen, FR_EINPUT,
                     "%s: %lld bytes after the last tensor (the header indexes %lld of %lld)", label,
@@ -171,12 +189,7 @@ static int parse(const char *text, int64_t len, const char *label, const fr_limi
 {
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, (size_t)len, &end, 0);
-    if (!root) {
-        int64_t at = end ? (int64_t)(end - text) : 0;
-        return io_err(err, errlen, FR_EINPUT,
-                      "%s: safetensors header is not valid JSON (near byte %lld of %lld)", label,
-                      (long long)at, (long long)len);
-    }
+    if (!root) return io_json_error(text, (size_t)len, label, "safetensors header", err, errlen);
     int st = FR_OK;
     for (const char *p = end; p < text + len && !st; p++) /* writers pad with spaces */
         if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != '\0')
@@ -212,7 +225,7 @@ int io_st_header_read(io_src *s, const char *label, const fr_limits *lim_in, io_
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--)
         n = n << 8 | pre[i];
-    if (n > (uint64_t)(s->size - 8))
+    if (s->size != IO_SIZE_UNKNOWN && n > (uint64_t)(s->size - 8))
         return io_err(err, errlen, FR_EINPUT,
                       "%s: safetensors header length %llu is larger than the file (%lld bytes)",
                       label, (unsigned long long)n, (long long)s->size);
@@ -220,24 +233,28 @@ int io_st_header_read(io_src *s, const char *label, const fr_limits *lim_in, io_
         return io_err(err, errlen, FR_EINPUT,
                       "%s: safetensors header of %llu bytes, over the limit of %d", label,
                       (unsigned long long)n, ST_MAX_HEADER);
-    if (s->size - 8 - (int64_t)n > lim.max_bytes)
+    int64_t data_size = s->size == IO_SIZE_UNKNOWN ? IO_SIZE_UNKNOWN : s->size - 8 - (int64_t)n;
+    if (data_size != IO_SIZE_UNKNOWN && data_size > lim.max_bytes)
         return io_err(err, errlen, FR_EINPUT, "%s: %lld bytes of data, over the limit of %lld",
-                      label, (long long)(s->size - 8 - (int64_t)n), (long long)lim.max_bytes);
+                      label, (long long)data_size, (long long)lim.max_bytes);
     char *text = malloc(n ? (size_t)n : 1);
     if (!text) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
     int st;
     if (io_src_read(s, text, (size_t)n) != (int64_t)n)
         st = io_err(err, errlen, FR_EINPUT, "%s: truncated safetensors header", label);
     else
-        st = parse(text, (int64_t)n, label, &lim, s->size - 8 - (int64_t)n, h, err, errlen);
+        st = parse(text, (int64_t)n, label, &lim, data_size, h, err, errlen);
     free(text);
+    if (!st && h->data_size > lim.max_bytes) /* a stream's, known from its header */
+        st = io_err(err, errlen, FR_EINPUT, "%s: %lld bytes of data, over the limit of %lld", label,
+                    (long long)h->data_size, (long long)lim.max_bytes);
     h->data_start = 8 + (int64_t)n;
     if (st) io_st_header_free(h);
     return st;
 }
 
-int io_st_read(io_src *s, const char *label, const fr_limits *lim, fr_bundle *out, char *err,
-               size_t errlen)
+int io_st_read(io_src *s, const char *label, const fr_limits *lim, fr_dtype as, fr_bundle *out,
+               char *err, size_t errlen)
 {
     io_st_header h;
     int base = out->count;
@@ -247,14 +264,15 @@ int io_st_read(io_src *s, const char *label, const fr_limits *lim, fr_bundle *ou
      * layout check made contiguous, so the source is read front to back once. */
     io_st_entry **ord = malloc((size_t)(h.count ? h.count : 1) * sizeof *ord);
     unsigned char *buf = malloc(CHUNK);
-    if (!ord || !buf) st = io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
+    double *x = malloc(CHUNK * sizeof *x);
+    if (!ord || !buf || !x) st = io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
     for (int i = 0; i < h.count && !st; i++) {
-        fr_tensor t = {0};
+        fr_tensor t;
+        memset(&t, 0, sizeof t);
         t.ndim = h.e[i].ndim;
         memcpy(t.shape, h.e[i].shape, sizeof t.shape);
         int64_t count = h.e[i].dt.size ? (h.e[i].end - h.e[i].begin) / h.e[i].dt.size : 0;
-        t.data = malloc(count ? (size_t)count * sizeof(double) : 1);
-        if (!t.data) {
+        if (io_tensor_alloc(&t, count, as)) {
             st = io_err(err, errlen, FR_ENOMEM, "%s: out of memory for tensor '%s'", label,
                         h.e[i].name);
             break;
@@ -266,19 +284,25 @@ int io_st_read(io_src *s, const char *label, const fr_limits *lim, fr_bundle *ou
     if (!st) qsort(ord, (size_t)h.count, sizeof *ord, by_begin);
     for (int i = 0; i < h.count && !st; i++) {
         const io_st_entry *e = ord[i];
-        double *dst = out->tensors[base + (int)(e - h.e)].data;
+        fr_tensor *dst = &out->tensors[base + (int)(e - h.e)];
         int64_t per = CHUNK / e->dt.size, total = (e->end - e->begin) / e->dt.size;
         for (int64_t done = 0; done < total && !st; done += per) {
             int64_t m = total - done < per ? total - done : per;
-            if (io_src_read(s, buf, (size_t)(m * e->dt.size)) != m * e->dt.size)
+            if (io_src_read(s, buf, (size_t)(m * e->dt.size)) != m * e->dt.size) {
                 st = io_err(err, errlen, FR_EINPUT, "%s: truncated or unreadable data of '%s'",
                             label, e->name);
-            else
-                io_decode(buf, m, &e->dt, dst + done);
+            } else {
+                io_decode(buf, m, &e->dt, x);
+                io_tensor_store(dst, done, x, m);
+            }
         }
     }
+    if (!st && io_src_check_end(s))
+        st = io_err(err, errlen, FR_EINPUT, "%s: the stream holds more data than its header says",
+                    label);
     free(ord);
     free(buf);
+    free(x);
     io_st_header_free(&h);
     return st;
 }

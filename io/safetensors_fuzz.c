@@ -4,11 +4,11 @@
 
 int fuzz_safetensors(const unsigned char *data, size_t size)
 {
-    io_src s = {IO_SRC_MEM, data, NULL, NULL, (int64_t)size, 0};
+    io_src s = {IO_SRC_MEM, data, NULL, NULL, (int64_t)size, 0, 0};
     char err[512] = "";
     fr_bundle b;
     memset(&b, 0, sizeof b);
-    int st = io_st_read(&s, "fuzz.safetensors", NULL, &b, err, sizeof err);
+    int st = io_st_read(&s, "fuzz.safetensors", NULL, FR_DTYPE_F8, &b, err, sizeof err);
     fuzz_check_bundle(st, err, &b, NULL);
     fr_bundle_free(&b);
     return st;

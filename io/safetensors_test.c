@@ -131,11 +131,11 @@ static void test_streams_equal_reads(void)
     len = tu_npy(buf, "{'descr': '>f8', 'fortran_order': True, 'shape': (2, 3), }", be, 48);
     same_as_read(tu_write("fort.npy", buf, len), 1);
     /* .npz, stored and deflated, with many rows of d = 48 (chunks of whole rows) */
-    fr_tensor t = {2, {3000, 48}, malloc(3000 * 48 * sizeof(double))};
+    fr_tensor t = {2, {3000, 48}, malloc(3000 * 48 * sizeof(double)), NULL};
     for (int64_t i = 0; i < 3000 * 48; i++)
         t.data[i] = t_rand(&seed);
     char *names[2] = {"layers.0.q", "x"};
-    fr_tensor ts[2] = {t, {1, {5}, g}};
+    fr_tensor ts[2] = {t, {1, {5}, g, NULL}};
     fr_bundle b = {2, names, ts, 0};
     char err[512];
     for (int z = 0; z < 2; z++) {
@@ -186,6 +186,21 @@ static void test_hostile_headers(void)
                "{\"x\":{\"dtype\":\"F64\",\"shape\":[4294967296,4294967296],"
                "\"data_offsets\":[0,8]}}",
                8, "overflows");
+    /* 2^62 x 2^62 is whole numbers: its size overflows (it used to be "something other than
+     * whole numbers") */
+    expect_bad("2^62.st",
+               "{\"x\":{\"dtype\":\"F64\",\"shape\":[4611686018427387904,4611686018427387904],"
+               "\"data_offsets\":[0,8]}}",
+               8, "shape [4611686018427387904, 4611686018427387904] overflows");
+    expect_bad("half.st", "{\"x\":{\"dtype\":\"F64\",\"shape\":[1.5],\"data_offsets\":[0,8]}}", 8,
+               "other than whole numbers");
+    expect_bad("zero_huge.st",
+               "{\"x\":{\"dtype\":\"F64\",\"shape\":[0,9007199254740993],\"data_offsets\":[0,0]}}",
+               0, "too large to be read exactly");
+    char deep[5000] = "{\"x\":";
+    for (int i = 0; i < 1200; i++)
+        strcat(deep, "[");
+    expect_bad("deep.st", deep, 0, "nested deeper than 1000 levels");
     unsigned char lie[17] = {200, 0, 0, 0, 0, 0, 0, 0, '{', '}'};
     fr_bundle b;
     char err[512];
