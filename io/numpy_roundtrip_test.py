@@ -169,6 +169,101 @@ def test_pipes(tmp):
     report("magic_not_extension", r.returncode == 0 and bits_equal(np.load(dst), q), r.stderr.decode())
 
 
+def read_safetensors(path):
+    """A .safetensors file read with numpy alone (the format is small): {name: array}."""
+    import struct
+    with open(path, "rb") as f:
+        blob = f.read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    kinds = {"F64": "<f8", "F32": "<f4"}
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        b, end = e["data_offsets"]
+        out[name] = np.frombuffer(blob[8 + n + b:8 + n + end], dtype=kinds[e["dtype"]]).reshape(e["shape"])
+    return out, n
+
+
+def write_safetensors(path, arrays):
+    import struct
+    header, data, at = {}, b"", 0
+    for name, a in arrays.items():
+        raw = np.ascontiguousarray(a).tobytes()
+        code = {"<f4": "F32", "<f8": "F64", "<f2": "F16", "<i8": "I64"}[a.dtype.str]
+        header[name] = {"dtype": code, "shape": list(a.shape), "data_offsets": [at, at + len(raw)]}
+        data += raw
+        at += len(raw)
+    h = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + data)
+
+
+def test_safetensors(tmp):
+    arrs = arrays()
+    members = {k: arrs[k] for k in ("f8_3d", "f4_2d", "scalar", "empty")}
+    src = os.path.join(tmp, "st.npz")
+    np.savez(src, **members)
+    for dtype, cast, code in (("f8", np.float64, "F64"), ("f4", np.float32, "F32")):
+        dst = os.path.join(tmp, "st_" + dtype + ".safetensors")
+        r = convert(src, dst, "--dtype", dtype)
+        ok, detail = r.returncode == 0, r.stderr.decode()
+        if ok:
+            got, hlen = read_safetensors(dst)
+            ok = sorted(got) == sorted(members) and (8 + hlen) % 8 == 0
+            for k, a in members.items():
+                if ok and not bits_equal(got[k], a.astype(np.float64).astype(cast)):
+                    ok, detail = False, "member " + k
+        report("safetensors_write_" + dtype, ok, detail)
+    # written by another writer, read back through convert (F16, I64 widen exactly)
+    theirs = os.path.join(tmp, "theirs.safetensors")
+    h = np.array([1.5, -2, 65504], dtype="<f2")
+    i = np.array([[1, -(2**40)], [7, 0]], dtype="<i8")
+    write_safetensors(theirs, {"h": h, "i": i})
+    dst = os.path.join(tmp, "theirs.npz")
+    r = convert(theirs, dst)
+    ok = r.returncode == 0
+    if ok:
+        with np.load(dst) as z:
+            ok = bits_equal(z["h"], h.astype(np.float64)) and bits_equal(z["i"], i.astype(np.float64))
+    report("safetensors_read_f16_i64", ok, r.stderr.decode())
+
+
+def test_split_and_member(tmp):
+    a = arrays()["f8_3d"]
+    src = os.path.join(tmp, "sp.npz")
+    np.savez(src, q=a[0], k=a[1], v=a[2])
+    out = os.path.join(tmp, "parts") + "/"
+    r = convert(src, out)
+    ok = r.returncode == 0 and sorted(os.listdir(out)) == ["k.npy", "q.npy", "v.npy"]
+    ok = ok and all(bits_equal(np.load(out + n + ".npy"), a[j]) for j, n in enumerate("qkv"))
+    report("split_into_directory", ok, r.stderr.decode())
+    dst = os.path.join(tmp, "k_only.json")
+    r = convert(src, dst, "--member", "k")
+    ok = r.returncode == 0
+    if ok:
+        with open(dst) as f:
+            ok = bits_equal(np.array(json.load(f)), a[1])
+    report("member_out_of_bundle", ok, r.stderr.decode())
+    r = convert(src, dst, "--member", "nope")
+    report("member_missing", r.returncode == 2 and "it has: q, k, v" in r.stderr.decode(), r.stderr.decode())
+    # all or nothing: a member that cannot be written (a directory in the way) leaves the others
+    blocked = os.path.join(tmp, "blocked")
+    os.makedirs(os.path.join(blocked, "k.npy"))
+    with open(os.path.join(blocked, "q.npy"), "wb") as f:
+        f.write(b"old q")
+    r = convert(src, blocked + "/")
+    with open(os.path.join(blocked, "q.npy"), "rb") as f:
+        kept = f.read() == b"old q"
+    ok = r.returncode == 1 and kept and sorted(os.listdir(blocked)) == ["k.npy", "q.npy"]
+    report("split_all_or_nothing", ok, "status %d, kept %s, %s" % (r.returncode, kept, r.stderr.decode()))
+    r = subprocess.run([FASTROPE, "convert", "--help"], capture_output=True)
+    text = r.stdout.decode()
+    ok = r.returncode == 0 and "float64" in text and "--dtype" in text and ".safetensors" in text
+    report("help_says_dtype_and_formats", ok, text)
+
+
 def test_errors(tmp):
     a = np.arange(100.0)
     good = os.path.join(tmp, "good.npy")
@@ -208,6 +303,8 @@ def main():
         test_npz(tmp)
         test_json(tmp)
         test_pipes(tmp)
+        test_safetensors(tmp)
+        test_split_and_member(tmp)
         test_errors(tmp)
     return 1 if failures else 0
 
