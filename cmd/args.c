@@ -326,7 +326,9 @@ static error_t on_key(int key, char *arg, struct argp_state *state)
 static char *help_filter(int key, const char *text, void *input)
 {
     (void)input;
-    return key == ARGP_KEY_HELP_DUP_ARGS_NOTE ? NULL : (char *)text;
+    /* argp's filters return char *, text unchanged when they keep it (argp frees only what
+     * differs from text). */
+    return key == ARGP_KEY_HELP_DUP_ARGS_NOTE ? NULL : (char *)(uintptr_t)text;
 }
 
 static int taken(const parse_ctx *c, const cli_opt *o)
@@ -375,7 +377,8 @@ int cli_parse(const cli_command *cmd, int argc, char **argv, void *opts)
     }
     ao[nao++] = (struct argp_option){"help", 'h', NULL, 0, "this text", -1};
     /* getopt prefixes its messages (unknown option, missing value) with argv[0]. */
-    av[0] = "fastrope";
+    static char program[] = "fastrope";
+    av[0] = program;
     for (int i = 1; i < argc; i++)
         av[i] = argv[i];
     av[argc] = NULL;

@@ -35,7 +35,8 @@ int fuzz_args(const unsigned char *data, size_t size)
     buf[size] = '\0';
     char *argv[FUZZ_MAX_ARGS + 2];
     int argc = 0;
-    argv[argc++] = "run";
+    static char name[] = "run";
+    argv[argc++] = name;
     for (size_t i = 0; i <= size && argc <= FUZZ_MAX_ARGS; i += strlen(buf + i) + 1)
         argv[argc++] = buf + i;
     argv[argc] = NULL;

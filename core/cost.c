@@ -70,12 +70,14 @@ void fr_predict_times(const fr_problem *p, int degree, int64_t support, double *
     /* The constants are the two-thread rate; below the threshold exact runs on one thread
      * (at n = 1024, d = 4 the two-thread rate predicted 1.5 ms against 2.9 ms measured, and
      * auto picked exact over polyrope's 1.8 ms). */
-    double threads = n * n >= FR_EXACT_PAR_MIN_SCORES ? 1 : (double)omp_get_max_threads();
+    int max_threads = omp_get_max_threads();
+    double threads = n * n >= FR_EXACT_PAR_MIN_SCORES ? 1 : (double)max_threads;
     t[FR_METHOD_EXACT] =
         c_exact_0 + kept_pairs(p) * (c_exact_flop * (score_len + dv) + c_exact_exp) * threads;
     if (degree < 0) return;
 
-    double N = (double)fr__fft_fast_size(2 * p->n - 1), nlogn = N * log2(N > 2 ? N : 2);
+    int64_t fft_size = fr__fft_fast_size(2 * p->n - 1);
+    double N = (double)fft_size, nlogn = N * log2(N > 2 ? N : 2);
     int64_t iu, ic, ialphas;
     fr__polyfft_counts(p, degree, support, &ialphas, &iu, &ic);
     double u = (double)iu, c = (double)ic, alphas = (double)ialphas;
@@ -84,7 +86,8 @@ void fr_predict_times(const fr_problem *p, int degree, int64_t support, double *
     t[FR_METHOD_POLYFFT_LITERAL] = c_fft_0 + (2 * nc + 1) * alphas * nlogn * c_fft + acc;
 
     if (family) {
-        double r = (double)fr__binom(degree + p->d, p->d);
+        int64_t rank = fr__binom(degree + p->d, p->d);
+        double r = (double)rank;
         int64_t w = p->window >= p->n - 1 ? -1 : p->window;
         double f = w >= 0 ? rope_window : p->causal ? rope_causal : 1;
         t[FR_METHOD_POLYROPE] = c_rope_0 + c_rope_row * n + c_rope * n * r * nc * f;
