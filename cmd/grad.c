@@ -316,8 +316,8 @@ int cmd_grad(int argc, char **argv)
     if (!st && info.method != FR_METHOD_EXACT) st = check(&o, &in, &p, up->data, &r, &chk);
     if (!st) st = write_outputs(&o, &in, &r);
     if (!st && (o.job.report || o.job.report_fd >= 0)) {
-        cJSON *rep =
-            rep_problem(&p, fr_method_name(info.method), in.batch, in.w ? in.wlabel : NULL);
+        cJSON *rep = rep_problem(&p, fr_method_name(info.method), in.batch, in.w ? in.wlabel : NULL,
+                                 cli_preset_name(o.job.attn.preset));
         rep_bounds(rep, &bounds);
         rep_plan(rep, &info);
         report_check(rep, &info, &chk, o.job.attn.opt.eps);

@@ -25,7 +25,8 @@ static const char *kind_name(fr_rot_kind k)
     return "?";
 }
 
-cJSON *rep_problem(const fr_problem *p, const char *method, int64_t batch, const char *w_label)
+cJSON *rep_problem(const fr_problem *p, const char *method, int64_t batch, const char *w_label,
+                   const char *preset)
 {
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "method", method);
@@ -33,6 +34,10 @@ cJSON *rep_problem(const fr_problem *p, const char *method, int64_t batch, const
     cJSON_AddNumberToObject(r, "d", (double)p->d);
     cJSON_AddNumberToObject(r, "dv", (double)p->dv);
     cJSON_AddNumberToObject(r, "batch", (double)batch);
+    if (preset)
+        cJSON_AddStringToObject(r, "preset", preset);
+    else
+        cJSON_AddNullToObject(r, "preset");
     rep_num(r, "scale", p->tau);
     cJSON_AddBoolToObject(r, "causal", p->causal);
     if (p->window >= 0)

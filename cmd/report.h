@@ -8,8 +8,9 @@
 
 /* A number, or null where it is not finite (JSON has no Infinity). */
 void rep_num(cJSON *obj, const char *key, double x);
-/* method, n, d, dv, batch, scale, causal, window, rotation */
-cJSON *rep_problem(const fr_problem *p, const char *method, int64_t batch, const char *w_label);
+/* method, n, d, dv, batch, preset (NULL: none), scale, causal, window, rotation */
+cJSON *rep_problem(const fr_problem *p, const char *method, int64_t batch, const char *w_label,
+                   const char *preset);
 void rep_bounds(cJSON *r, const fr_bounds *b);
 /* poly (or null for exact) and plan */
 void rep_plan(cJSON *r, const fr_plan_info *info);

@@ -186,7 +186,8 @@ int cmd_run(int argc, char **argv)
             cli_fail(st, "%s", err);
     }
     if (!st && (o.job.report || o.job.report_fd >= 0)) {
-        cJSON *r = rep_problem(&p, fr_method_name(info.method), in.batch, in.w ? in.wlabel : NULL);
+        cJSON *r = rep_problem(&p, fr_method_name(info.method), in.batch, in.w ? in.wlabel : NULL,
+                               cli_preset_name(o.job.attn.preset));
         rep_bounds(r, &bounds);
         rep_plan(r, &info);
         report_error(r, &info, &chk, eps);
