@@ -438,13 +438,12 @@ static int64_t sweep_unmasked(const ctx *c, int side, int *oom)
 
 /* g <- the gradient with respect to the caller's rows, given the one with respect to the rotated
  * rows: the transpose of prepare_rows' linear map, applied to dq and dk together. */
-static void rotate_back(const fr_problem *p, double *dq, double *dk)
+static void rotate_back(const fr__polyrope *pl, double *dq, double *dk)
 {
-    int64_t n = p->n, d = p->d;
+    const fr_problem *p = &pl->p;
+    int64_t n = p->n, d = p->d, np = p->rot.kind == FR_ROT_ROPE ? pl->np : 0;
+    const int64_t *pa = pl->pa, *pb = pl->pb;
     if (p->rot.kind == FR_ROT_NONE) return;
-    int64_t pa[d], pb[d], np = 0;
-    double freq[d];
-    if (p->rot.kind == FR_ROT_ROPE) np = fr__rope_pairs(p, pa, pb, freq);
 #pragma omp parallel for schedule(static) if (n > 8192)
     for (int64_t i = 0; i < n; i++) {
         double *gq = dq + i * d, *gk = dk + i * d;
@@ -463,7 +462,13 @@ static void rotate_back(const fr_problem *p, double *dq, double *dk)
             continue;
         }
         for (int64_t m = 0; m < np; m++) {
-            double ang = (double)i * freq[m], cs = cos(ang), sn = sin(ang);
+            double cs, sn;
+            if (pl->rot) {
+                cs = pl->rot[(i * np + m) * 2], sn = pl->rot[(i * np + m) * 2 + 1];
+            } else {
+                double ang = (double)i * pl->freq[m];
+                cs = cos(ang), sn = sin(ang);
+            }
             double xa = gq[pa[m]], xb = gq[pb[m]];
             gq[pa[m]] = xa * cs + xb * sn, gq[pb[m]] = -xa * sn + xb * cs;
             xa = gk[pa[m]], xb = gk[pb[m]];
@@ -543,7 +548,7 @@ int fr__polyrope_backward(fr__polyrope *pl, const double *q, const double *k, co
         goto done;
     }
     single_key_rows(p, masked ? &mq : NULL, v, dout, target, dv);
-    rotate_back(p, dq, dk);
+    rotate_back(pl, dq, dk);
     if (target && loss) {
         double lsum = 0;
         for (int64_t b = 0; b < nqb; b++)

@@ -42,6 +42,11 @@ struct fr__polyrope {
     seg *segs;
     int nsegs;
     double par_units; /* work (n r (dv+1)) from which to use every thread: see threads_for */
+    /* Standard RoPE's rotation of the rows: pair m is (pa[m], pb[m]), and position i turns it by
+     * cos, sin = rot[(i np + m) 2 + 0, 1]: the same for every execution, so computed once (NULL
+     * past the size where computing them costs less than storing them). */
+    int64_t np, *pa, *pb;
+    double *freq, *rot;
 };
 
 static inline void *alloc_aligned(size_t bytes)
@@ -294,18 +299,8 @@ static inline int prepare_rows(const fr__polyrope *pl, const double *q, const do
                                const double *v, double *qr, double *kr, double *x)
 {
     const fr_problem *p = &pl->p;
-    int64_t n = p->n, d = p->d, dv = p->dv, nc = pl->nc;
-    int64_t np = 0, *pa = NULL, *pb = NULL;
-    double *freq = NULL;
-    if (p->rot.kind == FR_ROT_ROPE) {
-        pa = malloc((size_t)d * sizeof *pa), pb = malloc((size_t)d * sizeof *pb);
-        freq = malloc((size_t)d * sizeof *freq);
-        if (!pa || !pb || !freq) {
-            free(pa), free(pb), free(freq);
-            return 0;
-        }
-        np = fr__rope_pairs(p, pa, pb, freq);
-    }
+    int64_t n = p->n, d = p->d, dv = p->dv, nc = pl->nc, np = pl->np;
+    const int64_t *pa = pl->pa, *pb = pl->pb;
     const int64_t RB = 4096;
 #pragma omp parallel for schedule(static) if (n > 2 * RB)
     for (int64_t i0 = 0; i0 < n; i0 += RB) {
@@ -318,7 +313,13 @@ static inline int prepare_rows(const fr__polyrope *pl, const double *q, const do
             for (int64_t i = i0; i < i0 + cnt; i++) {
                 double *qi = qr + i * d, *ki = kr + i * d;
                 for (int64_t m = 0; m < np; m++) {
-                    double ang = (double)i * freq[m], c = cos(ang), sn = sin(ang);
+                    double c, sn;
+                    if (pl->rot) {
+                        c = pl->rot[(i * np + m) * 2], sn = pl->rot[(i * np + m) * 2 + 1];
+                    } else {
+                        double ang = (double)i * pl->freq[m];
+                        c = cos(ang), sn = sin(ang);
+                    }
                     double xa = qi[pa[m]], xb = qi[pb[m]];
                     qi[pa[m]] = xa * c - xb * sn, qi[pb[m]] = xa * sn + xb * c;
                     xa = ki[pa[m]], xb = ki[pb[m]];
@@ -335,7 +336,6 @@ static inline int prepare_rows(const fr__polyrope *pl, const double *q, const do
             x[j * nc + dv] = 1;
         }
     }
-    free(pa), free(pb), free(freq);
     return 1;
 }
 
