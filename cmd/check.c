@@ -709,12 +709,21 @@ static int check_qkv(ck_ctx *c, const ck_set *s, open_file *of, char *err, size_
     int64_t nrows = c->per_head ? heads : 1;
     for (int64_t h = 0; h < nrows && !st; h++) {
         int64_t h0 = c->per_head ? h : 0, h1 = c->per_head ? h + 1 : heads;
-        double qs, ks, vs;
-        max_cols(&red[0], h0, h1, mq, &qs);
-        max_cols(&red[1], h0, h1, mk, &ks);
-        max_cols(&red[2], h0, h1, mv, &vs);
+        /* Each head's bounds, pooled as run pools its batch entries' for the report. */
         fr_bounds b;
-        if ((st = fr_bounds_from_stats(&p, qs, ks, mq, mk, max_of(mv, dv), &b, err, errlen))) break;
+        for (int64_t hh = h0; hh < h1 && !st; hh++) {
+            double qs, ks, vs;
+            fr_bounds bh;
+            max_cols(&red[0], hh, hh + 1, mq, &qs);
+            max_cols(&red[1], hh, hh + 1, mk, &ks);
+            max_cols(&red[2], hh, hh + 1, mv, &vs);
+            st = fr_bounds_from_stats(&p, qs, ks, mq, mk, max_of(mv, dv), &bh, err, errlen);
+            if (hh == h0)
+                b = bh;
+            else
+                fr_bounds_pool((fr_bounds[]){b, bh}, 2, &b);
+        }
+        if (st) break;
         ck_row row = {.path = s->path,
                       .set = s->prefix,
                       .note = s->note,

@@ -96,122 +96,52 @@ static int compute(const grad_opts *o, const cli_inputs *in, fr_problem *p, cons
                    const double *upstream, fr_plan_info *info, grads *r, double t0)
 {
     char err[512];
-    int st = EXIT_OK;
-    int64_t n = p->n, d = p->d, dv = p->dv, wsize = (2 * n - 1) * d * d;
+    fr_options opt = o->job.attn.opt;
+    opt.progress = job_progress_fn;
+    opt.progress_user = &t0;
     fr_plan *plan = NULL;
-    double *dw_entry =
-        r->g[G_DW] && in->w_batch == 1 ? malloc((size_t)wsize * sizeof(double)) : NULL;
-    if (r->g[G_DW] && in->w_batch == 1 && !dw_entry)
-        return cli_fail(EXIT_INTERNAL, "out of memory for dW");
     r->loss = 0;
-    for (int64_t b = 0; b < in->batch && !st; b++) {
-        p->rot.w = job_w(in, p, b);
-        if (!plan) {
-            st = fr_plan_create(&plan, p, bounds, &o->job.attn.opt, err, sizeof err);
-            if (st) break;
-            fr_plan_get_info(plan, info);
-        }
-        /* A shared W gets the sum of every entry's dW: it is one parameter. */
-        double *dw = !r->g[G_DW] ? NULL : (dw_entry ? dw_entry : r->g[G_DW] + b * wsize);
-        double loss = 0;
-        const double *up = upstream + b * n * dv;
-        st = fr_execute_backward(
-            plan, in->q->data + b * n * d, in->k->data + b * n * d, in->v->data + b * n * dv,
-            o->dout ? up : NULL, o->target ? up : NULL, r->g[G_OUT] + b * n * dv,
-            r->g[G_DQ] + b * n * d, r->g[G_DK] + b * n * d, r->g[G_DV] + b * n * dv, dw,
-            o->target ? &loss : NULL, err, sizeof err);
-        r->loss += loss;
-        if (!st && dw_entry)
-            for (int64_t t = 0; t < wsize; t++)
-                r->g[G_DW][t] += dw_entry[t];
-        if (in->w_batch > 1) {
-            fr_plan_free(plan);
-            plan = NULL;
-        }
-        job_progress(b + 1, in->batch, t0);
+    int st = fr_plan_create(&plan, p, bounds, &opt, err, sizeof err);
+    if (!st) {
+        fr_plan_get_info(plan, info);
+        st = fr_execute_backward(plan, in->q->data, in->k->data, in->v->data,
+                                 o->dout ? upstream : NULL, o->target ? upstream : NULL,
+                                 r->g[G_OUT], r->g[G_DQ], r->g[G_DK], r->g[G_DV], r->g[G_DW],
+                                 o->target ? &r->loss : NULL, NULL, err, sizeof err);
     }
     fr_plan_free(plan);
-    free(dw_entry);
-    p->rot.w = job_w(in, p, 0);
     return st ? cli_fail(st, "%s", err) : EXIT_OK;
 }
 
-static void diff_into(grad_check *c, int g, const double *got, const double *ref, int64_t count,
-                      double *ref_max)
-{
-    fr_diff dd = fr_compare(got, ref, count);
-    if (!(dd.max_abs <= c->max_abs[g])) c->max_abs[g] = dd.max_abs;
-    for (int64_t t = 0; t < count; t++)
-        ref_max[g] = fmax(ref_max[g], fabs(ref[t]));
-    c->checked[g] = 1;
-}
-
 /* Exact gradients on all rows (small n) or on sampled query/key rows, compared with r. */
-static int check(const grad_opts *o, const cli_inputs *in, const fr_problem *p0,
+static int check(const grad_opts *o, const cli_inputs *in, const fr_problem *p,
                  const double *upstream, const grads *r, grad_check *c)
 {
     char err[512];
-    int64_t n = in->n, d = in->d, dv = in->dv, m = job_check_count(n, o->job.check_rows);
+    int64_t n = in->n, m = job_check_count(n, o->job.check_rows);
     memset(c, 0, sizeof *c);
     if (m == 0) return EXIT_OK;
-    double t0 = cli_now(), ref_max[G_N] = {0};
+    double t0 = cli_now();
     int full = m == n;
-    int64_t *rows = job_sample_rows(n, m);
-    double *e[G_N] = {0}, *got = malloc((size_t)(m * (d > dv ? d : dv)) * sizeof(double));
-    int64_t size[G_N] = {m * d, m * d, m * dv, 0, (2 * n - 1) * d * d};
-    for (int g = 0; g < G_N; g++)
-        if (size[g] && (g != G_DW || (r->g[G_DW] && full)))
-            e[g] = malloc((size_t)size[g] * sizeof(double));
-    int st = rows && got && e[G_DQ] && e[G_DK] && e[G_DV] && (!r->g[G_DW] || !full || e[G_DW])
-                 ? EXIT_OK
-                 : cli_fail(EXIT_INTERNAL, "out of memory checking the gradients");
-    double *dw_sum = NULL;
-    if (!st && e[G_DW] && in->w_batch == 1) {
-        dw_sum = calloc((size_t)size[G_DW], sizeof(double));
-        if (!dw_sum) st = cli_fail(EXIT_INTERNAL, "out of memory checking dW");
-    }
-    for (int64_t b = 0; b < in->batch && !st; b++) {
-        fr_problem p = *p0;
-        p.rot.w = job_w(in, p0, b);
-        const double *q = in->q->data + b * n * d, *k = in->k->data + b * n * d,
-                     *v = in->v->data + b * n * dv, *up = upstream + b * n * dv;
-        const double *dout = o->dout ? up : NULL, *target = o->target ? up : NULL;
-        if (full)
-            st = fr_exact_backward(&p, q, k, v, dout, target, NULL, e[G_DQ], e[G_DK], e[G_DV],
-                                   e[G_DW], NULL, err, sizeof err);
-        else
-            st = fr_exact_backward_rows(&p, q, k, v, dout, target, rows, m, e[G_DQ], e[G_DK],
-                                        e[G_DV], err, sizeof err);
-        if (st) {
-            cli_fail(st, "computing the exact gradients for the check: %s", err);
-            break;
-        }
-        const int gs[3] = {G_DQ, G_DK, G_DV};
-        for (int i = 0; i < 3; i++) {
-            int g = gs[i];
-            int64_t w = g == G_DV ? dv : d;
-            for (int64_t t = 0; t < m; t++)
-                memcpy(got + t * w, r->g[g] + (b * n + rows[t]) * w, (size_t)w * sizeof *got);
-            diff_into(c, g, got, e[g], m * w, ref_max);
-        }
-        if (e[G_DW] && dw_sum)
-            for (int64_t t = 0; t < size[G_DW]; t++)
-                dw_sum[t] += e[G_DW][t];
-        else if (e[G_DW])
-            diff_into(c, G_DW, r->g[G_DW] + b * size[G_DW], e[G_DW], size[G_DW], ref_max);
-        c->rows += m;
-    }
-    if (!st && dw_sum) diff_into(c, G_DW, r->g[G_DW], dw_sum, size[G_DW], ref_max);
-    for (int g = 0; g < G_N; g++)
-        c->max_rel[g] =
-            ref_max[g] > 0 ? c->max_abs[g] / ref_max[g] : (c->max_abs[g] > 0 ? INFINITY : 0);
-    c->seconds = cli_now() - t0;
-    for (int g = 0; g < G_N; g++)
-        free(e[g]);
-    free(dw_sum);
+    int64_t *rows = full ? NULL : job_sample_rows(n, m);
+    if (!full && !rows) return cli_fail(EXIT_INTERNAL, "out of memory checking the gradients");
+    fr_diff all[FR_NGRADS];
+    int st =
+        fr_check_backward_rows(p, in->q->data, in->k->data, in->v->data, o->dout ? upstream : NULL,
+                               o->target ? upstream : NULL, r->g[G_DQ], r->g[G_DK], r->g[G_DV],
+                               r->g[G_DW], rows, m, NULL, all, err, sizeof err);
     free(rows);
-    free(got);
-    return st;
+    if (st) return cli_fail(st, "computing the exact gradients for the check: %s", err);
+    const int gs[FR_NGRADS] = {G_DQ, G_DK, G_DV, G_DW};
+    for (int i = 0; i < FR_NGRADS; i++) {
+        int g = gs[i];
+        c->checked[g] = all[i].count > 0;
+        c->max_abs[g] = all[i].max_abs;
+        c->max_rel[g] = all[i].max_rel;
+    }
+    c->rows = m * in->batch;
+    c->seconds = cli_now() - t0;
+    return EXIT_OK;
 }
 
 /* The tensor of gradient g: the shape of q, k, v, T or W. */
@@ -306,10 +236,11 @@ int cmd_grad(int argc, char **argv)
             st = cli_fail(EXIT_INTERNAL, "out of memory for %s (%lld doubles)", gname[g],
                           (long long)size[g]);
     double tc = cli_now();
-    fr_bounds bounds;
+    fr_bounds bounds, *entries = NULL;
     fr_plan_info info;
-    if (!st) st = job_bounds(&p, &in, &bounds);
-    if (!st) st = compute(&o, &in, &p, &bounds, up->data, &info, &r, t0);
+    if (!st) st = job_bounds(&p, &in, &entries, &bounds);
+    if (!st) st = compute(&o, &in, &p, entries, up->data, &info, &r, t0);
+    free(entries);
     double compute_s = cli_now() - tc;
     grad_check chk;
     memset(&chk, 0, sizeof chk);

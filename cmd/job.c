@@ -144,7 +144,8 @@ int job_problem(const job_opts *o, const cli_inputs *in, fr_problem *p)
     p->rot = o->attn.rot;
     p->causal = o->attn.causal;
     p->window = o->attn.window;
-    if (in->w) p->rot.w = in->w->data;
+    if (in->w) p->rot.w = in->w->data, p->rot.w_count = in->w_batch;
+    p->batch = in->batch;
     cli_scale(&o->attn, in->d, &p->tau);
     cli_shape_str(in->q, sq, sizeof sq);
     int rope = p->rot.kind == FR_ROT_ROPE || p->rot.kind == FR_ROT_CLIP;
@@ -161,39 +162,18 @@ int job_problem(const job_opts *o, const cli_inputs *in, fr_problem *p)
     return st ? cli_fail(st, "%s", err) : EXIT_OK;
 }
 
-const double *job_w(const cli_inputs *in, const fr_problem *p, int64_t b)
-{
-    if (!in->w) return NULL;
-    return in->w->data + (in->w_batch > 1 ? b : 0) * (2 * p->n - 1) * p->d * p->d;
-}
-
-int job_bounds(const fr_problem *p, const cli_inputs *in, fr_bounds *out)
+int job_bounds(const fr_problem *p, const cli_inputs *in, fr_bounds **entries, fr_bounds *pooled)
 {
     char err[512];
-    /* Over the whole batch, so one plan (one degree) serves every entry. With one W per entry,
-     * R is the largest over the entries. */
-    memset(out, 0, sizeof *out);
-    int per_entry = in->w_batch > 1;
-    for (int64_t b = 0; b < (per_entry ? in->batch : 1); b++) {
-        fr_problem pb = *p;
-        fr_bounds bb;
-        pb.rot.w = job_w(in, p, b);
-        int st = fr_bounds_compute(&pb, in->q->data + b * p->n * p->d,
-                                   in->k->data + b * p->n * p->d, in->v->data + b * p->n * p->dv,
-                                   per_entry ? 1 : in->batch, &bb, err, sizeof err);
-        if (st) return cli_fail(st, "%s", err);
-        if (b == 0 || bb.R > out->R) {
-            out->R = bb.R;
-            out->R_from = bb.R_from;
-        }
-        out->B_q = fmax(out->B_q, bb.B_q);
-        out->B_k = fmax(out->B_k, bb.B_k);
-        out->B_v = fmax(out->B_v, bb.B_v);
-        out->B = fmax(out->B, bb.B);
-        out->B_over_sqrt_ln_n = bb.B_over_sqrt_ln_n > out->B_over_sqrt_ln_n || b == 0
-                                    ? bb.B_over_sqrt_ln_n
-                                    : out->B_over_sqrt_ln_n;
+    *entries = malloc((size_t)in->batch * sizeof **entries);
+    if (!*entries) return cli_fail(EXIT_INTERNAL, "out of memory for the bounds");
+    int st = fr_bounds_compute(p, in->q->data, in->k->data, in->v->data, *entries, err, sizeof err);
+    if (st) {
+        free(*entries);
+        *entries = NULL;
+        return cli_fail(st, "%s", err);
     }
+    fr_bounds_pool(*entries, in->batch, pooled);
     return EXIT_OK;
 }
 
@@ -224,6 +204,13 @@ void job_progress(int64_t done, int64_t total, double t0)
     fprintf(stderr, "\r[%.*s%*s] %lld/%lld", fill, "==============================", w - fill, "",
             (long long)done, (long long)total);
     if (done == total) fputc('\n', stderr);
+}
+
+int job_progress_fn(void *user, const char *phase, double fraction)
+{
+    (void)phase;
+    job_progress((int64_t)(fraction * 1000), 1000, *(const double *)user);
+    return 0;
 }
 
 static int write_fd(int fd, const char *text)

@@ -30,14 +30,15 @@ int job_check_paths(const job_opts *o, const char *cmd, const char *const *outs,
                     const char *const *extra_inputs, int nextra);
 /* The problem from the options and the loaded inputs, checked. An exit code. */
 int job_problem(const job_opts *o, const cli_inputs *in, fr_problem *p);
-/* W of batch entry b (shared W: the same for every b), or NULL. */
-const double *job_w(const cli_inputs *in, const fr_problem *p, int64_t b);
-/* Bounds over the whole batch. An exit code. */
-int job_bounds(const fr_problem *p, const cli_inputs *in, fr_bounds *out);
+/* Each batch entry's bounds (*entries, malloc'd, batch of them) and their pool (for the
+ * report). An exit code. */
+int job_bounds(const fr_problem *p, const cli_inputs *in, fr_bounds **entries, fr_bounds *pooled);
 /* How many rows to check for n and --check-rows; which rows. */
 int64_t job_check_count(int64_t n, int64_t want);
 int64_t *job_sample_rows(int64_t n, int64_t m);
 void job_progress(int64_t done, int64_t total, double t0);
+/* job_progress as the core's progress callback; user points at the start time t0. */
+int job_progress_fn(void *user, const char *phase, double fraction);
 /* To --report FILE (atomically) or --report-fd N; nothing when neither. An exit code. */
 int job_write_report(const job_opts *o, cJSON *r);
 

@@ -55,7 +55,7 @@ typedef struct {
 } check_result;
 
 /* Compare out with exact attention on a sample of rows of every batch entry. */
-static int check(const fr_problem *p0, const cli_inputs *in, const double *out, int64_t want,
+static int check(const fr_problem *p, const cli_inputs *in, const double *out, int64_t want,
                  check_result *res)
 {
     char err[512];
@@ -64,60 +64,34 @@ static int check(const fr_problem *p0, const cli_inputs *in, const double *out, 
     if (m == 0) return EXIT_OK;
     double t0 = cli_now();
     int64_t *rows = job_sample_rows(n, m);
-    double *ref = malloc((size_t)m * (size_t)in->dv * sizeof *ref);
-    double *got = malloc((size_t)m * (size_t)in->dv * sizeof *got);
-    double ref_max = 0;
-    int st = (rows && ref && got) ? EXIT_OK : cli_fail(EXIT_INTERNAL, "out of memory");
-    for (int64_t b = 0; b < in->batch && !st; b++) {
-        fr_problem p = *p0;
-        p.rot.w = job_w(in, p0, b);
-        st = fr_exact_rows(&p, in->q->data + b * n * p.d, in->k->data + b * n * p.d,
-                           in->v->data + b * n * p.dv, rows, m, ref, err, sizeof err);
-        if (st) {
-            cli_fail(st, "checking against exact attention: %s", err);
-            break;
-        }
-        for (int64_t t = 0; t < m; t++)
-            memcpy(got + t * p.dv, out + (b * n + rows[t]) * p.dv, (size_t)p.dv * sizeof *got);
-        fr_diff dd = fr_compare(got, ref, m * p.dv);
-        if (!(dd.max_abs <= res->max_abs)) res->max_abs = dd.max_abs;
-        for (int64_t t = 0; t < m * p.dv; t++)
-            ref_max = fmax(ref_max, fabs(ref[t]));
-        res->rows += m;
-    }
-    /* Normwise over every checked row of every entry, like fr_compare within one. */
-    res->max_rel = ref_max > 0 ? res->max_abs / ref_max : (res->max_abs > 0 ? INFINITY : 0);
-    res->seconds = cli_now() - t0;
+    if (!rows) return cli_fail(EXIT_INTERNAL, "out of memory");
+    fr_diff all;
+    int st = fr_check_rows(p, in->q->data, in->k->data, in->v->data, out, rows, m, NULL, &all, err,
+                           sizeof err);
     free(rows);
-    free(ref);
-    free(got);
-    return st;
+    if (st) return cli_fail(st, "checking against exact attention: %s", err);
+    res->rows = m * in->batch;
+    res->max_abs = all.max_abs;
+    res->max_rel = all.max_rel;
+    res->seconds = cli_now() - t0;
+    return EXIT_OK;
 }
 
-/* One plan for the batch (one W), or one per entry when every entry has its own W. */
+/* The batch's plan (one per distinct decision inside) and its execution. */
 static int compute(const run_opts *o, const cli_inputs *in, fr_problem *p, const fr_bounds *bounds,
                    fr_plan_info *info, double *out, double t0)
 {
     char err[512];
-    int st = EXIT_OK;
+    fr_options opt = o->job.attn.opt;
+    opt.progress = job_progress_fn;
+    opt.progress_user = &t0;
     fr_plan *plan = NULL;
-    for (int64_t b = 0; b < in->batch && !st; b++) {
-        p->rot.w = job_w(in, p, b);
-        if (!plan) {
-            st = fr_plan_create(&plan, p, bounds, &o->job.attn.opt, err, sizeof err);
-            if (st) break;
-            fr_plan_get_info(plan, info);
-        }
-        st = fr_execute(plan, in->q->data + b * p->n * p->d, in->k->data + b * p->n * p->d,
-                        in->v->data + b * p->n * p->dv, out + b * p->n * p->dv, err, sizeof err);
-        if (in->w_batch > 1) {
-            fr_plan_free(plan);
-            plan = NULL;
-        }
-        job_progress(b + 1, in->batch, t0);
+    int st = fr_plan_create(&plan, p, bounds, &opt, err, sizeof err);
+    if (!st) {
+        fr_plan_get_info(plan, info);
+        st = fr_execute(plan, in->q->data, in->k->data, in->v->data, out, NULL, err, sizeof err);
     }
     fr_plan_free(plan);
-    p->rot.w = job_w(in, p, 0);
     return st ? cli_fail(st, "%s", err) : EXIT_OK;
 }
 
@@ -160,10 +134,11 @@ int cmd_run(int argc, char **argv)
         return cli_fail(EXIT_INTERNAL, "out of memory for the output (%zu doubles)", count);
     }
     double tc = cli_now();
-    fr_bounds bounds;
+    fr_bounds bounds, *entries = NULL;
     fr_plan_info info;
-    st = job_bounds(&p, &in, &bounds);
-    if (!st) st = compute(&o, &in, &p, &bounds, &info, out, t0);
+    st = job_bounds(&p, &in, &entries, &bounds);
+    if (!st) st = compute(&o, &in, &p, entries, &info, out, t0);
+    free(entries);
     double compute_s = cli_now() - tc;
     check_result chk = {0, 0, 0, 0};
     int fast = !st && info.method != FR_METHOD_EXACT;

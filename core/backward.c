@@ -766,9 +766,9 @@ done:
     return st;
 }
 
-int fr_exact_backward(const fr_problem *p, const double *q, const double *k, const double *v,
-                      const double *dout, const double *target, double *t, double *dq, double *dk,
-                      double *dv, double *dw, double *loss, char *err, size_t errlen)
+int fr__exact_backward(const fr_problem *p, const double *q, const double *k, const double *v,
+                       const double *dout, const double *target, double *t, double *dq, double *dk,
+                       double *dv, double *dw, double *loss, char *err, size_t errlen)
 {
     int st = fr_problem_check(p, err, errlen);
     if (!st)
@@ -778,10 +778,10 @@ int fr_exact_backward(const fr_problem *p, const double *q, const double *k, con
     return backward(p, q, k, v, dout, target, NULL, p->n, t, dq, dk, dv, dw, loss, err, errlen);
 }
 
-int fr_exact_backward_rows(const fr_problem *p, const double *q, const double *k, const double *v,
-                           const double *dout, const double *target, const int64_t *rows,
-                           int64_t nrows, double *dq, double *dk, double *dv, char *err,
-                           size_t errlen)
+int fr__exact_backward_rows(const fr_problem *p, const double *q, const double *k, const double *v,
+                            const double *dout, const double *target, const int64_t *rows,
+                            int64_t nrows, double *dq, double *dk, double *dv, char *err,
+                            size_t errlen)
 {
     int st = fr_problem_check(p, err, errlen);
     if (st || (st = check_rows(rows, nrows, p->n, err, errlen))) return st;

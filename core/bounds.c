@@ -7,6 +7,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,8 +70,72 @@ static double spectral_upper(const double *w, int64_t d, double *m)
     return sqrt(fmin(g, fro));
 }
 
+int fr__rope_abs_build(const fr_problem *p, fr__rope_abs *t)
+{
+    memset(t, 0, sizeof *t);
+    if (p->rot.kind != FR_ROT_ROPE && p->rot.kind != FR_ROT_CLIP) return 0;
+    int64_t d = p->d, lim = p->n - 1;
+    if (p->rot.kind == FR_ROT_CLIP && p->rot.clip < lim) lim = p->rot.clip;
+    /* Past this the table costs more memory than its trigonometry saves time (32 MB). */
+    if ((2 * lim + 1) * d > ((int64_t)1 << 22)) return 0;
+    double *freq = malloc((size_t)d * sizeof *freq);
+    t->pa = malloc((size_t)d * sizeof *t->pa);
+    t->pb = malloc((size_t)d * sizeof *t->pb);
+    if (!freq || !t->pa || !t->pb) goto fail;
+    t->np = fr__rope_pairs(p, t->pa, t->pb, freq);
+    t->lim = lim;
+    if (!(t->cs = malloc((size_t)((2 * lim + 1) * t->np * 2) * sizeof *t->cs))) goto fail;
+    for (int64_t delta = -lim; delta <= lim; delta++)
+        for (int64_t m = 0; m < t->np; m++) {
+            double ang = (double)delta * freq[m], *e = t->cs + ((delta + lim) * t->np + m) * 2;
+            e[0] = fabs(cos(ang)), e[1] = fabs(sin(ang));
+        }
+    free(freq);
+    return 1;
+fail:
+    free(freq);
+    fr__rope_abs_free(t);
+    return 0;
+}
+
+void fr__rope_abs_free(fr__rope_abs *t)
+{
+    free(t->pa), free(t->pb), free(t->cs);
+    memset(t, 0, sizeof *t);
+}
+
+/* The coordinates outside every pair keep weight 1: their part of every offset's sum. */
+static double fixed_part(const fr_problem *p, const fr__rope_abs *t, const double *mq,
+                         const double *mk)
+{
+    double fixed = 0;
+    char *paired = calloc((size_t)p->d, 1);
+    if (!paired) return INFINITY; /* a valid, useless bound: another bound wins */
+    for (int64_t m = 0; m < t->np; m++)
+        paired[t->pa[m]] = paired[t->pb[m]] = 1;
+    for (int64_t a = 0; a < p->d; a++)
+        if (!paired[a]) fixed += mq[a] * mk[a];
+    free(paired);
+    return fixed;
+}
+
+/* One offset's sum, e holding its |cos|, |sin| per pair. The same arithmetic in the same order
+ * whether e comes from a table or from the angles just computed: R must not depend on which. */
+static double offset_sum(const fr__rope_abs *t, const double *e, double fixed, const double *mq,
+                         const double *mk)
+{
+    double s = fixed;
+    for (int64_t m = 0; m < t->np; m++) {
+        double c = e[2 * m], sn = e[2 * m + 1];
+        int64_t a = t->pa[m], b = t->pb[m];
+        s += c * (mq[a] * mk[a] + mq[b] * mk[b]) + sn * (mq[a] * mk[b] + mq[b] * mk[a]);
+    }
+    return s;
+}
+
 /* max over offsets of sum_{a,b} |W_delta[a,b]| mq[a] mk[b] (entries outside S contribute 0). */
-double fr__support_sum(const fr_problem *p, const double *mq, const double *mk)
+double fr__support_sum(const fr_problem *p, const double *mq, const double *mk,
+                       const fr__rope_abs *tab)
 {
     int64_t n = p->n, d = p->d;
     double best = 0;
@@ -90,43 +155,47 @@ double fr__support_sum(const fr_problem *p, const double *mq, const double *mk)
         }
         return best;
     }
-    /* RoPE and clipped RoPE: only the offsets that occur (clipped ones repeat), O(d) each. */
+    /* RoPE kinds: only the offsets that occur (clipped ones repeat), O(d) each, with the
+     * trigonometry from the batch's table, or from a table of its own when it fits. */
+    fr__rope_abs own;
+    if (!(tab && tab->cs) && fr__rope_abs_build(p, &own)) {
+        best = fr__support_sum(p, mq, mk, &own);
+        fr__rope_abs_free(&own);
+        return best;
+    }
+    if (tab && tab->cs) {
+        double fixed = fixed_part(p, tab, mq, mk);
+        for (int64_t delta = -tab->lim; delta <= tab->lim; delta++)
+            best = fmax(best,
+                        offset_sum(tab, tab->cs + (delta + tab->lim) * tab->np * 2, fixed, mq, mk));
+        return best;
+    }
+    /* Too long for a table: the angles offset by offset. */
     int64_t lim = n - 1;
     if (p->rot.kind == FR_ROT_CLIP && p->rot.clip < lim) lim = p->rot.clip;
-    int64_t *pa = malloc((size_t)d * sizeof *pa), *pb = malloc((size_t)d * sizeof *pb);
-    double *freq = malloc((size_t)d * sizeof *freq);
-    char *paired = malloc((size_t)d); /* coordinates in some rotated pair */
-    if (!pa || !pb || !freq || !paired) {
+    double *freq = malloc((size_t)d * sizeof *freq), *e = malloc(2 * (size_t)d * sizeof *e);
+    fr__rope_abs one = {0, 0, malloc((size_t)d * sizeof(int64_t)),
+                        malloc((size_t)d * sizeof(int64_t)), e};
+    if (!freq || !e || !one.pa || !one.pb) {
         best = INFINITY; /* a valid, useless bound: another bound wins */
         goto done;
     }
-    int64_t np = fr__rope_pairs(p, pa, pb, freq);
-    double fixed = 0; /* coordinates outside every pair keep weight 1 */
-    memset(paired, 0, (size_t)d);
-    for (int64_t m = 0; m < np; m++)
-        paired[pa[m]] = paired[pb[m]] = 1;
-    for (int64_t a = 0; a < d; a++)
-        if (!paired[a]) fixed += mq[a] * mk[a];
+    one.np = fr__rope_pairs(p, one.pa, one.pb, freq);
+    double fixed = fixed_part(p, &one, mq, mk);
     for (int64_t delta = -lim; delta <= lim; delta++) {
-        double s = fixed;
-        for (int64_t m = 0; m < np; m++) {
+        for (int64_t m = 0; m < one.np; m++) {
             double ang = (double)delta * freq[m];
-            double c = fabs(cos(ang)), sn = fabs(sin(ang));
-            int64_t a = pa[m], b = pb[m];
-            s += c * (mq[a] * mk[a] + mq[b] * mk[b]) + sn * (mq[a] * mk[b] + mq[b] * mk[a]);
+            e[2 * m] = fabs(cos(ang)), e[2 * m + 1] = fabs(sin(ang));
         }
-        if (s > best) best = s;
+        best = fmax(best, offset_sum(&one, e, fixed, mq, mk));
     }
 done:
-    free(pa);
-    free(pb);
-    free(freq);
-    free(paired);
+    free(freq), free(e), free(one.pa), free(one.pb);
     return best;
 }
 
 void fr__bounds_finish(const fr_problem *p, double qn, double kn, double wnorm, const double *mq,
-                       const double *mk, fr_bounds *out)
+                       const double *mk, const fr__rope_abs *tab, fr_bounds *out)
 {
     int64_t n = p->n;
     out->B = fmax(out->B_q, fmax(out->B_k, out->B_v));
@@ -146,7 +215,7 @@ void fr__bounds_finish(const fr_problem *p, double qn, double kn, double wnorm, 
         out->R = spectral;
         out->R_from = "spectral";
     }
-    double support = tau * fr__support_sum(p, mq, mk);
+    double support = tau * fr__support_sum(p, mq, mk, tab);
     if (support < out->R) {
         out->R = support;
         out->R_from = "support";
@@ -154,49 +223,118 @@ void fr__bounds_finish(const fr_problem *p, double qn, double kn, double wnorm, 
     out->R *= ROUNDING_SLACK;
 }
 
-int fr_bounds_compute(const fr_problem *p, const double *q, const double *k, const double *v,
-                      int64_t batch, fr_bounds *out, char *err, size_t errlen)
+/* The reductions of one tensor's problem: column maxima and the largest row norm. */
+typedef struct {
+    double *colmax; /* cols per problem */
+    double *rownorm;
+} reductions;
+
+/* Each problem's maxima of rows x cols entries (problem e at x + e * rows * cols). */
+static void reduce_problems(const double *x, int64_t count, int64_t rows, int64_t cols,
+                            reductions *r)
 {
-    memset(out, 0, sizeof *out);
+#pragma omp parallel for schedule(static) if (count > 1 && count * rows * cols >= (1 << 18))
+    for (int64_t e = 0; e < count; e++)
+        row_col_max(x + e * rows * cols, rows, cols, r->colmax + e * cols, &r->rownorm[e]);
+}
+
+static double max_of(const double *x, int64_t count)
+{
+    double m = 0;
+    for (int64_t i = 0; i < count; i++)
+        m = fmax(m, x[i]);
+    return m;
+}
+
+fr_status fr_bounds_compute(const fr_problem *p, const double *q, const double *k, const double *v,
+                            fr_bounds *out, char *err, size_t errlen)
+{
     int st = fr_problem_check(p, err, errlen);
     if (st) return st;
-    if (batch < 1)
-        return fr__err(err, errlen, FR_EUSAGE, "batch must be >= 1, got %lld", (long long)batch);
-    int64_t n = p->n, d = p->d, dv = p->dv, nq, nv;
-    if (!fr__mul_ok(batch, n * d, &nq) || !fr__mul_ok(batch, n * dv, &nv))
-        return fr__err(err, errlen, FR_EINPUT, "batch too large");
-    if ((st = check_finite("q", q, nq, err, errlen)) ||
-        (st = check_finite("k", k, nq, err, errlen)) ||
-        (st = check_finite("v", v, nv, err, errlen)))
+    int64_t B = fr__batch(p), KV = fr__kv_batch(p), g = fr__group(p), W = fr__w_count(p);
+    int64_t n = p->n, d = p->d, dv = p->dv;
+    memset(out, 0, (size_t)B * sizeof *out);
+    if ((st = check_finite("q", q, B * n * d, err, errlen)) ||
+        (st = check_finite("k", k, KV * n * d, err, errlen)) ||
+        (st = check_finite("v", v, KV * n * dv, err, errlen)))
         return st;
 
-    double *mq = malloc((size_t)d * sizeof *mq), *mk = malloc((size_t)d * sizeof *mk),
-           *mv = malloc((size_t)dv * sizeof *mv), *w2 = malloc((size_t)(d * d) * sizeof *w2);
-    if (!mq || !mk || !mv || !w2) {
+    /* Key and value sides once per key/value problem, W once per W: grouped heads share them. */
+    reductions rq = {malloc((size_t)(B * d) * sizeof(double)), malloc((size_t)B * sizeof(double))};
+    reductions rk = {malloc((size_t)(KV * d) * sizeof(double)),
+                     malloc((size_t)KV * sizeof(double))};
+    reductions rv = {malloc((size_t)(KV * dv) * sizeof(double)),
+                     malloc((size_t)KV * sizeof(double))};
+    double *wnorm = malloc((size_t)W * sizeof *wnorm), *w2 = malloc((size_t)(d * d) * sizeof *w2);
+    fr__rope_abs tab = {0, 0, NULL, NULL, NULL};
+    if (!rq.colmax || !rq.rownorm || !rk.colmax || !rk.rownorm || !rv.colmax || !rv.rownorm ||
+        !wnorm || !w2) {
         st = fr__err(err, errlen, FR_ENOMEM, "out of memory computing the bounds");
         goto done;
     }
-    double qn, kn, vn;
-    row_col_max(q, batch * n, d, mq, &qn);
-    row_col_max(k, batch * n, d, mk, &kn);
-    row_col_max(v, batch * n, dv, mv, &vn);
-    for (int64_t a = 0; a < d; a++) {
-        out->B_q = fmax(out->B_q, mq[a]);
-        out->B_k = fmax(out->B_k, mk[a]);
+    if (B > 1) fr__rope_abs_build(p, &tab); /* the angles are the batch's, not the data's */
+    reduce_problems(q, B, n, d, &rq);
+    reduce_problems(k, KV, n, d, &rk);
+    reduce_problems(v, KV, n, dv, &rv);
+    for (int64_t w = 0; w < W; w++) {
+        wnorm[w] = 1; /* every W_delta of NONE, ROPE and CLIP is a rotation */
+        if (p->rot.kind == FR_ROT_EXPLICIT) {
+            const double *pw = p->rot.w + w * (2 * n - 1) * d * d;
+            wnorm[w] = 0;
+            for (int64_t t = 0; t < 2 * n - 1; t++)
+                wnorm[w] = fmax(wnorm[w], spectral_upper(pw + t * d * d, d, w2));
+        }
     }
-    for (int64_t a = 0; a < dv; a++)
-        out->B_v = fmax(out->B_v, mv[a]);
-    double wnorm = 1; /* every W_delta of NONE, ROPE and CLIP is a rotation */
-    if (p->rot.kind == FR_ROT_EXPLICIT) {
-        wnorm = 0;
-        for (int64_t t = 0; t < 2 * n - 1; t++)
-            wnorm = fmax(wnorm, spectral_upper(p->rot.w + t * d * d, d, w2));
+#pragma omp parallel for schedule(static) if (B > 1 && B * n * d >= (1 << 18))
+    for (int64_t b = 0; b < B; b++) {
+        int64_t h = b / g;
+        fr_problem pe = fr__entry_problem(p, b);
+        fr_bounds *o = &out[b];
+        o->B_q = max_of(rq.colmax + b * d, d);
+        o->B_k = max_of(rk.colmax + h * d, d);
+        o->B_v = max_of(rv.colmax + h * dv, dv);
+        fr__bounds_finish(&pe, rq.rownorm[b], rk.rownorm[h], wnorm[W > 1 ? b : 0],
+                          rq.colmax + b * d, rk.colmax + h * d, &tab, o);
     }
-    fr__bounds_finish(p, qn, kn, wnorm, mq, mk, out);
+    /* Finite entries can still give scores beyond the double range (entries ~1e160, or a huge
+     * tau): every method would then compute NaN, so it is the input's fault, said here once. */
+    for (int64_t b = 0; b < B && !st; b++)
+        if (!isfinite(out[b].R)) {
+            char who[48] = "";
+            if (B > 1) snprintf(who, sizeof who, "problem %lld: ", (long long)b);
+            st = fr__err(err, errlen, FR_EINPUT,
+                         "%sthe scores overflow: their bound R is not finite (largest entries "
+                         "|q| %.3g, |k| %.3g, scale tau %.3g)",
+                         who, out[b].B_q, out[b].B_k, p->tau);
+        }
 done:
-    free(mq);
-    free(mk);
-    free(mv);
-    free(w2);
+    free(rq.colmax), free(rq.rownorm), free(rk.colmax), free(rk.rownorm);
+    free(rv.colmax), free(rv.rownorm), free(wnorm), free(w2);
+    fr__rope_abs_free(&tab);
     return st;
+}
+
+fr_status fr_bounds_compute_f32(const fr_problem *p, const float *q, const float *k, const float *v,
+                                fr_bounds *out, char *err, size_t errlen)
+{
+    /* The exact engineer's single-precision path (issue 17) plugs in here. */
+    (void)p, (void)q, (void)k, (void)v, (void)out;
+    return fr__err(err, errlen, FR_EUSAGE, "single precision not built yet");
+}
+
+void fr_bounds_pool(const fr_bounds *b, int64_t count, fr_bounds *out)
+{
+    memset(out, 0, sizeof *out);
+    out->R_from = "";
+    for (int64_t e = 0; e < count; e++) {
+        out->B_q = fmax(out->B_q, b[e].B_q);
+        out->B_k = fmax(out->B_k, b[e].B_k);
+        out->B_v = fmax(out->B_v, b[e].B_v);
+        out->B = fmax(out->B, b[e].B);
+        out->B_over_sqrt_ln_n = fmax(out->B_over_sqrt_ln_n, b[e].B_over_sqrt_ln_n);
+        if (e == 0 || b[e].R > out->R) {
+            out->R = b[e].R;
+            out->R_from = b[e].R_from;
+        }
+    }
 }

@@ -72,8 +72,15 @@ static void test_R_bounds_scores(void)
         p.rot.clip = 4;
         p.rot.w = w;
         p.rot.pairs = FR_PAIRS_HALF;
-        fr_bounds b;
-        T_REQUIRE(fr_bounds_compute(&p, q, k, v, BATCH, &b, err, sizeof err) == FR_OK, "%s", err);
+        p.batch = BATCH;
+        fr_bounds each[BATCH], b;
+        T_REQUIRE(fr_bounds_compute(&p, q, k, v, each, err, sizeof err) == FR_OK, "%s", err);
+        for (int e = 0; e < BATCH; e++) {
+            double se = naive_max_score(&p, q + e * N * D, k + e * N * D, 1);
+            T_CHECK(se <= each[e].R, "kind %d entry %d: max |s| %g exceeds R %g", kind, e, se,
+                    each[e].R);
+        }
+        fr_bounds_pool(each, BATCH, &b);
         double smax = naive_max_score(&p, q, k, BATCH);
         T_CHECK(smax <= b.R, "kind %d: max |s| %g exceeds R %g (%s)", kind, smax, b.R, b.R_from);
         /* and it is not absurdly loose for these dense random inputs */
@@ -94,13 +101,13 @@ static void test_entry_bounds(void)
     v[14] = -4;
     fr_bounds b;
     char err[256];
-    T_REQUIRE(fr_bounds_compute(&p, q, k, v, 1, &b, err, sizeof err) == FR_OK, "%s", err);
+    T_REQUIRE(fr_bounds_compute(&p, q, k, v, &b, err, sizeof err) == FR_OK, "%s", err);
     T_CHECK(b.B_q == 2.5 && b.B_k == 1.5 && b.B_v == 4 && b.B == 4, "B %g %g %g %g", b.B_q, b.B_k,
             b.B_v, b.B);
     T_CHECK(fabs(b.B_over_sqrt_ln_n - 4 / sqrt(log(5.0))) < 1e-15, "B/sqrt(ln n) %g",
             b.B_over_sqrt_ln_n);
     p.n = 1;
-    T_REQUIRE(fr_bounds_compute(&p, q, k, v, 1, &b, err, sizeof err) == FR_OK, "%s", err);
+    T_REQUIRE(fr_bounds_compute(&p, q, k, v, &b, err, sizeof err) == FR_OK, "%s", err);
     T_CHECK(isinf(b.B_over_sqrt_ln_n), "n = 1 gives inf, got %g", b.B_over_sqrt_ln_n);
 }
 
@@ -108,17 +115,16 @@ static void test_rejects_nonfinite(void)
 {
     fr_problem p = fr_problem_default(4, 2, 2);
     double v[16] = {0}; /* a batch of 2 */
-    fr_bounds b;
+    fr_bounds b[2];
+    p.batch = 2;
     char err[256];
     v[13] = INFINITY;
     double q2[16] = {0}, k2[16] = {0};
-    T_CHECK(fr_bounds_compute(&p, q2, k2, v, 2, &b, err, sizeof err) == FR_EINPUT,
-            "Inf in v accepted");
+    T_CHECK(fr_bounds_compute(&p, q2, k2, v, b, err, sizeof err) == FR_EINPUT, "Inf in v accepted");
     T_CHECK(strstr(err, "v") && strstr(err, "13"), "message names v and 13: %s", err);
     v[13] = 0;
     k2[2] = NAN;
-    T_CHECK(fr_bounds_compute(&p, q2, k2, v, 2, &b, err, sizeof err) == FR_EINPUT,
-            "NaN in k accepted");
+    T_CHECK(fr_bounds_compute(&p, q2, k2, v, b, err, sizeof err) == FR_EINPUT, "NaN in k accepted");
     T_CHECK(strncmp(err, "k ", 2) == 0 && strstr(err, "index 2"), "message names k and 2: %s", err);
 }
 
@@ -130,7 +136,7 @@ static void test_each_bound_wins(void)
     {
         fr_problem p = fr_problem_default(16, 4, 1);
         double *q = rnd(64, 1, 5), *k = rnd(64, 1, 6), *v = rnd(16, 1, 7);
-        T_REQUIRE(fr_bounds_compute(&p, q, k, v, 1, &b, err, sizeof err) == FR_OK, "%s", err);
+        T_REQUIRE(fr_bounds_compute(&p, q, k, v, &b, err, sizeof err) == FR_OK, "%s", err);
         T_CHECK(strcmp(b.R_from, "rope-norm") == 0, "dense RoPE: %s", b.R_from);
         double qn = 0, kn = 0;
         for (int i = 0; i < 16; i++) {
@@ -156,7 +162,7 @@ static void test_each_bound_wins(void)
             q[i * 4 + 0] = 1;
             k[i * 4 + 2] = 1;
         }
-        T_REQUIRE(fr_bounds_compute(&p, q, k, v, 1, &b, err, sizeof err) == FR_OK, "%s", err);
+        T_REQUIRE(fr_bounds_compute(&p, q, k, v, &b, err, sizeof err) == FR_OK, "%s", err);
         T_CHECK(strcmp(b.R_from, "support") == 0 && b.R == 0, "disjoint pairs: %s R %g", b.R_from,
                 b.R);
     }
@@ -176,7 +182,7 @@ static void test_each_bound_wins(void)
         }
         p.rot.kind = FR_ROT_EXPLICIT;
         p.rot.w = w;
-        T_REQUIRE(fr_bounds_compute(&p, q, k, v, 1, &b, err, sizeof err) == FR_OK, "%s", err);
+        T_REQUIRE(fr_bounds_compute(&p, q, k, v, &b, err, sizeof err) == FR_OK, "%s", err);
         T_CHECK(strcmp(b.R_from, "spectral") == 0, "I/2: %s", b.R_from);
         T_CHECK(fabs(b.R - 0.25 * 0.5) < 1e-12, "R = tau/2 = 0.125, got %g", b.R);
         T_CHECK(naive_max_score(&p, q, k, 1) <= b.R, "bound holds");

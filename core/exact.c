@@ -27,8 +27,8 @@
 #define ROTATE_CHUNK(p, x, i0, cnt, out) fr__rotate_rows(p, x, i0, cnt, out)
 #include "exact_impl.h"
 
-int fr_exact_rows(const fr_problem *p, const double *q, const double *k, const double *v,
-                  const int64_t *rows, int64_t nrows, double *out, char *err, size_t errlen)
+int fr__exact_rows(const fr_problem *p, const double *q, const double *k, const double *v,
+                   const int64_t *rows, int64_t nrows, double *out, char *err, size_t errlen)
 {
     return exact_rows_f64(p, q, k, v, rows, nrows, out, err, errlen);
 }

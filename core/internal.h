@@ -54,6 +54,75 @@ void fr__thread_bufs_free(fr__thread_bufs *b);
 int fr__exact_rows_f32(const fr_problem *p, const float *q, const float *k, const float *v,
                        const int64_t *rows, int64_t nrows, float *out, char *err, size_t errlen);
 
+/* ---- the batch (core/batch.c, core/verify.c) ------------------------------------------------ */
+
+/* The counts of a batch problem, with their 0-means defaults resolved. */
+static inline int64_t fr__batch(const fr_problem *p)
+{
+    return p->batch > 0 ? p->batch : 1;
+}
+static inline int64_t fr__kv_batch(const fr_problem *p)
+{
+    return p->kv_batch > 0 ? p->kv_batch : fr__batch(p);
+}
+/* Query problems per key/value problem (grouped-query attention). */
+static inline int64_t fr__group(const fr_problem *p)
+{
+    return fr__batch(p) / fr__kv_batch(p);
+}
+static inline int64_t fr__w_count(const fr_problem *p)
+{
+    return p->rot.kind == FR_ROT_EXPLICIT && p->rot.w && p->rot.w_count > 1 ? p->rot.w_count : 1;
+}
+/* Problem b of the batch on its own: batch 1, its W. */
+fr_problem fr__entry_problem(const fr_problem *p, int64_t b);
+
+/* Runs fn(ctx, b, thread, ...) for every b < count: the b with small[b] set (small == NULL: all)
+ * side by side, one thread each (thread: 0 .. omp_get_max_threads() - 1, each fn call seeing
+ * one thread), then the others one after another on all threads (thread 0). static_order: the
+ * side-by-side ones go to the threads in contiguous runs, so that per-thread sums are
+ * deterministic. The first failing b's status is returned with its message (prefixed with
+ * "problem b: " when count > 1); progress (may be NULL) is called from thread 0 as entries
+ * finish, and its non-zero return stops the run with FR_ECANCELED. */
+typedef int (*fr__entry_fn)(void *ctx, int64_t b, int thread, char *err, size_t errlen);
+int fr__for_entries(int64_t count, const unsigned char *small, int static_order, fr__entry_fn fn,
+                    void *ctx, fr_progress_fn progress, void *progress_user, const char *phase,
+                    char *err, size_t errlen);
+
+/* One problem's plan (core/plan.c): a method, its polynomial, its back end. The batch plan holds
+ * one per distinct decision and shares it among the problems that agree. p->batch is 1. */
+typedef struct fr__subplan fr__subplan;
+int fr__subplan_create(fr__subplan **sp, const fr_problem *p, const fr_bounds *bounds,
+                       const fr_options *opt, char *err, size_t errlen);
+/* What fr__subplan_create would decide (method, degree), without building. */
+int fr__subplan_decide(const fr_problem *p, const fr_bounds *bounds, const fr_options *opt,
+                       fr_plan_info *info, char *err, size_t errlen);
+const fr_plan_info *fr__subplan_info(const fr__subplan *sp);
+/* 1 when an execution uses one thread (so problems of it may run side by side). */
+int fr__subplan_small(const fr__subplan *sp);
+int fr__subplan_execute(const fr__subplan *sp, const double *q, const double *k, const double *v,
+                        double *out, fr_exec_info *info, char *err, size_t errlen);
+int fr__subplan_backward(const fr__subplan *sp, const double *q, const double *k, const double *v,
+                         const double *dout, const double *target, double *t, double *dq,
+                         double *dk, double *dv, double *dw, double *loss, fr_exec_info *info,
+                         char *err, size_t errlen);
+void fr__subplan_free(fr__subplan *sp);
+
+/* The exact reference and gradients of one problem (core/exact.c, core/backward.c; p->batch is
+ * ignored): the kernels fr_exact_rows, fr_exact_backward and fr_exact_backward_rows run per
+ * problem. */
+int fr__exact_rows(const fr_problem *p, const double *q, const double *k, const double *v,
+                   const int64_t *rows, int64_t nrows, double *out, char *err, size_t errlen);
+int fr__exact_backward(const fr_problem *p, const double *q, const double *k, const double *v,
+                       const double *dout, const double *target, double *t, double *dq, double *dk,
+                       double *dv, double *dw, double *loss, char *err, size_t errlen);
+int fr__exact_backward_rows(const fr_problem *p, const double *q, const double *k, const double *v,
+                            const double *dout, const double *target, const int64_t *rows,
+                            int64_t nrows, double *dq, double *dk, double *dv, char *err,
+                            size_t errlen);
+/* 1 when exact attention on nrows rows of p runs on one thread. */
+int fr__exact_small(const fr_problem *p, int64_t nrows);
+
 /* ---- rotation (core/rotation.c) ------------------------------------------------------------ */
 
 /* The support S of W and its kernel functions w_s(delta) = W_delta[a_s][b_s]. */
@@ -82,15 +151,29 @@ int64_t fr__rope_pairs(const fr_problem *p, int64_t *a, int64_t *b, double *freq
  * kappa(R) = e^R sum_k |c_k| R^k (c measured, see poly.c). */
 double fr__poly_fft_floor(double R, const double *coef, int degree, double B_v, double log2n);
 
+/* |cos| and |sin| of every rotated pair at every offset the support bound visits (RoPE kinds):
+ * the same for every problem of a batch, so computed once. cs: (2 lim + 1) x np x 2. */
+typedef struct {
+    int64_t lim, np;
+    int64_t *pa, *pb; /* the pairs */
+    double *cs;
+} fr__rope_abs;
+/* 1 when built (RoPE kinds, and at most 32 MB), else 0 and t is empty. */
+int fr__rope_abs_build(const fr_problem *p, fr__rope_abs *t);
+void fr__rope_abs_free(fr__rope_abs *t);
+
 /* The support bound's sum (ALGORITHM.md 2, before tau): max over the offsets of
  * sum_{(a,b) in S} |W_delta[a,b]| mq[a] mk[b], with mq, mk the per-column max |entries| of Q and
- * K; O(d) per distinct offset for the RoPE kinds (core/bounds.c, shared by core/stats.c). */
-double fr__support_sum(const fr_problem *p, const double *mq, const double *mk);
+ * K; O(d) per distinct offset for the RoPE kinds (core/bounds.c, shared by core/stats.c). tab
+ * (may be NULL) holds the RoPE kinds' trigonometry; the sum is the same to the bit without. */
+double fr__support_sum(const fr_problem *p, const double *mq, const double *mk,
+                       const fr__rope_abs *tab);
 /* B, B / sqrt(ln n) and R (the smallest bound that applies, with a rounding slack) from the
  * reductions: max row norms qn, kn, the spectral norm bound wnorm of W, per-column max |Q|, |K|
- * (out->B_q, B_k, B_v already set). One function, so that `check` gets `run`'s R to the bit. */
+ * (out->B_q, B_k, B_v already set); tab as for fr__support_sum. One function, so that `check`
+ * gets `run`'s R to the bit. */
 void fr__bounds_finish(const fr_problem *p, double qn, double kn, double wnorm, const double *mq,
-                       const double *mk, fr_bounds *out);
+                       const double *mk, const fr__rope_abs *tab, fr_bounds *out);
 
 /* ---- method back ends ------------------------------------------------------------------------ */
 
@@ -98,7 +181,7 @@ void fr__bounds_finish(const fr_problem *p, double qn, double kn, double wnorm, 
 typedef struct fr__polyfft fr__polyfft;
 int fr__polyfft_create(fr__polyfft **pl, const fr_problem *p, const double *coef, int degree,
                        int literal, char *err, size_t errlen);
-int fr__polyfft_execute(fr__polyfft *pl, const double *q, const double *k, const double *v,
+int fr__polyfft_execute(const fr__polyfft *pl, const double *q, const double *k, const double *v,
                         double *out, char *err, size_t errlen);
 void fr__polyfft_info(const fr__polyfft *pl, fr_plan_info *info); /* fills the count fields */
 void fr__polyfft_free(fr__polyfft *pl);
@@ -109,27 +192,35 @@ int fr__polyfft_create_budget(fr__polyfft **pl, const fr_problem *p, const doubl
                               size_t errlen);
 /* Where the kernel spectra live: 1 kept by the plan, 2 computed by each pass, -1 literal. */
 int fr__polyfft_mode(const fr__polyfft *pl);
+/* Threads of one execution (1 for small problems), and the rows each execution computes
+ * exactly (too few keys for the float FFTs). */
+int fr__polyfft_threads(const fr__polyfft *pl);
+int64_t fr__polyfft_rows_recomputed(const fr__polyfft *pl);
 
 /* polyrope (core/polyrope.c): the factorised path, RoPE family only. */
 typedef struct fr__polyrope fr__polyrope;
 int fr__polyrope_create(fr__polyrope **pl, const fr_problem *p, const double *coef, int degree,
                         char *err, size_t errlen);
-int fr__polyrope_execute(fr__polyrope *pl, const double *q, const double *k, const double *v,
+int fr__polyrope_execute(const fr__polyrope *pl, const double *q, const double *k, const double *v,
                          double *out, char *err, size_t errlen);
 void fr__polyrope_info(const fr__polyrope *pl, fr_plan_info *info);
 void fr__polyrope_free(fr__polyrope *pl);
 /* For tests: the plan's polyrope back end (NULL for another method), and the work from which it
  * uses every thread (tests lower it to exercise the threaded sweeps on small n). */
 fr__polyrope *fr__plan_polyrope(fr_plan *pl);
+typedef struct fr__subplan fr__subplan;
+fr__polyrope *fr__subplan_polyrope(fr__subplan *sp);
 void fr__polyrope_set_par_units(fr__polyrope *pl, double units);
+/* Threads of one execution (1 for small problems). */
+int fr__polyrope_threads(const fr__polyrope *pl);
 
 /* Backward of the fast methods (core/polyfft_grad.c, core/polyrope_grad.c): arguments as
  * fr_execute_backward. */
-int fr__polyfft_backward(fr__polyfft *pl, const double *q, const double *k, const double *v,
+int fr__polyfft_backward(const fr__polyfft *pl, const double *q, const double *k, const double *v,
                          const double *dout, const double *target, double *t, double *dq,
                          double *dk, double *dv, double *dw, double *loss, char *err,
                          size_t errlen);
-int fr__polyrope_backward(fr__polyrope *pl, const double *q, const double *k, const double *v,
+int fr__polyrope_backward(const fr__polyrope *pl, const double *q, const double *k, const double *v,
                           const double *dout, const double *target, double *t, double *dq,
                           double *dk, double *dv, double *loss, char *err, size_t errlen);
 

@@ -1,8 +1,9 @@
-/* plan.c - the plan object: which method runs, with which polynomial, and why.
+/* plan.c - one problem's plan: which method runs, with which polynomial, and why.
  *
- * Everything that does not depend on the tensors' values (only on their shapes and bounds) is
- * decided here once, so that a batch of problems pays for it once: the degree, the method
- * (auto's choice through the cost model), and the back end's own plan (monomials, spectra). */
+ * Everything that does not depend on the tensors' values (only on their shape and bounds) is
+ * decided here once: the degree, the method (auto's choice through the cost model), and the
+ * back end's own plan (monomials, spectra). A batch plan (core/batch.c) holds one of these per
+ * distinct decision and shares it among the problems that agree. */
 #include "fft.h"
 #include "internal.h"
 #include "monomial.h"
@@ -11,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct fr_plan {
+struct fr__subplan {
     fr_problem p;
     fr_plan_info info;
     fr__polyfft *polyfft;
@@ -182,13 +183,13 @@ static int decide(const fr_problem *p, const fr_bounds *bounds, const fr_options
     return FR_OK;
 }
 
-int fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bounds,
-                   const fr_options *opt, char *err, size_t errlen)
+int fr__subplan_create(fr__subplan **out, const fr_problem *p, const fr_bounds *bounds,
+                       const fr_options *opt, char *err, size_t errlen)
 {
     *out = NULL;
     int st = fr_problem_check(p, err, errlen);
     if (st) return st;
-    fr_plan *pl = calloc(1, sizeof *pl);
+    fr__subplan *pl = calloc(1, sizeof *pl);
     if (!pl) return fr__err(err, errlen, FR_ENOMEM, "out of memory creating the plan");
     pl->p = *p;
     double *coef = NULL;
@@ -204,15 +205,24 @@ int fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bounds,
     }
     free(coef);
     if (st) {
-        fr_plan_free(pl);
+        fr__subplan_free(pl);
         return st;
     }
     *out = pl;
     return FR_OK;
 }
 
-int fr_plan_estimate(const fr_problem *p, const fr_bounds *bounds, const fr_options *opt,
-                     fr_plan_info *info, char *err, size_t errlen)
+int fr__subplan_decide(const fr_problem *p, const fr_bounds *bounds, const fr_options *opt,
+                       fr_plan_info *info, char *err, size_t errlen)
+{
+    double *coef = NULL;
+    int st = decide(p, bounds, opt, info, &coef, err, errlen);
+    free(coef);
+    return st;
+}
+
+fr_status fr_plan_estimate(const fr_problem *p, const fr_bounds *bounds, const fr_options *opt,
+                           fr_plan_info *info, char *err, size_t errlen)
 {
     int st = fr_problem_check(p, err, errlen);
     double *coef = NULL;
@@ -250,27 +260,44 @@ int fr_plan_estimate(const fr_problem *p, const fr_bounds *bounds, const fr_opti
     return FR_OK;
 }
 
-int fr_execute(fr_plan *pl, const double *q, const double *k, const double *v, double *out,
-               char *err, size_t errlen)
+int fr__subplan_small(const fr__subplan *pl)
 {
+    if (pl->polyfft) return fr__polyfft_threads(pl->polyfft) == 1;
+    if (pl->polyrope) return fr__polyrope_threads(pl->polyrope) == 1;
+    return fr__exact_small(&pl->p, pl->p.n);
+}
+
+int fr__subplan_execute(const fr__subplan *pl, const double *q, const double *k, const double *v,
+                        double *out, fr_exec_info *ex, char *err, size_t errlen)
+{
+    /* The certificate is the lead's (issue 14): until the methods fill it, the plan's own. */
+    ex->rows_recomputed = 0;
+    ex->rounding_bound = 0;
+    ex->a_priori_bound = pl->info.method == FR_METHOD_EXACT ? 0 : pl->info.a_priori_bound;
     switch (pl->info.method) {
     case FR_METHOD_POLYFFT:
     case FR_METHOD_POLYFFT_LITERAL:
+        ex->rows_recomputed = fr__polyfft_rows_recomputed(pl->polyfft);
         return fr__polyfft_execute(pl->polyfft, q, k, v, out, err, errlen);
     case FR_METHOD_POLYROPE: return fr__polyrope_execute(pl->polyrope, q, k, v, out, err, errlen);
-    default: return fr_exact_rows(&pl->p, q, k, v, NULL, pl->p.n, out, err, errlen);
+    default: return fr__exact_rows(&pl->p, q, k, v, NULL, pl->p.n, out, err, errlen);
     }
 }
 
-int fr_execute_backward(fr_plan *pl, const double *q, const double *k, const double *v,
-                        const double *dout, const double *target, double *t, double *dq, double *dk,
-                        double *dv, double *dw, double *loss, char *err, size_t errlen)
+int fr__subplan_backward(const fr__subplan *pl, const double *q, const double *k, const double *v,
+                         const double *dout, const double *target, double *t, double *dq,
+                         double *dk, double *dv, double *dw, double *loss, fr_exec_info *ex,
+                         char *err, size_t errlen)
 {
+    ex->rows_recomputed = 0;
+    ex->rounding_bound = 0;
+    ex->a_priori_bound = pl->info.method == FR_METHOD_EXACT ? 0 : pl->info.a_priori_bound;
     if ((dout == NULL) == (target == NULL))
         return fr__err(err, errlen, FR_EUSAGE, "give exactly one of dout and target");
     switch (pl->info.method) {
     case FR_METHOD_POLYFFT:
     case FR_METHOD_POLYFFT_LITERAL:
+        ex->rows_recomputed = fr__polyfft_rows_recomputed(pl->polyfft);
         return fr__polyfft_backward(pl->polyfft, q, k, v, dout, target, t, dq, dk, dv, dw, loss,
                                     err, errlen);
     case FR_METHOD_POLYROPE:
@@ -280,17 +307,17 @@ int fr_execute_backward(fr_plan *pl, const double *q, const double *k, const dou
         return fr__polyrope_backward(pl->polyrope, q, k, v, dout, target, t, dq, dk, dv, loss, err,
                                      errlen);
     default:
-        return fr_exact_backward(&pl->p, q, k, v, dout, target, t, dq, dk, dv, dw, loss, err,
-                                 errlen);
+        return fr__exact_backward(&pl->p, q, k, v, dout, target, t, dq, dk, dv, dw, loss, err,
+                                  errlen);
     }
 }
 
-void fr_plan_get_info(const fr_plan *pl, fr_plan_info *info)
+const fr_plan_info *fr__subplan_info(const fr__subplan *pl)
 {
-    *info = pl->info;
+    return &pl->info;
 }
 
-void fr_plan_free(fr_plan *pl)
+void fr__subplan_free(fr__subplan *pl)
 {
     if (!pl) return;
     fr__polyfft_free(pl->polyfft);
@@ -298,7 +325,7 @@ void fr_plan_free(fr_plan *pl)
     free(pl);
 }
 
-fr__polyrope *fr__plan_polyrope(fr_plan *pl)
+fr__polyrope *fr__subplan_polyrope(fr__subplan *pl)
 {
     return pl->polyrope;
 }

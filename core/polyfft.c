@@ -312,6 +312,11 @@ int fr__polyfft_create_budget(fr__polyfft **out, const fr_problem *p, const doub
     return FR_OK;
 }
 
+int64_t fr__polyfft_rows_recomputed(const fr__polyfft *pl)
+{
+    return pl->nfix;
+}
+
 int fr__polyfft_mode(const fr__polyfft *pl)
 {
     return pl->literal ? -1 : pl->mode;
@@ -411,10 +416,10 @@ int fr__polyfft_threads(const fr__polyfft *pl)
     return (double)ffts * (double)pl->N < (double)PAR_MIN_POINTS ? 1 : omp_get_max_threads();
 }
 
-static int execute(fr__polyfft *pl, const double *q, const double *k, const double *v, double *out,
-                   char *err, size_t errlen);
+static int execute(const fr__polyfft *pl, const double *q, const double *k, const double *v,
+                   double *out, char *err, size_t errlen);
 
-int fr__polyfft_execute(fr__polyfft *pl, const double *q, const double *k, const double *v,
+int fr__polyfft_execute(const fr__polyfft *pl, const double *q, const double *k, const double *v,
                         double *out, char *err, size_t errlen)
 {
     /* nthreads-var is the calling thread's own: setting it here touches no other caller. */
@@ -425,8 +430,8 @@ int fr__polyfft_execute(fr__polyfft *pl, const double *q, const double *k, const
     return st;
 }
 
-static int execute(fr__polyfft *pl, const double *q, const double *k, const double *v, double *out,
-                   char *err, size_t errlen)
+static int execute(const fr__polyfft *pl, const double *q, const double *k, const double *v,
+                   double *out, char *err, size_t errlen)
 {
     int64_t n = pl->p.n, dv = pl->p.dv, cols = dv + 1;
     double *num = calloc((size_t)(cols * n), sizeof *num);

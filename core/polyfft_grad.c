@@ -312,11 +312,11 @@ static int fixed_rows_grad(const fr__polyfft *pl, const double *q, const double 
     return FR_OK;
 }
 
-static int backward(fr__polyfft *pl, const double *q, const double *k, const double *v,
+static int backward(const fr__polyfft *pl, const double *q, const double *k, const double *v,
                     const double *dout, const double *target, double *t, double *dq, double *dk,
                     double *dv, double *dw, double *loss, char *err, size_t errlen);
 
-int fr__polyfft_backward(fr__polyfft *pl, const double *q, const double *k, const double *v,
+int fr__polyfft_backward(const fr__polyfft *pl, const double *q, const double *k, const double *v,
                          const double *dout, const double *target, double *t, double *dq,
                          double *dk, double *dv, double *dw, double *loss, char *err, size_t errlen)
 {
@@ -327,7 +327,7 @@ int fr__polyfft_backward(fr__polyfft *pl, const double *q, const double *k, cons
     return st;
 }
 
-static int backward(fr__polyfft *pl, const double *q, const double *k, const double *v,
+static int backward(const fr__polyfft *pl, const double *q, const double *k, const double *v,
                     const double *dout, const double *target, double *t, double *dq, double *dk,
                     double *dv, double *dw, double *loss, char *err, size_t errlen)
 {

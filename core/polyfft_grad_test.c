@@ -45,7 +45,7 @@ static void drop(prob *x)
 static fr_plan *plan_for(const prob *x, int degree, double eps)
 {
     fr_bounds b;
-    if (fr_bounds_compute(&x->p, x->q, x->k, x->v, 1, &b, err, sizeof err)) return NULL;
+    if (fr_bounds_compute(&x->p, x->q, x->k, x->v, &b, err, sizeof err)) return NULL;
     fr_options o = fr_options_default();
     o.method = FR_METHOD_POLYFFT;
     o.degree = degree;
@@ -58,7 +58,7 @@ static fr_plan *plan_for(const prob *x, int degree, double eps)
 /* L = sum up . T through the plan's forward */
 static double loss_of(fr_plan *pl, const prob *x, double *out)
 {
-    if (fr_execute(pl, x->q, x->k, x->v, out, err, sizeof err)) return NAN;
+    if (fr_execute(pl, x->q, x->k, x->v, out, NULL, err, sizeof err)) return NAN;
     double s = 0;
     for (int64_t i = 0; i < x->p.n * x->p.dv; i++)
         s += x->up[i] * out[i];
@@ -94,7 +94,7 @@ static void check_fd(const char *name, fr_problem p, int degree)
     for (int t = 0; t < 3; t++)
         g[t] = malloc(cnt[t] * sizeof(double));
     int st = fr_execute_backward(pl, x.q, x.k, x.v, x.up, NULL, NULL, g[0], g[1], g[2], NULL, NULL,
-                                 err, sizeof err);
+                                 NULL, err, sizeof err);
     T_CHECK(st == 0, "%s: %s", name, err);
     double *ten[3] = {x.q, x.k, x.v};
     const char *tn[3] = {"dq", "dk", "dv"};
@@ -161,7 +161,7 @@ static void check_exact(const char *name, fr_problem p, double B, double eps, do
         const double *dout = target ? NULL : x.up, *tgt = target ? x.up : NULL;
         double lf = -1, le = -2;
         int s1 = fr_execute_backward(pl, x.q, x.k, x.v, dout, tgt, f[3], f[0], f[1], f[2],
-                                     want_dw ? f[5] : NULL, &lf, err, sizeof err);
+                                     want_dw ? f[5] : NULL, &lf, NULL, err, sizeof err);
         T_CHECK(s1 == 0, "%s: %s", name, err);
         int s2 = fr_exact_backward(&p, x.q, x.k, x.v, dout, tgt, e[3], e[0], e[1], e[2],
                                    want_dw ? e[5] : NULL, &le, err, sizeof err);
@@ -179,7 +179,7 @@ static void check_exact(const char *name, fr_problem p, double B, double eps, do
                     r);
         }
         /* T is the forward's output (to the rounding of the threads' summation order) */
-        fr_execute(pl, x.q, x.k, x.v, f[4], err, sizeof err);
+        fr_execute(pl, x.q, x.k, x.v, f[4], NULL, err, sizeof err);
         double rt = rel(f[3], f[4], n * dv);
         T_CHECK(rt <= 1e-6, "%s: t differs from the forward's by %.3g", name, rt);
         if (target) {
@@ -281,7 +281,7 @@ static void test_modes(void)
     make(&x, p, 1, 4242);
     int64_t n = p.n, d = p.d, dv = p.dv;
     fr_bounds b;
-    T_REQUIRE(fr_bounds_compute(&p, x.q, x.k, x.v, 1, &b, err, sizeof err) == 0, "%s", err);
+    T_REQUIRE(fr_bounds_compute(&p, x.q, x.k, x.v, &b, err, sizeof err) == 0, "%s", err);
     double coef[8], eta;
     int g = 3;
     T_REQUIRE(fr_poly_fit(b.R, g, coef, &eta, err, sizeof err) == 0, "%s", err);
@@ -377,7 +377,7 @@ static void check_dw_fd(const char *name, fr_problem p, int g, int target)
     make(&x, p, 1, 500 + (unsigned long long)n);
     fr_bounds b;
     double coef[8], eta;
-    T_REQUIRE(fr_bounds_compute(&p, x.q, x.k, x.v, 1, &b, err, sizeof err) == 0, "%s", err);
+    T_REQUIRE(fr_bounds_compute(&p, x.q, x.k, x.v, &b, err, sizeof err) == 0, "%s", err);
     T_REQUIRE(fr_poly_fit(b.R, g, coef, &eta, err, sizeof err) == 0, "%s", err);
     fr__polyfft *pl;
     T_REQUIRE(fr__polyfft_create(&pl, &p, coef, g, 0, err, sizeof err) == 0, "%s", err);
@@ -500,11 +500,11 @@ static void test_errors(void)
     T_REQUIRE(pl, "%s", err);
     double *dw = malloc((2 * n - 1) * d * d * sizeof *dw), g[3][40];
     int st = fr_execute_backward(pl, x.q, x.k, x.v, x.up, NULL, NULL, g[0], g[1], g[2], dw, NULL,
-                                 err, sizeof err);
+                                 NULL, err, sizeof err);
     T_CHECK(st == 0, "dw: %d %s", st, err);
     x.v[7] = NAN;
-    st = fr_execute_backward(pl, x.q, x.k, x.v, x.up, NULL, NULL, g[0], g[1], g[2], NULL, NULL, err,
-                             sizeof err);
+    st = fr_execute_backward(pl, x.q, x.k, x.v, x.up, NULL, NULL, g[0], g[1], g[2], NULL, NULL,
+                             NULL, err, sizeof err);
     T_CHECK(st == FR_EINPUT && strstr(err, "v"), "NaN: %d %s", st, err);
     fr_plan_free(pl);
     free(dw);

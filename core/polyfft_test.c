@@ -32,7 +32,7 @@ static int run(const fr_problem *p, const double *q, const double *k, const doub
     fr_bounds b;
     memset(r, 0, sizeof *r);
     r->eps = eps;
-    if (fr_bounds_compute(p, q, k, v, 1, &b, err, sizeof err)) return 0;
+    if (fr_bounds_compute(p, q, k, v, &b, err, sizeof err)) return 0;
     double eta, coef[32];
     if (fr_poly_choose_degree(b.R, b.B_v, eps, 24, 1, &r->degree, &eta, err, sizeof err)) return 0;
     if (fr_poly_fit(b.R, r->degree, coef, &eta, err, sizeof err)) return 0;

@@ -282,7 +282,7 @@ static int64_t unmasked(const fr__polyrope *pl, const double *qr, const double *
     return bad;
 }
 
-int fr__polyrope_execute(fr__polyrope *pl, const double *q, const double *k, const double *v,
+int fr__polyrope_execute(const fr__polyrope *pl, const double *q, const double *k, const double *v,
                          double *out, char *err, size_t errlen)
 {
     const fr_problem *p = &pl->p;
@@ -324,4 +324,9 @@ int fr__polyrope_execute(fr__polyrope *pl, const double *q, const double *k, con
 void fr__polyrope_set_par_units(fr__polyrope *pl, double units)
 {
     pl->par_units = units;
+}
+
+int fr__polyrope_threads(const fr__polyrope *pl)
+{
+    return threads_for(pl, pl->p.n);
 }

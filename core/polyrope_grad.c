@@ -493,7 +493,7 @@ static void single_key_rows(const fr_problem *p, const mask *m, const double *v,
 
 /* ---- driver ---------------------------------------------------------------------------------- */
 
-int fr__polyrope_backward(fr__polyrope *pl, const double *q, const double *k, const double *v,
+int fr__polyrope_backward(const fr__polyrope *pl, const double *q, const double *k, const double *v,
                           const double *dout, const double *target, double *t, double *dq,
                           double *dk, double *dv, double *loss, char *err, size_t errlen)
 {

@@ -31,7 +31,7 @@ static fr_plan *make_plan(const fr_problem *p, const double *q, const double *k,
 {
     char err[256] = "";
     fr_bounds b;
-    if (fr_bounds_compute(p, q, k, v, 1, &b, err, sizeof err)) {
+    if (fr_bounds_compute(p, q, k, v, &b, err, sizeof err)) {
         printf("#   bounds: %s\n", err);
         return NULL;
     }
@@ -49,7 +49,7 @@ static double loss_of(fr_plan *pl, const fr_problem *p, const double *q, const d
                       const double *v, const double *dout, const double *target, double *tbuf)
 {
     char err[256];
-    if (fr_execute(pl, q, k, v, tbuf, err, sizeof err)) {
+    if (fr_execute(pl, q, k, v, tbuf, NULL, err, sizeof err)) {
         printf("#   forward: %s\n", err);
         return NAN;
     }
@@ -99,8 +99,8 @@ static double check_fd(const fr_problem *p, int degree, double scale, int use_ta
     fr_plan *pl = make_plan(p, q, k, v, degree, 1e-3);
     if (pl) {
         const double *dout = use_target ? NULL : up, *target = use_target ? up : NULL;
-        int st = fr_execute_backward(pl, q, k, v, dout, target, t, dq, dk, dvv, NULL, &loss, err,
-                                     sizeof err);
+        int st = fr_execute_backward(pl, q, k, v, dout, target, t, dq, dk, dvv, NULL, &loss, NULL,
+                                     err, sizeof err);
         if (st) {
             printf("#   %s: backward: %s\n", what, err);
         } else {
@@ -210,8 +210,8 @@ static void test_vs_exact(void)
         int tg = c & 1;
         const double *dout = tg ? NULL : up, *target = tg ? up : NULL;
         int st = pl ? fr_execute_backward(pl, q, k, v, dout, target, NULL, g1[0], g1[1], g1[2],
-                                          NULL, &l1, err, sizeof err)
-                    : -1;
+                                          NULL, &l1, NULL, err, sizeof err)
+                    : FR_EUSAGE;
         T_CHECK(st == FR_OK, "case %d: %s", c, err);
         int st2 = fr_exact_backward(&p, q, k, v, dout, target, NULL, g2[0], g2[1], g2[2], NULL, &l2,
                                     err, sizeof err);
@@ -257,7 +257,7 @@ static void test_threads(void)
         for (int r = 0; r < 2; r++) {
             omp_set_num_threads(r ? 1 : (nt > 2 ? nt : 3));
             int st = fr_execute_backward(pl, q, k, v, up, NULL, NULL, g[r][0], g[r][1], g[r][2],
-                                         NULL, NULL, err, sizeof err);
+                                         NULL, NULL, NULL, err, sizeof err);
             T_CHECK(st == FR_OK, "case %d: %s", c, err);
         }
         omp_set_num_threads(nt);
@@ -310,8 +310,8 @@ static void test_single_key(void)
         fr_plan *pl = make_plan(&p, q, k, v, 3, 1e-3);
         T_REQUIRE(pl != NULL, "no plan");
         char err[256] = "";
-        int st = fr_execute_backward(pl, q, k, v, up, NULL, NULL, dq, dk, dvv, NULL, NULL, err,
-                                     sizeof err);
+        int st = fr_execute_backward(pl, q, k, v, up, NULL, NULL, dq, dk, dvv, NULL, NULL, NULL,
+                                     err, sizeof err);
         T_CHECK(st == FR_OK, "%s", err);
         double mq = 0, e = 0;
         for (int64_t i = 0; i < n * d; i++)

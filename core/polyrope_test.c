@@ -203,7 +203,7 @@ static int run_plan(const fr_problem *p, fr_method m, double eps, const double *
                     const double *v, double *out, fr_plan_info *info, char *err, size_t errlen)
 {
     fr_bounds b;
-    int st = fr_bounds_compute(p, q, k, v, 1, &b, err, errlen);
+    int st = fr_bounds_compute(p, q, k, v, &b, err, errlen);
     if (st) return st;
     fr_options o = fr_options_default();
     o.method = m;
@@ -211,7 +211,7 @@ static int run_plan(const fr_problem *p, fr_method m, double eps, const double *
     fr_plan *plan;
     st = fr_plan_create(&plan, p, &b, &o, err, errlen);
     if (st) return st;
-    st = fr_execute(plan, q, k, v, out, err, errlen);
+    st = fr_execute(plan, q, k, v, out, NULL, err, errlen);
     fr_plan_get_info(plan, info);
     fr_plan_free(plan);
     return st;

@@ -21,7 +21,36 @@ static int is_rope_kind(const fr_problem *p)
     return p->rot.kind == FR_ROT_ROPE || p->rot.kind == FR_ROT_CLIP;
 }
 
-int fr_problem_check(const fr_problem *p, char *err, size_t errlen)
+/* The batch's counts: kv_batch divides batch, an explicit W is shared or one per problem, and
+ * every tensor's size fits. */
+static int check_batch(const fr_problem *p, char *err, size_t errlen)
+{
+    if (p->batch < 0 || p->kv_batch < 0)
+        return fr__err(err, errlen, FR_EUSAGE, "batch = %lld and kv_batch = %lld must be >= 0",
+                       (long long)p->batch, (long long)p->kv_batch);
+    int64_t B = fr__batch(p), KV = fr__kv_batch(p), t;
+    if (KV > B || B % KV)
+        return fr__err(err, errlen, FR_EINPUT,
+                       "kv_batch = %lld does not divide batch = %lld (grouped-query attention: "
+                       "each key/value problem serves the same number of query problems)",
+                       (long long)KV, (long long)B);
+    if (p->rot.kind == FR_ROT_EXPLICIT && p->rot.w_count != 0 && p->rot.w_count != 1 &&
+        p->rot.w_count != B)
+        return fr__err(err, errlen, FR_EINPUT,
+                       "w_count = %lld: an explicit W is shared (1) or one per problem (batch = "
+                       "%lld)",
+                       (long long)p->rot.w_count, (long long)B);
+    int64_t wc = p->rot.kind == FR_ROT_EXPLICIT && p->rot.w_count > 1 ? p->rot.w_count : 1;
+    int64_t wide = p->d > p->dv ? p->d : p->dv;
+    if (!fr__mul_ok(B, p->n, &t) || !fr__mul_ok(t, wide, &t) || !fr__mul_ok(t, 8, &t) ||
+        !fr__mul_ok(wc, 2 * p->n - 1, &t) || !fr__mul_ok(t, p->d * p->d, &t) ||
+        !fr__mul_ok(t, 8, &t))
+        return fr__err(err, errlen, FR_EINPUT, "batch too large: %lld problems of n = %lld",
+                       (long long)B, (long long)p->n);
+    return FR_OK;
+}
+
+fr_status fr_problem_check(const fr_problem *p, char *err, size_t errlen)
 {
     if (p->n < 1)
         return fr__err(err, errlen, FR_EINPUT, "need n >= 1 tokens, got n = %lld", (long long)p->n);
@@ -81,7 +110,7 @@ int fr_problem_check(const fr_problem *p, char *err, size_t errlen)
         break;
     default: return fr__err(err, errlen, FR_EUSAGE, "unknown rotation kind %d", (int)p->rot.kind);
     }
-    return FR_OK;
+    return check_batch(p, err, errlen);
 }
 
 /* Pair m's two coordinates under the problem's pair convention. */

@@ -31,7 +31,7 @@ void fr_stats_rows(const double *x, int64_t rows, int64_t cols, double *col_max,
     *max_row_sq = best;
 }
 
-int fr_bounds_from_stats(const fr_problem *p, double q_row_sq, double k_row_sq,
+fr_status fr_bounds_from_stats(const fr_problem *p, double q_row_sq, double k_row_sq,
                          const double *q_col_max, const double *k_col_max, double B_v,
                          fr_bounds *out, char *err, size_t errlen)
 {
@@ -47,6 +47,6 @@ int fr_bounds_from_stats(const fr_problem *p, double q_row_sq, double k_row_sq,
         out->B_k = fmax(out->B_k, k_col_max[a]);
     }
     out->B_v = B_v;
-    fr__bounds_finish(p, sqrt(q_row_sq), sqrt(k_row_sq), 1, q_col_max, k_col_max, out);
+    fr__bounds_finish(p, sqrt(q_row_sq), sqrt(k_row_sq), 1, q_col_max, k_col_max, NULL, out);
     return FR_OK;
 }

@@ -1,4 +1,4 @@
-/* util.c - the small shared pieces: error formatting, checked sizes, names, comparison. */
+/* util.c - the small shared pieces: error formatting, checked sizes, names, defaults, buffers. */
 #include "internal.h"
 
 #include <math.h>
@@ -48,21 +48,6 @@ int64_t fr_find_nonfinite(const double *x, int64_t count)
     return -1;
 }
 
-fr_diff fr_compare(const double *a, const double *b, int64_t count)
-{
-    fr_diff d = {0, 0};
-    double bmax = 0;
-    for (int64_t i = 0; i < count; i++) {
-        double e = fabs(a[i] - b[i]);
-        if (!(e <= d.max_abs)) d.max_abs = e; /* propagates NaN */
-        bmax = fmax(bmax, fabs(b[i]));
-    }
-    /* Normwise: an entrywise relative error explodes on the near-zero entries that attention
-     * outputs (averages of V) are full of, and says nothing about the answer's quality. */
-    d.max_rel = bmax > 0 ? d.max_abs / bmax : (d.max_abs > 0 ? INFINITY : 0);
-    return d;
-}
-
 static const char *const method_names[FR_NMETHODS] = {
     "auto", "exact", "polyfft", "polyfft-literal", "polyrope",
 };
@@ -72,7 +57,7 @@ const char *fr_method_name(fr_method m)
     return (m >= 0 && m < FR_NMETHODS) ? method_names[m] : "?";
 }
 
-int fr_method_parse(const char *s, fr_method *m)
+fr_status fr_method_parse(const char *s, fr_method *m)
 {
     for (int i = 0; i < FR_NMETHODS; i++)
         if (strcmp(s, method_names[i]) == 0) {
@@ -84,7 +69,14 @@ int fr_method_parse(const char *s, fr_method *m)
 
 fr_options fr_options_default(void)
 {
-    fr_options o = {FR_METHOD_AUTO, 1e-3, -1, 24};
+    fr_options o;
+    memset(&o, 0, sizeof o);
+    o.method = FR_METHOD_AUTO;
+    o.eps = 1e-3;
+    o.degree = -1;
+    o.max_degree = 24;
+    o.precision = FR_F64;
+    o.fft = FR_FFT_AUTO;
     return o;
 }
 
@@ -101,6 +93,7 @@ fr_problem fr_problem_default(int64_t n, int64_t d, int64_t dv)
     p.rot.pairs = FR_PAIRS_INTERLEAVED;
     p.rot.pos_scale = 1.0;
     p.window = -1;
+    p.batch = 1;
     return p;
 }
 
