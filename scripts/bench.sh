@@ -12,7 +12,7 @@ here=$(dirname "$0")
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 out=$here/../build/bench
 if [ "${1:-}" = --quick ]; then
-  for s in exact polyrope polyfft check grad; do
+  for s in exact polyrope polyfft check grad batch; do
     "$PYTHON" "$here/bench_$s.py" --quick
   done
   exit 0
@@ -26,3 +26,5 @@ fi
 "$PYTHON" "$here/bench_polyfft.py" --out "$out/polyfft" --dims 4 --exact-max-n 65536
 "$PYTHON" "$here/bench_grad.py" --out "$out/grad" --dims 4
 "$PYTHON" "$here/bench_check.py"
+# many small problems in one run (issue 15: 4096 at n = 64, d = 4)
+"$PYTHON" "$here/bench_batch.py"
