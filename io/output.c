@@ -8,7 +8,9 @@
  * next to the target stands in. Standard output cannot be taken back, so when a set has other
  * outputs, stdout's bytes are staged in an unnamed file in $TMPDIR and copied out at commit,
  * after every file was written and before any is renamed; a set whose only output is stdout
- * streams straight to it. SIGPIPE is held while writing to stdout: a reader that stops early
+ * streams straight to it. A device or pipe named as a path (/dev/stderr) is staged the same way
+ * and written into at commit, never renamed over. SIGPIPE is held while writing to stdout: a reader
+ * that stops early
  * (`| head -c 10`) is an EPIPE error with a message, and the temporaries are removed. */
 #include "io_internal.h"
 
@@ -29,6 +31,7 @@ typedef struct {
     char *dir;  /* its directory (for the temporary and the link at commit) */
     char *tmp;  /* the temporary's name while it has one */
     FILE *f;    /* the staged bytes (NULL for stdout before its first write) */
+    int stream; /* stdout, or an existing device or pipe (/dev/stderr): never renamed over */
     int direct; /* streamed straight to stdout */
     int kind;   /* fr_out_kind */
     out_state state;
@@ -209,7 +212,8 @@ int io_outputs_add(fr_outputs *s, const char *path, fr_out_kind kind, int check_
             return io_err(err, errlen, FR_EUSAGE, "%s and %s name the same file",
                           io_label(s->o[i].path), io_label(path));
     struct stat sb;
-    if (!is_stdout(path) && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+    int exists = !is_stdout(path) && stat(path, &sb) == 0;
+    if (exists && S_ISDIR(sb.st_mode))
         return io_err(err, errlen, FR_ENOMEM, "%s: is a directory", path);
     out_t *no = realloc(s->o, (size_t)(s->count + 1) * sizeof *no);
     if (!no) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", path);
@@ -217,8 +221,11 @@ int io_outputs_add(fr_outputs *s, const char *path, fr_out_kind kind, int check_
     out_t *o = &s->o[s->count];
     memset(o, 0, sizeof *o);
     o->kind = kind;
+    /* A device or a pipe by name (/dev/stderr, <(...)) is written like stdout: renaming over it
+     * would replace the device node, not write into it. */
+    o->stream = is_stdout(path) || (exists && !S_ISREG(sb.st_mode));
     if (!(o->path = strdup(path))) return io_err(err, errlen, FR_ENOMEM, "%s: out of memory", path);
-    if (!is_stdout(path)) {
+    if (!o->stream) {
         /* The temporary is made now, so a missing or read-only directory fails before any
          * work is done. */
         const char *slash = strrchr(path, '/');
@@ -246,11 +253,11 @@ int io_outputs_add(fr_outputs *s, const char *path, fr_out_kind kind, int check_
     return FR_OK;
 }
 
-/* stdout's staging file, unnamed in $TMPDIR, made at its first write; or stdout itself when
- * the set has no other output. */
-static int open_stdout(fr_outputs *s, out_t *o, char *err, size_t errlen)
+/* The staging file of stdout or a device, unnamed in $TMPDIR, made at its first write; or stdout
+ * itself when the set has no other output. */
+static int open_stream(fr_outputs *s, out_t *o, char *err, size_t errlen)
 {
-    if (s->count == 1) {
+    if (s->count == 1 && is_stdout(o->path)) {
         o->direct = 1;
         o->f = stdout;
         return FR_OK;
@@ -263,10 +270,10 @@ static int open_stdout(fr_outputs *s, out_t *o, char *err, size_t errlen)
         free(o->tmp);
         o->tmp = NULL;
     }
-    if (fd < 0) return fail_open("<stdout>", td, FR_ENOMEM, err, errlen);
+    if (fd < 0) return fail_open(io_label(o->path), td, FR_ENOMEM, err, errlen);
     if (!(o->f = fdopen(fd, "w+b"))) {
         close(fd);
-        return io_err(err, errlen, FR_ENOMEM, "<stdout>: %s", strerror(errno));
+        return io_err(err, errlen, FR_ENOMEM, "%s: %s", io_label(o->path), strerror(errno));
     }
     return FR_OK;
 }
@@ -284,8 +291,8 @@ int io_outputs_begin(fr_outputs *s, int id, fr_out_kind kind, io_w *w, char *err
                       kind == FR_OUT_TEXT ? "text" : "a tensor");
     s->writing = 1;
     o->state = OUT_FAILED; /* until the writer says otherwise */
-    if (is_stdout(o->path) && !o->f) {
-        int st = open_stdout(s, o, err, errlen);
+    if (o->stream && !o->f) {
+        int st = open_stream(s, o, err, errlen);
         if (st) return st;
     }
     memset(w, 0, sizeof *w);
@@ -337,30 +344,33 @@ static int write_all(int fd, const char *buf, size_t n)
     return 0;
 }
 
-static int copy_to_stdout(out_t *o, char *err, size_t errlen)
+/* The staged bytes into stdout or the device, SIGPIPE held. */
+static int copy_out(out_t *o, char *err, size_t errlen)
 {
-    int fd = fileno(o->f);
-    if (fflush(stdout) != 0 || lseek(fd, 0, SEEK_SET) != 0)
-        return io_err(err, errlen, FR_ENOMEM, "<stdout>: write error: %s", strerror(errno));
+    const char *label = io_label(o->path);
+    int fd = fileno(o->f), to = STDOUT_FILENO;
+    if (is_stdout(o->path) ? fflush(stdout) != 0 : (to = open(o->path, O_WRONLY | O_CLOEXEC)) < 0)
+        return io_err(err, errlen, FR_ENOMEM, "%s: %s", label, strerror(errno));
     char buf[1 << 16];
     io_pipe_guard g;
     pipe_hold(&g);
-    int st = FR_OK;
-    for (;;) {
+    int st = lseek(fd, 0, SEEK_SET) == 0
+                 ? FR_OK
+                 : io_err(err, errlen, FR_ENOMEM, "%s: %s", label, strerror(errno));
+    while (!st) {
         ssize_t r = read(fd, buf, sizeof buf);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) {
-            st = io_err(err, errlen, FR_ENOMEM, "<stdout>: read error on its staging file: %s",
+            st = io_err(err, errlen, FR_ENOMEM, "%s: read error on its staging file: %s", label,
                         strerror(errno));
             break;
         }
         if (r == 0) break;
-        if (write_all(STDOUT_FILENO, buf, (size_t)r) != 0) {
-            st = io_err(err, errlen, FR_ENOMEM, "<stdout>: write error: %s", strerror(errno));
-            break;
-        }
+        if (write_all(to, buf, (size_t)r) != 0)
+            st = io_err(err, errlen, FR_ENOMEM, "%s: write error: %s", label, strerror(errno));
     }
     pipe_release(&g);
+    if (to != STDOUT_FILENO) close(to);
     return st;
 }
 
@@ -377,7 +387,7 @@ static int finish(out_t *o, char *err, size_t errlen)
         return bad ? io_err(err, errlen, FR_ENOMEM, "%s: write error: %s", label, strerror(e))
                    : FR_OK;
     }
-    if (fflush(o->f) != 0 || ferror(o->f) || (!is_stdout(o->path) && fsync(fileno(o->f)) != 0))
+    if (fflush(o->f) != 0 || ferror(o->f) || (!o->stream && fsync(fileno(o->f)) != 0))
         return io_err(err, errlen, FR_ENOMEM, "%s: write error: %s", label, strerror(errno));
     return FR_OK;
 }
@@ -421,14 +431,13 @@ int fr_outputs_commit(fr_outputs *s, char *err, size_t errlen)
     for (int i = 0; i < s->count && !st; i++)
         if (s->o[i].state == OUT_WRITTEN) st = finish(&s->o[i], err, errlen);
     for (int i = 0; i < s->count && !st; i++)
-        if (s->o[i].state == OUT_WRITTEN && is_stdout(s->o[i].path) && !s->o[i].direct)
-            st = copy_to_stdout(&s->o[i], err, errlen);
+        if (s->o[i].state == OUT_WRITTEN && s->o[i].stream && !s->o[i].direct)
+            st = copy_out(&s->o[i], err, errlen);
     for (int i = 0; i < s->count && !st; i++)
-        if (s->o[i].state == OUT_WRITTEN && !is_stdout(s->o[i].path))
-            st = name_temp(&s->o[i], err, errlen);
+        if (s->o[i].state == OUT_WRITTEN && !s->o[i].stream) st = name_temp(&s->o[i], err, errlen);
     for (int i = 0; i < s->count && !st; i++) {
         out_t *o = &s->o[i];
-        if (o->state != OUT_WRITTEN || is_stdout(o->path)) continue;
+        if (o->state != OUT_WRITTEN || o->stream) continue;
         if (rename(o->tmp, o->path) != 0)
             st = io_err(err, errlen, FR_ENOMEM, "%s: %s", o->path, strerror(errno));
         else {

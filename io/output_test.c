@@ -144,6 +144,35 @@ static void test_same_file(void)
     rmdir(tu_path("sub"));
 }
 
+/* A device or pipe named as a path (--report /dev/stderr) is written into at commit, not
+ * renamed over (which would replace the device node). */
+static void test_device_target(void)
+{
+    int p[2];
+    T_REQUIRE(pipe(p) == 0, "pipe");
+    char dev[64];
+    snprintf(dev, sizeof dev, "/proc/self/fd/%d", p[1]);
+    const char *f = tu_write("dev_side.json", "old", 3);
+    char err[512];
+    fr_outputs *o = fr_outputs_new();
+    int id, jf;
+    T_REQUIRE(!fr_outputs_add(o, dev, FR_OUT_TEXT, &id, err, sizeof err) &&
+                  !fr_outputs_add(o, f, FR_OUT_TEXT, &jf, err, sizeof err),
+              "%s", err);
+    T_CHECK(!fr_outputs_write_text(o, id, "{\"to\": \"the pipe\"}", err, sizeof err) &&
+                !fr_outputs_write_text(o, jf, "[1]", err, sizeof err),
+            "%s", err);
+    int st = fr_outputs_commit(o, err, sizeof err);
+    T_CHECK(st == 0, "commit: %s", err);
+    close(p[1]);
+    char got[64] = "";
+    ssize_t n = read(p[0], got, sizeof got - 1);
+    close(p[0]);
+    T_CHECK(n == 19 && memcmp(got, "{\"to\": \"the pipe\"}\n", 19) == 0, "the pipe got %zd: %s", n,
+            got);
+    T_CHECK(same_bytes(f, "[1]\n"), "the file was not written");
+}
+
 /* A writer killed before its commit leaves no file: the temporary has no name yet. */
 static void test_killed_leaves_nothing(void)
 {
@@ -328,6 +357,7 @@ int main(void)
     T_RUN(test_failed_write_commits_nothing);
     T_RUN(test_commit_and_unwritten);
     T_RUN(test_same_file);
+    T_RUN(test_device_target);
     T_RUN(test_killed_leaves_nothing);
     T_RUN(test_reader_stops_early);
     T_RUN(test_write_error_reason);
