@@ -11,6 +11,7 @@
 #include "npz_fuzz.c"
 #include "read_fuzz.c"
 #include "safetensors_fuzz.c"
+#include "stream_fuzz.c"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -29,6 +30,7 @@ static const struct {
     {"read", fuzz_read},
     {"safetensors", fuzz_safetensors},
     {"members", fuzz_members},
+    {"stream", fuzz_stream},
     {"args", fuzz_args},
 };
 

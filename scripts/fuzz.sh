@@ -17,7 +17,7 @@ JOBS=${FUZZ_JOBS:-2}
 [ -n "$JOBS" ] || JOBS=2
 CLANG=${FUZZ_CC:-clang}
 B=build-fuzz
-PKGS="kissfft-float libcjson libzip"
+PKGS="kissfft-float libcjson libzip zlib"
 
 build_only=0
 if [ "${1:-}" = --build-only ]; then
