@@ -8,10 +8,9 @@
  *   fr_bundle_free(&b);
  *
  * Every reader converts to double (or float, fr_read_as), row-major. The format of an input is
- * recognised from its first bytes (\x93NUMPY, PK\x03\x04, '{' or '[', a safetensors length), so "-"
- * works for every format; the format of an output comes from its extension (.npy, .npz, .json,
- * .safetensors;
- * "-" writes .npy, or .npz for a bundle).
+ * recognised from its first bytes (\x93NUMPY, PK\x03\x04, '{' or '[', a safetensors length), so
+ * "-" works for every format; the format of an output comes from its extension (.npy, .npz,
+ * .json, .safetensors; "-" writes .npy, or .npz for a bundle).
  * Errors: one line "PATH: what is wrong" in err, and an fr_status (3 bad input, 1 I/O or memory).
  * Sizes are checked against the file and the limits before anything is allocated.
  */
@@ -64,7 +63,7 @@ int fr_read_as(const char *path, fr_bundle *out, const fr_limits *lim, fr_dtype 
 
 /* The tensor named name (exact match), or NULL. */
 fr_tensor *fr_bundle_get(const fr_bundle *b, const char *name);
-/* Append a tensor (ownership of t->data moves to the bundle). */
+/* Append a tensor (ownership of t->data or t->f32 moves to the bundle). */
 int fr_bundle_add(fr_bundle *b, const char *name, fr_tensor *t, char *err, size_t errlen);
 void fr_bundle_free(fr_bundle *b);
 
@@ -72,7 +71,7 @@ fr_format fr_format_from_path(const char *path); /* by extension; FR_FMT_UNKNOWN
 
 /* Streaming access to a file's tensors one at a time (fastrope check): .npy, .npz and
  * .safetensors are read straight from the file, a member at a time, in chunks, so memory stays
- * at a chunk whatever the file's size; other inputs (JSON, pipes) are read whole first.
+ * at a chunk whatever the file's size; other inputs (JSON, pipes, "-") are read whole first.
  *   fr_members *m; fr_members_open("dump.npz", NULL, &m, err, sizeof err);
  *   for (i = 0; i < fr_members_count(m); i++) fr_members_stream(m, i, fn, ctx, err, sizeof err);
  *   fr_members_close(m);

@@ -3,13 +3,8 @@
  * the base (io/tensor.c, io/source.c, io/output.c) and never call back into this file. */
 #include "io_internal.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 static int single(fr_bundle *out, fr_tensor *t, char *err, size_t errlen)
 {

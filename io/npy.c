@@ -6,7 +6,6 @@
  * anything else is refused, because a misread header means silently wrong numbers. */
 #include "io_internal.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
