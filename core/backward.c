@@ -18,6 +18,10 @@
  *
  * Both passes run over index lists, so fr_exact_backward_rows reuses them for a sample of
  * query rows (pass 2a) and key rows (pass 2b) after a full pass 1. */
+/* -std=c11 turns off the contraction of a * b + c into one fused multiply-add, and with it
+ * half the machine's peak (see exact.c). */
+#pragma GCC optimize("fp-contract=fast")
+
 #include "internal.h"
 #include "tiles.h"
 
@@ -56,6 +60,7 @@ typedef struct {
 typedef struct {
     int64_t ridx[BR], cidx[BC];
     int rok[BR], cok[BC];
+    int single[BR]; /* the row keeps one key only (n = 1, window 0, causal row 0) */
     int64_t rmin, rmax, cmin, cmax;
     int allr, allc;
     double lse[BR], dl[BR], m[BR], l[BR];
@@ -99,6 +104,9 @@ static void load_rows(const ctx *x, scratch *w, const int64_t *list, int64_t t0,
             memset(w->gb + r * dv, 0, (size_t)dv * sizeof(double));
             if (want_dw) memset(w->qw + r * d, 0, (size_t)d * sizeof(double));
         }
+        int64_t lo = x->window >= 0 && x->window < i ? i - x->window : 0, hi = i;
+        if (!x->causal) hi = x->window >= 0 && x->window < x->n - 1 - i ? i + x->window : x->n - 1;
+        w->single[r] = ok && lo == hi;
         w->lse[r] = ok && x->lse ? x->lse[i] : 0;
         w->dl[r] = ok && x->dl ? x->dl[i] : 0;
         if (r == 0 || (ok && i < w->rmin)) w->rmin = i;
@@ -215,29 +223,35 @@ static void mm_block_by_tiles_t(const double *restrict m, const double *restrict
     }
 }
 
-/* outt[K][BC] += a[BR][K]^T m[BR][BC]: per VW keys, up to four output rows stay in registers
- * over the whole block. */
+/* outt[K][BC] += a[BR][K]^T m[BR][BC]: per 2 VW keys, four output rows stay in registers over
+ * the whole block (eight accumulators, enough independent FMA chains for both ports). */
 static void mm_rows_t_by_block(const double *restrict a, const double *restrict m, int64_t K,
                                double *restrict outt)
 {
     int64_t t = 0;
     for (; t + 4 <= K; t += 4)
-        for (int c = 0; c < BC; c += VW) {
+        for (int c = 0; c < BC; c += 2 * VW) {
             double *o = outt + t * BC + c;
-            vd x0 = *(vd *)o, x1 = *(vd *)(o + BC), x2 = *(vd *)(o + 2 * BC),
-               x3 = *(vd *)(o + 3 * BC);
-            for (int r = 0; r < BR; r++) {
-                vd mm = *(const vd *)(m + r * BC + c);
-                const double *ar = a + r * K + t;
-                x0 += ar[0] * mm;
-                x1 += ar[1] * mm;
-                x2 += ar[2] * mm;
-                x3 += ar[3] * mm;
+            vd x[4][2];
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) {
+                x[u][0] = *(vd *)(o + u * BC);
+                x[u][1] = *(vd *)(o + u * BC + VW);
             }
-            *(vd *)o = x0;
-            *(vd *)(o + BC) = x1;
-            *(vd *)(o + 2 * BC) = x2;
-            *(vd *)(o + 3 * BC) = x3;
+            for (int r = 0; r < BR; r++) {
+                vd m0 = *(const vd *)(m + r * BC + c), m1 = *(const vd *)(m + r * BC + c + VW);
+                const double *ar = a + r * K + t;
+#pragma GCC unroll 4
+                for (int u = 0; u < 4; u++) {
+                    x[u][0] += ar[u] * m0;
+                    x[u][1] += ar[u] * m1;
+                }
+            }
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) {
+                *(vd *)(o + u * BC) = x[u][0];
+                *(vd *)(o + u * BC + VW) = x[u][1];
+            }
         }
     for (; t < K; t++)
         for (int c = 0; c < BC; c += VW) {
@@ -299,6 +313,10 @@ static void block_probs_and_ds(const ctx *x, scratch *w)
 #pragma omp simd
         for (int c = 0; c < BC; c++)
             dr[c] = pr[c] * (dr[c] - de);
+        /* A row with one key has T_i = V_j whatever its score: dS is 0 exactly, which the
+         * rounding of P = exp(s - lse) (a hair off 1: lse comes from the forward's kernel)
+         * would otherwise blur. */
+        if (w->single[r]) memset(dr, 0, BC * sizeof *dr);
     }
 }
 
@@ -366,39 +384,6 @@ static void block_dw(const ctx *x, scratch *w)
 }
 
 /* ---- the passes -------------------------------------------------------------------------- */
-
-/* Pass 1 for query rows t0.. of all n rows: T (n x dv) and lse. */
-static void pass1_block(const ctx *x, scratch *w, int64_t t0, double *tout, double *lse)
-{
-    int64_t n = x->n, dv = x->dv;
-    load_rows(x, w, NULL, t0, n, 0);
-    for (int r = 0; r < BR; r++) {
-        w->m[r] = -INFINITY;
-        w->l[r] = 0;
-    }
-    memset(w->acc, 0, (size_t)(BR * dv) * sizeof(double));
-    for (int64_t j0 = 0; j0 < n; j0 += BC) {
-        load_cols(x, w, NULL, j0, n, 0);
-        if (block_empty(x, w)) continue;
-        block_scores(x, w);
-        for (int r = 0; r < BR; r++) {
-            double alpha = fr__softmax_block(w->s + r * BC, BC, &w->m[r], &w->l[r]);
-            if (alpha != 1)
-                for (int64_t o = 0; o < dv; o++)
-                    w->acc[r * dv + o] *= alpha;
-        }
-        mm_block_by_tiles_t(w->s, w->vt, dv, dv, w->acc);
-    }
-    for (int r = 0; r < BR; r++) {
-        if (!w->rok[r]) continue;
-        int64_t i = w->ridx[r];
-        /* l >= 1: the diagonal is never masked and the row maximum contributes exp(0). */
-        double inv = 1 / w->l[r];
-        for (int64_t o = 0; o < dv; o++)
-            tout[i * dv + o] = w->acc[r * dv + o] * inv;
-        lse[i] = w->m[r] + log(w->l[r]);
-    }
-}
 
 /* Pass 2a for query rows t0.. of the list: dq'_t (before rotating back), tau included. */
 static void pass2a_block(const ctx *x, scratch *w, const int64_t *list, int64_t t0, int64_t total,
@@ -649,15 +634,9 @@ static int backward(const fr_problem *p, const double *q, const double *k, const
     x.ktiles = ktiles;
     x.vtiles = vtiles;
 
-    /* Pass 1: T and lse for every row (dK and dV need all of them, even for sampled rows). */
-    int64_t nrb = (n + BR - 1) / BR;
-#pragma omp parallel
-    {
-        scratch *w = &ws[omp_get_thread_num()];
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t rb = 0; rb < nrb; rb++)
-            pass1_block(&x, w, rb * BR, tt, lse);
-    }
+    /* Pass 1: T and lse for every row (dK and dV need all of them, even for sampled rows), by
+     * the forward engine. */
+    if ((st = fr__exact_rows_lse(p, q, k, v, tt, lse, err, errlen))) goto done;
 
     /* G and Delta. */
     double lsum = 0;

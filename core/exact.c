@@ -30,5 +30,11 @@
 int fr__exact_rows(const fr_problem *p, const double *q, const double *k, const double *v,
                    const int64_t *rows, int64_t nrows, double *out, char *err, size_t errlen)
 {
-    return exact_rows_f64(p, q, k, v, rows, nrows, out, err, errlen);
+    return exact_rows_f64(p, q, k, v, rows, nrows, out, NULL, err, errlen);
+}
+
+int fr__exact_rows_lse(const fr_problem *p, const double *q, const double *k, const double *v,
+                       double *out, double *lse, char *err, size_t errlen)
+{
+    return exact_rows_f64(p, q, k, v, NULL, p->n, out, lse, err, errlen);
 }

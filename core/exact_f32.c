@@ -78,5 +78,5 @@ done:
 int fr__exact_rows_f32(const fr_problem *p, const float *q, const float *k, const float *v,
                        const int64_t *rows, int64_t nrows, float *out, char *err, size_t errlen)
 {
-    return exact_rows_f32(p, q, k, v, rows, nrows, out, err, errlen);
+    return exact_rows_f32(p, q, k, v, rows, nrows, out, NULL, err, errlen);
 }

@@ -277,7 +277,7 @@ static void X(pv)(const REAL *p, const REAL *vb, int64_t dvp, REAL *acc)
 }
 
 static void X(row_block)(const X(ctx) * x, int64_t rb, const int64_t *rows, int64_t nrows,
-                         REAL *out, X(scratch) * w)
+                         REAL *out, REAL *lse, X(scratch) * w)
 {
     int64_t ridx[BR], r0 = rb * BR, nr = nrows - r0 < BR ? nrows - r0 : BR;
     for (int r = 0; r < BR; r++) {
@@ -332,13 +332,14 @@ static void X(row_block)(const X(ctx) * x, int64_t rb, const int64_t *rows, int6
         int64_t i = ridx[r], lo = i, hi = i;
         if (!x->causal) hi = x->window >= 0 && x->window < x->n - 1 - i ? i + x->window : x->n - 1;
         lo = x->window >= 0 && x->window < i ? i - x->window : 0;
+        /* Online: l >= exp(0) = 1, the diagonal j = i is never masked and the maximum itself
+         * contributes exp(0). Shifted: l >= exp(s_ii - M_i) >= e^-SHIFT_MAX, a normal number. */
+        if (lse) lse[r0 + r] = (shifted ? w->mshift[r] : w->m[r]) + log((double)w->l[r]);
         if (lo == hi) {
             for (int64_t o = 0; o < x->dv; o++)
                 out[(r0 + r) * x->dv + o] = x->v[i * x->dvp + o];
             continue;
         }
-        /* Online: l >= exp(0) = 1, the diagonal j = i is never masked and the maximum itself
-         * contributes exp(0). Shifted: l >= exp(s_ii - M_i) >= e^-SHIFT_MAX, a normal number. */
         REAL inv = 1 / w->l[r];
         for (int64_t o = 0; o < x->dv; o++)
             out[(r0 + r) * x->dv + o] = w->acc[r * x->dvp + o] * inv;
@@ -439,9 +440,11 @@ static int64_t X(find_nonfinite)(const REAL *x, int64_t count)
     return -1;
 }
 
-/* The engine: see the top of this file. Arguments as fr_exact_rows. */
+/* The engine: see the top of this file. Arguments as fr_exact_rows; lse (nrows, or NULL)
+ * receives each row's log-sum-exp of its scores, for the backward. */
 static int X(exact_rows)(const fr_problem *p, const REAL *q, const REAL *k, const REAL *v,
-                         const int64_t *rows, int64_t nrows, REAL *out, char *err, size_t errlen)
+                         const int64_t *rows, int64_t nrows, REAL *out, REAL *lse, char *err,
+                         size_t errlen)
 {
     int st = fr_problem_check(p, err, errlen);
     if (st) return st;
@@ -556,7 +559,7 @@ static int X(exact_rows)(const fr_problem *p, const REAL *q, const REAL *k, cons
         X(scratch) *w = &ws[omp_get_thread_num()];
 #pragma omp for schedule(dynamic, 1)
         for (int64_t rb = 0; rb < nrb; rb++)
-            X(row_block)(&x, rb, rows, nrows, out, w);
+            X(row_block)(&x, rb, rows, nrows, out, lse, w);
     }
 
 done:

@@ -49,6 +49,11 @@ void fr__thread_bufs_free(fr__thread_bufs *b);
 #define FR_EXACT_BR 32
 #define FR_EXACT_BC 128
 
+/* fr_exact_rows on all rows, also giving each row's log-sum-exp lse_i = log sum_j exp(s_ij)
+ * (n values): the backward's first pass. */
+int fr__exact_rows_lse(const fr_problem *p, const double *q, const double *k, const double *v,
+                       double *out, double *lse, char *err, size_t errlen);
+
 /* fr_exact_rows in single precision (core/exact_f32.c): float in, float out, float throughout
  * but for the O(n d) set-up; the batch layer's fr_execute_f32 dispatches here. */
 int fr__exact_rows_f32(const fr_problem *p, const float *q, const float *k, const float *v,

@@ -1,5 +1,5 @@
 /* tiles.h - what the exact forward (exact.c) and the exact backward (backward.c) share: the
- * vector type of their micro-kernels, glibc's vector exp, aligned buffers, and the register-tiled
+ * vector types of their micro-kernels, glibc's vector exp, aligned buffers, and the register-tiled
  * block product that forms their score blocks. Header-only and static inline, so that each file's
  * block sizes stay compile-time constants in its copy of the kernel. */
 #ifndef FR_TILES_H
@@ -42,55 +42,35 @@ static inline void *fr__alloc_aligned(int64_t bytes)
     return aligned_alloc(64, b);
 }
 
-/* out[br][bc] = a[br][K] bt[K][bc] in FR_TR x FR_VW register tiles (br a multiple of FR_TR, bc
- * of FR_VW): the score blocks q kt and the G V^T blocks, the hottest products of both passes. */
+/* out[br][bc] = a[br][K] bt[K][bc] in 8-row x 2-vector register tiles (br a multiple of 8, bc
+ * of 2 FR_VW): the score blocks q kt and the G V^T blocks, the hottest products of the
+ * backward. Sixteen accumulators: enough independent FMA chains to cover the latency of both
+ * FMA ports (four, the earlier tile, left them half idle). */
 static inline void fr__mm_tiles(const double *restrict a, const double *restrict bt, int64_t K,
                                 int br, int bc, double *restrict out)
 {
-    for (int r = 0; r < br; r += FR_TR) {
-        const double *a0 = a + r * K;
-        for (int c = 0; c < bc; c += FR_VW) {
-            fr__vd x0 = {0}, x1 = {0}, x2 = {0}, x3 = {0};
+    for (int c = 0; c < bc; c += 2 * FR_VW)
+        for (int r = 0; r < br; r += 8) {
+            const double *a0 = a + r * K;
+            fr__vd x[8][2];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++)
+                x[i][0] = x[i][1] = (fr__vd){0};
             for (int64_t t = 0; t < K; t++) {
-                fr__vd b = *(const fr__vd *)(bt + t * bc + c);
-                x0 += a0[t] * b;
-                x1 += a0[K + t] * b;
-                x2 += a0[2 * K + t] * b;
-                x3 += a0[3 * K + t] * b;
+                fr__vd b0 = *(const fr__vd *)(bt + t * bc + c);
+                fr__vd b1 = *(const fr__vd *)(bt + t * bc + c + FR_VW);
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++) {
+                    x[i][0] += a0[i * K + t] * b0;
+                    x[i][1] += a0[i * K + t] * b1;
+                }
             }
-            *(fr__vd *)(out + (r + 0) * bc + c) = x0;
-            *(fr__vd *)(out + (r + 1) * bc + c) = x1;
-            *(fr__vd *)(out + (r + 2) * bc + c) = x2;
-            *(fr__vd *)(out + (r + 3) * bc + c) = x3;
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                *(fr__vd *)(out + (r + i) * bc + c) = x[i][0];
+                *(fr__vd *)(out + (r + i) * bc + c + FR_VW) = x[i][1];
+            }
         }
-    }
-}
-
-/* One key block of the online softmax for one row: sr[0..bc) holds the scores, *m and *l the
- * row's running maximum and sum. On return sr holds exp(score - new maximum), or zeros when the
- * mask removed every key of the block; the result is the factor by which what the row has
- * accumulated so far must be scaled (1: nothing to do; 0 on the row's first block). */
-static inline double fr__softmax_block(double *restrict sr, int bc, double *m, double *l)
-{
-    double mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-    for (int c = 0; c < bc; c++)
-        mx = sr[c] > mx ? sr[c] : mx;
-    if (mx == -INFINITY) {
-        memset(sr, 0, (size_t)bc * sizeof *sr);
-        return 1;
-    }
-    double mnew = mx > *m ? mx : *m;
-    double alpha = exp(*m - mnew), sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int c = 0; c < bc; c++) {
-        double e = exp(sr[c] - mnew);
-        sr[c] = e;
-        sum += e;
-    }
-    *l = *l * alpha + sum;
-    *m = mnew;
-    return alpha;
 }
 
 #endif
