@@ -223,6 +223,68 @@ static void mm_block_by_tiles_t(const double *restrict m, const double *restrict
     }
 }
 
+/* Unaligned: rows of d doubles start anywhere when d is not a multiple of VW. */
+typedef double vdu __attribute__((vector_size(VW * sizeof(double)), aligned(sizeof(double))));
+
+/* out[BR][K] += m[BR][BC] b[BC][K], b the block's BC consecutive rows (row-major, as the keys
+ * are stored): 4 rows x 4 vectors of output in registers over the block, each key's row loaded
+ * once per 4 rows, no horizontal sums. */
+static void mm_block_by_rows(const double *restrict m, const double *restrict b, int64_t K,
+                             double *restrict out)
+{
+    for (int r = 0; r < BR; r += 4) {
+        int64_t o = 0;
+        for (; o + 4 * VW <= K; o += 4 * VW) {
+            vd x[4][4];
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+                for (int u = 0; u < 4; u++)
+                    x[i][u] = *(const vdu *)(out + (r + i) * K + o + u * VW);
+            for (int c = 0; c < BC; c++) {
+                vd bb[4];
+#pragma GCC unroll 4
+                for (int u = 0; u < 4; u++)
+                    bb[u] = *(const vdu *)(b + c * K + o + u * VW);
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) {
+                    double mi = m[(r + i) * BC + c];
+#pragma GCC unroll 4
+                    for (int u = 0; u < 4; u++)
+                        x[i][u] += mi * bb[u];
+                }
+            }
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++)
+#pragma GCC unroll 4
+                for (int u = 0; u < 4; u++)
+                    *(vdu *)(out + (r + i) * K + o + u * VW) = x[i][u];
+        }
+        for (; o + VW <= K; o += VW) {
+            vd x[4];
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++)
+                x[i] = *(const vdu *)(out + (r + i) * K + o);
+            for (int c = 0; c < BC; c++) {
+                vd bb = *(const vdu *)(b + c * K + o);
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++)
+                    x[i] += m[(r + i) * BC + c] * bb;
+            }
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++)
+                *(vdu *)(out + (r + i) * K + o) = x[i];
+        }
+        for (; o < K; o++)
+            for (int i = 0; i < 4; i++) {
+                double sum = 0;
+                for (int c = 0; c < BC; c++)
+                    sum += m[(r + i) * BC + c] * b[c * K + o];
+                out[(r + i) * K + o] += sum;
+            }
+    }
+}
+
 /* outt[K][BC] += a[BR][K]^T m[BR][BC]: per 2 VW keys, four output rows stay in registers over
  * the whole block (eight accumulators, enough independent FMA chains for both ports). */
 static void mm_rows_t_by_block(const double *restrict a, const double *restrict m, int64_t K,
@@ -324,6 +386,10 @@ static void block_probs_and_ds(const ctx *x, scratch *w)
 static void block_dq(const ctx *x, scratch *w)
 {
     int64_t d = x->d;
+    if (x->mode == MODE_DOT && w->ccontig) {
+        mm_block_by_rows(w->dp, x->ks + w->cidx[0] * d, d, w->acc);
+        return;
+    }
     if (x->mode == MODE_DOT) {
         mm_block_by_tiles_t(w->dp, w->kt, d, d, w->acc);
         return;
