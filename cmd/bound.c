@@ -4,7 +4,9 @@
 #include "cli.h"
 #include "report.h"
 
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,16 +119,16 @@ static int rope_fits(const fr_problem *p)
 static void row_json(cJSON *row, const fr_problem *p, double B, const fr_options *o,
                      const fr_bounds *b, const fr_plan_info *info)
 {
-    cJSON_AddNumberToObject(row, "n", (double)p->n);
-    cJSON_AddNumberToObject(row, "d", (double)p->d);
-    cJSON_AddNumberToObject(row, "dv", (double)p->dv);
+    rep_int(row, "n", p->n);
+    rep_int(row, "d", p->d);
+    rep_int(row, "dv", p->dv);
     rep_num(row, "B", B);
     rep_num(row, "eps", o->eps);
     rep_num(row, "scale", p->tau);
     rep_num(row, "R", b->R);
     rep_num(row, "B_over_sqrt_ln_n", b->B_over_sqrt_ln_n);
     if (info->degree >= 0) {
-        cJSON_AddNumberToObject(row, "degree", info->degree);
+        rep_int(row, "degree", info->degree);
         rep_num(row, "eta", info->eta);
         rep_num(row, "a_priori_bound", info->a_priori_bound);
     } else {
@@ -140,14 +142,14 @@ static void row_json(cJSON *row, const fr_problem *p, double B, const fr_options
                             info->ffts,   info->fft_size,    info->features};
     for (int i = 0; i < 7; i++) {
         if (vals[i] > 0 && info->degree >= 0)
-            cJSON_AddNumberToObject(row, keys[i], (double)vals[i]);
+            rep_int(row, keys[i], vals[i]);
         else
             cJSON_AddNullToObject(row, keys[i]);
     }
     cJSON *t = cJSON_AddObjectToObject(row, "predicted_s");
     for (int m = FR_METHOD_EXACT; m < FR_NMETHODS; m++)
         if (info->predicted_s[m] >= 0)
-            cJSON_AddNumberToObject(t, fr_method_name((fr_method)m), info->predicted_s[m]);
+            rep_num(t, fr_method_name((fr_method)m), info->predicted_s[m]);
         else
             cJSON_AddNullToObject(t, fr_method_name((fr_method)m));
     cJSON_AddStringToObject(row, "chosen", fr_method_name(info->method));
@@ -162,8 +164,15 @@ static void cell(char *buf, size_t len, const char *fmt, double x, int ok)
         snprintf(buf, len, "-");
 }
 
-static void row_table(const fr_problem *p, double B, const fr_options *o, const fr_bounds *b,
-                      const fr_plan_info *info)
+/* A failed write to stdout (closed, a full disk, a reader gone): exit 1 with the reason, as
+ * run's outputs do, not a table cut short with exit 0. */
+static int stdout_failed(int e)
+{
+    return cli_fail(EXIT_INTERNAL, "bound: writing to stdout: %s", strerror(e ? e : EIO));
+}
+
+static int row_table(const fr_problem *p, double B, const fr_options *o, const fr_bounds *b,
+                     const fr_plan_info *info)
 {
     char deg[16], eta[16], apb[16], ffts[16], feat[16], te[16], tf[16], tr[16];
     int fast = info->degree >= 0;
@@ -176,9 +185,11 @@ static void row_table(const fr_problem *p, double B, const fr_options *o, const 
     cell(te, sizeof te, "%.3g", t[FR_METHOD_EXACT], t[FR_METHOD_EXACT] >= 0);
     cell(tf, sizeof tf, "%.3g", t[FR_METHOD_POLYFFT], t[FR_METHOD_POLYFFT] >= 0);
     cell(tr, sizeof tr, "%.3g", t[FR_METHOD_POLYROPE], t[FR_METHOD_POLYROPE] >= 0);
-    printf("%9lld %4lld %6.3g %8.2g %7.3g %7.3g %4s %9s %9s %8s %8s %9s %9s %9s  %s\n",
-           (long long)p->n, (long long)p->d, B, o->eps, b->R, b->B_over_sqrt_ln_n, deg, eta, apb,
-           ffts, feat, te, tf, tr, fr_method_name(info->method));
+    if (printf("%9lld %4lld %6.3g %8.2g %7.3g %7.3g %4s %9s %9s %8s %8s %9s %9s %9s  %s\n",
+               (long long)p->n, (long long)p->d, B, o->eps, b->R, b->B_over_sqrt_ln_n, deg, eta,
+               apb, ffts, feat, te, tf, tr, fr_method_name(info->method)) < 0)
+        return stdout_failed(errno);
+    return EXIT_OK;
 }
 
 /* One row of the sweep: print it, or add it to rows (JSON). An exit code. */
@@ -204,13 +215,10 @@ static int one_row(const bound_opts *o, int64_t n, int64_t d, double B, double e
     fr_plan_info info;
     if ((st = fr_plan_estimate(&p, &b, &opt, &info, err, sizeof err)))
         return cli_fail(st, "%s", err);
-    if (rows) {
-        cJSON *row = cJSON_CreateObject();
-        cJSON_AddItemToArray(rows, row);
-        row_json(row, &p, B, &opt, &b, &info);
-    } else {
-        row_table(&p, B, &opt, &b, &info);
-    }
+    if (!rows) return row_table(&p, B, &opt, &b, &info);
+    cJSON *row = cJSON_CreateObject();
+    cJSON_AddItemToArray(rows, row);
+    row_json(row, &p, B, &opt, &b, &info);
     return EXIT_OK;
 }
 
@@ -222,11 +230,13 @@ int cmd_bound(int argc, char **argv)
         free_opts(&o);
         return st == CLI_HELP ? EXIT_OK : st;
     }
+    /* A reader gone is a write error to report (EPIPE), not a silent death by SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
     cJSON *rows = o.json ? cJSON_CreateArray() : NULL;
-    if (!o.json)
-        printf("%9s %4s %6s %8s %7s %7s %4s %9s %9s %8s %8s %9s %9s %9s  %s\n", "n", "d", "B",
-               "eps", "R", "B/sqrtln", "deg", "eta", "a-priori", "ffts", "features", "t_exact",
-               "t_polyfft", "t_polyrope", "auto");
+    if (!o.json && printf("%9s %4s %6s %8s %7s %7s %4s %9s %9s %8s %8s %9s %9s %9s  %s\n", "n", "d",
+                          "B", "eps", "R", "B/sqrtln", "deg", "eta", "a-priori", "ffts", "features",
+                          "t_exact", "t_polyfft", "t_polyrope", "auto") < 0)
+        st = stdout_failed(errno);
     for (int64_t in = 0; !st && in < o.n.count; in++)
         for (int64_t id = 0; !st && id < o.d.count; id++)
             for (int64_t ib = 0; !st && ib < o.B.count; ib++)
@@ -235,9 +245,13 @@ int cmd_bound(int argc, char **argv)
                                  rows);
     if (!st && o.json) {
         char *text = cJSON_Print(rows);
-        if (text) puts(text);
+        if (!text)
+            st = cli_fail(EXIT_INTERNAL, "out of memory printing the rows");
+        else if (puts(text) < 0)
+            st = stdout_failed(errno);
         free(text);
     }
+    if (!st && fflush(stdout)) st = stdout_failed(errno);
     cJSON_Delete(rows);
     free_opts(&o);
     return st;

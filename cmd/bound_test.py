@@ -117,4 +117,35 @@ def table_format_has_a_row_per_combination():
     assert len(lines) == 3 and lines[0].split()[0] == "n"
 
 
+@test
+def write_errors_on_stdout_exit_1_with_the_reason():
+    import subprocess
+    from frtest import FASTROPE
+    for fmt in ("table", "json"):
+        with open("/dev/full", "w") as full:
+            r = subprocess.run([FASTROPE, "bound", "--n", "1024,4096", "--d", "4", "--B", "1",
+                                "--format", fmt], stdout=full, stderr=subprocess.PIPE)
+        assert r.returncode == 1 and b"No space left on device" in r.stderr, (fmt, r.stderr)
+    r = subprocess.run(["sh", "-c", 'exec "$0" bound --n 64 --d 4 --B 1 >&-', FASTROPE],
+                       stderr=subprocess.PIPE)
+    assert r.returncode == 1 and b"writing to stdout: Bad file descriptor" in r.stderr, r.stderr
+    # a reader that stops early: EPIPE said, not a silent death by SIGPIPE
+    p = subprocess.Popen([FASTROPE, "bound", "--n", "2:20000:1", "--d", "4", "--B", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.read(10)
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait() == 1 and b"Broken pipe" in err, (p.returncode, err)
+
+
+@test
+def json_numbers_read_back_exactly():
+    tau = 0.1 + 0.2  # 0.30000000000000004: 15 digits would print 0.3
+    r = fastrope("bound", "--n", 1000, "--d", 4, "--B", 1.1, "--scale", repr(tau),
+                 "--format", "json")
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)[0]
+    assert row["scale"] == tau and row["R"] == tau * 4 * 1.1 * 1.1, row
+
+
 run_all()

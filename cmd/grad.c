@@ -192,7 +192,7 @@ static void report_check(cJSON *r, const fr_plan_info *info, const grad_check *c
         return;
     }
     cJSON *e = cJSON_AddObjectToObject(r, "error");
-    cJSON_AddNumberToObject(e, "rows_checked", (double)c->rows);
+    rep_int(e, "rows_checked", c->rows);
     rep_num(e, "eps", eps);
     rep_num(e, "a_priori_bound_out", info->a_priori_bound);
     for (int g = 0; g < G_N; g++) {
@@ -257,9 +257,9 @@ int cmd_grad(int argc, char **argv)
         else
             cJSON_AddNullToObject(rep, "loss");
         cJSON *t = cJSON_AddObjectToObject(rep, "time_s");
-        cJSON_AddNumberToObject(t, "compute", compute_s);
-        cJSON_AddNumberToObject(t, "check", chk.seconds);
-        cJSON_AddNumberToObject(t, "total", cli_now() - t0);
+        rep_num(t, "compute", compute_s);
+        rep_num(t, "check", chk.seconds);
+        rep_num(t, "total", cli_now() - t0);
         st = job_write_report(&o.job, rep);
         cJSON_Delete(rep);
     }

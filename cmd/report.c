@@ -2,16 +2,30 @@
 #include "report.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* JSON has no Infinity or NaN: a bound that does not exist (B / sqrt(ln 1)) is null. */
+/* JSON has no Infinity or NaN: a bound that does not exist (B / sqrt(ln 1)) is null. The
+ * digits are the fewest that read back to the same double (cJSON's own 15 digits do not always:
+ * check's R then differed from run's printed R for identical values). */
 void rep_num(cJSON *obj, const char *key, double x)
 {
-    if (isfinite(x))
-        cJSON_AddNumberToObject(obj, key, x);
-    else
+    char buf[FR_DOUBLE_BUF];
+    if (!isfinite(x)) {
         cJSON_AddNullToObject(obj, key);
+        return;
+    }
+    fr_format_double(buf, sizeof buf, x);
+    cJSON_AddRawToObject(obj, key, buf);
+}
+
+/* Every digit: a double would round counts past 2^53. */
+void rep_int(cJSON *obj, const char *key, int64_t x)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", (long long)x);
+    cJSON_AddRawToObject(obj, key, buf);
 }
 
 static const char *kind_name(fr_rot_kind k)
@@ -30,10 +44,10 @@ cJSON *rep_problem(const fr_problem *p, const char *method, int64_t batch, const
 {
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "method", method);
-    cJSON_AddNumberToObject(r, "n", (double)p->n);
-    cJSON_AddNumberToObject(r, "d", (double)p->d);
-    cJSON_AddNumberToObject(r, "dv", (double)p->dv);
-    cJSON_AddNumberToObject(r, "batch", (double)batch);
+    rep_int(r, "n", p->n);
+    rep_int(r, "d", p->d);
+    rep_int(r, "dv", p->dv);
+    rep_int(r, "batch", batch);
     if (preset)
         cJSON_AddStringToObject(r, "preset", preset);
     else
@@ -41,7 +55,7 @@ cJSON *rep_problem(const fr_problem *p, const char *method, int64_t batch, const
     rep_num(r, "scale", p->tau);
     cJSON_AddBoolToObject(r, "causal", p->causal);
     if (p->window >= 0)
-        cJSON_AddNumberToObject(r, "window", (double)p->window);
+        rep_int(r, "window", p->window);
     else
         cJSON_AddNullToObject(r, "window");
     cJSON *rot = cJSON_AddObjectToObject(r, "rotation");
@@ -51,10 +65,9 @@ cJSON *rep_problem(const fr_problem *p, const char *method, int64_t batch, const
         cJSON_AddStringToObject(rot, "pairs",
                                 p->rot.pairs == FR_PAIRS_HALF ? "half" : "interleaved");
         rep_num(rot, "pos_scale", p->rot.pos_scale);
-        cJSON_AddNumberToObject(rot, "rotary_dim",
-                                (double)(p->rot.rotary_dim ? p->rot.rotary_dim : p->d));
+        rep_int(rot, "rotary_dim", p->rot.rotary_dim ? p->rot.rotary_dim : p->d);
     }
-    if (p->rot.kind == FR_ROT_CLIP) cJSON_AddNumberToObject(rot, "clip", (double)p->rot.clip);
+    if (p->rot.kind == FR_ROT_CLIP) rep_int(rot, "clip", p->rot.clip);
     if (p->rot.kind == FR_ROT_EXPLICIT && w_label) cJSON_AddStringToObject(rot, "file", w_label);
     return r;
 }
@@ -74,7 +87,7 @@ void rep_bounds(cJSON *r, const fr_bounds *b)
 static void add_count(cJSON *o, const char *key, int64_t x)
 {
     if (x > 0)
-        cJSON_AddNumberToObject(o, key, (double)x);
+        rep_int(o, key, x);
     else
         cJSON_AddNullToObject(o, key);
 }
@@ -83,7 +96,7 @@ void rep_plan(cJSON *r, const fr_plan_info *info)
 {
     if (info->degree >= 0) {
         cJSON *o = cJSON_AddObjectToObject(r, "poly");
-        cJSON_AddNumberToObject(o, "degree", info->degree);
+        rep_int(o, "degree", info->degree);
         rep_num(o, "eta", info->eta);
         rep_num(o, "a_priori_bound", info->a_priori_bound);
         add_count(o, "support", info->support);
@@ -106,7 +119,7 @@ void rep_plan(cJSON *r, const fr_plan_info *info)
     cJSON *t = cJSON_AddObjectToObject(pl, "predicted_s");
     for (int m = FR_METHOD_EXACT; m < FR_NMETHODS; m++) {
         if (info->predicted_s[m] >= 0)
-            cJSON_AddNumberToObject(t, fr_method_name((fr_method)m), info->predicted_s[m]);
+            rep_num(t, fr_method_name((fr_method)m), info->predicted_s[m]);
         else
             cJSON_AddNullToObject(t, fr_method_name((fr_method)m));
     }

@@ -102,7 +102,7 @@ static void report_error(cJSON *r, const fr_plan_info *info, const check_result 
         return;
     }
     cJSON *e = cJSON_AddObjectToObject(r, "error");
-    cJSON_AddNumberToObject(e, "rows_checked", (double)chk->rows);
+    rep_int(e, "rows_checked", chk->rows);
     rep_num(e, "max_abs", chk->rows ? chk->max_abs : NAN);
     rep_num(e, "max_rel", chk->rows ? chk->max_rel : NAN);
     rep_num(e, "a_priori_bound", info->a_priori_bound);
@@ -167,9 +167,9 @@ int cmd_run(int argc, char **argv)
         rep_plan(r, &info);
         report_error(r, &info, &chk, eps);
         cJSON *t = cJSON_AddObjectToObject(r, "time_s");
-        cJSON_AddNumberToObject(t, "compute", compute_s);
-        cJSON_AddNumberToObject(t, "check", chk.seconds);
-        cJSON_AddNumberToObject(t, "total", cli_now() - t0);
+        rep_num(t, "compute", compute_s);
+        rep_num(t, "check", chk.seconds);
+        rep_num(t, "total", cli_now() - t0);
         st = job_write_report(&o.job, r);
         cJSON_Delete(r);
     }

@@ -213,6 +213,15 @@ def report_to_stdout_has_the_documented_keys():
 
 
 @test
+def report_numbers_read_back_exactly():
+    tau = 0.1 + 0.2  # 0.30000000000000004: 15 digits would print 0.3
+    b = bundle(9, 4, B=0.7)
+    _, rep = run(b, "--method", "exact", "--scale", repr(tau))
+    assert rep["scale"] == tau, rep["scale"]
+    assert rep["bounds"]["B_q"] == np.max(np.abs(b["q"])), rep["bounds"]
+
+
+@test
 def refuses_to_overwrite_an_input():
     d = tmpdir()
     b = bundle(8, 4)
