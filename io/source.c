@@ -119,7 +119,9 @@ int io_input_open(io_input *in, const char *path, char *err, size_t errlen)
     }
     /* A regular file's size is known, so the readers check declared sizes against it and
      * libzip seeks in it; anything else (a pipe, /dev/stdin, <(...), a device) is a stream. */
-    in->regular = S_ISREG(sb.st_mode);
+    /* A regular file given as stdin part-read already (`(head -c 8; fastrope ...) < f`) is read
+     * on from where it stands, as a stream. */
+    in->regular = S_ISREG(sb.st_mode) && ftello(in->f) == 0;
     in->size = in->regular ? (int64_t)sb.st_size : IO_SIZE_UNKNOWN;
     while (in->nhead < sizeof in->head) {
         size_t r = fread(in->head + in->nhead, 1, sizeof in->head - in->nhead, in->f);
