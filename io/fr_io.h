@@ -139,8 +139,9 @@ int fr_outputs_write_text(fr_outputs *o, int id, const char *text, char *err, si
 int fr_outputs_commit(fr_outputs *o, char *err, size_t errlen); /* frees o */
 void fr_outputs_abort(fr_outputs *o);                           /* frees o; NULL is fine */
 
-/* 1 when a and b name the same file: both "-" (stdout), the same existing file (device and
- * inode, whatever the links), or the same new name in the same directory (resolved). For
+/* 1 when a and b name the same file: both "-" (stdout), "-" and what stdout is (/dev/stdout,
+ * the file it is redirected to), the same existing file (device and inode, whatever the links),
+ * or the same new name in the same directory (resolved). For
  * refusing "-o X --report X" and an output over an input before any work. */
 int fr_same_file(const char *a, const char *b);
 

@@ -123,9 +123,14 @@ static char *canonical(const char *path)
 int fr_same_file(const char *a, const char *b)
 {
     if (!a || !b) return 0;
-    if (is_stdout(a) || is_stdout(b)) return is_stdout(a) && is_stdout(b);
-    if (strcmp(a, b) == 0) return 1;
     struct stat x, y;
+    if (is_stdout(a) || is_stdout(b)) { /* "-" and /dev/stdout, or the file stdout goes to */
+        const char *other = is_stdout(a) ? b : a;
+        if (is_stdout(other)) return 1;
+        return fstat(STDOUT_FILENO, &x) == 0 && stat(other, &y) == 0 && x.st_dev == y.st_dev &&
+               x.st_ino == y.st_ino;
+    }
+    if (strcmp(a, b) == 0) return 1;
     if (stat(a, &x) == 0 && stat(b, &y) == 0) return x.st_dev == y.st_dev && x.st_ino == y.st_ino;
     char *ca = canonical(a), *cb = canonical(b);
     int same = ca && cb && strcmp(ca, cb) == 0;

@@ -115,6 +115,8 @@ static void test_same_file(void)
     char a[700], b[700];
     T_CHECK(fr_same_file("-", "-"), "stdout twice");
     T_CHECK(!fr_same_file("-", tu_path("s.npy")), "stdout and a file");
+    T_CHECK(fr_same_file("-", "/dev/stdout") && fr_same_file("/dev/stdout", "-"),
+            "- and /dev/stdout");
     snprintf(a, sizeof a, "%s/./s.npy", tu_dir);
     T_CHECK(fr_same_file(a, tu_path("s.npy")), "./ spelling");
     T_CHECK(fr_same_file(link, tu_path("s.npy")), "a symlink to an existing file");
