@@ -88,6 +88,13 @@ const char *fr_members_name(const fr_members *m, int i);
 const fr_tensor *fr_members_shape(const fr_members *m, int i);
 int64_t fr_members_bytes(const fr_members *m, int i); /* its data as stored (throughput) */
 int fr_members_stream(fr_members *m, int i, fr_chunk_fn fn, void *ctx, char *err, size_t errlen);
+/* count values of member i from flat index first on (C order), decoded into out: one head of a
+ * [heads, n, d] tensor, or one row. Reads that go forward through a member continue where the
+ * last one ended (a deflated .npz member is not decompressed again from its start), so reading
+ * a tensor head by head, or sampled rows in order, reads it once, even when several members
+ * are read in turns; going back re-reads from the member's start. */
+int fr_members_read(fr_members *m, int i, int64_t first, int64_t count, double *out, char *err,
+                    size_t errlen);
 void fr_members_close(fr_members *m);
 
 /* ---- writing ----

@@ -25,6 +25,7 @@ typedef struct {
     int64_t bytes; /* data bytes */
     int64_t zsize; /* M_NPZ: the member's declared size */
     zip_uint64_t zindex;
+    io_src z; /* M_NPZ: fr_members_read's open reader of the member (z.zf NULL: none) */
 } member;
 
 struct fr_members {
@@ -63,8 +64,10 @@ int64_t fr_members_bytes(const fr_members *m, int i)
 void fr_members_close(fr_members *m)
 {
     if (!m) return;
-    for (int i = 0; i < m->count; i++)
+    for (int i = 0; i < m->count; i++) {
         free(m->m[i].name);
+        if (m->m[i].z.zf) zip_fclose(m->m[i].z.zf);
+    }
     free(m->m);
     if (m->f) fclose(m->f);
     if (m->za) zip_discard(m->za);
@@ -328,4 +331,113 @@ int fr_members_stream(fr_members *m, int i, fr_chunk_fn fn, void *ctx, char *err
         return st;
     }
     }
+}
+
+/* ---- reading a range (fr_members_read) ------------------------------------------------------ */
+
+/* count elements from s into out, decoded, a chunk of raw bytes at a time. */
+static int read_decoded(io_src *s, const member *e, const char *label, int64_t count, double *out,
+                        char *err, size_t errlen)
+{
+    int64_t per = count < CHUNK_ELEMS ? count : CHUNK_ELEMS;
+    unsigned char *raw = malloc((size_t)(per * e->dt.size));
+    int st = raw ? FR_OK : io_err(err, errlen, FR_ENOMEM, "%s: out of memory", label);
+    for (int64_t done = 0; done < count && !st; done += per) {
+        int64_t c = count - done < per ? count - done : per;
+        if (io_src_read(s, raw, (size_t)(c * e->dt.size)) != c * e->dt.size)
+            st = io_err(err, errlen, FR_EINPUT, "%s: truncated or unreadable data", label);
+        else
+            io_decode(raw, c, &e->dt, out + done);
+    }
+    free(raw);
+    return st;
+}
+
+static int skip(io_src *s, int64_t bytes, const char *label, char *err, size_t errlen)
+{
+    char buf[16384];
+    while (bytes > 0) {
+        int64_t c = bytes < (int64_t)sizeof buf ? bytes : (int64_t)sizeof buf;
+        if (io_src_read(s, buf, (size_t)c) != c)
+            return io_err(err, errlen, FR_EINPUT, "%s: truncated or corrupt member", label);
+        bytes -= c;
+    }
+    return FR_OK;
+}
+
+typedef struct {
+    int64_t first, count, at;
+    double *out;
+} range_ctx;
+
+static int copy_range(void *ctx, const double *x, int64_t count)
+{
+    range_ctx *r = ctx;
+    for (int64_t i = 0; i < count; i++, r->at++)
+        if (r->at >= r->first && r->at < r->first + r->count) r->out[r->at - r->first] = x[i];
+    return r->at >= r->first + r->count; /* stops the stream once the range is in */
+}
+
+/* A deflated member cannot seek: its reader stays open at the end of the last range, and is
+ * reopened only to go back. The CRC is checked when a read reaches the member's end. */
+static int read_npz(member *e, zip_t *za, const char *label, int64_t first, int64_t count,
+                    double *out, char *err, size_t errlen)
+{
+    int64_t at = e->off + first * e->dt.size;
+    int st;
+    if (e->z.zf && e->z.pos > at) {
+        zip_fclose(e->z.zf);
+        e->z.zf = NULL;
+    }
+    if (!e->z.zf) {
+        zip_file_t *zf = zip_fopen_index(za, e->zindex, 0);
+        if (!zf)
+            return io_err(err, errlen, FR_EINPUT, "%s: cannot open member (%s)", label,
+                          zip_strerror(za));
+        e->z = (io_src){IO_SRC_ZIP, NULL, NULL, zf, e->zsize, 0, 0};
+    }
+    if ((st = skip(&e->z, at - e->z.pos, label, err, errlen)) ||
+        (st = read_decoded(&e->z, e, label, count, out, err, errlen)))
+        return st;
+    if (e->z.pos == e->zsize) {
+        int end = io_src_check_end(&e->z);
+        zip_fclose(e->z.zf);
+        e->z.zf = NULL;
+        if (end)
+            return io_err(err, errlen, FR_EINPUT, "%s: %s", label,
+                          end > 0 ? "member holds more data than its declared size"
+                                  : "corrupt data (checksum or decompression error)");
+    }
+    return FR_OK;
+}
+
+int fr_members_read(fr_members *m, int i, int64_t first, int64_t count, double *out, char *err,
+                    size_t errlen)
+{
+    member *e = &m->m[i];
+    char label[1024];
+    if (m->single)
+        snprintf(label, sizeof label, "%s", m->path);
+    else
+        snprintf(label, sizeof label, "%s:%s", m->path, e->name);
+    int64_t total = fr_tensor_count(&e->shape);
+    if (first < 0 || count < 0 || first > total - count)
+        return io_err(err, errlen, FR_EUSAGE, "%s: values %lld..%lld of %lld: out of range", label,
+                      (long long)first, (long long)(first + count), (long long)total);
+    if (count == 0) return FR_OK;
+    if (m->kind == M_MEM) {
+        memcpy(out, m->mem.tensors[i].data + first, (size_t)count * sizeof *out);
+        return FR_OK;
+    }
+    if (e->fortran && e->shape.ndim > 1) { /* rare: the whole array, for its C order */
+        range_ctx r = {first, count, 0, out};
+        int st = fr_members_stream(m, i, copy_range, &r, err, errlen);
+        return st == 1 && r.at >= first + count ? FR_OK : st;
+    }
+    if (m->kind == M_NPZ) return read_npz(e, m->za, label, first, count, out, err, errlen);
+    int64_t at = e->off + first * e->dt.size;
+    if (fseeko(m->f, at, SEEK_SET) != 0)
+        return io_err(err, errlen, FR_EINPUT, "%s: %s", label, strerror(errno));
+    io_src s = {IO_SRC_FILE, NULL, m->f, NULL, e->off + e->bytes, at, 0};
+    return read_decoded(&s, e, label, count, out, err, errlen);
 }
