@@ -1,51 +1,65 @@
-/* check.c - `fastrope check`: are dumped activations in the bounded-entry regime, and what
- * would the fast methods gain on them? Reads any number of files and directories, finds the
- * q/k/v sets by member and file names, streams each tensor once (memory: a chunk plus a few
- * numbers per leading index), and prints one row per set (or per leading index).
+/* check.c - `fastrope check`: are dumped activations in the bounded-entry regime, what would
+ * the fast methods gain on them, and (when the dump holds them) do its stored attention
+ * outputs and gradients agree with exact attention? Reads any number of files and directories,
+ * finds the q/k/v sets by member and file names (sets.h), streams each tensor once for the
+ * bounds (memory: a chunk plus a few numbers per head), and prints one row per set or per head.
  *
- * The score bound R comes from the same reductions and arithmetic as run's (core/stats.c), so
- * the two agree to the bit on the same data; degree and predicted times come from
- * fr_plan_estimate, as in `fastrope bound`. */
+ * Each head (leading index) gets its own bounds, degree and predicted times, as run plans a
+ * batch entry by entry; R comes from the same reductions and arithmetic as run's (core/stats.c),
+ * so the two agree to the bit on the same head; degree and times come from fr_plan_estimate, as
+ * in `fastrope bound`. */
+#include "check.h"
 #include "job.h"
-#include "report.h"
-#include "sets.h"
 
-#include <dirent.h>
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 static const char usage[] =
-    "usage: fastrope check PATH... [--recursive] [--eps E] [rotation and scale options]\n"
+    "usage: fastrope check PATH... [--recursive] [--eps E] [--names ROLE=NAME,...]\n"
+    "                      [--check-rows N|all] [--tol T] [rotation and scale options]\n"
     "                      [--per-head] [--format table|jsonl|csv] [--shard K/N] [--quiet]\n"
     "\n"
     "For dumped activations: the entry bounds B_q, B_k, B_v, B / sqrt(ln n), the score bound R\n"
-    "(the same as `fastrope run` reports on the same data), the polynomial degree needed for\n"
-    "--eps, the predicted time of each method (cost model, for all leading indices of the set)\n"
-    "and a verdict: fast (predicted speed-up of the best fast method over exact >= 2),\n"
-    "marginal (between 1 and 2) or exact-only (no speed-up, or no degree within --max-degree).\n"
+    "(the same as `fastrope run` reports on the same head), the polynomial degree needed for\n"
+    "--eps, the predicted time of each method (cost model) and a verdict: fast (predicted\n"
+    "speed-up of the best method of each head over exact >= 2), marginal (between 1 and 2) or\n"
+    "exact-only (no head gains). Every head (leading index: layers, heads, batch) gets its own\n"
+    "bounds and degree, as run plans them: a set's row gives the worst head's R (worst_head),\n"
+    "the largest degree and the heads' summed times; --per-head gives one row per head.\n"
+    "\n"
+    "Stored outputs and gradients: when a set also holds its attention output (out, o, output,\n"
+    "attn_output), --check-rows sampled rows of every head are compared with exact attention\n"
+    "under the given options (rotation, scale, mask): out_max_abs, and out_max_rel (over the\n"
+    "largest exact entry). Beyond --tol the verdict is output-mismatch and the exit code 4.\n"
+    "Likewise dq, dk, dv (grad_q, ...) when the set holds dout (grad_out): gradient-mismatch.\n"
     "\n"
     "What is checked:\n"
     "  a bundle (.npz, .json, .safetensors): its members are grouped into q/k/v sets by name\n"
     "    (case-insensitive query_states, q_proj, query, xq or q, likewise for k and v, alone or\n"
     "    after '.', '_' or '/': model.layers.3.self_attn.query_states is q of the set\n"
-    "    model.layers.3.self_attn); members beside a set that are not q, k or v (out, grad_q,\n"
-    "    dq, attn_weights, ...) are not sets of their own\n"
+    "    model.layers.3.self_attn); out, dout, dq, dk, dv beside a set are compared, other\n"
+    "    members (attn_weights, ...) ignored; none of them is a set of its own\n"
     "  a directory: its .npy (and single-tensor .json) files are grouped the same way by file\n"
     "    name (q.npy k.npy v.npy, or layer3_q.npy ...); its bundles are checked one by one;\n"
-    "    subdirectories only with --recursive\n"
+    "    subdirectories only with --recursive (each directory and bundle once, whatever the\n"
+    "    symbolic links)\n"
+    "  '-': a file on stdin\n"
     "  a tensor file given as PATH, or a bundle or directory without any q/k/v name: each\n"
     "    tensor alone (entry bound only, verdict entries-only)\n"
-    "Leading axes (layers, heads, batch) are the batch: one row per set naming the worst index\n"
-    "(the largest row-norm product), or one row per index with --per-head.\n"
+    "Shapes: q [..., H, n, d], k [..., H/g, n, d], v [..., H/g, n, dv]: grouped-query (and\n"
+    "multi-query) attention when g > 1, query head h using key/value head h // g (HF's\n"
+    "repeat_kv); out [..., H, n, dv], dq like q, dk like k, dv like v.\n"
     "\n"
     "  --names ROLE=NAME,...  other names for the roles q, k, v, out, dout, dq, dk, dv:\n"
     "                         --names q=wq,k=wk,v=wv finds layers.0.wq, layers.0.wk, ...\n"
+    "  --check-rows N|all     rows of each head compared with exact attention (256; 0: none)\n"
+    "  --tol T                relative difference beyond which they mismatch (1e-4; a float16\n"
+    "                         or bfloat16 dump needs about 1e-2)\n"
     "  --recursive            descend into subdirectories\n"
-    "  --per-head             one row per leading index\n"
+    "  --per-head             one row per head (leading index)\n"
     "  --format F             table (default), jsonl (one JSON object per line) or csv; the\n"
     "                         summary line goes to stdout for table, to stderr otherwise\n"
     "  --shard K/N            only the sets whose index in the sorted list (by path, then set\n"
@@ -53,221 +67,10 @@ static const char usage[] =
     "  --quiet                no summary line and no progress bar\n"
     "%s"
     "\n"
-    "An unreadable or malformed input (or an incomplete or ambiguous set) gets its own row with\n"
-    "an error, also on stderr; the rest is checked, and the exit code is then 3.\n";
-
-/* ---- discovery ---------------------------------------------------------------------------- */
-
-typedef enum { SET_QKV, SET_TENSOR, SET_ERROR } set_kind;
-
-typedef struct {
-    set_kind kind;
-    char *path;             /* the bundle file or directory the set lives in */
-    char *prefix;           /* the set's name (sets.h), or the tensor's name */
-    char *file[SET_NROLES]; /* where each role is (SET_TENSOR: file[0]); NULL: absent */
-    char *member[SET_NROLES];
-    char *error;
-    char *note; /* what was left out, for the row */
-} ck_set;
-
-typedef struct {
-    ck_set *s;
-    int64_t count, cap;
-} set_list_ck;
-
-typedef struct {
-    const char *name; /* what the role is recognised in: member name or file stem */
-    const char *file, *member;
-} named;
-
-static set_words words; /* --names */
-
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s ? s : "");
-    if (!d) {
-        cli_fail(EXIT_INTERNAL, "out of memory");
-        exit(EXIT_INTERNAL);
-    }
-    return d;
-}
-
-static ck_set *push(set_list_ck *l, set_kind kind, const char *path, const char *prefix)
-{
-    if (l->count == l->cap) {
-        l->cap = l->cap ? 2 * l->cap : 64;
-        ck_set *ns = realloc(l->s, (size_t)l->cap * sizeof *ns);
-        if (!ns) {
-            cli_fail(EXIT_INTERNAL, "out of memory");
-            exit(EXIT_INTERNAL);
-        }
-        l->s = ns;
-    }
-    ck_set *s = &l->s[l->count++];
-    memset(s, 0, sizeof *s);
-    s->kind = kind;
-    s->path = xstrdup(path);
-    s->prefix = xstrdup(prefix);
-    return s;
-}
-
-static void push_error(set_list_ck *l, const char *path, const char *prefix, const char *msg)
-{
-    push(l, SET_ERROR, path, prefix)->error = xstrdup(msg);
-}
-
-/* Sets among the names (sets.h), or, when none plays q, k or v, one tensor row each. path is
- * where the rows say they are: the bundle, or the directory of the files. */
-static void group(set_list_ck *l, const char *path, const named *nm, int count)
-{
-    const char **names = malloc((size_t)(count ? count : 1) * sizeof *names);
-    set_list found;
-    if (!names) exit(cli_fail(EXIT_INTERNAL, "out of memory"));
-    for (int i = 0; i < count; i++)
-        names[i] = nm[i].name;
-    if (sets_find(names, count, &words, &found)) exit(cli_fail(EXIT_INTERNAL, "out of memory"));
-    for (int i = 0; i < count && !found.any; i++) {
-        ck_set *s = push(l, SET_TENSOR, nm[i].file, nm[i].member);
-        s->file[0] = xstrdup(nm[i].file);
-        s->member[0] = xstrdup(nm[i].member);
-    }
-    for (int i = 0; i < found.count; i++) {
-        const set_found *f = &found.set[i];
-        if (f->error) {
-            push_error(l, path, f->name, f->error);
-            continue;
-        }
-        ck_set *s = push(l, SET_QKV, path, f->name);
-        if (f->note) s->note = xstrdup(f->note);
-        for (int r = 0; r < SET_NROLES; r++) {
-            if (f->member[r] < 0) continue;
-            s->file[r] = xstrdup(nm[f->member[r]].file);
-            s->member[r] = xstrdup(nm[f->member[r]].member);
-        }
-    }
-    sets_free(&found);
-    free(names);
-}
-
-/* A bundle's member names (headers only: no tensor data is read here). */
-static void scan_bundle(set_list_ck *l, const char *path, const fr_members *m)
-{
-    int c = fr_members_count(m);
-    named *nm = calloc((size_t)(c ? c : 1), sizeof *nm);
-    if (!nm) exit(cli_fail(EXIT_INTERNAL, "out of memory"));
-    for (int i = 0; i < c; i++) {
-        nm[i].name = fr_members_name(m, i);
-        nm[i].file = path;
-        nm[i].member = fr_members_name(m, i);
-    }
-    if (c == 0)
-        push_error(l, path, "", "no tensor in this bundle");
-    else
-        group(l, path, nm, c);
-    free(nm);
-}
-
-/* A file named on the command line, or a bundle found in a directory. Returns 1 if it is a
- * single tensor (then, in a directory, the caller groups it with its neighbours). */
-static int scan_file(set_list_ck *l, const char *path, int in_dir)
-{
-    char err[1024];
-    fr_members *m;
-    int st = fr_members_open(path, &cli_limits, &m, err, sizeof err);
-    if (st) {
-        push_error(l, path, "", err);
-        return 0;
-    }
-    int single = fr_members_single(m);
-    if (single && !in_dir) {
-        ck_set *s = push(l, SET_TENSOR, path, "");
-        s->file[0] = xstrdup(path);
-        s->member[0] = xstrdup("");
-    } else if (!single) {
-        scan_bundle(l, path, m);
-    }
-    fr_members_close(m);
-    return single;
-}
-
-static int ends_with(const char *s, const char *ext)
-{
-    size_t n = strlen(s), e = strlen(ext);
-    return n > e && strcasecmp(s + n - e, ext) == 0;
-}
-
-static int by_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void scan_dir(set_list_ck *l, const char *dir, int recursive)
-{
-    DIR *dp = opendir(dir);
-    if (!dp) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s: cannot open the directory", dir);
-        push_error(l, dir, "", msg);
-        return;
-    }
-    char **ents = NULL;
-    int ne = 0, cap = 0;
-    struct dirent *de;
-    while ((de = readdir(dp))) {
-        if (de->d_name[0] == '.') continue; /* ., .., hidden files and our own temporaries */
-        if (ne == cap) {
-            cap = cap ? 2 * cap : 64;
-            char **ne2 = realloc(ents, (size_t)cap * sizeof *ne2);
-            if (!ne2) exit(cli_fail(EXIT_INTERNAL, "out of memory"));
-            ents = ne2;
-        }
-        size_t len = strlen(dir) + strlen(de->d_name) + 2;
-        ents[ne] = malloc(len);
-        if (!ents[ne]) exit(cli_fail(EXIT_INTERNAL, "out of memory"));
-        snprintf(ents[ne], len, "%s%s%s", dir, ends_with(dir, "/") ? "" : "/", de->d_name);
-        ne++;
-    }
-    closedir(dp);
-    if (ne > 1) qsort(ents, (size_t)ne, sizeof *ents, by_str); /* ents may be NULL */
-    named *nm = calloc((size_t)(ne ? ne : 1), sizeof *nm);
-    int nn = 0;
-    if (!nm) exit(cli_fail(EXIT_INTERNAL, "out of memory"));
-    for (int i = 0; i < ne; i++) {
-        struct stat sb;
-        if (stat(ents[i], &sb) != 0) continue;
-        if (S_ISDIR(sb.st_mode)) {
-            if (recursive) scan_dir(l, ents[i], 1);
-            continue;
-        }
-        int single = 0;
-        if (ends_with(ents[i], ".npy"))
-            single = 1;
-        else if (ends_with(ents[i], ".npz") || ends_with(ents[i], ".safetensors") ||
-                 ends_with(ents[i], ".json"))
-            single = scan_file(l, ents[i], 1);
-        if (!single) continue;
-        const char *base = strrchr(ents[i], '/') + 1;
-        const char *dot = strrchr(base, '.');
-        nm[nn].name = strndup(base, (size_t)(dot ? dot - base : (ptrdiff_t)strlen(base)));
-        nm[nn].file = ents[i];
-        nm[nn].member = "";
-        nn++;
-    }
-    group(l, dir, nm, nn);
-    for (int i = 0; i < nn; i++)
-        free((char *)nm[i].name);
-    free(nm);
-    for (int i = 0; i < ne; i++)
-        free(ents[i]);
-    free(ents);
-}
-
-static int by_set(const void *a, const void *b)
-{
-    const ck_set *x = a, *y = b;
-    int c = strcmp(x->path, y->path);
-    return c ? c : strcmp(x->prefix, y->prefix);
-}
+    "Exit codes: 0 all checked; 3 an unreadable or malformed input, an incomplete or ambiguous\n"
+    "set (each gets its own row with an error, also on stderr; the rest is checked), or nothing\n"
+    "to check; 4 a stored output or gradient differs from exact attention (even amid errors);\n"
+    "1 the results could not be written; 2 a usage error.\n";
 
 /* ---- streaming reductions --------------------------------------------------------------- */
 
@@ -343,220 +146,9 @@ static int reduce_chunk(void *ctx, const double *x, int64_t count)
 
 /* ---- checking one set ------------------------------------------------------------------- */
 
-typedef struct {
-    const char *path, *set;
-    int64_t head, worst; /* -1: none */
-    set_kind kind;
-    int64_t n, d, dv;
-    double B_q, B_k, B_v, B, B_sl, R;
-    const char *R_from;
-    int degree;
-    double t[FR_NMETHODS];
-    double speedup;
-    const char *verdict;
-    const char *error;
-    const char *note;
-} ck_row;
-
-typedef struct {
-    const char *format;
-    int per_head, quiet;
-    cli_attn attn;
-    int64_t rows, errors, by_verdict[4], bytes;
-} ck_ctx;
-
-static const char *verdicts[4] = {"fast", "marginal", "exact-only", "entries-only"};
-
-static void csv_str(const char *s)
+static int64_t count_of(const fr_tensor *t)
 {
-    if (!s) return;
-    if (!strpbrk(s, ",\"\n\r")) {
-        fputs(s, stdout);
-        return;
-    }
-    putchar('"');
-    for (; *s; s++) {
-        if (*s == '"') putchar('"');
-        putchar(*s);
-    }
-    putchar('"');
-}
-
-static void csv_num(double x, const char *fmt)
-{
-    putchar(',');
-    if (isfinite(x)) printf(fmt, x);
-}
-
-/* Numbers to the last bit (%.17g): cJSON's own printing may drop the last digit, and a
- * machine reading the bounds should get exactly what was computed. */
-static void jnum(cJSON *o, const char *key, double x)
-{
-    char buf[40];
-    if (!isfinite(x)) {
-        cJSON_AddNullToObject(o, key);
-        return;
-    }
-    snprintf(buf, sizeof buf, "%.17g", x);
-    cJSON_AddRawToObject(o, key, buf);
-}
-
-static void emit(ck_ctx *c, const ck_row *r)
-{
-    int qkv = r->kind == SET_QKV, ok = !r->error;
-    c->rows++;
-    if (r->error) {
-        c->errors++;
-        fprintf(stderr, "fastrope: check: %s%s%s: %s\n", r->path, *r->set ? ":" : "", r->set,
-                r->error);
-    } else {
-        for (int v = 0; v < 4; v++)
-            if (strcmp(r->verdict, verdicts[v]) == 0) c->by_verdict[v]++;
-    }
-    if (r->note && r->head <= 0)
-        fprintf(stderr, "fastrope: check: %s%s%s: note: %s\n", r->path, *r->set ? ":" : "", r->set,
-                r->note);
-    if (strcmp(c->format, "jsonl") == 0) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "path", r->path);
-        cJSON_AddStringToObject(o, "set", r->set);
-        if (r->head >= 0) cJSON_AddNumberToObject(o, "head", (double)r->head);
-        if (r->worst >= 0) cJSON_AddNumberToObject(o, "worst_head", (double)r->worst);
-        if (ok) {
-            cJSON_AddNumberToObject(o, "n", (double)r->n);
-            cJSON_AddNumberToObject(o, "d", (double)r->d);
-            if (qkv)
-                cJSON_AddNumberToObject(o, "dv", (double)r->dv);
-            else
-                cJSON_AddNullToObject(o, "dv");
-        }
-        if (ok && qkv) {
-            jnum(o, "B_q", r->B_q);
-            jnum(o, "B_k", r->B_k);
-            jnum(o, "B_v", r->B_v);
-        }
-        if (ok) {
-            jnum(o, "B", r->B);
-            jnum(o, "B_over_sqrt_ln_n", r->B_sl);
-        }
-        if (ok && qkv) {
-            jnum(o, "R", r->R);
-            cJSON_AddStringToObject(o, "R_from", r->R_from);
-            if (r->degree >= 0)
-                cJSON_AddNumberToObject(o, "degree", r->degree);
-            else
-                cJSON_AddNullToObject(o, "degree");
-            cJSON *t = cJSON_AddObjectToObject(o, "predicted_s");
-            for (int m = FR_METHOD_EXACT; m < FR_NMETHODS; m++)
-                jnum(t, fr_method_name((fr_method)m), r->t[m] >= 0 ? r->t[m] : NAN);
-            jnum(o, "speedup", r->speedup);
-        }
-        if (ok)
-            cJSON_AddStringToObject(o, "verdict", r->verdict);
-        else
-            cJSON_AddStringToObject(o, "error", r->error);
-        if (r->note) cJSON_AddStringToObject(o, "note", r->note);
-        char *s = cJSON_PrintUnformatted(o);
-        if (s) puts(s);
-        free(s);
-        cJSON_Delete(o);
-    } else if (strcmp(c->format, "csv") == 0) {
-        csv_str(r->path);
-        putchar(',');
-        csv_str(r->set);
-        putchar(',');
-        if (r->head >= 0) printf("%lld", (long long)r->head);
-        putchar(',');
-        if (r->worst >= 0) printf("%lld", (long long)r->worst);
-        if (ok)
-            printf(",%lld,%lld,", (long long)r->n, (long long)r->d);
-        else
-            printf(",,,");
-        if (ok && qkv) printf("%lld", (long long)r->dv);
-        double nan = NAN;
-        csv_num(ok && qkv ? r->B_q : nan, "%.17g");
-        csv_num(ok && qkv ? r->B_k : nan, "%.17g");
-        csv_num(ok && qkv ? r->B_v : nan, "%.17g");
-        csv_num(ok ? r->B : nan, "%.17g");
-        csv_num(ok ? r->B_sl : nan, "%.17g");
-        csv_num(ok && qkv ? r->R : nan, "%.17g");
-        csv_num(ok && qkv && r->degree >= 0 ? r->degree : nan, "%.0f");
-        for (int m = FR_METHOD_EXACT; m < FR_NMETHODS; m++)
-            csv_num(ok && qkv && r->t[m] >= 0 ? r->t[m] : nan, "%.6g");
-        csv_num(ok && qkv ? r->speedup : nan, "%.4g");
-        putchar(',');
-        if (ok) fputs(r->verdict, stdout);
-        putchar(',');
-        csv_str(r->error);
-        putchar(',');
-        csv_str(r->note);
-        putchar('\n');
-    } else {
-        char where[4096];
-        snprintf(where, sizeof where, "%s%s%s", r->path, *r->set ? ":" : "", r->set);
-        if (r->head >= 0)
-            snprintf(where + strlen(where), sizeof where - strlen(where), " [%lld]",
-                     (long long)r->head);
-        else if (r->worst >= 0)
-            snprintf(where + strlen(where), sizeof where - strlen(where), " (worst [%lld])",
-                     (long long)r->worst);
-        if (!ok) {
-            printf("%-12s %s: %s\n", "error", where, r->error);
-            return;
-        }
-        char b[3][16], R[16], deg[8], t[FR_NMETHODS][16], sp[16], dv[16];
-        const double bb[3] = {r->B_q, r->B_k, r->B_v};
-        for (int i = 0; i < 3; i++)
-            snprintf(b[i], sizeof b[i], qkv ? "%.4g" : "-", bb[i]);
-        snprintf(R, sizeof R, qkv ? "%.4g" : "-", r->R);
-        snprintf(dv, sizeof dv, qkv ? "%lld" : "-", (long long)r->dv);
-        snprintf(deg, sizeof deg, qkv && r->degree >= 0 ? "%d" : "-", r->degree);
-        for (int m = 0; m < FR_NMETHODS; m++)
-            snprintf(t[m], sizeof t[m], qkv && r->t[m] >= 0 ? "%.3g" : "-", r->t[m]);
-        snprintf(sp, sizeof sp, qkv && isfinite(r->speedup) ? "%.2f" : "-", r->speedup);
-        printf("%-12s %8lld %5lld %5s %9s %9s %9s %8.3g %9s %4s %9s %9s %9s %7s  %s\n", r->verdict,
-               (long long)r->n, (long long)r->d, dv, b[0], b[1], b[2], r->B_sl, R, deg,
-               t[FR_METHOD_EXACT], t[FR_METHOD_POLYFFT], t[FR_METHOD_POLYROPE], sp, where);
-    }
-}
-
-static void header(const ck_ctx *c)
-{
-    if (strcmp(c->format, "csv") == 0) {
-        printf("path,set,head,worst_head,n,d,dv,B_q,B_k,B_v,B,B_over_sqrt_ln_n,R,degree");
-        for (int m = FR_METHOD_EXACT; m < FR_NMETHODS; m++)
-            printf(",predicted_s_%s", fr_method_name((fr_method)m));
-        printf(",speedup,verdict,error,note\n");
-    } else if (strcmp(c->format, "table") == 0) {
-        printf("%-12s %8s %5s %5s %9s %9s %9s %8s %9s %4s %9s %9s %9s %7s  %s\n", "verdict", "n",
-               "d", "dv", "B_q", "B_k", "B_v", "B/sqrtln", "R", "deg", "t_exact", "t_polyfft",
-               "t_polyrope", "speedup", "set");
-    }
-}
-
-/* Degree, predicted times (times `heads`) and verdict of a row whose bounds are known. */
-static int estimate(ck_ctx *c, const fr_problem *p, const fr_bounds *b, int64_t heads, ck_row *r,
-                    char *err, size_t errlen)
-{
-    fr_plan_info info;
-    int st = fr_plan_estimate(p, b, &c->attn.opt, &info, err, errlen);
-    if (st) return st;
-    r->B_q = b->B_q, r->B_k = b->B_k, r->B_v = b->B_v, r->B = b->B;
-    r->B_sl = b->B_over_sqrt_ln_n, r->R = b->R, r->R_from = b->R_from;
-    r->degree = info.degree;
-    double best = INFINITY;
-    for (int m = 0; m < FR_NMETHODS; m++) {
-        r->t[m] = info.predicted_s[m] >= 0 ? info.predicted_s[m] * (double)heads : -1;
-        if (m != FR_METHOD_EXACT && m != FR_METHOD_AUTO && r->t[m] >= 0 && r->t[m] < best)
-            best = r->t[m];
-    }
-    r->speedup = info.degree >= 0 && isfinite(best) && r->t[FR_METHOD_EXACT] >= 0
-                     ? r->t[FR_METHOD_EXACT] / best
-                     : NAN;
-    r->verdict = !isfinite(r->speedup) || r->speedup <= 1 ? "exact-only"
-                 : r->speedup >= 2                        ? "fast"
-                                                          : "marginal";
-    return FR_OK;
+    return fr_tensor_count(t);
 }
 
 /* Shape [..., n, cols] as (heads, n, cols); a 1-D tensor is one row, a scalar one element. */
@@ -569,61 +161,20 @@ static void split_shape(const fr_tensor *t, int64_t *heads, int64_t *n, int64_t 
         *heads *= t->shape[i];
 }
 
-typedef struct {
-    fr_members *m;
-    char *file;
-} open_file;
-
-static int member_index(const fr_members *m, const char *name)
-{
-    if (fr_members_single(m)) return 0;
-    for (int i = 0; i < fr_members_count(m); i++)
-        if (strcmp(fr_members_name(m, i), name) == 0) return i;
-    return -1;
-}
-
-/* Open (or reuse) the file of one role; the member's index and shape. */
-static int locate(open_file *of, const char *file, const char *member, int *idx,
-                  const fr_tensor **shape, char *err, size_t errlen)
-{
-    if (!of->file || strcmp(of->file, file) != 0) {
-        fr_members_close(of->m);
-        free(of->file);
-        of->m = NULL;
-        of->file = NULL;
-        int st = fr_members_open(file, &cli_limits, &of->m, err, errlen);
-        if (st) return st;
-        of->file = xstrdup(file);
-    }
-    *idx = member_index(of->m, member);
-    if (*idx < 0) return snprintf(err, errlen, "%s: no member '%s'", file, member), EXIT_INPUT;
-    *shape = fr_members_shape(of->m, *idx);
-    return EXIT_OK;
-}
-
-static int stream_into(ck_ctx *c, open_file *of, int idx, reducer *r, const char *what, char *err,
+static int stream_into(ck_ctx *c, ck_files *f, const ck_set *s, int role, reducer *r, char *err,
                        size_t errlen)
 {
-    int st = fr_members_stream(of->m, idx, reduce_chunk, r, err, errlen);
-    if (st) return st;
-    c->bytes += fr_members_bytes(of->m, idx);
+    fr_members *m;
+    int idx, st;
+    if ((st = ck_locate(f, s->file[role], s->member[role], &m, &idx, err, errlen)) ||
+        (st = fr_members_stream(m, idx, reduce_chunk, r, err, errlen)))
+        return st;
+    c->bytes += fr_members_bytes(m, idx);
     if (r->bad >= 0)
-        return snprintf(err, errlen, "%s holds a NaN or Inf at flat index %lld", what,
-                        (long long)r->bad),
+        return snprintf(err, errlen, "%s holds a NaN or Inf at flat index %lld",
+                        s->kind == CK_QKV ? set_role_name[role] : "the tensor", (long long)r->bad),
                EXIT_INPUT;
     return EXIT_OK;
-}
-
-static void max_cols(const reducer *r, int64_t h0, int64_t h1, double *out, double *row_sq)
-{
-    memset(out, 0, (size_t)r->cols * sizeof *out);
-    *row_sq = 0;
-    for (int64_t h = h0; h < h1; h++) {
-        const double *cm = r->col_max + h * r->cols;
-        for (int64_t a = 0; a < r->cols; a++)
-            out[a] = cm[a] > out[a] ? cm[a] : out[a];
-        *row_sq = r->row_sq[h] > *row_sq ? r->row_sq[h] : *row_sq;
-    }
 }
 
 static double max_of(const double *x, int64_t n)
@@ -634,160 +185,257 @@ static double max_of(const double *x, int64_t n)
     return m;
 }
 
-static void shape_msg(char *err, size_t errlen, const char *what, const fr_tensor *q,
-                      const fr_tensor *t)
+static int make_problem(const ck_ctx *c, const set_shape *sh, fr_problem *p, char *err,
+                        size_t errlen)
 {
-    char sq[256], st[256];
-    cli_shape_str(q, sq, sizeof sq);
-    cli_shape_str(t, st, sizeof st);
-    snprintf(err, errlen,
-             "%s has shape %s but q has shape %s (need q, k [..., n, d] and v "
-             "[..., n, dv] with the same leading axes)",
-             what, st, sq);
-}
-
-static int check_qkv(ck_ctx *c, const ck_set *s, open_file *of, char *err, size_t errlen)
-{
-    const fr_tensor *sh[3], *tmp;
-    fr_tensor shapes[3]; /* copies: a directory set's files are opened one after the other */
-    int idx[3], st;
-    int64_t heads, n, d, dv, hk, nk, dk, hv, nv;
-    reducer red[3];
-    memset(red, 0, sizeof red);
-    for (int r = 0; r < 3; r++) {
-        if ((st = locate(of, s->file[r], s->member[r], &idx[r], &tmp, err, errlen))) return st;
-        shapes[r] = *tmp;
-        sh[r] = &shapes[r];
-    }
-    /* Shapes first, from the headers: a mismatch costs no data read. */
-    split_shape(sh[0], &heads, &n, &d);
-    split_shape(sh[1], &hk, &nk, &dk);
-    split_shape(sh[2], &hv, &nv, &dv);
-    if (sh[0]->ndim < 2)
-        return snprintf(err, errlen, "q needs shape [..., n, d], got %d dimensions", sh[0]->ndim),
-               EXIT_INPUT;
-    int same_k = sh[1]->ndim == sh[0]->ndim, same_v = sh[2]->ndim == sh[0]->ndim;
-    for (int i = 0; i < sh[0]->ndim; i++) {
-        same_k &= sh[1]->shape[i] == sh[0]->shape[i];
-        if (i < sh[0]->ndim - 1) same_v &= sh[2]->shape[i] == sh[0]->shape[i];
-    }
-    if (!same_k) return shape_msg(err, errlen, "k", sh[0], sh[1]), EXIT_INPUT;
-    if (!same_v) return shape_msg(err, errlen, "v", sh[0], sh[2]), EXIT_INPUT;
-    if (heads == 0 || n == 0 || d == 0 || dv == 0)
-        return snprintf(err, errlen, "empty tensors"), EXIT_INPUT;
-    fr_problem p = fr_problem_default(n, d, dv);
-    p.rot = c->attn.rot;
-    p.causal = c->attn.causal;
-    p.window = c->attn.window;
-    if ((st = cli_scale(&c->attn, d, &p.tau))) return st;
-    if ((p.rot.kind == FR_ROT_ROPE || p.rot.kind == FR_ROT_CLIP) &&
-        (p.rot.rotary_dim ? p.rot.rotary_dim : d) % 2)
+    *p = fr_problem_default(sh->n, sh->d, sh->dv);
+    p->rot = c->attn.rot;
+    p->causal = c->attn.causal;
+    p->window = c->attn.window;
+    cli_scale(&c->attn, sh->d, &p->tau); /* the spelling was checked with the options */
+    if ((p->rot.kind == FR_ROT_ROPE || p->rot.kind == FR_ROT_CLIP) &&
+        (p->rot.rotary_dim ? p->rot.rotary_dim : sh->d) % 2)
         return snprintf(err, errlen,
                         "RoPE rotates pairs of coordinates but d = %lld is odd (use "
                         "--rotary-dim or --no-rope)",
-                        (long long)d),
+                        (long long)sh->d),
                EXIT_INPUT;
-    if ((st = fr_problem_check(&p, err, errlen))) return st;
+    return fr_problem_check(p, err, errlen);
+}
 
-    static const char *what[3] = {"q", "k", "v"};
-    const int64_t cols[3] = {d, d, dv};
-    for (int r = 0; r < 3 && !st; r++) {
-        if (reducer_init(&red[r], heads, n, cols[r])) st = EXIT_INTERNAL;
-        if (!st && (st = locate(of, s->file[r], s->member[r], &idx[r], &tmp, err, errlen))) break;
-        if (!st) st = stream_into(c, of, idx[r], &red[r], what[r], err, errlen);
-    }
-    double *mq = malloc((size_t)d * sizeof *mq), *mk = malloc((size_t)d * sizeof *mk),
-           *mv = malloc((size_t)dv * sizeof *mv);
-    if (!st && (!mq || !mk || !mv)) st = EXIT_INTERNAL, snprintf(err, errlen, "out of memory");
-    /* The set's row pools every leading index, as run does for a batch; the worst index is the
-     * one with the largest product of row norms (the rope-norm bound's ingredient). */
-    int64_t worst = 0;
-    double wq = -1;
-    for (int64_t h = 0; h < heads && !st; h++)
-        if (red[0].row_sq[h] * red[1].row_sq[h] > wq)
-            wq = red[0].row_sq[h] * red[1].row_sq[h], worst = h;
-    int64_t nrows = c->per_head ? heads : 1;
-    for (int64_t h = 0; h < nrows && !st; h++) {
-        int64_t h0 = c->per_head ? h : 0, h1 = c->per_head ? h + 1 : heads;
-        /* Each head's bounds, pooled as run pools its batch entries' for the report. */
-        fr_bounds b;
-        for (int64_t hh = h0; hh < h1 && !st; hh++) {
-            double qs, ks, vs;
-            fr_bounds bh;
-            max_cols(&red[0], hh, hh + 1, mq, &qs);
-            max_cols(&red[1], hh, hh + 1, mk, &ks);
-            max_cols(&red[2], hh, hh + 1, mv, &vs);
-            st = fr_bounds_from_stats(&p, qs, ks, mq, mk, max_of(mv, dv), &bh, err, errlen);
-            if (hh == h0)
-                b = bh;
-            else
-                fr_bounds_pool((fr_bounds[]){b, bh}, 2, &b);
+/* The fastest applicable method's predicted time (exact included): what a plan of its own
+ * gives this head. */
+static double best_time(const double *t)
+{
+    double best = INFINITY;
+    for (int m = FR_METHOD_EXACT; m < FR_NMETHODS; m++)
+        if (t[m] >= 0 && t[m] < best) best = t[m];
+    return best;
+}
+
+static void regime_verdict(ck_row *r, double best)
+{
+    r->speedup = r->t[FR_METHOD_EXACT] >= 0 && best > 0 ? r->t[FR_METHOD_EXACT] / best : NAN;
+    r->verdict = !isfinite(r->speedup) || r->speedup <= 1 ? "exact-only"
+                 : r->speedup >= 2                        ? "fast"
+                                                          : "marginal";
+}
+
+/* One head: bounds from its reductions (query head h, key/value head h / g), degree and
+ * predicted times. */
+static int head_row(ck_ctx *c, const fr_problem *p, const reducer *red, int64_t h, int64_t g,
+                    ck_row *r, char *err, size_t errlen)
+{
+    int64_t j = h / g, d = p->d, dv = p->dv;
+    fr_bounds b;
+    fr_plan_info info;
+    int st = fr_bounds_from_stats(p, red[0].row_sq[h], red[1].row_sq[j], red[0].col_max + h * d,
+                                  red[1].col_max + j * d, max_of(red[2].col_max + j * dv, dv), &b,
+                                  err, errlen);
+    if (st || (st = fr_plan_estimate(p, &b, &c->attn.opt, &info, err, errlen))) return st;
+    r->B_q = b.B_q, r->B_k = b.B_k, r->B_v = b.B_v, r->B = b.B;
+    r->B_sl = b.B_over_sqrt_ln_n, r->R = b.R, r->R_from = b.R_from;
+    r->degree = info.degree;
+    for (int m = 0; m < FR_NMETHODS; m++)
+        r->t[m] = info.predicted_s[m] >= 0 ? info.predicted_s[m] : -1;
+    regime_verdict(r, best_time(r->t));
+    return EXIT_OK;
+}
+
+/* Every head's row. Estimating a degree costs about a millisecond (polynomial fits), as much
+ * as reading a few MB: the heads are estimated in parallel. */
+static int head_rows(ck_ctx *c, const fr_problem *p, const reducer *red, const set_shape *sh,
+                     ck_row *rows, char *err, size_t errlen)
+{
+    int st = EXIT_OK;
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int64_t h = 0; h < sh->batch; h++) {
+        char e[1024];
+        int s1 = head_row(c, p, red, h, sh->group, &rows[h], e, sizeof e);
+        if (s1) {
+#pragma omp critical
+            if (!st) st = s1, snprintf(err, errlen, "%s", e);
         }
-        if (st) break;
-        ck_row row = {.path = s->path,
-                      .set = s->prefix,
-                      .note = s->note,
-                      .head = c->per_head ? h : -1,
-                      .worst = !c->per_head && heads > 1 ? worst : -1,
-                      .kind = SET_QKV,
-                      .n = n,
-                      .d = d,
-                      .dv = dv};
-        if ((st = estimate(c, &p, &b, h1 - h0, &row, err, errlen))) break;
-        emit(c, &row);
     }
-    free(mq);
-    free(mk);
-    free(mv);
+    return st;
+}
+
+/* The set's row from its heads': the worst head's R, the largest degree (none when a head has
+ * none), summed times, and the speed-up of every head running its own best method. */
+static void set_row(const ck_row *heads, int64_t count, ck_row *r)
+{
+    double best = 0;
+    r->degree = 0;
+    for (int m = 0; m < FR_NMETHODS; m++)
+        r->t[m] = 0;
+    for (int64_t h = 0; h < count; h++) {
+        const ck_row *x = &heads[h];
+        if (h == 0 || x->R > r->R) r->R = x->R, r->R_from = x->R_from, r->worst = h;
+        r->B_q = fmax(r->B_q, x->B_q), r->B_k = fmax(r->B_k, x->B_k);
+        r->B_v = fmax(r->B_v, x->B_v), r->B = fmax(r->B, x->B);
+        r->degree =
+            r->degree < 0 || x->degree < 0 ? -1 : (x->degree > r->degree ? x->degree : r->degree);
+        for (int m = 0; m < FR_NMETHODS; m++)
+            r->t[m] = r->t[m] < 0 || x->t[m] < 0 ? -1 : r->t[m] + x->t[m];
+        best += best_time(x->t);
+    }
+    r->B_sl = r->n > 1 ? r->B / sqrt(log((double)r->n)) : INFINITY;
+    if (count == 1) r->worst = -1;
+    regime_verdict(r, best);
+}
+
+/* Mismatches decide the verdict over the regime: they are what the user must act on. */
+static void mismatch_verdict(const ck_ctx *c, ck_row *r)
+{
+    for (int k = 0; k < CMP_N; k++)
+        if (r->cmp[k].rows && !(ck_cmp_rel(&r->cmp[k]) <= c->tol)) {
+            r->verdict = k == CMP_OUT ? "output-mismatch" : "gradient-mismatch";
+            return;
+        }
+}
+
+static int check_qkv(ck_ctx *c, const ck_set *s, ck_files *f, char *err, size_t errlen)
+{
+    fr_tensor shapes[3]; /* copies: a directory set's files are opened one after the other */
+    fr_members *m;
+    int idx, st;
+    for (int r = 0; r < 3; r++) {
+        if ((st = ck_locate(f, s->file[r], s->member[r], &m, &idx, err, errlen))) return st;
+        shapes[r] = *fr_members_shape(m, idx);
+    }
+    /* Shapes first, from the headers: a mismatch costs no data read. */
+    set_shape sh;
+    fr_problem p;
+    if (set_shape_of(&shapes[0], &shapes[1], &shapes[2], &sh, err, errlen)) return EXIT_INPUT;
+    if ((st = make_problem(c, &sh, &p, err, errlen))) return st;
+
+    reducer red[3];
+    ck_row *rows = calloc((size_t)sh.batch, sizeof *rows);
+    ck_cmp *q_cmp = calloc((size_t)(2 * sh.batch), sizeof *q_cmp);
+    ck_cmp *kv_cmp = calloc((size_t)(2 * sh.kv_batch), sizeof *kv_cmp);
+    const int64_t heads[3] = {sh.batch, sh.kv_batch, sh.kv_batch}, cols[3] = {sh.d, sh.d, sh.dv};
+    char note[4096] = "";
+    memset(red, 0, sizeof red);
+    st = rows && q_cmp && kv_cmp ? EXIT_OK : EXIT_INTERNAL;
+    for (int r = 0; r < 3 && !st; r++) {
+        if (reducer_init(&red[r], heads[r], sh.n, cols[r])) st = EXIT_INTERNAL;
+        if (!st) st = stream_into(c, f, s, r, &red[r], err, errlen);
+    }
+    if (st == EXIT_INTERNAL && !*err) snprintf(err, errlen, "out of memory");
+    if (!st) st = head_rows(c, &p, red, &sh, rows, err, errlen);
+    if (!st && s->note) snprintf(note, sizeof note, "%s", s->note);
+    ck_row base = {.path = s->path,
+                   .set = s->name,
+                   .head = -1,
+                   .worst = -1,
+                   .kv_head = -1,
+                   .kind = CK_QKV,
+                   .n = sh.n,
+                   .d = sh.d,
+                   .dv = sh.dv,
+                   .heads = sh.batch,
+                   .kv_heads = sh.kv_batch,
+                   .note = *note ? note : NULL};
+    for (int64_t h = 0; h < sh.batch && !st; h++) {
+        ck_row *r = &rows[h];
+        int64_t j = h / sh.group;
+        const ck_row est = *r;
+        *r = base;
+        r->B_q = est.B_q, r->B_k = est.B_k, r->B_v = est.B_v, r->B = est.B, r->B_sl = est.B_sl;
+        r->R = est.R, r->R_from = est.R_from, r->degree = est.degree;
+        memcpy(r->t, est.t, sizeof r->t);
+        r->speedup = est.speedup, r->verdict = est.verdict;
+        r->head = h;
+        r->kv_head = sh.group > 1 ? j : -1;
+        r->cmp[CMP_OUT] = q_cmp[2 * h];
+        r->cmp[CMP_DQ] = q_cmp[2 * h + 1];
+        r->cmp[CMP_DK] = kv_cmp[2 * j];
+        r->cmp[CMP_DV] = kv_cmp[2 * j + 1];
+    }
+    if (!st && c->per_head) {
+        for (int64_t h = 0; h < sh.batch; h++) {
+            mismatch_verdict(c, &rows[h]);
+            ck_emit(c, &rows[h]);
+        }
+    } else if (!st) {
+        ck_row r = base;
+        set_row(rows, sh.batch, &r);
+        for (int64_t h = 0; h < sh.batch; h++) {
+            ck_cmp_merge(&r.cmp[CMP_OUT], &q_cmp[2 * h]);
+            ck_cmp_merge(&r.cmp[CMP_DQ], &q_cmp[2 * h + 1]);
+        }
+        for (int64_t j = 0; j < sh.kv_batch; j++) {
+            ck_cmp_merge(&r.cmp[CMP_DK], &kv_cmp[2 * j]);
+            ck_cmp_merge(&r.cmp[CMP_DV], &kv_cmp[2 * j + 1]);
+        }
+        mismatch_verdict(c, &r);
+        ck_emit(c, &r);
+    }
+    free(rows);
+    free(q_cmp);
+    free(kv_cmp);
     for (int r = 0; r < 3; r++)
         reducer_free(&red[r]);
     return st;
 }
 
-static int check_tensor(ck_ctx *c, const ck_set *s, open_file *of, char *err, size_t errlen)
+static int check_tensor(ck_ctx *c, const ck_set *s, ck_files *f, char *err, size_t errlen)
 {
-    const fr_tensor *sh;
+    fr_members *m;
     int idx, st;
-    if ((st = locate(of, s->file[0], s->member[0], &idx, &sh, err, errlen))) return st;
+    if ((st = ck_locate(f, s->file[0], s->member[0], &m, &idx, err, errlen))) return st;
+    const fr_tensor *sh = fr_members_shape(m, idx);
     int64_t heads, n, cols;
     split_shape(sh, &heads, &n, &cols);
-    if (fr_tensor_count(sh) == 0) return snprintf(err, errlen, "empty tensor"), EXIT_INPUT;
+    if (count_of(sh) == 0) return snprintf(err, errlen, "empty tensor"), EXIT_INPUT;
     reducer r;
-    if (reducer_init(&r, heads, n, cols)) return snprintf(err, errlen, "out of memory"), 1;
-    st = stream_into(c, of, idx, &r, "the tensor", err, errlen);
+    if (reducer_init(&r, heads, n, cols)) {
+        reducer_free(&r);
+        return snprintf(err, errlen, "out of memory"), EXIT_INTERNAL;
+    }
+    st = stream_into(c, f, s, 0, &r, err, errlen);
     int64_t nrows = c->per_head ? heads : 1;
     for (int64_t h = 0; h < nrows && !st; h++) {
         int64_t h0 = c->per_head ? h : 0, h1 = c->per_head ? h + 1 : heads;
         ck_row row = {.path = s->path,
-                      .set = s->prefix,
+                      .set = s->name,
                       .head = c->per_head ? h : -1,
                       .worst = -1,
-                      .kind = SET_TENSOR,
+                      .kv_head = -1,
+                      .kind = CK_TENSOR,
                       .n = n,
                       .d = cols};
         row.B = max_of(r.col_max + h0 * cols, (h1 - h0) * cols);
         row.B_sl = n > 1 ? row.B / sqrt(log((double)n)) : INFINITY;
         row.verdict = "entries-only";
         row.speedup = NAN;
-        emit(c, &row);
+        ck_emit(c, &row);
     }
     reducer_free(&r);
     return st;
 }
 
-static void check_set(ck_ctx *c, const ck_set *s, open_file *of)
+static void check_set(ck_ctx *c, const ck_set *s, ck_files *f)
 {
     char err[2048] = "";
     int64_t before = c->rows;
-    int st = s->kind == SET_ERROR ? EXIT_INPUT
-             : s->kind == SET_QKV ? check_qkv(c, s, of, err, sizeof err)
-                                  : check_tensor(c, s, of, err, sizeof err);
+    int st = s->kind == CK_ERROR ? EXIT_INPUT
+             : s->kind == CK_QKV ? check_qkv(c, s, f, err, sizeof err)
+                                 : check_tensor(c, s, f, err, sizeof err);
     if (st && c->rows == before) {
-        ck_row row = {.path = s->path, .set = s->prefix, .head = -1, .worst = -1, .kind = s->kind};
-        row.error = s->kind == SET_ERROR ? s->error : err;
-        emit(c, &row);
+        ck_row row = {.path = s->path,
+                      .set = s->name,
+                      .head = -1,
+                      .worst = -1,
+                      .kv_head = -1,
+                      .kind = s->kind,
+                      .note = s->note};
+        row.error = s->kind == CK_ERROR ? s->error : *err ? err : "failed";
+        ck_emit(c, &row);
     }
 }
+
+/* ---- the command -------------------------------------------------------------------------- */
 
 static int parse_shard(const char *v, int64_t *k, int64_t *n)
 {
@@ -801,109 +449,151 @@ static int parse_shard(const char *v, int64_t *k, int64_t *n)
     return 0;
 }
 
-int cmd_check(int argc, char **argv)
+/* stdout went to a closed pipe or a full disk: say so (exit 1) rather than lose rows. */
+static int output_failed(void)
 {
-    ck_ctx c;
-    memset(&c, 0, sizeof c);
-    c.format = "table";
-    cli_attn_init(&c.attn);
-    set_words_default(&words);
-    int recursive = 0;
-    int64_t shard_k = 1, shard_n = 1;
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout)) return 0;
+    cli_fail(EXIT_INTERNAL, "check: writing the results to stdout failed: %s",
+             errno ? strerror(errno) : "write error");
+    return 1;
+}
+
+typedef struct {
+    int recursive;
+    int64_t shard_k, shard_n;
+    char **paths;
+    int npaths;
+    set_words words;
+} ck_opts;
+
+/* An exit code; --help sets *done. */
+static int parse(int argc, char **argv, ck_ctx *c, ck_opts *o, int *done)
+{
     const char *v;
-    char **paths = calloc((size_t)argc, sizeof *paths);
-    int npaths = 0;
-    if (!paths) return cli_fail(EXIT_INTERNAL, "out of memory");
     cli_args a = {argc, argv, 1, 0, "check"};
     for (; a.i < argc && !a.bad; a.i++) {
         if (arg_flag(&a, "--help") || arg_flag(&a, "-h")) {
             printf(usage, cli_attn_help);
-            free(paths);
-            return 0;
+            *done = 1;
+            return output_failed() ? EXIT_INTERNAL : EXIT_OK;
         } else if (arg_flag(&a, "--recursive") || arg_flag(&a, "-r")) {
-            recursive = 1;
+            o->recursive = 1;
         } else if (arg_flag(&a, "--per-head")) {
-            c.per_head = 1;
+            c->per_head = 1;
         } else if (arg_flag(&a, "--quiet")) {
-            c.quiet = 1;
+            c->quiet = 1;
         } else if (arg_value(&a, "--names", &v)) {
             char err[512];
-            if (v && set_words_parse(&words, v, err, sizeof err))
+            if (v && set_words_parse(&o->words, v, err, sizeof err))
                 a.bad = 1, cli_fail(EXIT_USAGE, "check: %s", err);
+        } else if (arg_value(&a, "--check-rows", &v)) {
+            char *end;
+            if (v && strcmp(v, "all") == 0)
+                c->check_rows = -2;
+            else if (v && ((c->check_rows = strtoll(v, &end, 10)) < 0 || end == v || *end))
+                a.bad = 1,
+                cli_fail(EXIT_USAGE, "--check-rows: '%s' is not a count >= 0 or 'all'", v);
+        } else if (arg_value(&a, "--tol", &v)) {
+            if (v && parse_double("--tol", v, &c->tol))
+                a.bad = 1;
+            else if (v && !(c->tol > 0))
+                a.bad = 1, cli_fail(EXIT_USAGE, "--tol must be a number > 0, got %s", v);
         } else if (arg_value(&a, "--format", &v)) {
             if (v && strcmp(v, "table") && strcmp(v, "jsonl") && strcmp(v, "csv"))
                 a.bad = 1, cli_fail(EXIT_USAGE, "--format: '%s' is not table, jsonl or csv", v);
             else if (v)
-                c.format = v;
+                c->format = v;
         } else if (arg_value(&a, "--shard", &v)) {
-            if (v && parse_shard(v, &shard_k, &shard_n))
+            if (v && parse_shard(v, &o->shard_k, &o->shard_n))
                 a.bad = 1, cli_fail(EXIT_USAGE, "--shard: '%s' is not K/N with 1 <= K <= N", v);
-        } else if (cli_attn_option(&a, &c.attn)) {
+        } else if (cli_attn_option(&a, &c->attn)) {
         } else if (argv[a.i][0] == '-' && argv[a.i][1] != '\0') {
-            free(paths);
             return cli_fail(EXIT_USAGE, "check: unknown option '%s' (see fastrope check --help)",
                             argv[a.i]);
         } else {
-            paths[npaths++] = argv[a.i];
+            o->paths[o->npaths++] = argv[a.i];
         }
     }
-    if (a.bad) {
-        free(paths);
-        return EXIT_USAGE;
-    }
-    int st = cli_attn_finish(&c.attn);
-    if (!st && c.attn.rot.kind == FR_ROT_EXPLICIT)
+    if (a.bad) return EXIT_USAGE;
+    double tau;
+    int st = cli_attn_finish(&c->attn);
+    if (!st && c->attn.rot.kind == FR_ROT_EXPLICIT)
         st = cli_fail(EXIT_USAGE, "check: -w (an explicit W) is not supported; check with "
                                   "--rope, --rope-clip or --no-rope");
-    if (!st && npaths == 0)
+    if (!st) st = cli_scale(&c->attn, 2, &tau); /* prints what is wrong with --scale */
+    if (!st && o->npaths == 0)
         st = cli_fail(EXIT_USAGE, "check: give at least one PATH (see fastrope check --help)");
-    if (st) {
-        free(paths);
+    return st;
+}
+
+static void summary(const ck_ctx *c, const ck_sets *l, int64_t mine, double dt)
+{
+    FILE *out = strcmp(c->format, "table") == 0 ? stdout : stderr;
+    char skipped[1024] = "";
+    if (l->skipped_dirs)
+        snprintf(skipped, sizeof skipped, "; %lld subdirector%s not visited (--recursive)",
+                 (long long)l->skipped_dirs, l->skipped_dirs == 1 ? "y" : "ies");
+    fprintf(out,
+            "check: %lld sets%s, %lld rows: %lld fast, %lld marginal, %lld exact-only, %lld "
+            "entries-only, %lld mismatched, %lld errors; %.1f MB read in %.2f s (%.0f MB/s)%s\n",
+            (long long)mine, l->count == 0 ? " (nothing to check)" : "", (long long)c->rows,
+            (long long)c->by_verdict[V_FAST], (long long)c->by_verdict[V_MARGINAL],
+            (long long)c->by_verdict[V_EXACT_ONLY], (long long)c->by_verdict[V_ENTRIES_ONLY],
+            (long long)(c->by_verdict[V_OUT_MISMATCH] + c->by_verdict[V_GRAD_MISMATCH]),
+            (long long)c->errors, (double)c->bytes / 1e6, dt,
+            dt > 0 ? (double)c->bytes / 1e6 / dt : 0.0, skipped);
+}
+
+int cmd_check(int argc, char **argv)
+{
+    ck_ctx c;
+    ck_opts o = {.shard_k = 1, .shard_n = 1};
+    memset(&c, 0, sizeof c);
+    c.format = "table";
+    c.check_rows = 256;
+    c.tol = 1e-4;
+    cli_attn_init(&c.attn);
+    set_words_default(&o.words);
+    /* A closed pipe is a write error to report (exit 1), not a silent death by signal. */
+    signal(SIGPIPE, SIG_IGN);
+    o.paths = calloc((size_t)argc, sizeof *o.paths);
+    if (!o.paths) return cli_fail(EXIT_INTERNAL, "out of memory");
+    int done = 0, st = parse(argc, argv, &c, &o, &done);
+    if (st || done) {
+        free(o.paths);
         return st;
     }
 
     double t0 = cli_now();
-    set_list_ck l = {0};
-    for (int i = 0; i < npaths; i++) {
-        struct stat sb;
-        if (strcmp(paths[i], "-") != 0 && stat(paths[i], &sb) == 0 && S_ISDIR(sb.st_mode))
-            scan_dir(&l, paths[i], recursive);
-        else
-            scan_file(&l, paths[i], 0);
-    }
-    if (l.count > 1) qsort(l.s, (size_t)l.count, sizeof *l.s, by_set);
-    int64_t mine = 0;
+    ck_files f = {0};
+    ck_sets l;
+    ck_find(&l, &f, o.paths, o.npaths, o.recursive, &o.words);
+    int64_t mine = 0, checked = 0;
     for (int64_t i = 0; i < l.count; i++)
-        mine += i % shard_n == shard_k - 1;
-    header(&c);
-    open_file of = {0};
-    int64_t done = 0;
-    for (int64_t i = 0; i < l.count; i++) {
-        if (i % shard_n != shard_k - 1) continue;
-        check_set(&c, &l.s[i], &of);
-        fflush(stdout);
-        if (!c.quiet) job_progress(++done, mine, t0);
+        mine += i % o.shard_n == o.shard_k - 1;
+    ck_header(&c);
+    int failed = output_failed();
+    for (int64_t i = 0; i < l.count && !failed; i++) {
+        if (i % o.shard_n != o.shard_k - 1) continue;
+        check_set(&c, &l.s[i], &f);
+        failed = output_failed();
+        if (!c.quiet) job_progress(++checked, mine, t0);
     }
-    fr_members_close(of.m);
-    free(of.file);
-    double dt = cli_now() - t0;
-    if (!c.quiet) {
-        FILE *out = strcmp(c.format, "table") == 0 ? stdout : stderr;
-        fprintf(out,
-                "check: %lld sets%s, %lld rows: %lld fast, %lld marginal, %lld exact-only, %lld "
-                "entries-only, %lld errors; %.1f MB read in %.2f s (%.0f MB/s)\n",
-                (long long)mine, l.count == 0 ? " (nothing to check)" : "", (long long)c.rows,
-                (long long)c.by_verdict[0], (long long)c.by_verdict[1], (long long)c.by_verdict[2],
-                (long long)c.by_verdict[3], (long long)c.errors, (double)c.bytes / 1e6, dt,
-                dt > 0 ? (double)c.bytes / 1e6 / dt : 0.0);
-    }
-    for (int64_t i = 0; i < l.count; i++) {
-        ck_set *s = &l.s[i];
-        free(s->path), free(s->prefix), free(s->error), free(s->note);
-        for (int r = 0; r < SET_NROLES; r++)
-            free(s->file[r]), free(s->member[r]);
-    }
-    free(l.s);
-    free(paths);
-    return c.errors ? EXIT_INPUT : EXIT_OK;
+    if (!failed && !c.quiet) summary(&c, &l, mine, cli_now() - t0);
+    if (!failed && l.count == 0)
+        cli_fail(EXIT_INPUT,
+                 "check: nothing to check: no .npy, .npz, .json or .safetensors file found%s%s%s",
+                 l.skipped_dirs ? "; " : "", l.skipped_dirs ? l.first_skipped_dir : "",
+                 l.skipped_dirs ? " has subdirectories: add --recursive to check them" : "");
+    failed = failed || output_failed();
+    ck_files_close(&f);
+    int64_t mismatched = c.by_verdict[V_OUT_MISMATCH] + c.by_verdict[V_GRAD_MISMATCH];
+    int empty = l.count == 0;
+    ck_sets_free(&l);
+    free(o.paths);
+    return failed              ? EXIT_INTERNAL
+           : mismatched        ? EXIT_ACCURACY
+           : c.errors || empty ? EXIT_INPUT
+                               : EXIT_OK;
 }

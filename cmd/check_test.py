@@ -8,10 +8,11 @@ import io
 import json
 import os
 import struct
+import subprocess
 
 import numpy as np
 
-from frtest import fastrope, run_all, test, tmpdir
+from frtest import FASTROPE, fastrope, run_all, test, tmpdir
 
 D, DV = 16, 6
 
@@ -173,6 +174,109 @@ def names_option_maps_other_names():
         assert r.returncode == 2 and msg in r.stderr.decode(), (bad, r.stderr.decode())
 
 
+# ---- HF-style attention in numpy: what a hook on a LLaMA layer dumps, under HF's names ----------
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return np.concatenate((-x[..., h:], x[..., :h]), axis=-1)
+
+
+def rope_cos_sin(n, hd, base=10000.0):
+    inv_freq = 1.0 / base ** (np.arange(0, hd, 2) / hd)
+    emb = np.concatenate([np.outer(np.arange(n), inv_freq)] * 2, axis=-1)
+    return np.cos(emb), np.sin(emb)
+
+
+def repeat_kv(x, n_rep):
+    """HF's repeat_kv: [b, kv_heads, n, d] -> [b, kv_heads * n_rep, n, d]."""
+    return np.repeat(x, n_rep, axis=1)
+
+
+def llama_attention(hidden, wq, wk, wv, heads, kv_heads, dout=None):
+    """LlamaAttention.forward (causal, scale 1/sqrt(head_dim), rotate_half RoPE, repeat_kv) in
+    numpy, and with dout its backward: the tensors a hook dumps, by HF's names."""
+    b, n, _ = hidden.shape
+    hd = wq.shape[1] // heads
+    g = heads // kv_heads
+    query_states = (hidden @ wq).reshape(b, n, heads, hd).transpose(0, 2, 1, 3)
+    key_states = (hidden @ wk).reshape(b, n, kv_heads, hd).transpose(0, 2, 1, 3)
+    value_states = (hidden @ wv).reshape(b, n, kv_heads, hd).transpose(0, 2, 1, 3)
+    cos, sin = rope_cos_sin(n, hd)
+    qr = query_states * cos + rotate_half(query_states) * sin   # apply_rotary_pos_emb
+    kr = repeat_kv(key_states * cos + rotate_half(key_states) * sin, g)
+    vr = repeat_kv(value_states, g)
+    scores = qr @ kr.transpose(0, 1, 3, 2) / np.sqrt(hd)
+    scores = np.where(np.tril(np.ones((n, n), bool)), scores, -np.inf)
+    w = np.exp(scores - scores.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    out = {"query_states": query_states, "key_states": key_states,
+           "value_states": value_states, "attn_weights": w, "attn_output": w @ vr}
+    if dout is None:
+        return out
+    dp = dout @ vr.transpose(0, 1, 3, 2)
+    ds = w * (dp - (dp * w).sum(-1, keepdims=True)) / np.sqrt(hd)
+    unrotate = lambda y: y * cos - rotate_half(y) * sin  # the transpose of the rotation
+    group_sum = lambda y: y.reshape(b, kv_heads, g, n, hd).sum(2)
+    out.update(grad_attn_output=dout, grad_query_states=unrotate(ds @ kr),
+               grad_key_states=group_sum(unrotate(ds.transpose(0, 1, 3, 2) @ qr)),
+               grad_value_states=group_sum(w.transpose(0, 1, 3, 2) @ dout))
+    return out
+
+
+LLAMA_FLAGS = ("--rope-pairs", "half", "--scale", "sdpa", "--causal")
+
+
+def llama_dump(path, seed, layers=2, heads=4, kv_heads=2, n=23, hd=16, grads=False):
+    rng = np.random.default_rng(seed)
+    members = {}
+    for layer in range(layers):
+        hidden = rng.standard_normal((2, n, 48))
+        ws = [rng.standard_normal((48, h * hd)) * 0.15 for h in (heads, kv_heads, kv_heads)]
+        dout = rng.standard_normal((2, heads, n, hd)) if grads else None
+        for name, x in llama_attention(hidden, *ws, heads, kv_heads, dout).items():
+            members["model.layers.%d.self_attn.%s" % (layer, name)] = x
+    np.savez(path, **members)
+    return members
+
+
+@test
+def grouped_query_attention_against_numpy_repeat():
+    dd = tmpdir()
+    rng = np.random.default_rng(21)
+    n = 19
+    for heads, kv in ((6, 3), (6, 1), (4, 4)):  # grouped, multi-query, plain
+        g = heads // kv
+        q = rng.uniform(-0.5, 0.5, (2, heads, n, D))
+        k = rng.uniform(-0.5, 0.5, (2, kv, n, D))
+        v = rng.uniform(-1, 1, (2, kv, n, DV))
+        k[1, kv - 1] *= 1.8  # one key/value head stands out
+        kr, vr = np.repeat(k, g, axis=1), np.repeat(v, g, axis=1)
+        # plain attention in numpy (no rotation), on the repeated heads
+        s = q @ kr.transpose(0, 1, 3, 2) / D
+        w = np.exp(s - s.max(-1, keepdims=True))
+        out = (w / w.sum(-1, keepdims=True)) @ vr
+        p = os.path.join(dd, "g%d_%d.npz" % (heads, kv))
+        np.savez(p, q=q, k=k, v=v)
+        rows, _ = check(p, "--no-rope", "--per-head")
+        assert len(rows) == 2 * heads, rows
+        for r in rows:
+            b, h = divmod(r["head"], heads)
+            assert r.get("kv_head", r["head"]) == b * kv + h // g, r
+            expect_bounds(r, q[b, h], k[b, h // g], v[b, h // g])
+            assert same(r["R"], run_report(q[b, h], kr[b, h], vr[b, h],
+                                           "--no-rope")["bounds"]["R"]), r
+        whole, _ = check(p, "--no-rope")
+        worst = max(rows, key=lambda r: r["R"])
+        assert whole[0]["R"] == worst["R"] and whole[0]["worst_head"] == worst["head"], whole
+        assert (whole[0]["heads"], whole[0]["kv_heads"]) == (2 * heads, 2 * kv), whole
+    # heads that do not divide, or a grouped axis other than the heads', are shape errors
+    for ks in ((2, 4, n, D), (1, 3, n, D)):
+        p = os.path.join(dd, "bad.npz")
+        np.savez(p, q=np.zeros((2, 6, n, D)), k=np.zeros(ks), v=np.zeros(ks[:3] + (DV,)))
+        rows, _ = check(p, code=3)
+        assert "grouped-query" in rows[0]["error"] and "[2, 6, 19, 16]" in rows[0]["error"], rows
+
+
 @test
 def every_format_and_dtype_against_numpy():
     dd = tmpdir()
@@ -221,15 +325,18 @@ def every_format_and_dtype_against_numpy():
         rows, _ = check(path, "--no-rope", "--scale", "sdpa")
         assert len(rows) == 1, (path, rows)
         expect_bounds(rows[0], a, b, c)
-        rep = run_report(np.asarray(a, np.float64), np.asarray(b, np.float64),
-                         np.asarray(c, np.float64), "--no-rope", "--scale", "sdpa")
+        # every head has its own bounds: the set's R is its worst head's, as run reports it
+        w = rows[0]["worst_head"]
+        a, b, c = (np.asarray(x, np.float64)[w] for x in (a, b, c))
+        rep = run_report(a, b, c, "--no-rope", "--scale", "sdpa")
         assert same(rows[0]["R"], rep["bounds"]["R"]), (path, rows[0]["R"], rep["bounds"]["R"])
     rows, _ = check(os.path.join(dd, "npydir"))
     by = {r["set"]: r for r in rows}
     assert sorted(by) == ["", "fort"], by
     expect_bounds(by[""], q.astype(np.float16), k, v.astype(np.float32))
     expect_bounds(by["fort"], q, k, v)
-    assert same(by["fort"]["R"], run_report(q, k, v)["bounds"]["R"])
+    w = by["fort"]["worst_head"]
+    assert same(by["fort"]["R"], run_report(q[w], k[w], v[w])["bounds"]["R"])
 
 
 @test
@@ -243,7 +350,7 @@ def r_and_degree_equal_runs_report():
         write_st(st, {"q": (q.astype(np.float32), "F32"), "k": (k, "F64"),
                       "v": (v.astype(np.float16), "F16")})
         rows, _ = check(st, *flags)
-        rep = run_report(q.astype(np.float32), k, v.astype(np.float16), *flags)
+        rep = run_report(q.astype(np.float32)[1, 2], k[1, 2], v.astype(np.float16)[1, 2], *flags)
         r = rows[0]
         assert same(r["R"], rep["bounds"]["R"]), (flags, r["R"], rep["bounds"]["R"])
         assert r["R_from"] == rep["bounds"]["R_from"]
@@ -266,9 +373,33 @@ def per_head_rows():
         expect_bounds(r, q[a, b], k[a, b], v[a, b])
         assert same(r["R"], run_report(q[a, b], k[a, b], v[a, b])["bounds"]["R"])
     whole, _ = check(p)
-    # the set's row pools the heads as run does on the batch: at least every head's R
-    assert whole[0]["R"] >= max(r["R"] for r in rows) and whole[0]["worst_head"] == 1, whole
-    assert same(whole[0]["R"], run_report(q, k, v)["bounds"]["R"])
+    # each head planned on its own bounds: the set's R is the worst head's, and names it
+    assert whole[0]["R"] == max(r["R"] for r in rows) and whole[0]["worst_head"] == 1, whole
+    assert whole[0]["degree"] == max(r["degree"] for r in rows), whole
+    for m in ("exact", "polyrope"):
+        assert abs(whole[0]["predicted_s"][m] - sum(r["predicted_s"][m] for r in rows)) <= \
+            1e-12 * whole[0]["predicted_s"][m], (m, whole)
+
+
+@test
+def worst_head_is_the_head_of_r():
+    """The set's R is one head's R and names that head, also when the head with the largest
+    row norms is not the one with the largest R (head 0: its R comes from the support bound)."""
+    dd = tmpdir()
+    rng = np.random.default_rng(18)
+    q = rng.uniform(-0.01, 0.01, (3, 11, D))
+    k = rng.uniform(-0.01, 0.01, (3, 11, D))
+    v = rng.uniform(-1, 1, (3, 11, DV))
+    q[0, :, 0], k[0, :, 1] = 0.9, 0.9  # head 0: large rows, orthogonal: small scores
+    q[2, :, 0], k[2, :, 0] = 0.5, 0.5  # head 2: smaller rows, aligned
+    p = os.path.join(dd, "w.npz")
+    np.savez(p, q=q, k=k, v=v)
+    heads, _ = check(p, "--no-rope", "--per-head")
+    whole, _ = check(p, "--no-rope")
+    best = max(heads, key=lambda r: r["R"])
+    assert best["head"] == 2 and heads[0]["R_from"] == "support", heads
+    assert whole[0]["worst_head"] == 2 and whole[0]["R"] == best["R"], whole
+    assert same(whole[0]["R"], run_report(q[2], k[2], v[2], "--no-rope")["bounds"]["R"])
 
 
 @test
@@ -321,17 +452,107 @@ def corrupt_file_amid_good_ones():
 @test
 def empty_directory_and_recursion():
     dd = tmpdir()
-    rows, err = check(dd)
-    assert rows == [] and "nothing to check" in err, err
+    rows, err = check(dd, code=3)
+    assert rows == [] and "nothing to check" in err and "--recursive" not in err, err
     sub = os.path.join(dd, "a", "b")
     os.makedirs(sub)
     q, k, v = qkv(7)
     for nm, x in (("q", q), ("k", k), ("v", v)):
         np.save(os.path.join(sub, "layer3_%s.npy" % nm), x)
-    rows, _ = check(dd)
-    assert rows == [], rows  # not without --recursive
+    rows, err = check(dd, code=3)  # not without --recursive, and it says so
+    assert rows == [] and "nothing to check" in err and "add --recursive" in err, err
+    assert "%s has subdirectories" % dd in err, err
     rows, _ = check(dd, "--recursive")
     assert len(rows) == 1 and rows[0]["path"] == sub and rows[0]["set"] == "layer3", rows
+
+
+@test
+def recursion_through_symlink_loops():
+    """Each directory and bundle once, whatever the links: two links to '.', a link to the
+    parent, a link to a sibling, a second name for a bundle."""
+    dd = tmpdir()
+    q, k, v = qkv(14)
+    sub = os.path.join(dd, "a", "b")
+    os.makedirs(sub)
+    np.savez(os.path.join(sub, "x.npz"), q=q, k=k, v=v)
+    np.savez(os.path.join(dd, "a", "y.npz"), q=q, k=k, v=v)
+    os.symlink(".", os.path.join(sub, "self"))
+    os.symlink(".", os.path.join(sub, "self2"))
+    os.symlink("..", os.path.join(sub, "up"))
+    os.symlink(os.path.join(dd, "a"), os.path.join(dd, "alias"))
+    os.symlink("x.npz", os.path.join(sub, "x_again.npz"))
+    os.symlink("missing", os.path.join(sub, "dangling"))
+    r = fastrope("check", dd, "--recursive", "--format", "jsonl", timeout=20)
+    assert r.returncode == 0, r.stderr.decode()
+    rows = [json.loads(x) for x in r.stdout.decode().splitlines()]
+    names = sorted(os.path.basename(x["path"]) for x in rows)
+    assert names == ["x.npz", "y.npz"], rows
+    # a path given twice, or inside a directory given too, is checked once
+    rows, _ = check(os.path.join(sub, "x.npz"), sub, os.path.join(sub, "x.npz"))
+    assert len(rows) == 1, rows
+
+
+@test
+def stdin_is_a_path():
+    dd = tmpdir()
+    q, k, v = qkv(15, lead=(2,))
+    p = os.path.join(dd, "s.npz")
+    np.savez(p, **{"l0.xq": q, "l0.xk": k, "l0.xv": v, "l1.q": q, "l1.k": k, "l1.v": v})
+    want, _ = check(p)
+    with open(p, "rb") as f:
+        data = f.read()
+    for args in (["-"], ["-", "-"]):  # stdin is read once, and listed once
+        r = fastrope("check", *args, "--format", "jsonl", input=data)
+        assert r.returncode == 0, r.stderr.decode()
+        rows = [json.loads(x) for x in r.stdout.decode().splitlines()]
+        assert [(x["path"], x["set"], x["R"]) for x in rows] == \
+            [("-", x["set"], x["R"]) for x in want], rows
+    # from a real pipe, as a shell gives it
+    r = subprocess.run("cat %s | %s check - --format jsonl" % (p, FASTROPE), shell=True,
+                       capture_output=True)
+    assert r.returncode == 0 and len(r.stdout.decode().splitlines()) == 2, r.stderr.decode()
+
+
+@test
+def write_errors_are_reported():
+    dd = tmpdir()
+    q, k, v = qkv(16)
+    p = os.path.join(dd, "w.npz")
+    np.savez(p, q=q, k=k, v=v)
+    for fmt in ("table", "jsonl", "csv"):
+        with open("/dev/full", "w") as full:
+            r = subprocess.run([FASTROPE, "check", p, "--format", fmt], stdout=full,
+                               stderr=subprocess.PIPE)
+        assert r.returncode == 1 and b"No space left on device" in r.stderr, (fmt, r.stderr)
+    # a reader that went away: exit 1 with the reason, not a silent death by SIGPIPE
+    for i in range(20):
+        np.savez(os.path.join(dd, "w%02d.npz" % i), q=q, k=k, v=v)
+    proc = subprocess.Popen([FASTROPE, "check", dd, "--format", "jsonl"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait() == 1 and b"Broken pipe" in err, (proc.returncode, err)
+
+
+@test
+def every_usage_error_says_why():
+    dd = tmpdir()
+    q, k, v = qkv(17)
+    p = os.path.join(dd, "u.npz")
+    np.savez(p, q=q, k=k, v=v)
+    for args, msg in ((["--scale", "x"], "--scale"), (["--tol", "0"], "--tol"),
+                      (["--tol", "x"], "--tol"), (["--check-rows", "x"], "--check-rows"),
+                      (["--check-rows", "-1"], "--check-rows"), (["--format", "xml"], "--format"),
+                      (["--names", "q"], "--names"), (["--shard", "2/1"], "--shard"),
+                      (["--eps"], "needs a value"), (["--bogus"], "unknown option"),
+                      (["-w", p], "explicit W"), (["--rope", "--no-rope"], "at most one"),
+                      (["--window", "-2"], "--window"), (["--rope-pairs", "x"], "--rope-pairs")):
+        r = fastrope("check", p, *args)
+        e = r.stderr.decode()
+        assert r.returncode == 2 and msg in e and r.stdout == b"", (args, r.returncode, e)
+        assert e.count("fastrope:") == 1, (args, e)  # one message, not two
+    r = fastrope("check")
+    assert r.returncode == 2 and "give at least one PATH" in r.stderr.decode()
 
 
 @test

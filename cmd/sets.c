@@ -1,6 +1,8 @@
 /* sets.c - q/k/v sets from member and file names (the rules are in sets.h). */
 #include "sets.h"
 
+#include "cli.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,16 +12,24 @@
 const char *const set_role_name[SET_NROLES] = {"q", "k", "v", "out", "dout", "dq", "dk", "dv"};
 
 /* The names real code writes: HF's LLaMA (query_states, attn_output), Meta's LLaMA (xq), the
- * projections' module names (q_proj), plain q/k/v, and the usual spellings of gradients. */
+ * projections' module names (q_proj), plain q/k/v; a gradient is its tensor's name with grad_
+ * before it or _grad or .grad after it (what a backward hook or param.grad gives), or dq. */
 static const char *const defaults[SET_NROLES][SET_MAX_WORDS] = {
     {"query_states", "q_proj", "query", "xq", "q"},
     {"key_states", "k_proj", "key", "xk", "k"},
     {"value_states", "v_proj", "value", "xv", "v"},
     {"attn_output", "output", "out", "o"},
-    {"grad_attn_output", "grad_output", "grad_out", "dout"},
-    {"grad_query", "grad_q", "dq"},
-    {"grad_key", "grad_k", "dk"},
-    {"grad_value", "grad_v", "dv"},
+    {"grad_attn_output", "attn_output_grad", "attn_output.grad", "grad_output", "output_grad",
+     "output.grad", "grad_out", "out_grad", "out.grad", "dout"},
+    {"grad_query_states", "query_states_grad", "query_states.grad", "grad_q_proj", "q_proj_grad",
+     "q_proj.grad", "grad_query", "query_grad", "query.grad", "grad_xq", "xq_grad", "xq.grad",
+     "grad_q", "q_grad", "q.grad", "dq"},
+    {"grad_key_states", "key_states_grad", "key_states.grad", "grad_k_proj", "k_proj_grad",
+     "k_proj.grad", "grad_key", "key_grad", "key.grad", "grad_xk", "xk_grad", "xk.grad", "grad_k",
+     "k_grad", "k.grad", "dk"},
+    {"grad_value_states", "value_states_grad", "value_states.grad", "grad_v_proj", "v_proj_grad",
+     "v_proj.grad", "grad_value", "value_grad", "value.grad", "grad_xv", "xv_grad", "xv.grad",
+     "grad_v", "v_grad", "v.grad", "dv"},
 };
 
 void set_words_default(set_words *w)
@@ -199,4 +209,73 @@ int sets_pick(const set_list *l, const char *name)
     for (int i = 0; i < l->count; i++)
         if (strcasecmp(l->set[i].name, name) == 0) return i;
     return -1;
+}
+
+/* ---- shapes ------------------------------------------------------------------------------- */
+
+static int shape_err(char *err, size_t errlen, const char *what, const fr_tensor *t,
+                     const fr_tensor *q, const char *need)
+{
+    char st[256], sq[256];
+    cli_shape_str(t, st, sizeof st);
+    cli_shape_str(q, sq, sizeof sq);
+    snprintf(err, errlen, "%s has shape %s but q has shape %s (%s)", what, st, sq, need);
+    return 1;
+}
+
+int set_shape_of(const fr_tensor *q, const fr_tensor *k, const fr_tensor *v, set_shape *s,
+                 char *err, size_t errlen)
+{
+    static const char need[] = "need q [..., n, d], k [..., n, d], v [..., n, dv] with the same "
+                               "leading axes, or for grouped-query attention k and v with H/g "
+                               "heads where q has H";
+    memset(s, 0, sizeof *s);
+    int nd = q->ndim;
+    if (nd < 2)
+        return snprintf(err, errlen, "q needs shape [..., n, d], got %d dimension%s", nd,
+                        nd == 1 ? "" : "s"),
+               1;
+    if (k->ndim != nd || k->shape[nd - 1] != q->shape[nd - 1] ||
+        k->shape[nd - 2] != q->shape[nd - 2])
+        return shape_err(err, errlen, "k", k, q, need);
+    if (v->ndim != nd || v->shape[nd - 2] != q->shape[nd - 2])
+        return shape_err(err, errlen, "v", v, q, need);
+    for (int i = 0; i < nd - 2; i++)
+        if (v->shape[i] != k->shape[i]) return shape_err(err, errlen, "v", v, q, need);
+    s->group = 1;
+    for (int i = 0; i < nd - 2; i++) {
+        int64_t a = q->shape[i], b = k->shape[i];
+        /* Only the axis before n may be grouped: that is where heads are. */
+        if (a == b) continue;
+        if (i != nd - 3 || b == 0 || a % b != 0) return shape_err(err, errlen, "k", k, q, need);
+        s->group = a / b;
+    }
+    s->n = q->shape[nd - 2];
+    s->d = q->shape[nd - 1];
+    s->dv = v->shape[nd - 1];
+    s->batch = 1;
+    for (int i = 0; i < nd - 2; i++)
+        s->batch *= q->shape[i];
+    s->kv_batch = s->batch / (s->group ? s->group : 1);
+    if (s->batch == 0 || s->n == 0 || s->d == 0 || s->dv == 0)
+        return snprintf(err, errlen, "empty tensors"), 1;
+    return 0;
+}
+
+int set_shape_check(const set_shape *s, const fr_tensor *q, const fr_tensor *k, set_role r,
+                    const fr_tensor *t, char *err, size_t errlen)
+{
+    const fr_tensor *like = r == SET_DK || r == SET_DV ? k : q;
+    int64_t last = r == SET_DQ || r == SET_DK ? s->d : s->dv;
+    int ok = t->ndim == like->ndim && t->shape[t->ndim - 1] == last;
+    for (int i = 0; ok && i < like->ndim - 1; i++)
+        ok = t->shape[i] == like->shape[i];
+    if (ok) return 0;
+    fr_tensor want = *like;
+    want.shape[want.ndim - 1] = last;
+    char st[256], sw[256];
+    cli_shape_str(t, st, sizeof st);
+    cli_shape_str(&want, sw, sizeof sw);
+    snprintf(err, errlen, "%s has shape %s, not %s", set_role_name[r], st, sw);
+    return 1;
 }

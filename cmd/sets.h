@@ -10,8 +10,9 @@
  *     k     key_states    k_proj  key    xk  k
  *     v     value_states  v_proj  value  xv  v
  *     out   attn_output   output  out    o
- *     dout  grad_attn_output  grad_output  grad_out  dout
- *     dq    grad_query  grad_q  dq      (likewise dk, dv)
+ *     dout  a word of out with grad_ before it or _grad or .grad after it, or dout
+ *     dq    likewise from the words of q (grad_query_states, q_proj.grad, q_grad), or dq;
+ *           dk, dv alike
  *   `model.layers.3.self_attn.query_states` is q of the set `model.layers.3.self_attn`.
  * - What comes before the separator is the set's name; names equal but for case are one set.
  *   A bare q, k, v makes the set "" (check lists it as the path alone).
@@ -39,6 +40,9 @@
 #define FR_SETS_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+#include "fr_io.h"
 
 typedef enum {
     SET_Q,
@@ -55,7 +59,7 @@ typedef enum {
 /* "q", "k", "v", "out", "dout", "dq", "dk", "dv": the ROLE of --names ROLE=WORD. */
 extern const char *const set_role_name[SET_NROLES];
 
-#define SET_MAX_WORDS 8
+#define SET_MAX_WORDS 20
 typedef struct {
     const char *s; /* NULL ends a role's list; not owned, not NUL-terminated */
     size_t len;
@@ -91,5 +95,25 @@ void sets_free(set_list *l);
 
 /* The role a name plays under w, or -1; *prefix_len: the length of its set's name. */
 int set_role_of(const char *name, const set_words *w, size_t *prefix_len);
+
+/* ---- how a set's tensors fit together ---------------------------------------------------- */
+
+typedef struct {
+    int64_t batch;    /* problems: q's leading axes flattened (layers x heads x ...) */
+    int64_t kv_batch; /* problems of k and v: batch / group */
+    int64_t group;    /* query heads per key/value head: 1, or g (grouped-query attention) */
+    int64_t n, d, dv;
+} set_shape;
+
+/* q [..., H, n, d], k [..., H/g, n, d], v [..., H/g, n, dv]: the same leading axes but the last,
+ * where k and v may have g times fewer heads (grouped-query and multi-query attention, HF's
+ * repeat_kv: query head h uses key/value head h / g). Flattened, problem b of q reads problem
+ * b / g of k and v. 0, or 1 with err naming the shapes. */
+int set_shape_of(const fr_tensor *q, const fr_tensor *k, const fr_tensor *v, set_shape *s,
+                 char *err, size_t errlen);
+/* t has the shape role r needs beside q and k: out and dout q's leading axes and [n, dv], dq
+ * q's shape, dk k's, dv v's ([..., n, dv] with k's leading axes). 0, or 1 with err. */
+int set_shape_check(const set_shape *s, const fr_tensor *q, const fr_tensor *k, set_role r,
+                    const fr_tensor *t, char *err, size_t errlen);
 
 #endif
