@@ -323,7 +323,10 @@ static int check_qkv(ck_ctx *c, const ck_set *s, ck_files *f, char *err, size_t 
     }
     if (st == EXIT_INTERNAL && !*err) snprintf(err, errlen, "out of memory");
     if (!st) st = head_rows(c, &p, red, &sh, rows, err, errlen);
-    if (!st && s->note) snprintf(note, sizeof note, "%s", s->note);
+    if (!st) {
+        if (s->note) snprintf(note, sizeof note, "%s", s->note);
+        st = ck_verify(c, s, f, &p, &sh, q_cmp, kv_cmp, note, sizeof note, err, errlen);
+    }
     ck_row base = {.path = s->path,
                    .set = s->name,
                    .head = -1,

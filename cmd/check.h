@@ -105,4 +105,14 @@ void ck_cmp_merge(ck_cmp *into, const ck_cmp *c);
 void ck_header(const ck_ctx *c);
 void ck_emit(ck_ctx *c, const ck_row *r);
 
+/* ---- verification (check_verify.c) -------------------------------------------------------- */
+
+/* Compare the set's stored out (and dq, dk, dv given dout) with exact attention under p on
+ * sampled rows of every head, one head of q, k, v in memory at a time. q_cmp[h * 2 + 0/1]: out
+ * and dq of query head h; kv_cmp[j * 2 + 0/1]: dk and dv of key/value head j. What could not be
+ * compared (a member of another shape, a NaN in dout) is appended to note. An exit code. */
+int ck_verify(const ck_ctx *c, const ck_set *s, ck_files *f, const fr_problem *p,
+              const set_shape *sh, ck_cmp *q_cmp, ck_cmp *kv_cmp, char *note, size_t notelen,
+              char *err, size_t errlen);
+
 #endif

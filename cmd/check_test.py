@@ -138,7 +138,7 @@ def real_names_and_members_beside_sets():
     for layer in range(4):
         note = by[(pre % layer)[:-1]]["note"]
         assert "dq is both" in note and "dout is both" in note and "--names" in note, note
-    assert "note" not in by[""] and err.count("note:") == 4, err
+    assert "no dout" in by[""]["note"] and err.count("note:") == 5, err
     for layer in range(4):
         expect_bounds(by[(pre % layer)[:-1]], q * (layer + 1) / 4, k, v)
     expect_bounds(by[""], q, k, v)
@@ -240,6 +240,35 @@ def llama_dump(path, seed, layers=2, heads=4, kv_heads=2, n=23, hd=16, grads=Fal
 
 
 @test
+def hf_style_dump_verified_and_a_wrong_row_caught():
+    dd = tmpdir()
+    p = os.path.join(dd, "llama.npz")
+    m = llama_dump(p, 20)
+    rows, err = check(p, *LLAMA_FLAGS, "--check-rows", "all")
+    assert [r["set"] for r in rows] == ["model.layers.0.self_attn", "model.layers.1.self_attn"]
+    for r in rows:
+        assert r["out_max_rel"] < 1e-13 and r["out_rows"] == 8 * 23, r
+        assert r["heads"] == 8 and r["kv_heads"] == 4 and r["verdict"] != "output-mismatch", r
+    # one wrong output row (a kernel's bug) in one head of layer 1
+    m["model.layers.1.self_attn.attn_output"][1, 2, 17, :] *= 1.001
+    np.savez(p, **m)
+    rows, err = check(p, *LLAMA_FLAGS, "--check-rows", "all", code=4)
+    assert [r["verdict"] for r in rows][1] == "output-mismatch" and rows[0]["verdict"] != \
+        "output-mismatch", rows
+    assert 1e-4 < rows[1]["out_max_rel"] < 1e-2, rows[1]
+    rows, _ = check(p, *LLAMA_FLAGS, "--check-rows", "all", "--per-head", code=4)
+    bad = [(r["set"], r["head"], r["kv_head"]) for r in rows if r["verdict"] == "output-mismatch"]
+    assert bad == [("model.layers.1.self_attn", 6, 3)], bad  # batch 1, head 2: index 1*4+2
+    # the default samples 256 rows of each head: all 23 here, so the row is caught too
+    check(p, *LLAMA_FLAGS, code=4)
+    assert check(p, *LLAMA_FLAGS, "--tol", "1e-2")[0][1]["verdict"] != "output-mismatch"
+    assert "out_max_rel" not in check(p, *LLAMA_FLAGS, "--check-rows", "0")[0][1]
+    # the wrong convention (interleaved pairs, the papers' default) is caught as well
+    rows, _ = check(p, "--scale", "sdpa", "--causal", code=4)
+    assert all(r["verdict"] == "output-mismatch" and r["out_max_rel"] > 1e-2 for r in rows)
+
+
+@test
 def grouped_query_attention_against_numpy_repeat():
     dd = tmpdir()
     rng = np.random.default_rng(21)
@@ -256,8 +285,8 @@ def grouped_query_attention_against_numpy_repeat():
         w = np.exp(s - s.max(-1, keepdims=True))
         out = (w / w.sum(-1, keepdims=True)) @ vr
         p = os.path.join(dd, "g%d_%d.npz" % (heads, kv))
-        np.savez(p, q=q, k=k, v=v)
-        rows, _ = check(p, "--no-rope", "--per-head")
+        np.savez(p, q=q, k=k, v=v, out=out)
+        rows, _ = check(p, "--no-rope", "--per-head", "--check-rows", "all")
         assert len(rows) == 2 * heads, rows
         for r in rows:
             b, h = divmod(r["head"], heads)
@@ -265,6 +294,7 @@ def grouped_query_attention_against_numpy_repeat():
             expect_bounds(r, q[b, h], k[b, h // g], v[b, h // g])
             assert same(r["R"], run_report(q[b, h], kr[b, h], vr[b, h],
                                            "--no-rope")["bounds"]["R"]), r
+            assert r["out_max_rel"] < 1e-13 and r["out_rows"] == n, r
         whole, _ = check(p, "--no-rope")
         worst = max(rows, key=lambda r: r["R"])
         assert whole[0]["R"] == worst["R"] and whole[0]["worst_head"] == worst["head"], whole
@@ -275,6 +305,75 @@ def grouped_query_attention_against_numpy_repeat():
         np.savez(p, q=np.zeros((2, 6, n, D)), k=np.zeros(ks), v=np.zeros(ks[:3] + (DV,)))
         rows, _ = check(p, code=3)
         assert "grouped-query" in rows[0]["error"] and "[2, 6, 19, 16]" in rows[0]["error"], rows
+
+
+@test
+def gradients_verified():
+    dd = tmpdir()
+    p = os.path.join(dd, "g.npz")
+    m = llama_dump(p, 22, layers=1, grads=True)
+    pre = "model.layers.0.self_attn."
+    rows, err = check(p, *LLAMA_FLAGS, "--check-rows", "all")
+    r = rows[0]
+    for t in ("out", "dq", "dk", "dv"):
+        assert r[t + "_max_rel"] < 1e-12, (t, r)
+    assert r["dq_rows"] == 8 * 23 and r["dk_rows"] == 4 * 23, r  # dk, dv per key/value head
+    # a wrong row of dk (summed over the group the wrong way) is a gradient mismatch
+    m[pre + "grad_key_states"][0, 1, 5] += 0.01 * np.abs(m[pre + "grad_key_states"]).max()
+    np.savez(p, **m)
+    rows, _ = check(p, *LLAMA_FLAGS, "--check-rows", "all", code=4)
+    assert rows[0]["verdict"] == "gradient-mismatch" and rows[0]["dk_max_rel"] > 1e-3, rows
+    assert rows[0]["dq_max_rel"] < 1e-12 and rows[0]["dv_max_rel"] < 1e-12, rows
+    # gradients with no dout beside them cannot be compared: a note, not a failure
+    del m[pre + "grad_attn_output"]
+    np.savez(p, **m)
+    rows, err = check(p, *LLAMA_FLAGS)
+    assert "dq_max_rel" not in rows[0] and "no dout" in rows[0]["note"], rows
+    assert rows[0]["out_max_rel"] < 1e-12, rows
+    # a NaN in the stored output is a mismatch, not a crash
+    m[pre + "attn_output"][0, 0, 3, 3] = np.nan
+    np.savez(p, **m)
+    rows, _ = check(p, *LLAMA_FLAGS, code=4)
+    assert rows[0]["verdict"] == "output-mismatch" and rows[0]["out_max_abs"] is None, rows
+
+
+@test
+def verification_reads_every_format():
+    """Outputs and gradients are read back head by head and row by row (fr_members_read) from
+    every container: seekable files, deflated zip members (forward only), memory (JSON,
+    stdin), Fortran order; a wrong entry in the last head is found in each."""
+    dd = tmpdir()
+    m = llama_dump(os.path.join(dd, "src.npz"), 23, layers=1, heads=6, kv_heads=3, grads=True)
+    m = {k.split(".")[-1]: x for k, x in m.items() if "weights" not in k}
+    bad = {k: x.copy() for k, x in m.items()}
+    bad["attn_output"][-1, -1, -1, -1] += 1e-3
+    bad["grad_value_states"][-1, -1, -1, 0] += 1e-3  # the last row is always sampled
+    for name, ms in (("good", m), ("bad", bad)):
+        d = os.path.join(dd, name)
+        os.makedirs(os.path.join(d, "npy"))
+        np.savez(os.path.join(d, "stored.npz"), **ms)
+        np.savez_compressed(os.path.join(d, "deflated.npz"), **ms)
+        write_st(os.path.join(d, "f64.safetensors"), {k: (x, "F64") for k, x in ms.items()})
+        with open(os.path.join(d, "b.json"), "w") as f:
+            json.dump({k: x.tolist() for k, x in ms.items()}, f)
+        for k, x in ms.items():  # Fortran order and big-endian among the files
+            x = np.asfortranarray(x) if k == "attn_output" else x
+            np.save(os.path.join(d, "npy", k + ".npy"), x.astype(">f8") if "grad_q" in k else x)
+        rows, _ = check(d, *LLAMA_FLAGS, "--recursive", "--check-rows", "5",
+                        code=0 if name == "good" else 4)
+        assert len(rows) == 5, rows
+        for r in rows:
+            assert r["out_rows"] == 6 * 2 * 5 and r["dk_rows"] == 3 * 2 * 5, r
+            if name == "good":
+                assert max(r[t + "_max_rel"] for t in ("out", "dq", "dk", "dv")) < 1e-12, r
+            else:
+                assert r["verdict"] == "output-mismatch" and r["dv_max_rel"] > 1e-4, r
+                assert r["dq_max_rel"] < 1e-12 and r["dk_max_rel"] < 1e-12, r
+        with open(os.path.join(d, "deflated.npz"), "rb") as f:
+            r = fastrope("check", "-", "--format", "jsonl", "--check-rows", 5, *LLAMA_FLAGS,
+                         input=f.read())
+        assert r.returncode == (0 if name == "good" else 4), r.stderr.decode()
+        assert json.loads(r.stdout)["out_rows"] == 60
 
 
 @test
