@@ -14,63 +14,9 @@
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-
-static const char usage[] =
-    "usage: fastrope check PATH... [--recursive] [--eps E] [--names ROLE=NAME,...]\n"
-    "                      [--check-rows N|all] [--tol T] [rotation and scale options]\n"
-    "                      [--per-head] [--format table|jsonl|csv] [--shard K/N] [--quiet]\n"
-    "\n"
-    "For dumped activations: the entry bounds B_q, B_k, B_v, B / sqrt(ln n), the score bound R\n"
-    "(the same as `fastrope run` reports on the same head), the polynomial degree needed for\n"
-    "--eps, the predicted time of each method (cost model) and a verdict: fast (predicted\n"
-    "speed-up of the best method of each head over exact >= 2), marginal (between 1 and 2) or\n"
-    "exact-only (no head gains). Every head (leading index: layers, heads, batch) gets its own\n"
-    "bounds and degree, as run plans them: a set's row gives the worst head's R (worst_head),\n"
-    "the largest degree and the heads' summed times; --per-head gives one row per head.\n"
-    "\n"
-    "Stored outputs and gradients: when a set also holds its attention output (out, o, output,\n"
-    "attn_output), --check-rows sampled rows of every head are compared with exact attention\n"
-    "under the given options (rotation, scale, mask): out_max_abs, and out_max_rel (over the\n"
-    "largest exact entry). Beyond --tol the verdict is output-mismatch and the exit code 4.\n"
-    "Likewise dq, dk, dv (grad_q, ...) when the set holds dout (grad_out): gradient-mismatch.\n"
-    "\n"
-    "What is checked:\n"
-    "  a bundle (.npz, .json, .safetensors): its members are grouped into q/k/v sets by name\n"
-    "    (case-insensitive query_states, q_proj, query, xq or q, likewise for k and v, alone or\n"
-    "    after '.', '_' or '/': model.layers.3.self_attn.query_states is q of the set\n"
-    "    model.layers.3.self_attn); out, dout, dq, dk, dv beside a set are compared, other\n"
-    "    members (attn_weights, ...) ignored; none of them is a set of its own\n"
-    "  a directory: its .npy (and single-tensor .json) files are grouped the same way by file\n"
-    "    name (q.npy k.npy v.npy, or layer3_q.npy ...); its bundles are checked one by one;\n"
-    "    subdirectories only with --recursive (each directory and bundle once, whatever the\n"
-    "    symbolic links)\n"
-    "  '-': a file on stdin\n"
-    "  a tensor file given as PATH, or a bundle or directory without any q/k/v name: each\n"
-    "    tensor alone (entry bound only, verdict entries-only)\n"
-    "Shapes: q [..., H, n, d], k [..., H/g, n, d], v [..., H/g, n, dv]: grouped-query (and\n"
-    "multi-query) attention when g > 1, query head h using key/value head h // g (HF's\n"
-    "repeat_kv); out [..., H, n, dv], dq like q, dk like k, dv like v.\n"
-    "\n"
-    "  --names ROLE=NAME,...  other names for the roles q, k, v, out, dout, dq, dk, dv:\n"
-    "                         --names q=wq,k=wk,v=wv finds layers.0.wq, layers.0.wk, ...\n"
-    "  --check-rows N|all     rows of each head compared with exact attention (256; 0: none)\n"
-    "  --tol T                relative difference beyond which they mismatch (1e-4; a float16\n"
-    "                         or bfloat16 dump needs about 1e-2)\n"
-    "  --recursive            descend into subdirectories\n"
-    "  --per-head             one row per head (leading index)\n"
-    "  --format F             table (default), jsonl (one JSON object per line) or csv; the\n"
-    "                         summary line goes to stdout for table, to stderr otherwise\n"
-    "  --shard K/N            only the sets whose index in the sorted list (by path, then set\n"
-    "                         name) is K-1 modulo N, K in 1..N: the N shards partition the list\n"
-    "  --quiet                no summary line and no progress bar\n"
-    "%s"
-    "\n"
-    "Exit codes: 0 all checked; 3 an unreadable or malformed input, an incomplete or ambiguous\n"
-    "set (each gets its own row with an error, also on stderr; the rest is checked), or nothing\n"
-    "to check; 4 a stored output or gradient differs from exact attention (even amid errors);\n"
-    "1 the results could not be written; 2 a usage error.\n";
 
 /* ---- streaming reductions --------------------------------------------------------------- */
 
@@ -440,18 +386,6 @@ static void check_set(ck_ctx *c, const ck_set *s, ck_files *f)
 
 /* ---- the command -------------------------------------------------------------------------- */
 
-static int parse_shard(const char *v, int64_t *k, int64_t *n)
-{
-    char *end;
-    long long a = strtoll(v, &end, 10);
-    if (end == v || *end != '/') return 1;
-    const char *p = end + 1;
-    long long b = strtoll(p, &end, 10);
-    if (end == p || *end || b < 1 || a < 1 || a > b) return 1;
-    *k = a, *n = b;
-    return 0;
-}
-
 /* stdout went to a closed pipe or a full disk: say so (exit 1) rather than lose rows. */
 static int output_failed(void)
 {
@@ -462,72 +396,143 @@ static int output_failed(void)
     return 1;
 }
 
+/* ---- options ------------------------------------------------------------------------------ */
+
+enum { FORMAT_TABLE, FORMAT_JSONL, FORMAT_CSV };
+static const char *const format_name[] = {"table", "jsonl", "csv"};
+
 typedef struct {
-    int recursive;
-    int64_t shard_k, shard_n;
-    char **paths;
-    int npaths;
+    cli_attn attn;
+    fr_limits limits;
+    int recursive, per_head, quiet, format;
     set_words words;
+    int64_t check_rows; /* -2: all */
+    double tol;
+    int64_t shard[2]; /* K, N */
+    cli_strings paths;
 } ck_opts;
 
-/* An exit code; --help sets *done. */
-static int parse(int argc, char **argv, ck_ctx *c, ck_opts *o, int *done)
+static int parse_names(const char *flag, const char *value, void *field)
 {
-    const char *v;
-    cli_args a = {argc, argv, 1, 0, "check"};
-    for (; a.i < argc && !a.bad; a.i++) {
-        if (arg_flag(&a, "--help") || arg_flag(&a, "-h")) {
-            printf(usage, cli_attn_help);
-            *done = 1;
-            return output_failed() ? EXIT_INTERNAL : EXIT_OK;
-        } else if (arg_flag(&a, "--recursive") || arg_flag(&a, "-r")) {
-            o->recursive = 1;
-        } else if (arg_flag(&a, "--per-head")) {
-            c->per_head = 1;
-        } else if (arg_flag(&a, "--quiet")) {
-            c->quiet = 1;
-        } else if (arg_value(&a, "--names", &v)) {
-            char err[512];
-            if (v && set_words_parse(&o->words, v, err, sizeof err))
-                a.bad = 1, cli_fail(EXIT_USAGE, "check: %s", err);
-        } else if (arg_value(&a, "--check-rows", &v)) {
-            char *end;
-            if (v && strcmp(v, "all") == 0)
-                c->check_rows = -2;
-            else if (v && ((c->check_rows = strtoll(v, &end, 10)) < 0 || end == v || *end))
-                a.bad = 1,
-                cli_fail(EXIT_USAGE, "--check-rows: '%s' is not a count >= 0 or 'all'", v);
-        } else if (arg_value(&a, "--tol", &v)) {
-            if (v && parse_double("--tol", v, &c->tol))
-                a.bad = 1;
-            else if (v && !(c->tol > 0))
-                a.bad = 1, cli_fail(EXIT_USAGE, "--tol must be a number > 0, got %s", v);
-        } else if (arg_value(&a, "--format", &v)) {
-            if (v && strcmp(v, "table") && strcmp(v, "jsonl") && strcmp(v, "csv"))
-                a.bad = 1, cli_fail(EXIT_USAGE, "--format: '%s' is not table, jsonl or csv", v);
-            else if (v)
-                c->format = v;
-        } else if (arg_value(&a, "--shard", &v)) {
-            if (v && parse_shard(v, &o->shard_k, &o->shard_n))
-                a.bad = 1, cli_fail(EXIT_USAGE, "--shard: '%s' is not K/N with 1 <= K <= N", v);
-        } else if (cli_attn_option(&a, &c->attn)) {
-        } else if (argv[a.i][0] == '-' && argv[a.i][1] != '\0') {
-            return cli_fail(EXIT_USAGE, "check: unknown option '%s' (see fastrope check --help)",
-                            argv[a.i]);
-        } else {
-            o->paths[o->npaths++] = argv[a.i];
-        }
-    }
-    if (a.bad) return EXIT_USAGE;
-    double tau;
-    int st = cli_attn_finish(&c->attn);
-    if (!st && c->attn.rot.kind == FR_ROT_EXPLICIT)
-        st = cli_fail(EXIT_USAGE, "check: -w (an explicit W) is not supported; check with "
-                                  "--rope, --rope-clip or --no-rope");
-    if (!st) st = cli_scale(&c->attn, 2, &tau); /* prints what is wrong with --scale */
-    if (!st && o->npaths == 0)
-        st = cli_fail(EXIT_USAGE, "check: give at least one PATH (see fastrope check --help)");
-    return st;
+    char err[512];
+    if (set_words_parse(field, value, err, sizeof err)) return cli_fail(EXIT_USAGE, "%s", err);
+    return EXIT_OK;
+}
+
+static int parse_rows(const char *flag, const char *value, void *field)
+{
+    char *end;
+    if (strcmp(value, "all") == 0) return *(int64_t *)field = -2, EXIT_OK;
+    long long m = strtoll(value, &end, 10);
+    if (end == value || *end || m < 0)
+        return cli_fail(EXIT_USAGE, "%s: '%s' is not a count >= 0 or 'all'", flag, value);
+    *(int64_t *)field = m;
+    return EXIT_OK;
+}
+
+static int parse_shard(const char *flag, const char *value, void *field)
+{
+    int64_t *kn = field;
+    char *end;
+    long long a = strtoll(value, &end, 10), b = 0;
+    const char *p = end + 1;
+    int ok = end != value && *end == '/';
+    if (ok) b = strtoll(p, &end, 10);
+    if (!ok || end == p || *end || b < 1 || a < 1 || a > b)
+        return cli_fail(EXIT_USAGE, "%s: '%s' is not K/N with 1 <= K <= N", flag, value);
+    kn[0] = a, kn[1] = b;
+    return EXIT_OK;
+}
+
+static const cli_choice formats[] = {
+    {"table", FORMAT_TABLE}, {"jsonl", FORMAT_JSONL}, {"csv", FORMAT_CSV}, {NULL, 0}};
+
+static const cli_opt check_table[] = {
+    OPT_GROUP("What is read:"),
+    OPT_FLAG("recursive", 'r', ck_opts, recursive,
+             "descend into subdirectories (each directory and bundle once, whatever the "
+             "symbolic links)"),
+    OPT_CUSTOM("names", 0, ck_opts, words, parse_names, "ROLE=NAME,...",
+               "other names for the roles q, k, v, out, dout, dq, dk, dv: q=wq,k=wk,v=wv finds "
+               "layers.0.wq, layers.0.wk, ..."),
+    OPT_GROUP("Stored outputs and gradients:"),
+    OPT_CUSTOM("check-rows", 0, ck_opts, check_rows, parse_rows, "N|all",
+               "rows of each head compared with exact attention (256; 0: none)"),
+    OPT_DOUBLE("tol", ck_opts, tol, 0, INFINITY, CLI_ABOVE, "T",
+               "relative difference beyond which they mismatch (1e-4; a float16 or bfloat16 "
+               "dump needs about 1e-2)"),
+    OPT_GROUP("Output:"),
+    OPT_FLAG("per-head", 0, ck_opts, per_head, "one row per head (leading index)"),
+    OPT_CHOICE("format", ck_opts, format, formats, "F",
+               "table (default), jsonl (one JSON object per line) or csv; the summary line goes "
+               "to stdout for table, to stderr otherwise"),
+    OPT_CUSTOM("shard", 0, ck_opts, shard, parse_shard, "K/N",
+               "only the sets whose index in the sorted list (by path, then set name) is K-1 "
+               "modulo N: the N shards partition the list"),
+    OPT_FLAG("quiet", 0, ck_opts, quiet, "no summary line and no progress bar"),
+    OPT_END};
+
+static const cli_section sections[] = {
+    {check_table, 0, NULL},
+    {cli_attn_table, offsetof(ck_opts, attn), cli_attn_finish_section},
+    {cli_limits_table, offsetof(ck_opts, limits), NULL},
+    {NULL, 0, NULL}};
+
+static const cli_command command = {
+    "check", "PATH...",
+    "For dumped activations: the entry bounds B_q, B_k, B_v, B / sqrt(ln n), the score bound "
+    "R (the same as `fastrope run` reports on the same head), the polynomial degree needed for "
+    "--eps, each method's predicted time (cost model) and a verdict: fast (predicted speed-up "
+    "of every head's best method over exact >= 2), marginal (1 to 2) or exact-only (no head "
+    "gains). Every head (leading index: layers, heads, batch) gets its own bounds and degree, "
+    "as run plans them: a set's row gives the worst head's R (worst_head), the largest degree "
+    "and the heads' summed times.\n\n"
+    "Stored outputs and gradients: when a set also holds its attention output (out, o, "
+    "output, attn_output), --check-rows sampled rows of every head are compared with exact "
+    "attention under the given options (rotation, scale, mask; --preset): out_max_abs, and "
+    "out_max_rel over the largest exact entry. Beyond --tol the verdict is output-mismatch and "
+    "the exit code 4. Likewise dq, dk, dv (grad_q, ...) when the set holds dout (grad_out): "
+    "gradient-mismatch.\n\n"
+    "Sets: the members of a bundle (.npz, .json, .safetensors) or the .npy files of a "
+    "directory are grouped by name: query_states, q_proj, query, xq or q (likewise k, v), "
+    "alone or after '.', '_' or '/', case-insensitive: model.layers.3.self_attn.query_states "
+    "is q of the set model.layers.3.self_attn. Members beside a set that are not q, k, v "
+    "(attn_weights, ...) are ignored; none is a set of its own. A directory's bundles are "
+    "checked one by one, its subdirectories with --recursive; '-' is stdin. A tensor file, or "
+    "a bundle without q/k/v names: each tensor alone (entry bound only, entries-only).\n\n"
+    "Shapes: q [..., H, n, d], k [..., H/g, n, d], v [..., H/g, n, dv]; with g > 1 "
+    "(grouped-query or multi-query attention) query head h uses key/value head h // g, as HF's "
+    "repeat_kv. out is [..., H, n, dv], dq like q, dk like k, dv like v."
+    "\vExit codes: 0 all checked; 3 an unreadable or malformed input, an incomplete or "
+    "ambiguous set (each gets its own row with an error, also on stderr; the rest is checked), "
+    "or nothing to check; 4 a stored output or gradient differs from exact attention (even "
+    "amid errors); 1 the results could not be written; 2 a usage error.",
+    sections, offsetof(ck_opts, paths)};
+
+/* An exit code, or CLI_HELP. */
+static int parse(int argc, char **argv, ck_ctx *c, ck_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    cli_attn_init(&o->attn);
+    o->limits = cli_default_limits;
+    set_words_default(&o->words);
+    o->check_rows = 256;
+    o->tol = 1e-4;
+    o->shard[0] = o->shard[1] = 1;
+    int st = cli_parse(&command, argc, argv, o);
+    if (st) return st;
+    if (o->attn.rot.kind == FR_ROT_EXPLICIT)
+        return cli_fail(EXIT_USAGE, "check: -w (an explicit W) is not supported; check with "
+                                    "--rope, --rope-clip or --no-rope");
+    if (o->paths.count == 0)
+        return cli_fail(EXIT_USAGE, "check: give at least one PATH (see fastrope check --help)");
+    c->format = format_name[o->format];
+    c->per_head = o->per_head;
+    c->quiet = o->quiet;
+    c->attn = o->attn;
+    c->check_rows = o->check_rows;
+    c->tol = o->tol;
+    return EXIT_OK;
 }
 
 static void summary(const ck_ctx *c, const ck_sets *l, int64_t mine, double dt)
@@ -551,34 +556,27 @@ static void summary(const ck_ctx *c, const ck_sets *l, int64_t mine, double dt)
 int cmd_check(int argc, char **argv)
 {
     ck_ctx c;
-    ck_opts o = {.shard_k = 1, .shard_n = 1};
+    ck_opts o;
     memset(&c, 0, sizeof c);
-    c.format = "table";
-    c.check_rows = 256;
-    c.tol = 1e-4;
-    cli_attn_init(&c.attn);
-    set_words_default(&o.words);
     /* A closed pipe is a write error to report (exit 1), not a silent death by signal. */
     signal(SIGPIPE, SIG_IGN);
-    o.paths = calloc((size_t)argc, sizeof *o.paths);
-    if (!o.paths) return cli_fail(EXIT_INTERNAL, "out of memory");
-    int done = 0, st = parse(argc, argv, &c, &o, &done);
-    if (st || done) {
-        free(o.paths);
-        return st;
+    int st = parse(argc, argv, &c, &o);
+    if (st) {
+        cli_strings_free(&o.paths);
+        return st == CLI_HELP ? (output_failed() ? EXIT_INTERNAL : EXIT_OK) : st;
     }
 
     double t0 = cli_now();
-    ck_files f = {0};
+    ck_files f = {.limits = &o.limits};
     ck_sets l;
-    ck_find(&l, &f, o.paths, o.npaths, o.recursive, &o.words);
-    int64_t mine = 0, checked = 0;
+    ck_find(&l, &f, o.paths.s, o.paths.count, o.recursive, &o.words);
+    int64_t mine = 0, checked = 0, k = o.shard[0], n = o.shard[1];
     for (int64_t i = 0; i < l.count; i++)
-        mine += i % o.shard_n == o.shard_k - 1;
+        mine += i % n == k - 1;
     ck_header(&c);
     int failed = output_failed();
     for (int64_t i = 0; i < l.count && !failed; i++) {
-        if (i % o.shard_n != o.shard_k - 1) continue;
+        if (i % n != k - 1) continue;
         check_set(&c, &l.s[i], &f);
         failed = output_failed();
         if (!c.quiet) job_progress(++checked, mine, t0);
@@ -594,7 +592,7 @@ int cmd_check(int argc, char **argv)
     int64_t mismatched = c.by_verdict[V_OUT_MISMATCH] + c.by_verdict[V_GRAD_MISMATCH];
     int empty = l.count == 0;
     ck_sets_free(&l);
-    free(o.paths);
+    cli_strings_free(&o.paths);
     return failed              ? EXIT_INTERNAL
            : mismatched        ? EXIT_ACCURACY
            : c.errors || empty ? EXIT_INPUT

@@ -38,6 +38,7 @@ typedef struct {
         int64_t used;
     } slot[CK_OPEN_FILES];
     int64_t tick;
+    const fr_limits *limits; /* for every file opened */
 } ck_files;
 
 int ck_files_get(ck_files *f, const char *path, fr_members **m, char *err, size_t errlen);
@@ -50,7 +51,8 @@ int ck_locate(ck_files *f, const char *file, const char *member, fr_members **m,
 
 /* Every set (or lone tensor, or error) in paths, sorted by path and then name. Each directory
  * and each bundle is visited once, whatever the symbolic links. */
-void ck_find(ck_sets *l, ck_files *f, char **paths, int npaths, int recursive, const set_words *w);
+void ck_find(ck_sets *l, ck_files *f, const char *const *paths, int npaths, int recursive,
+             const set_words *w);
 void ck_sets_free(ck_sets *l);
 
 /* ---- rows (check_print.c) ------------------------------------------------------------------ */

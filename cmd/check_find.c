@@ -54,7 +54,7 @@ int ck_files_get(ck_files *f, const char *path, fr_members **m, char *err, size_
     free(f->slot[lru].path);
     f->slot[lru].m = NULL;
     f->slot[lru].path = NULL;
-    int st = fr_members_open(path, &cli_limits, m, err, errlen);
+    int st = fr_members_open(path, f->limits, m, err, errlen);
     if (st) return st;
     f->slot[lru].m = *m;
     f->slot[lru].path = xstrdup(path);
@@ -67,8 +67,9 @@ void ck_files_close(ck_files *f)
     for (int i = 0; i < CK_OPEN_FILES; i++) {
         fr_members_close(f->slot[i].m);
         free(f->slot[i].path);
+        f->slot[i].m = NULL;
+        f->slot[i].path = NULL;
     }
-    memset(f, 0, sizeof *f);
 }
 
 /* ---- the list of sets ------------------------------------------------------------------------ */
@@ -310,7 +311,8 @@ static int by_set(const void *a, const void *b)
     return c ? c : strcmp(x->name, y->name);
 }
 
-void ck_find(ck_sets *l, ck_files *f, char **paths, int npaths, int recursive, const set_words *w)
+void ck_find(ck_sets *l, ck_files *f, const char *const *paths, int npaths, int recursive,
+             const set_words *w)
 {
     finder fd = {.l = l, .f = f, .w = w, .recursive = recursive};
     memset(l, 0, sizeof *l);

@@ -223,7 +223,7 @@ def llama_attention(hidden, wq, wk, wv, heads, kv_heads, dout=None):
     return out
 
 
-LLAMA_FLAGS = ("--rope-pairs", "half", "--scale", "sdpa", "--causal")
+LLAMA_FLAGS = ("--preset", "llama")  # rotate_half pairs, 1/sqrt(head_dim), causal
 
 
 def llama_dump(path, seed, layers=2, heads=4, kv_heads=2, n=23, hd=16, grads=False):
@@ -263,7 +263,10 @@ def hf_style_dump_verified_and_a_wrong_row_caught():
     check(p, *LLAMA_FLAGS, code=4)
     assert check(p, *LLAMA_FLAGS, "--tol", "1e-2")[0][1]["verdict"] != "output-mismatch"
     assert "out_max_rel" not in check(p, *LLAMA_FLAGS, "--check-rows", "0")[0][1]
-    # the wrong convention (interleaved pairs, the papers' default) is caught as well
+    # the preset is these options, and the papers' default convention (interleaved pairs) is
+    # caught as the wrong one
+    rows, _ = check(p, "--rope-pairs", "half", "--scale", "sdpa", "--causal", code=4)
+    assert [r["verdict"] for r in rows] == [rows[0]["verdict"], "output-mismatch"], rows
     rows, _ = check(p, "--scale", "sdpa", "--causal", code=4)
     assert all(r["verdict"] == "output-mismatch" and r["out_max_rel"] > 1e-2 for r in rows)
 
@@ -643,7 +646,9 @@ def every_usage_error_says_why():
                       (["--tol", "x"], "--tol"), (["--check-rows", "x"], "--check-rows"),
                       (["--check-rows", "-1"], "--check-rows"), (["--format", "xml"], "--format"),
                       (["--names", "q"], "--names"), (["--shard", "2/1"], "--shard"),
-                      (["--eps"], "needs a value"), (["--bogus"], "unknown option"),
+                      (["--eps"], "requires an argument"), (["--bogus"], "unrecognized"),
+                      (["--preset", "bert"], "--preset"), (["--tol", "1", "--tol", "2"], "twice"),
+                      (["--causal", "--no-causal"], "contradict"),
                       (["-w", p], "explicit W"), (["--rope", "--no-rope"], "at most one"),
                       (["--window", "-2"], "--window"), (["--rope-pairs", "x"], "--rope-pairs")):
         r = fastrope("check", p, *args)
