@@ -231,7 +231,7 @@ def llama_dump(path, seed, layers=2, heads=4, kv_heads=2, n=23, hd=16, grads=Fal
     members = {}
     for layer in range(layers):
         hidden = rng.standard_normal((2, n, 48))
-        ws = [rng.standard_normal((48, h * hd)) * 0.15 for h in (heads, kv_heads, kv_heads)]
+        ws = [rng.standard_normal((48, h * hd)) * 0.07 for h in (heads, kv_heads, kv_heads)]
         dout = rng.standard_normal((2, heads, n, hd)) if grads else None
         for name, x in llama_attention(hidden, *ws, heads, kv_heads, dout).items():
             members["model.layers.%d.self_attn.%s" % (layer, name)] = x
@@ -377,6 +377,27 @@ def verification_reads_every_format():
                          input=f.read())
         assert r.returncode == (0 if name == "good" else 4), r.stderr.decode()
         assert json.loads(r.stdout)["out_rows"] == 60
+
+
+@test
+def example_check_dumps_reports_the_comparisons():
+    """scripts/examples/check_dumps.py shows what check compares, and fails on a mismatch."""
+    import sys
+    dd = tmpdir()
+    m = llama_dump(os.path.join(dd, "good.npz"), 24, layers=1, grads=True)
+    m["model.layers.0.self_attn.grad_query_states"][0, 0, 0, 0] += 1.0
+    np.savez(os.path.join(dd, "bad.npz"), **m)
+    ex = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "examples",
+                      "check_dumps.py")
+    env = dict(os.environ, FASTROPE=FASTROPE)
+    r = subprocess.run([sys.executable, ex, os.path.join(dd, "good.npz"), "--preset", "llama"],
+                       capture_output=True, env=env)
+    out = r.stdout.decode()
+    assert r.returncode == 0 and out.startswith("ok ") and "out " in out and "dk " in out, out
+    r = subprocess.run([sys.executable, ex, dd, "--preset", "llama"], capture_output=True, env=env)
+    lines = r.stdout.decode().splitlines()
+    assert r.returncode == 1 and lines[0].startswith("MISMATCH") and "bad.npz" in lines[0], lines
+    assert lines[-1] == "2 sets, 1 mismatched or unreadable", lines
 
 
 @test

@@ -51,13 +51,14 @@ class FastropeError(RuntimeError):
 # ---- options ----------------------------------------------------------------------------------
 
 # Keywords that are on/off flags; every other option takes a value.
-_FLAGS = {"rope", "no_rope", "causal", "strict", "grad_w"}
+_FLAGS = {"rope", "no_rope", "causal", "strict", "grad_w", "recursive", "per_head"}
 _ATTENTION = {"rope", "rope_base", "rope_pairs", "rope_scale", "rotary_dim", "rope_clip",
               "no_rope", "scale", "causal", "window", "method", "eps", "degree", "max_degree"}
 _OPTIONS = {
     "run": _ATTENTION | {"check_rows", "dtype", "strict"},
     "grad": _ATTENTION | {"check_rows", "dtype", "grad_w"},
-    "check": _ATTENTION | {"check_rows"},
+    "check": _ATTENTION | {"check_rows", "tol", "names", "preset", "recursive", "per_head",
+                           "shard"},
 }
 # Keywords the helper itself consumes.
 _OWN = {"binary", "timeout", "quiet", "extra_args"}
