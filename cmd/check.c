@@ -415,6 +415,7 @@ typedef struct {
 static int parse_names(const char *flag, const char *value, void *field)
 {
     char err[512];
+    (void)flag; /* set_words_parse's messages name --names themselves */
     if (set_words_parse(field, value, err, sizeof err)) return cli_fail(EXIT_USAGE, "%s", err);
     return EXIT_OK;
 }
