@@ -234,7 +234,7 @@ static void set_row(const ck_row *heads, int64_t count, ck_row *r)
 static void mismatch_verdict(const ck_ctx *c, ck_row *r)
 {
     for (int k = 0; k < CMP_N; k++)
-        if (r->cmp[k].rows && !(ck_cmp_rel(&r->cmp[k]) <= c->tol)) {
+        if (r->cmp[k].count && !(r->cmp[k].max_rel <= c->tol)) {
             r->verdict = k == CMP_OUT ? "output-mismatch" : "gradient-mismatch";
             return;
         }
@@ -257,8 +257,8 @@ static int check_qkv(ck_ctx *c, const ck_set *s, ck_files *f, char *err, size_t 
 
     reducer red[3];
     ck_row *rows = calloc((size_t)sh.batch, sizeof *rows);
-    ck_cmp *q_cmp = calloc((size_t)(2 * sh.batch), sizeof *q_cmp);
-    ck_cmp *kv_cmp = calloc((size_t)(2 * sh.kv_batch), sizeof *kv_cmp);
+    fr_diff *q_cmp = calloc((size_t)(2 * sh.batch), sizeof *q_cmp);
+    fr_diff *kv_cmp = calloc((size_t)(2 * sh.kv_batch), sizeof *kv_cmp);
     const int64_t heads[3] = {sh.batch, sh.kv_batch, sh.kv_batch}, cols[3] = {sh.d, sh.d, sh.dv};
     char note[4096] = "";
     memset(red, 0, sizeof red);
@@ -284,6 +284,7 @@ static int check_qkv(ck_ctx *c, const ck_set *s, ck_files *f, char *err, size_t 
                    .dv = sh.dv,
                    .heads = sh.batch,
                    .kv_heads = sh.kv_batch,
+                   .cmp_cols = {sh.dv, sh.d, sh.d, sh.dv},
                    .note = *note ? note : NULL};
     for (int64_t h = 0; h < sh.batch && !st; h++) {
         ck_row *r = &rows[h];
@@ -310,12 +311,12 @@ static int check_qkv(ck_ctx *c, const ck_set *s, ck_files *f, char *err, size_t 
         ck_row r = base;
         set_row(rows, sh.batch, &r);
         for (int64_t h = 0; h < sh.batch; h++) {
-            ck_cmp_merge(&r.cmp[CMP_OUT], &q_cmp[2 * h]);
-            ck_cmp_merge(&r.cmp[CMP_DQ], &q_cmp[2 * h + 1]);
+            fr_diff_merge(&r.cmp[CMP_OUT], &q_cmp[2 * h]);
+            fr_diff_merge(&r.cmp[CMP_DQ], &q_cmp[2 * h + 1]);
         }
         for (int64_t j = 0; j < sh.kv_batch; j++) {
-            ck_cmp_merge(&r.cmp[CMP_DK], &kv_cmp[2 * j]);
-            ck_cmp_merge(&r.cmp[CMP_DV], &kv_cmp[2 * j + 1]);
+            fr_diff_merge(&r.cmp[CMP_DK], &kv_cmp[2 * j]);
+            fr_diff_merge(&r.cmp[CMP_DV], &kv_cmp[2 * j + 1]);
         }
         mismatch_verdict(c, &r);
         ck_emit(c, &r);

@@ -57,13 +57,6 @@ void ck_sets_free(ck_sets *l);
 
 /* ---- rows (check_print.c) ------------------------------------------------------------------ */
 
-/* A stored tensor against the exact one on the checked rows: normwise, like fr_compare. */
-typedef struct {
-    int64_t rows;   /* compared (0: not compared) */
-    double max_abs; /* inf when a stored value is NaN or infinite */
-    double ref_max; /* max |reference entry| */
-} ck_cmp;
-
 enum { CMP_OUT, CMP_DQ, CMP_DK, CMP_DV, CMP_N };
 
 typedef struct {
@@ -76,7 +69,8 @@ typedef struct {
     int degree;
     double t[FR_NMETHODS];
     double speedup;
-    ck_cmp cmp[CMP_N];
+    fr_diff cmp[CMP_N];      /* the stored out, dq, dk, dv against exact attention (count 0: not) */
+    int64_t cmp_cols[CMP_N]; /* values per row: dv or d */
     const char *verdict;
     const char *error;
     const char *note;
@@ -102,8 +96,6 @@ typedef struct {
     int64_t rows, errors, by_verdict[V_N], bytes;
 } ck_ctx;
 
-double ck_cmp_rel(const ck_cmp *c);
-void ck_cmp_merge(ck_cmp *into, const ck_cmp *c);
 void ck_header(const ck_ctx *c);
 void ck_emit(ck_ctx *c, const ck_row *r);
 
@@ -114,7 +106,7 @@ void ck_emit(ck_ctx *c, const ck_row *r);
  * and dq of query head h; kv_cmp[j * 2 + 0/1]: dk and dv of key/value head j. What could not be
  * compared (a member of another shape, a NaN in dout) is appended to note. An exit code. */
 int ck_verify(const ck_ctx *c, const ck_set *s, ck_files *f, const fr_problem *p,
-              const set_shape *sh, ck_cmp *q_cmp, ck_cmp *kv_cmp, char *note, size_t notelen,
+              const set_shape *sh, fr_diff *q_cmp, fr_diff *kv_cmp, char *note, size_t notelen,
               char *err, size_t errlen);
 
 #endif

@@ -14,18 +14,11 @@ const char *const ck_verdicts[V_N] = {"fast",         "marginal",        "exact-
 
 static const char *const cmp_name[CMP_N] = {"out", "dq", "dk", "dv"};
 
-double ck_cmp_rel(const ck_cmp *c)
+/* A NaN difference (a NaN stored where exact attention is finite) is the worst: shown as null in
+ * JSON and CSV, and a mismatch. */
+static double diff_rel(const fr_diff *d)
 {
-    if (c->ref_max > 0) return c->max_abs / c->ref_max;
-    return c->max_abs > 0 ? INFINITY : 0;
-}
-
-void ck_cmp_merge(ck_cmp *into, const ck_cmp *c)
-{
-    if (!c->rows) return;
-    into->rows += c->rows;
-    into->max_abs = fmax(into->max_abs, c->max_abs);
-    into->ref_max = fmax(into->ref_max, c->ref_max);
+    return isnan(d->max_rel) ? INFINITY : d->max_rel;
 }
 
 static void csv_str(const char *s)
@@ -111,14 +104,14 @@ static void jsonl_row(const ck_row *r)
             jnum(t, fr_method_name((fr_method)m), r->t[m] >= 0 ? r->t[m] : NAN);
         jnum(o, "speedup", r->speedup);
         for (int k = 0; k < CMP_N; k++) {
-            if (!r->cmp[k].rows) continue;
+            if (!r->cmp[k].count) continue;
             char key[32];
             snprintf(key, sizeof key, "%s_max_abs", cmp_name[k]);
             jnum(o, key, r->cmp[k].max_abs);
             snprintf(key, sizeof key, "%s_max_rel", cmp_name[k]);
-            jnum(o, key, ck_cmp_rel(&r->cmp[k]));
+            jnum(o, key, diff_rel(&r->cmp[k]));
             snprintf(key, sizeof key, "%s_rows", cmp_name[k]);
-            cJSON_AddNumberToObject(o, key, (double)r->cmp[k].rows);
+            cJSON_AddNumberToObject(o, key, (double)(r->cmp[k].count / r->cmp_cols[k]));
         }
     }
     if (ok)
@@ -158,9 +151,9 @@ static void csv_row(const ck_row *r)
         csv_num(ok && qkv && r->t[m] >= 0 ? r->t[m] : nan, "%.6g");
     csv_num(ok && qkv ? r->speedup : nan, "%.4g");
     for (int k = 0; k < CMP_N; k++) {
-        int have = ok && qkv && r->cmp[k].rows;
+        int have = ok && qkv && r->cmp[k].count;
         csv_num(have ? r->cmp[k].max_abs : nan, "%.17g");
-        csv_num(have ? ck_cmp_rel(&r->cmp[k]) : nan, "%.17g");
+        csv_num(have ? diff_rel(&r->cmp[k]) : nan, "%.17g");
     }
     putchar(',');
     if (ok) fputs(r->verdict, stdout);
@@ -210,7 +203,7 @@ static void table_row(const ck_row *r)
     snprintf(sp, sizeof sp, qkv && isfinite(r->speedup) ? "%.2f" : "-", r->speedup);
     double worst_rel = -1;
     for (int k = 0; k < CMP_N; k++)
-        if (r->cmp[k].rows) worst_rel = fmax(worst_rel, ck_cmp_rel(&r->cmp[k]));
+        if (r->cmp[k].count) worst_rel = fmax(worst_rel, diff_rel(&r->cmp[k]));
     snprintf(rel, sizeof rel, worst_rel >= 0 ? "%.2g" : "-", worst_rel);
     printf("%-17s %8lld %5lld %5s %9s %9s %9s %8.3g %9s %4s %9s %9s %9s %7s %8s  %s\n", r->verdict,
            (long long)r->n, (long long)r->d, dv, b[0], b[1], b[2], r->B_sl, R, deg,

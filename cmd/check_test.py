@@ -523,6 +523,8 @@ def worst_head_is_the_head_of_r():
     assert best["head"] == 2 and heads[0]["R_from"] == "support", heads
     assert whole[0]["worst_head"] == 2 and whole[0]["R"] == best["R"], whole
     assert same(whole[0]["R"], run_report(q[2], k[2], v[2], "--no-rope")["bounds"]["R"])
+    # run plans every problem of the batch on its own bounds too, and reports the worst R
+    assert same(whole[0]["R"], run_report(q, k, v, "--no-rope")["bounds"]["R"])
 
 
 @test

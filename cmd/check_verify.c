@@ -36,17 +36,6 @@ static int read_rows(src *s, int64_t b, int64_t n, int64_t cols, const int64_t *
     return EXIT_OK;
 }
 
-static void compare(ck_cmp *c, const double *got, const double *ref, int64_t count, int64_t rows)
-{
-    for (int64_t i = 0; i < count; i++) {
-        double e = fabs(got[i] - ref[i]);
-        /* A NaN or Inf stored where the reference is finite is the worst mismatch. */
-        if (!(e <= c->max_abs)) c->max_abs = isnan(e) ? INFINITY : e;
-        c->ref_max = fmax(c->ref_max, fabs(ref[i]));
-    }
-    c->rows += rows;
-}
-
 static void add_note(char *note, size_t notelen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void add_note(char *note, size_t notelen, const char *fmt, ...)
@@ -122,7 +111,7 @@ static int buffers_alloc(buffers *b, const set_shape *sh, int64_t m, int grads)
 }
 
 int ck_verify(const ck_ctx *c, const ck_set *s, ck_files *f, const fr_problem *p,
-              const set_shape *sh, ck_cmp *q_cmp, ck_cmp *kv_cmp, char *note, size_t notelen,
+              const set_shape *sh, fr_diff *q_cmp, fr_diff *kv_cmp, char *note, size_t notelen,
               char *err, size_t errlen)
 {
     src role[SET_NROLES];
@@ -162,7 +151,7 @@ int ck_verify(const ck_ctx *c, const ck_set *s, ck_files *f, const fr_problem *p
                 if ((st = fr_exact_rows(p, b.q, b.k, b.v, b.rows, m, b.ref, err, errlen)) ||
                     (st = read_rows(&role[SET_OUT], h, n, dv, b.rows, m, b.got, err, errlen)))
                     break;
-                compare(&q_cmp[2 * h], b.got, b.ref, m * dv, m);
+                fr_diff_add(&q_cmp[2 * h], b.got, b.ref, m * dv);
             }
             if (!grads) continue;
             if ((st = read_block(&role[SET_DOUT], h * n * dv, n * dv, b.dout, err, errlen))) break;
@@ -172,9 +161,9 @@ int ck_verify(const ck_ctx *c, const ck_set *s, ck_files *f, const fr_problem *p
                          "gradients not compared: dout holds a NaN or Inf at flat index %lld",
                          (long long)(h * n * dv + bad));
                 for (int64_t x = 0; x < sh->batch; x++)
-                    q_cmp[2 * x + 1] = (ck_cmp){0};
+                    q_cmp[2 * x + 1] = (fr_diff){0};
                 for (int64_t x = 0; x < sh->kv_batch; x++)
-                    kv_cmp[2 * x] = kv_cmp[2 * x + 1] = (ck_cmp){0};
+                    kv_cmp[2 * x] = kv_cmp[2 * x + 1] = (fr_diff){0};
                 grads = 0;
                 continue;
             }
@@ -183,7 +172,7 @@ int ck_verify(const ck_ctx *c, const ck_set *s, ck_files *f, const fr_problem *p
                 break;
             if (use[SET_DQ]) {
                 if ((st = read_rows(&role[SET_DQ], h, n, d, b.rows, m, b.got, err, errlen))) break;
-                compare(&q_cmp[2 * h + 1], b.got, b.rq, m * d, m);
+                fr_diff_add(&q_cmp[2 * h + 1], b.got, b.rq, m * d);
             }
             for (int64_t i = 0; i < m * d; i++)
                 b.acc_k[i] += b.rk[i];
@@ -193,11 +182,11 @@ int ck_verify(const ck_ctx *c, const ck_set *s, ck_files *f, const fr_problem *p
         if (st || !grads) continue;
         if (use[SET_DK]) {
             if ((st = read_rows(&role[SET_DK], j, n, d, b.rows, m, b.got, err, errlen))) break;
-            compare(&kv_cmp[2 * j], b.got, b.acc_k, m * d, m);
+            fr_diff_add(&kv_cmp[2 * j], b.got, b.acc_k, m * d);
         }
         if (use[SET_DV]) {
             if ((st = read_rows(&role[SET_DV], j, n, dv, b.rows, m, b.got, err, errlen))) break;
-            compare(&kv_cmp[2 * j + 1], b.got, b.acc_v, m * dv, m);
+            fr_diff_add(&kv_cmp[2 * j + 1], b.got, b.acc_v, m * dv);
         }
     }
     buffers_free(&b);
