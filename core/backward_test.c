@@ -351,6 +351,18 @@ static void test_naive_shapes(void)
         }
 }
 
+static void test_wide_rows(void)
+{
+    /* d across the register tiles of the dQ product from the keys' rows (4 vectors, 1 vector,
+     * and leftover lanes), over key blocks of 64 consecutive keys, causal and not */
+    static const int64_t shapes[][3] = {{150, 8, 3}, {140, 36, 5}, {131, 40, 8}};
+    for (int s = 0; s < 3; s++) {
+        int64_t n = shapes[s][0], d = shapes[s][1], dv = shapes[s][2];
+        check_naive(&configs[0], n, d, dv, 1.0 / sqrt((double)d), 1, 1, s & 1, 0);
+        check_naive(&configs[1], n, d, dv, 1.0 / sqrt((double)d), 1, 1, !(s & 1), 0);
+    }
+}
+
 static void test_naive_batch(void)
 {
     check_naive(&configs[1], 70, 4, 3, 0.5, 3, 1, 0, 0);
@@ -396,6 +408,7 @@ int main(void)
     T_RUN(test_finite_differences_dout);
     T_RUN(test_finite_differences_target);
     T_RUN(test_naive_shapes);
+    T_RUN(test_wide_rows);
     T_RUN(test_naive_batch);
     T_RUN(test_large_entries);
     T_RUN(test_errors);
