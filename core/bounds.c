@@ -104,15 +104,21 @@ void fr__rope_abs_free(fr__rope_abs *t)
     memset(t, 0, sizeof *t);
 }
 
-/* The coordinates outside every pair keep weight 1: their part of every offset's sum. */
-static double fixed_part(const fr_problem *p, const fr__rope_abs *t, const double *mq,
-                         const double *mk)
+/* The pairs' weights, offset-free: w[2m] = mq_a mk_a + mq_b mk_b (the cos terms) and
+ * w[2m + 1] = mq_a mk_b + mq_b mk_a (the sin terms) for pair m = (a, b); and the part of the
+ * coordinates outside every pair (weight 1 at every offset), returned. */
+static double pair_weights(const fr_problem *p, const fr__rope_abs *t, const double *mq,
+                           const double *mk, double *w)
 {
     double fixed = 0;
     char *paired = calloc((size_t)p->d, 1);
     if (!paired) return INFINITY; /* a valid, useless bound: another bound wins */
-    for (int64_t m = 0; m < t->np; m++)
-        paired[t->pa[m]] = paired[t->pb[m]] = 1;
+    for (int64_t m = 0; m < t->np; m++) {
+        int64_t a = t->pa[m], b = t->pb[m];
+        paired[a] = paired[b] = 1;
+        w[2 * m] = mq[a] * mk[a] + mq[b] * mk[b];
+        w[2 * m + 1] = mq[a] * mk[b] + mq[b] * mk[a];
+    }
     for (int64_t a = 0; a < p->d; a++)
         if (!paired[a]) fixed += mq[a] * mk[a];
     free(paired);
@@ -121,15 +127,11 @@ static double fixed_part(const fr_problem *p, const fr__rope_abs *t, const doubl
 
 /* One offset's sum, e holding its |cos|, |sin| per pair. The same arithmetic in the same order
  * whether e comes from a table or from the angles just computed: R must not depend on which. */
-static double offset_sum(const fr__rope_abs *t, const double *e, double fixed, const double *mq,
-                         const double *mk)
+static double offset_sum(int64_t np, const double *e, const double *w, double fixed)
 {
     double s = fixed;
-    for (int64_t m = 0; m < t->np; m++) {
-        double c = e[2 * m], sn = e[2 * m + 1];
-        int64_t a = t->pa[m], b = t->pb[m];
-        s += c * (mq[a] * mk[a] + mq[b] * mk[b]) + sn * (mq[a] * mk[b] + mq[b] * mk[a]);
-    }
+    for (int64_t m = 0; m < np; m++)
+        s += e[2 * m] * w[2 * m] + e[2 * m + 1] * w[2 * m + 1];
     return s;
 }
 
@@ -163,11 +165,15 @@ double fr__support_sum(const fr_problem *p, const double *mq, const double *mk,
         fr__rope_abs_free(&own);
         return best;
     }
+    double *w = malloc(2 * (size_t)d * sizeof *w);
+    if (!w) return INFINITY;
     if (tab && tab->cs) {
-        double fixed = fixed_part(p, tab, mq, mk);
-        for (int64_t delta = -tab->lim; delta <= tab->lim; delta++)
-            best = fmax(best,
-                        offset_sum(tab, tab->cs + (delta + tab->lim) * tab->np * 2, fixed, mq, mk));
+        double fixed = pair_weights(p, tab, mq, mk, w);
+        for (int64_t delta = -tab->lim; delta <= tab->lim; delta++) {
+            double s = offset_sum(tab->np, tab->cs + (delta + tab->lim) * tab->np * 2, w, fixed);
+            if (s > best) best = s;
+        }
+        free(w);
         return best;
     }
     /* Too long for a table: the angles offset by offset. */
@@ -181,16 +187,17 @@ double fr__support_sum(const fr_problem *p, const double *mq, const double *mk,
         goto done;
     }
     one.np = fr__rope_pairs(p, one.pa, one.pb, freq);
-    double fixed = fixed_part(p, &one, mq, mk);
+    double fixed = pair_weights(p, &one, mq, mk, w);
     for (int64_t delta = -lim; delta <= lim; delta++) {
         for (int64_t m = 0; m < one.np; m++) {
             double ang = (double)delta * freq[m];
             e[2 * m] = fabs(cos(ang)), e[2 * m + 1] = fabs(sin(ang));
         }
-        best = fmax(best, offset_sum(&one, e, fixed, mq, mk));
+        double s = offset_sum(one.np, e, w, fixed);
+        if (s > best) best = s;
     }
 done:
-    free(freq), free(e), free(one.pa), free(one.pb);
+    free(freq), free(e), free(one.pa), free(one.pb), free(w);
     return best;
 }
 

@@ -43,8 +43,21 @@ int64_t fr__binom(int64_t n, int64_t k)
 
 int64_t fr_find_nonfinite(const double *x, int64_t count)
 {
-    for (int64_t i = 0; i < count; i++)
-        if (!isfinite(x[i])) return i;
+    /* Blocks tested branch-free on the exponent bits (all ones: Inf or NaN), which vectorises;
+     * a block with one is searched. A batch's bounds spent a quarter of their time here. */
+    enum { BLOCK = 512 };
+    for (int64_t i0 = 0; i0 < count; i0 += BLOCK) {
+        int64_t cnt = count - i0 < BLOCK ? count - i0 : BLOCK;
+        uint64_t bad = 0;
+        for (int64_t i = 0; i < cnt; i++) {
+            uint64_t u;
+            memcpy(&u, &x[i0 + i], sizeof u);
+            bad |= (uint64_t)((u & 0x7ff0000000000000ULL) == 0x7ff0000000000000ULL);
+        }
+        if (bad)
+            for (int64_t i = i0; i < i0 + cnt; i++)
+                if (!isfinite(x[i])) return i;
+    }
     return -1;
 }
 
