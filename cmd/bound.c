@@ -2,6 +2,7 @@
  * without reading any tensor: R, the degree and certified eta, the a-priori error bound, the
  * counts and the predicted times. Lists and ranges make a sweep one command. */
 #include "cli.h"
+#include "fastrope_planner.h"
 #include "report.h"
 
 #include <errno.h>

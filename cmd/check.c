@@ -9,6 +9,7 @@
  * so the two agree to the bit on the same head; degree and times come from fr_plan_estimate, as
  * in `fastrope bound`. */
 #include "check.h"
+#include "fastrope_planner.h"
 #include "job.h"
 
 #include <errno.h>

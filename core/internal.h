@@ -4,6 +4,7 @@
 #define FASTROPE_INTERNAL_H
 
 #include "fastrope.h"
+#include "fastrope_planner.h"
 
 #include <stdarg.h>
 

@@ -230,7 +230,7 @@ fr_status fr_plan_estimate(const fr_problem *p, const fr_bounds *bounds, const f
     st = decide(p, bounds, opt, info, &coef, err, errlen);
     if (st == FR_EACCURACY) { /* a forced method that cannot meet eps: a row, not an error */
         info->degree = -1;
-        info->reason = "no polynomial degree within --max-degree meets eps for this method";
+        info->reason = "no polynomial degree within max_degree meets eps for this method";
         return FR_OK;
     }
     if (st || info->degree < 0) return st;

@@ -2,7 +2,7 @@
  * polyfft plan does, and each method gets the degree its own arithmetic needs. */
 #include "test.h"
 
-#include "fastrope.h"
+#include "fastrope_planner.h"
 
 #include <string.h>
 

@@ -65,7 +65,7 @@ int fr__polyrope_create(fr__polyrope **out, const fr_problem *p, const double *c
     if (r > MAX_FEATURES)
         return fr__err(err, errlen, FR_EUSAGE,
                        "polyrope: %lld features (C(%d + %d, %d)) is too many; lower the degree "
-                       "or use --method polyfft",
+                       "or use polyfft",
                        (long long)r, degree, d, d);
     fr__polyrope *pl = calloc(1, sizeof *pl);
     if (!pl) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
@@ -316,7 +316,7 @@ int fr__polyrope_execute(const fr__polyrope *pl, const double *q, const double *
         return fr__err(err, errlen, FR_EACCURACY,
                        "polyrope: the degree-%d polynomial gives a non-positive softmax "
                        "denominator at row %lld (scores beyond the fitted range?); raise the "
-                       "degree or use --method exact",
+                       "degree or use the exact method",
                        pl->g, (long long)bad);
     return FR_OK;
 }

@@ -543,7 +543,7 @@ int fr__polyrope_backward(const fr__polyrope *pl, const double *q, const double 
         st = fr__err(err, errlen, FR_EACCURACY,
                      "polyrope: the degree-%d polynomial gives a non-positive softmax "
                      "denominator at row %lld (scores beyond the fitted range?); raise the "
-                     "degree or use --method exact",
+                     "degree or use the exact method",
                      pl->g, (long long)badrow);
         goto done;
     }

@@ -1,0 +1,60 @@
+/* fastrope_planner.h - what the planner's tools need beyond the user API (fastrope.h): the
+ * streamed statistics `fastrope check` bounds a dump with, the polynomial and its error bound,
+ * the decisions a plan would make without building it, and the cost model's predictions.
+ *
+ *   // bounds of data read one tensor at a time, equal to fr_bounds_compute's to the bit:
+ *   fr_stats_rows(q_chunk, rows, d, q_col_max, &q_row_sq);   // ... for every chunk of q, k, v
+ *   fr_bounds_from_stats(&p, q_row_sq, k_row_sq, q_col_max, k_col_max, B_v, &b, err, len);
+ *   fr_plan_estimate(&p, &b, &opt, &info, err, len);         // degree, method, counts, times
+ *
+ * Every function here is as stable as fastrope.h's, but of use only to tools that plan. */
+#ifndef FASTROPE_PLANNER_H
+#define FASTROPE_PLANNER_H
+
+#include "fastrope.h"
+
+/* 1 when W_delta = R^delta for a per-position orthogonal R (standard RoPE and its variants,
+ * no rotation, or an explicit W recognised as such a family to within tol); then the
+ * factorised path applies. Otherwise why (if not NULL) receives the reason, one line. */
+int fr_rotation_is_rope_family(const fr_problem *p, double tol, char *why, size_t whylen);
+
+/* Streaming reductions (fastrope check reads one tensor at a time): fold rows x cols of x into
+ * col_max[a] (max |x_ia|, initialise to 0) and *max_row_sq (max_i sum_a x_ia^2, initialise to 0),
+ * with the same rounding as fr_bounds_compute. */
+void fr_stats_rows(const double *x, int64_t rows, int64_t cols, double *col_max,
+                   double *max_row_sq);
+/* The bounds fr_bounds_compute would give for one problem, from those reductions of Q and K
+ * (d columns each) and max |entry| of V: the same R to the bit. Rotations by parameters only
+ * (not explicit W). */
+fr_status fr_bounds_from_stats(const fr_problem *p, double q_row_sq, double k_row_sq,
+                               const double *q_col_max, const double *k_col_max, double B_v,
+                               fr_bounds *out, char *err, size_t errlen);
+
+/* Chebyshev interpolant of exp on [-R, R] of degree g, converted to monomial coefficients
+ * coef[0..g]; *eta receives its relative error max |P(x) - e^x| / e^x certified on a fine grid
+ * (an upper bound, with a safety factor). */
+int fr_poly_fit(double R, int degree, double *coef, double *eta, char *err, size_t errlen);
+
+/* The a-priori bound on ||T_fast - T||_inf: 2 eta / (1 - eta) * B_v (inf when eta >= 1). */
+double fr_a_priori_bound(double eta, double B_v);
+
+/* Smallest degree <= max_degree whose certified eta meets eps through the a-priori bound, with
+ * the rounding floor of the arithmetic accounted for: float_fft = 1 for polyfft (KissFFT works
+ * in single precision: a floor ~5e-7 at R = 1, measured), 0 for a method in double (polyrope).
+ * FR_EACCURACY, saying which limit bit, when no degree does. */
+int fr_poly_choose_degree(double R, double B_v, double eps, int max_degree, int float_fft,
+                          int *degree, double *eta, char *err, size_t errlen);
+
+/* What fr_plan_create would decide for one problem (degree, eta, method, counts, predicted
+ * times) without building anything that grows with n: for `fastrope bound` and `fastrope check`.
+ * A degree above max_degree is not an error here: info->degree is -1 and info->reason says why.
+ * The counts are those of polyfft whatever the method (features: polyrope's rank, RoPE family
+ * only). */
+fr_status fr_plan_estimate(const fr_problem *p, const fr_bounds *bounds, const fr_options *opt,
+                           fr_plan_info *info, char *err, size_t errlen);
+
+/* Cost model (calibrated by the benchmark, constants in core/cost.c): predicted seconds of each
+ * method for one problem of this shape; t[m] < 0 where method m does not apply. */
+void fr_predict_times(const fr_problem *p, int degree, int64_t support, double *t);
+
+#endif
