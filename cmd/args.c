@@ -164,10 +164,11 @@ static int out_path(const char *flag, const char *value, void *field, int bundle
 {
     fr_format f = fr_format_from_path(value);
     int ok = strcmp(value, "-") == 0 || f == FR_FMT_NPZ || f == FR_FMT_JSON ||
-             (!bundle && f == FR_FMT_NPY);
+             f == FR_FMT_SAFETENSORS || (!bundle && f == FR_FMT_NPY);
     if (!ok)
         return cli_fail(EXIT_USAGE, "%s %s: unknown output format (use %s)", flag, value,
-                        bundle ? ".npz or .json" : ".npy, .npz or .json");
+                        bundle ? ".npz, .json or .safetensors"
+                               : ".npy, .npz, .json or .safetensors");
     *(const char **)field = value;
     return EXIT_OK;
 }

@@ -181,7 +181,8 @@ def help_names_the_formats_read_and_written():
     grad_help, _ = help_options("grad")
     assert ".safetensors" in grad_help and "bundle" in grad_help
     gen_help, _ = help_options("gen")
-    assert ".npz" in gen_help and ".json" in gen_help and ".safetensors" not in gen_help
+    assert ".npz" in gen_help and ".json" in gen_help and ".safetensors" in gen_help
+    assert ".npy" not in gen_help  # a bundle: never one tensor
 
 
 @test

@@ -174,7 +174,8 @@ int cli_parse_values(const char *flag, const char *s, double min, double max, in
 void cli_values_free(cli_values *v);
 void cli_strings_free(cli_strings *s);
 /* CLI_CUSTOM parsers of output paths (a const char * field): the extension must name a format
- * written, .npy, .npz or .json for a tensor, .npz or .json for a bundle ('-': stdout). */
+ * written: .npy, .npz, .json or .safetensors for a tensor, the same but .npy for a bundle ('-':
+ * stdout). */
 int cli_out_tensor(const char *flag, const char *value, void *field);
 int cli_out_bundle(const char *flag, const char *value, void *field);
 /* Whole-string numbers; print a usage error naming the flag on failure. */
@@ -251,10 +252,8 @@ void cli_shape_str(const fr_tensor *t, char *buf, size_t len);
 
 /* ---- commands ---------------------------------------------------------------------------- */
 
-int cmd_run(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_gen(int argc, char **argv);
-int cmd_grad(int argc, char **argv);
 int cmd_bound(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 

@@ -27,7 +27,7 @@ static const cli_opt gen_table[] = {
     OPT_LIST("batch", gen_opts, batch, 1, 1e12, CLI_WHOLE | CLI_NO_RANGE, "A,B,...",
              "leading axes: q is [A, B, ..., n, d] (none)"),
     OPT_CUSTOM("output", 'o', gen_opts, out, cli_out_bundle, "FILE",
-               "the bundle: .npz or .json ('-': .npz to stdout) (required)"),
+               "the bundle: .npz, .json or .safetensors ('-': .npz to stdout) (required)"),
     OPT_END};
 
 static const cli_section sections[] = {{gen_table, 0, NULL}, {NULL, 0, NULL}};

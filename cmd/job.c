@@ -1,143 +1,92 @@
-/* job.c - what `run` and `grad` share: their common options, the problem built from the
- * inputs, bounds over a batch, the rows sampled for checking, and writing the report. */
+/* job.c - the pipeline of run and grad, written once: outputs staged before any work (a missing
+ * directory fails at once), inputs loaded, the problem, each entry's bounds, the plan (or the
+ * refusal, reported), the computation, the sampled check, the results' finiteness, then every
+ * output written into its staging and all committed together, or none. */
 #include "job.h"
+#include "report.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
-#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-static int parse_report_fd(const char *flag, const char *value, void *field)
+static void begin(job *j, const char *cmd, job_opts *o)
 {
-    int64_t fd;
-    if (parse_int64(flag, value, &fd)) return EXIT_USAGE;
-    if (fd < 0 || fd > INT32_MAX)
-        return cli_fail(EXIT_USAGE, "%s: '%s' is not a file descriptor (a whole number >= 0)", flag,
-                        value);
-    if (fcntl((int)fd, F_GETFD) < 0)
-        return cli_fail(EXIT_USAGE, "%s %lld: not an open file descriptor", flag, (long long)fd);
-    *(int64_t *)field = fd;
-    return EXIT_OK;
+    memset(j, 0, sizeof *j);
+    j->cmd = cmd;
+    j->o = o;
+    j->t0 = cli_now();
+    j->bundle_id = j->report_id = -1;
 }
 
-static int parse_check_rows(const char *flag, const char *value, void *field)
+int job_add_result(job *j, const char *name, const char *file, int in_bundle)
 {
-    int64_t m;
-    if (strcmp(value, "all") == 0) {
-        *(int64_t *)field = -2;
-        return EXIT_OK;
-    }
-    char *end;
-    errno = 0;
-    m = strtoll(value, &end, 10);
-    if (end == value || *end != '\0' || errno == ERANGE || m < 0)
-        return cli_fail(EXIT_USAGE, "%s: '%s' is not a count >= 0 or 'all'", flag, value);
-    *(int64_t *)field = m;
-    return EXIT_OK;
+    if (j->nres >= JOB_MAX_RESULTS) abort(); /* a programming error */
+    job_result *r = &j->res[j->nres];
+    r->name = name;
+    r->file = file;
+    r->in_bundle = in_bundle;
+    r->id = -1;
+    return j->nres++;
 }
 
-static const cli_choice dtypes[] = {{"f8", FR_DTYPE_F8},
-                                    {"float64", FR_DTYPE_F8},
-                                    {"f4", FR_DTYPE_F4},
-                                    {"float32", FR_DTYPE_F4},
-                                    {NULL, 0}};
-
-const cli_opt job_table[] = {
-    OPT_GROUP("Inputs (read: .npy, .npz, .json, .safetensors, recognised by their first bytes):"),
-    OPT_STRING("input", 0, job_opts, input, "BUNDLE",
-               "a bundle (.npz, .safetensors, a JSON object) with members q, k, v ('-': stdin)"),
-    OPT_STRING(NULL, 'q', job_opts, q, "FILE",
-               "q [..., n, d]: a tensor file, or a bundle's member 'q' (with -k and -v)"),
-    OPT_STRING(NULL, 'k', job_opts, k, "FILE", "k [..., n, d], likewise"),
-    OPT_STRING(NULL, 'v', job_opts, v, "FILE", "v [..., n, dv], likewise"),
-    OPT_GROUP("Report and check:"),
-    OPT_STRING("report", 0, job_opts, report, "FILE", "JSON report ('-': stdout)"),
-    OPT_CUSTOM("report-fd", 0, job_opts, report_fd, parse_report_fd, "N",
-               "JSON report to the open file descriptor N (for pipes)"),
-    OPT_CUSTOM("check-rows", 0, job_opts, check_rows, parse_check_rows, "N|all",
-               "rows checked against the exact computation (all when n <= 4096, else 256; 0: "
-               "none)"),
-    OPT_CHOICE("dtype", job_opts, dtype, dtypes, "f4|f8", "precision of the outputs (f8)"),
-    OPT_FLAG("quiet", 0, job_opts, quiet, "no summary line on stderr"),
-    OPT_END};
-
-void job_init(job_opts *o)
+void job_result_shape(job *j, int r, const fr_tensor *like, int64_t last)
 {
-    memset(o, 0, sizeof *o);
-    o->dtype = FR_DTYPE_F8;
-    o->check_rows = -1;
-    o->report_fd = -1;
-    o->limits = cli_default_limits;
-    cli_attn_init(&o->attn);
+    j->res[r].like = like;
+    j->res[r].last = last;
 }
 
-int job_finish_section(void *fields, uint64_t given)
-{
-    job_opts *o = fields;
-    (void)given;
-    if (o->report && o->report_fd >= 0)
-        return cli_fail(EXIT_USAGE, "give --report or --report-fd, not both");
-    if (o->input && (o->q || o->k || o->v))
-        return cli_fail(EXIT_USAGE, "give either --input BUNDLE or -q/-k/-v, not both");
-    if (!o->input && !(o->q && o->k && o->v))
-        return cli_fail(EXIT_USAGE, "give --input BUNDLE or all of -q, -k and -v");
-    return EXIT_OK;
-}
+/* ---- the steps ------------------------------------------------------------------------------- */
 
-int job_same_file(const char *a, const char *b)
+/* Before any work: no two outputs name one file ('-' is stdout, where the report may go too
+ * through --report-fd 1), and no output is an input: a typo there destroys data. */
+static int check_paths(const job *j)
 {
-    struct stat sa, sb;
-    if (!a || !b || strcmp(a, "-") == 0 || strcmp(b, "-") == 0) return 0;
-    if (stat(a, &sa) || stat(b, &sb)) return 0;
-    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
-/* One file under two names, existing or not (-o x.npy --report ./x.npy): the same text, the same
- * inode, or the same name in the same directory. */
-static int same_target(const char *a, const char *b)
-{
-    if (strcmp(a, b) == 0 || job_same_file(a, b)) return 1;
-    if (strcmp(a, "-") == 0 || strcmp(b, "-") == 0) return 0;
-    const char *ba = strrchr(a, '/'), *bb = strrchr(b, '/');
-    ba = ba ? ba + 1 : a;
-    bb = bb ? bb + 1 : b;
-    if (strcmp(ba, bb) != 0) return 0;
-    char da[4096], db[4096];
-    snprintf(da, sizeof da, "%.*s", ba == a ? 1 : (int)(ba - a), ba == a ? "." : a);
-    snprintf(db, sizeof db, "%.*s", bb == b ? 1 : (int)(bb - b), bb == b ? "." : b);
-    return job_same_file(da, db);
-}
-
-int job_check_paths(const job_opts *o, const char *cmd, const char *const *outs, int nouts,
-                    const char *const *extra_inputs, int nextra)
-{
-    for (int i = 0; i < nouts; i++)
-        for (int j = i + 1; j < nouts; j++)
-            if (outs[i] && outs[j] && same_target(outs[i], outs[j]))
+    const job_opts *o = j->o;
+    const char *outs[JOB_MAX_RESULTS + 2],
+        *ins[7] = {o->input, o->q, o->k, o->v, o->attn.w_path, j->also_read[0], j->also_read[1]};
+    int nouts = 0;
+    for (int r = 0; r < j->nres; r++)
+        outs[nouts++] = j->res[r].file;
+    outs[nouts++] = j->bundle;
+    outs[nouts++] = o->report;
+    for (int a = 0; a < nouts; a++)
+        for (int b = a + 1; b < nouts; b++)
+            if (outs[a] && outs[b] && fr_same_file(outs[a], outs[b]))
                 return cli_fail(EXIT_USAGE, "%s: two outputs name %s%s: each needs its own file",
-                                cmd, strcmp(outs[i], "-") ? "the file " : "stdout ",
-                                strcmp(outs[i], "-") ? outs[i] : "('-')");
-    if (o->report_fd == 1)
-        for (int i = 0; i < nouts; i++)
-            if (outs[i] && strcmp(outs[i], "-") == 0)
-                return cli_fail(EXIT_USAGE, "%s: an output and the report cannot both go to stdout",
-                                cmd);
-    const char *inputs[5] = {o->input, o->q, o->k, o->v, o->attn.w_path};
-    for (int j = 0; j < nouts; j++) {
-        for (int i = 0; i < 5 + nextra; i++) {
-            const char *in = i < 5 ? inputs[i] : extra_inputs[i - 5];
-            if (outs[j] && in && job_same_file(outs[j], in))
-                return cli_fail(EXIT_USAGE, "%s: refusing to overwrite the input %s", cmd, in);
-        }
+                                j->cmd, strcmp(outs[a], "-") ? "the file " : "stdout ",
+                                strcmp(outs[a], "-") ? outs[a] : "('-')");
+    for (int a = 0; a < nouts; a++) {
+        if (!outs[a]) continue;
+        if (o->report_fd == 1 && strcmp(outs[a], "-") == 0)
+            return cli_fail(EXIT_USAGE, "%s: an output and the report cannot both go to stdout",
+                            j->cmd);
+        for (int i = 0; i < 7; i++)
+            if (ins[i] && strcmp(ins[i], "-") != 0 && fr_same_file(outs[a], ins[i]))
+                return cli_fail(EXIT_USAGE, "%s: refusing to overwrite the input %s", j->cmd,
+                                ins[i]);
     }
     return EXIT_OK;
 }
 
-int job_problem(const job_opts *o, const cli_inputs *in, fr_problem *p)
+static int stage(job *j)
+{
+    char err[512];
+    int st = EXIT_OK;
+    if (!(j->outs = fr_outputs_new())) return cli_fail(EXIT_INTERNAL, "out of memory");
+    for (int r = 0; r < j->nres && !st; r++)
+        if (j->res[r].file)
+            st = fr_outputs_add(j->outs, j->res[r].file, FR_OUT_TENSOR, &j->res[r].id, err,
+                                sizeof err);
+    if (!st && j->bundle)
+        st = fr_outputs_add(j->outs, j->bundle, FR_OUT_BUNDLE, &j->bundle_id, err, sizeof err);
+    if (!st && j->o->report)
+        st = fr_outputs_add(j->outs, j->o->report, FR_OUT_TEXT, &j->report_id, err, sizeof err);
+    return st ? cli_fail(st, "%s", err) : EXIT_OK;
+}
+
+static int problem(const job_opts *o, const cli_inputs *in, fr_problem *p)
 {
     char err[512], sq[128];
     *p = fr_problem_default(in->n, in->d, in->dv);
@@ -162,36 +111,47 @@ int job_problem(const job_opts *o, const cli_inputs *in, fr_problem *p)
     return st ? cli_fail(st, "%s", err) : EXIT_OK;
 }
 
-int job_bounds(const fr_problem *p, const cli_inputs *in, fr_bounds **entries, fr_bounds *pooled)
+static int64_t count_of(const job_result *r)
 {
-    char err[512];
-    *entries = malloc((size_t)in->batch * sizeof **entries);
-    if (!*entries) return cli_fail(EXIT_INTERNAL, "out of memory for the bounds");
-    int st = fr_bounds_compute(p, in->q->data, in->k->data, in->v->data, *entries, err, sizeof err);
-    if (st) {
-        free(*entries);
-        *entries = NULL;
-        return cli_fail(st, "%s", err);
+    int64_t c = 1;
+    for (int i = 0; i < r->like->ndim - 1; i++)
+        c *= r->like->shape[i];
+    return c * (r->last > 0 ? r->last : r->like->shape[r->like->ndim - 1]);
+}
+
+static int allocate(job *j)
+{
+    for (int r = 0; r < j->nres; r++) {
+        if (!j->res[r].like) continue;
+        int64_t c = count_of(&j->res[r]);
+        if (!(j->res[r].data = calloc((size_t)(c > 0 ? c : 1), sizeof(double))))
+            return cli_fail(EXIT_INTERNAL, "out of memory for %s (%lld doubles)", j->res[r].name,
+                            (long long)c);
     }
-    fr_bounds_pool(*entries, in->batch, pooled);
+    if (!(j->entries = calloc((size_t)j->p.batch, sizeof *j->entries)) ||
+        !(j->bounds = malloc((size_t)j->p.batch * sizeof *j->bounds)))
+        return cli_fail(EXIT_INTERNAL, "out of memory for the bounds of %lld entries",
+                        (long long)j->p.batch);
     return EXIT_OK;
 }
 
-int64_t job_check_count(int64_t n, int64_t want)
+static int bounds(job *j)
 {
-    int64_t m = want == -2 ? n : (want < 0 ? (n <= 4096 ? n : 256) : want);
-    return m > n ? n : m;
+    char err[512];
+    int st = fr_bounds_compute(&j->p, j->in.q->data, j->in.k->data, j->in.v->data, j->bounds, err,
+                               sizeof err);
+    if (st) return cli_fail(st, "%s", err);
+    fr_bounds_pool(j->bounds, j->p.batch, &j->pooled);
+    return EXIT_OK;
 }
 
-int64_t *job_sample_rows(int64_t n, int64_t m)
+/* The core says why in its terms (eps, max_degree); the hint is in the command's. */
+static int refused(job *j, const char *why)
 {
-    /* Evenly spaced with the first and last row: the first row of a causal problem has one
-     * key, the last has all of them; both ends are where errors show first. */
-    int64_t *rows = malloc((size_t)(m > 0 ? m : 1) * sizeof *rows);
-    if (!rows) return NULL;
-    for (int64_t t = 0; t < m; t++)
-        rows[t] = m == 1 ? 0 : (int64_t)((double)t * (double)(n - 1) / (double)(m - 1));
-    return rows;
+    const char *hint =
+        strstr(why, "degree") ? "; --method exact computes it without a polynomial" : "";
+    return cli_fail(EXIT_ACCURACY, "%s: %s refused: %s%s", j->cmd,
+                    fr_method_name(j->o->attn.opt.method), why, hint);
 }
 
 void job_progress(int64_t done, int64_t total, double t0)
@@ -206,36 +166,278 @@ void job_progress(int64_t done, int64_t total, double t0)
     if (done == total) fputc('\n', stderr);
 }
 
-int job_progress_fn(void *user, const char *phase, double fraction)
+/* The core's progress, as a bar after the first second and a half on a terminal. */
+static int progress(void *user, const char *phase, double fraction)
 {
+    const job *j = user;
     (void)phase;
-    job_progress((int64_t)(fraction * 1000), 1000, *(const double *)user);
+    if (!j->o->quiet) job_progress((int64_t)(fraction * 1000), 1000, j->t0);
     return 0;
+}
+
+/* Plan and compute; on a refusal, *refusal holds the core's reason. */
+static int compute(job *j, const job_spec *spec, void *cmd, char *refusal, size_t len)
+{
+    char err[512];
+    fr_options opt = j->o->attn.opt;
+    opt.progress = progress;
+    opt.progress_user = j;
+    fr_plan *plan = NULL;
+    double tc = cli_now();
+    int st = fr_plan_create(&plan, &j->p, j->bounds, &opt, err, sizeof err);
+    if (st == EXIT_ACCURACY) {
+        snprintf(refusal, len, "%s", err);
+        return refused(j, err);
+    }
+    if (st) return cli_fail(st, "%s", err);
+    fr_plan_get_info(plan, &j->info);
+    for (int64_t b = 0; b < j->p.batch; b++) {
+        fr_plan_info e;
+        fr_plan_entry_info(plan, b, &e);
+        j->entries[b] = (job_entry){e.bounds.B, e.bounds.R, e.degree, e.method, {0, 0, 0, 0}};
+    }
+    st = spec->compute(j, cmd, plan, err, sizeof err);
+    fr_plan_free(plan);
+    j->compute_s = cli_now() - tc;
+    return st ? cli_fail(st, "%s", err) : EXIT_OK;
+}
+
+int64_t job_check_count(int64_t n, int64_t want)
+{
+    int64_t m = want == -2 ? n : (want < 0 ? (n <= 4096 ? n : 256) : want);
+    return m > n ? n : m;
+}
+
+/* Evenly spaced with the first and last row: the first row of a causal problem has one key, the
+ * last has all of them; both ends are where errors show first. */
+int64_t *job_sample_rows(int64_t n, int64_t m)
+{
+    int64_t *rows = malloc((size_t)(m > 0 ? m : 1) * sizeof *rows);
+    if (!rows) return NULL;
+    for (int64_t t = 0; t < m; t++)
+        rows[t] = m == 1 ? 0 : (int64_t)((double)t * (double)(n - 1) / (double)(m - 1));
+    return rows;
+}
+
+static int check(job *j, const job_spec *spec, void *cmd)
+{
+    char err[512];
+    int64_t n = j->p.n;
+    j->nrows = job_check_count(n, j->o->check_rows);
+    int fast = 0; /* the exact method is its own reference */
+    for (int64_t b = 0; b < j->p.batch; b++)
+        fast |= j->entries[b].method != FR_METHOD_EXACT;
+    if (!fast) j->nrows = 0;
+    if (j->nrows == 0) return EXIT_OK;
+    double t0 = cli_now();
+    if (!(j->per = calloc((size_t)j->p.batch * FR_NGRADS, sizeof *j->per)) ||
+        (j->nrows < n && !(j->rows = job_sample_rows(n, j->nrows))))
+        return cli_fail(EXIT_INTERNAL, "out of memory");
+    int st = spec->check(j, cmd, err, sizeof err);
+    j->check_s = cli_now() - t0;
+    return st ? cli_fail(st, "checking against the exact computation: %s", err) : EXIT_OK;
+}
+
+/* The last line of defence: a NaN or an infinity never leaves with exit 0. */
+static int all_finite(const job *j)
+{
+    for (int r = 0; r < j->nres; r++) {
+        if (!j->res[r].data) continue;
+        int64_t bad = fr_find_nonfinite(j->res[r].data, count_of(&j->res[r]));
+        if (bad >= 0)
+            return cli_fail(EXIT_INTERNAL,
+                            "%s: the computed %s holds %s at flat index %lld although the inputs "
+                            "are finite; nothing was written (please report this)",
+                            j->cmd, j->res[r].name, isnan(j->res[r].data[bad]) ? "NaN" : "Inf",
+                            (long long)bad);
+    }
+    return EXIT_OK;
+}
+
+static void tensor_of(const job_result *r, fr_tensor *t)
+{
+    memset(t, 0, sizeof *t);
+    t->ndim = r->like->ndim;
+    memcpy(t->shape, r->like->shape, sizeof t->shape);
+    if (r->last > 0) t->shape[t->ndim - 1] = r->last;
+    t->data = r->data;
+}
+
+static int write_results(job *j)
+{
+    char err[512];
+    int st = EXIT_OK;
+    fr_tensor t;
+    for (int r = 0; r < j->nres && !st; r++) {
+        if (j->res[r].id < 0 || !j->res[r].data) continue;
+        tensor_of(&j->res[r], &t);
+        st = fr_outputs_write_tensor(j->outs, j->res[r].id, FR_FMT_UNKNOWN, &t, j->o->dtype, err,
+                                     sizeof err);
+    }
+    if (!st && j->bundle_id >= 0) {
+        fr_bundle b;
+        memset(&b, 0, sizeof b);
+        for (int r = 0; r < j->nres && !st; r++) {
+            if (!j->res[r].in_bundle || !j->res[r].data) continue;
+            tensor_of(&j->res[r], &t);
+            if ((st = fr_bundle_add(&b, j->res[r].name, &t, err, sizeof err))) break;
+            j->res[r].data = NULL; /* the bundle owns it now */
+        }
+        if (!st)
+            st = fr_outputs_write_bundle(j->outs, j->bundle_id, FR_FMT_UNKNOWN, &b, j->o->dtype, 0,
+                                         err, sizeof err);
+        fr_bundle_free(&b);
+    }
+    return st ? cli_fail(st, "%s", err) : EXIT_OK;
+}
+
+static void report_entries(const job *j, cJSON *r)
+{
+    rep_int(r, "worst_entry", j->info.entry);
+    rep_int(r, "plans", j->info.plans);
+    cJSON *a = cJSON_AddArrayToObject(r, "entries");
+    for (int64_t b = 0; b < j->p.batch; b++) {
+        const job_entry *e = &j->entries[b];
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddItemToArray(a, x);
+        rep_int(x, "index", b);
+        rep_num(x, "B", e->B);
+        rep_num(x, "R", e->R);
+        if (e->degree >= 0)
+            rep_int(x, "degree", e->degree);
+        else
+            cJSON_AddNullToObject(x, "degree");
+        cJSON_AddStringToObject(x, "method", fr_method_name(e->method));
+        rep_num(x, "max_abs", e->diff.count ? e->diff.max_abs : NAN);
+    }
 }
 
 static int write_fd(int fd, const char *text)
 {
     size_t len = strlen(text), off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, text + off, len - off);
+    while (off <= len) {
+        const char *p = off < len ? text + off : "\n";
+        ssize_t w = write(fd, p, off < len ? len - off : 1);
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return cli_fail(EXIT_INTERNAL, "--report-fd %d: write failed", fd);
-        off += (size_t)w;
+        if (w <= 0)
+            return cli_fail(EXIT_INTERNAL, "--report-fd %d: %s", fd, strerror(w < 0 ? errno : EIO));
+        off += off < len ? (size_t)w : 1;
     }
-    if (write(fd, "\n", 1) != 1) return cli_fail(EXIT_INTERNAL, "--report-fd %d: write failed", fd);
     return EXIT_OK;
 }
 
-int job_write_report(const job_opts *o, cJSON *r)
+/* The report, whole, or of a refusal (the plan's reason, no result). */
+static int report(job *j, const job_spec *spec, void *cmd, const char *refusal)
 {
     char err[512];
+    if (!j->o->report && j->o->report_fd < 0) return EXIT_OK;
+    fr_method m = refusal ? j->o->attn.opt.method : j->info.method;
+    cJSON *r = rep_problem(&j->p, fr_method_name(m), j->p.batch, j->in.w ? j->in.wlabel : NULL,
+                           cli_preset_name(j->o->attn.preset));
+    rep_bounds(r, &j->pooled);
+    if (refusal) {
+        cJSON *x = cJSON_AddObjectToObject(r, "refused");
+        cJSON_AddStringToObject(x, "reason", refusal);
+        rep_num(x, "R", j->pooled.R);
+        cJSON_AddNullToObject(x, "needed_degree"); /* until the core says which */
+        rep_int(x, "max_degree", j->o->attn.opt.max_degree);
+        cJSON_AddNullToObject(r, "error");
+    } else {
+        rep_plan(r, &j->info);
+        report_entries(j, r);
+        spec->report(j, cmd, r);
+    }
+    cJSON *t = cJSON_AddObjectToObject(r, "time_s");
+    rep_num(t, "compute", j->compute_s);
+    rep_num(t, "check", j->check_s);
+    rep_num(t, "total", cli_now() - j->t0);
     char *text = cJSON_Print(r);
+    cJSON_Delete(r);
     if (!text) return cli_fail(EXIT_INTERNAL, "out of memory printing the report");
     int st = EXIT_OK;
-    if (o->report_fd >= 0)
-        st = write_fd((int)o->report_fd, text);
-    else if (o->report && (st = fr_write_text(o->report, text, err, sizeof err)))
-        cli_fail(st, "%s", err);
+    if (j->report_id >= 0) {
+        if ((st = fr_outputs_write_text(j->outs, j->report_id, text, err, sizeof err)))
+            cli_fail(st, "%s", err);
+    } else {
+        /* A pipe cannot be taken back: written last, just before the files are committed. */
+        st = write_fd((int)j->o->report_fd, text);
+    }
     free(text);
+    return st;
+}
+
+static void summary(job *j, const job_spec *spec, void *cmd)
+{
+    char tail[256] = "", deg[32] = "";
+    if (j->o->quiet) return;
+    spec->summary(j, cmd, tail, sizeof tail);
+    if (j->info.degree >= 0) snprintf(deg, sizeof deg, ", degree %d", j->info.degree);
+    fprintf(stderr, "fastrope: %s%s, n = %lld, d = %lld, dv = %lld, batch %lld: %.3g s%s%s\n",
+            fr_method_name(j->info.method), deg, (long long)j->p.n, (long long)j->p.d,
+            (long long)j->p.dv, (long long)j->p.batch, j->compute_s, tail[0] ? "; " : "", tail);
+}
+
+static void release(job *j)
+{
+    fr_outputs_abort(j->outs);
+    for (int r = 0; r < j->nres; r++)
+        free(j->res[r].data);
+    free(j->entries);
+    free(j->bounds);
+    free(j->rows);
+    free(j->per);
+    cli_inputs_free(&j->in);
+}
+
+static int run(job *j, const job_spec *spec, void *cmd)
+{
+    char err[512], refusal[512] = "";
+    job_opts *o = j->o;
+    int st = check_paths(j);
+    if (!st) st = stage(j);
+    if (!st) st = cli_load(&j->in, &o->limits, o->input, o->q, o->k, o->v, o->attn.w_path);
+    if (!st) st = problem(o, &j->in, &j->p);
+    if (!st) st = spec->prepare(j, cmd);
+    if (!st) st = allocate(j);
+    if (!st) st = bounds(j);
+    if (!st) st = compute(j, spec, cmd, refusal, sizeof refusal);
+    if (st == EXIT_ACCURACY && refusal[0]) {
+        /* Only the report is written: the other staged outputs are dropped at commit. */
+        if (!report(j, spec, cmd, refusal) &&
+            fr_outputs_commit(j->outs, err, sizeof err) == EXIT_OK)
+            j->outs = NULL;
+        release(j);
+        return st;
+    }
+    if (!st) st = check(j, spec, cmd);
+    if (!st && spec->verdict) st = spec->verdict(j, cmd);
+    if (!st) st = all_finite(j);
+    if (!st) st = write_results(j);
+    if (!st) st = report(j, spec, cmd, NULL);
+    if (!st) {
+        st = fr_outputs_commit(j->outs, err, sizeof err);
+        j->outs = NULL;
+        if (st) cli_fail(st, "%s", err);
+    }
+    if (!st) summary(j, spec, cmd);
+    release(j);
+    return st;
+}
+
+int job_main(const job_spec *spec, int argc, char **argv)
+{
+    job j;
+    char *cmd = calloc(1, spec->size);
+    if (!cmd) return cli_fail(EXIT_INTERNAL, "out of memory");
+    job_opts *o = (job_opts *)(cmd + spec->job_offset);
+    int st = job_parse(spec->name, spec->synopsis, spec->doc, spec->table, spec->job_offset, argc,
+                       argv, cmd);
+    begin(&j, spec->name, o);
+    if (!st) st = spec->setup(&j, cmd);
+    if (st == CLI_HELP)
+        st = EXIT_OK;
+    else if (!st)
+        st = run(&j, spec, cmd);
+    free(cmd);
     return st;
 }

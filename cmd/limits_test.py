@@ -161,11 +161,12 @@ def out_of_memory_is_exit_1_with_a_message():
             r = limited(kb, *args)
             msg = r.stderr.decode(errors="replace")
             assert r.returncode in (0, 1), (kb, args, r.returncode, msg)
-            # libgomp reports a thread it cannot create itself, and exits 1 (no output is
-            # being written then: outputs are written after the computation)
+            # libgomp reports a thread or a team it cannot allocate itself, and exits 1 (no
+            # output is replaced then: outputs are committed after the computation)
             if r.returncode == 1:
                 assert (msg.startswith("fastrope: ") and "memory" in msg) or msg.strip() == (
-                    "libgomp: Thread creation failed: Resource temporarily unavailable"), (
+                    "libgomp: Thread creation failed: Resource temporarily unavailable") or \
+                    re.fullmatch(r"libgomp: Out of memory allocating \d+ bytes", msg.strip()), (
                         kb, args, msg)
             outcomes.setdefault(args[0] + (args[-1] if args[-1] == "2" else ""), set()).add(
                 r.returncode)

@@ -1,5 +1,5 @@
 /* main.c - the fastrope command: dispatch to the subcommands. */
-#include "cli.h"
+#include "job.h"
 
 #include <string.h>
 
@@ -22,12 +22,14 @@ static const char usage[] =
     "\n"
     "Exit codes: 0 ok, 1 internal/resources, 2 usage, 3 bad input, 4 accuracy not guaranteed.\n";
 
+/* run and grad are configurations of one job (job.c); the others are commands of their own. */
 static const struct {
     const char *name;
     int (*fn)(int, char **);
+    const job_spec *job;
 } commands[] = {
-    {"run", cmd_run},     {"grad", cmd_grad}, {"bound", cmd_bound},
-    {"check", cmd_check}, {"gen", cmd_gen},   {"convert", cmd_convert},
+    {"run", NULL, &run_spec},   {"grad", NULL, &grad_spec}, {"bound", cmd_bound, NULL},
+    {"check", cmd_check, NULL}, {"gen", cmd_gen, NULL},     {"convert", cmd_convert, NULL},
 };
 
 int main(int argc, char **argv)
@@ -46,6 +48,8 @@ int main(int argc, char **argv)
         return EXIT_OK;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return commands[i].job ? job_main(commands[i].job, argc - 1, argv + 1)
+                                   : commands[i].fn(argc - 1, argv + 1);
     return cli_fail(EXIT_USAGE, "unknown command '%s' (see fastrope --help)", argv[1]);
 }

@@ -1,0 +1,166 @@
+"""The job that run and grad share: outputs staged and committed all or nothing, a refusal that
+still writes its report, scores that overflow refused for every method, and the report's entries
+(each batch entry's bounds, plan and observed error, and the worst one)."""
+import json
+import os
+
+import numpy as np
+
+from frtest import fastrope, run_all, test, tmpdir
+import reference as ref
+
+rng = np.random.default_rng(14)
+
+
+def qkv(n, d, lead=(), B=1.0):
+    return {m: rng.uniform(-B, B, lead + (n, d)) for m in "qkv"}
+
+
+def files(d, b, **extra):
+    p = os.path.join(d, "in.npz")
+    np.savez(p, **b)
+    out = {"in": p}
+    for name, a in extra.items():
+        out[name] = os.path.join(d, name + ".npy")
+        np.save(out[name], a)
+    return out
+
+
+def precious(path):
+    with open(path, "wb") as f:
+        f.write(b"precious")
+
+
+def unchanged(path):
+    with open(path, "rb") as f:
+        return f.read() == b"precious"
+
+
+@test
+def a_missing_report_directory_leaves_the_output_untouched():
+    d = tmpdir()
+    p = files(d, qkv(8, 4))
+    out = os.path.join(d, "out.npy")
+    precious(out)
+    r = fastrope("run", "--input", p["in"], "-o", out, "--report",
+                 os.path.join(d, "nodir", "r.json"))
+    assert r.returncode == 1 and b"nodir" in r.stderr, (r.returncode, r.stderr)
+    assert unchanged(out) and sorted(os.listdir(d)) == ["in.npz", "out.npy"], os.listdir(d)
+
+
+@test
+def grad_outputs_are_all_or_nothing():
+    d = tmpdir()
+    b = qkv(8, 4)
+    p = files(d, b, up=rng.uniform(-1, 1, (8, 4)))
+    a = os.path.join(d, "a.npy")
+    precious(a)
+    r = fastrope("grad", "--input", p["in"], "--dout", p["up"], "--dq", a, "--dk",
+                 os.path.join(d, "nodir", "x.npy"))
+    assert r.returncode == 1 and unchanged(a), (r.returncode, r.stderr)
+    # and when everything can be written, everything is
+    r = fastrope("grad", "--input", p["in"], "--dout", p["up"], "--dq", a, "--dk",
+                 os.path.join(d, "dk.npy"), "--quiet")
+    assert r.returncode == 0 and np.load(a).shape == (8, 4), r.stderr
+    assert np.load(os.path.join(d, "dk.npy")).shape == (8, 4)
+
+
+BIG = qkv(64, 4, B=3.0)
+
+
+def refused_run(d, *extra):
+    """polyfft at R ~ 27 (entries up to 3, scale 1): no degree can meet eps."""
+    p = files(d, BIG)
+    out = os.path.join(d, "out.npy")
+    precious(out)
+    r = fastrope("run", "--input", p["in"], "-o", out, "--method", "polyfft", "--scale", "1",
+                 *extra)
+    assert r.returncode == 4, (r.returncode, r.stderr)
+    assert unchanged(out)
+    return r
+
+
+@test
+def a_refused_run_still_writes_its_report():
+    d = tmpdir()
+    rep = os.path.join(d, "r.json")
+    r = refused_run(d, "--report", rep)
+    msg = r.stderr.decode()
+    assert msg.count("\n") == 1 and "--method exact" in msg, msg
+    with open(rep) as f:
+        j = json.load(f)
+    assert j["error"] is None and j["method"] == "polyfft", j
+    x = j["refused"]
+    assert set(x) == {"reason", "R", "needed_degree", "max_degree"}, x
+    assert x["max_degree"] == 24 and x["R"] == j["bounds"]["R"] > 20, x
+    assert "degree" in x["reason"], x
+    # the same through a pipe, and to stdout
+    r = refused_run(d, "--report", "-")
+    assert json.loads(r.stdout)["refused"]["R"] == x["R"]
+    rfd, wfd = os.pipe()
+    import subprocess
+    from frtest import FASTROPE
+    p = files(d, BIG)
+    proc = subprocess.run([FASTROPE, "run", "--input", p["in"], "-o", os.path.join(d, "o.npy"),
+                           "--method", "polyrope", "--scale", "1", "--report-fd", str(wfd)],
+                          pass_fds=(wfd,), capture_output=True)
+    os.close(wfd)
+    with os.fdopen(rfd) as f:
+        assert proc.returncode == 4 and json.load(f)["refused"]["max_degree"] == 24
+
+
+@test
+def a_refused_grad_writes_its_report_and_no_gradient():
+    d = tmpdir()
+    p = files(d, qkv(64, 4, B=3.0), up=rng.uniform(-1, 1, (64, 4)))
+    g, rep = os.path.join(d, "g.npz"), os.path.join(d, "r.json")
+    r = fastrope("grad", "--input", p["in"], "--dout", p["up"], "-o", g, "--report", rep,
+                 "--method", "polyfft", "--scale", "1")
+    assert r.returncode == 4 and not os.path.exists(g), r.stderr
+    with open(rep) as f:
+        j = json.load(f)
+    assert j["refused"]["R"] > 20 and j["error"] is None, j
+
+
+@test
+def scores_that_overflow_are_bad_input_for_every_method():
+    d = tmpdir()
+    p = files(d, qkv(16, 4))
+    for m in ("exact", "polyfft", "polyrope", "auto"):
+        out = os.path.join(d, "o.npy")
+        r = fastrope("run", "--input", p["in"], "-o", out, "--method", m, "--scale", "1e308")
+        assert r.returncode == 3 and not os.path.exists(out), (m, r.returncode, r.stderr)
+        assert b"overflow" in r.stderr, (m, r.stderr)
+    big = files(d, {m: a * 1e160 for m, a in qkv(16, 4).items()})
+    r = fastrope("run", "--input", big["in"], "-o", os.path.join(d, "o.npy"), "--method", "exact")
+    assert r.returncode == 3 and b"overflow" in r.stderr, (r.returncode, r.stderr)
+
+
+@test
+def the_report_lists_every_entry_and_the_worst():
+    d = tmpdir()
+    b = qkv(40, 4, lead=(2, 3), B=0.5)
+    for m in "qkv":
+        b[m][1, 2] *= 3  # entry 5 has the largest entries, hence the largest R
+    p = files(d, b)
+    out, rep = os.path.join(d, "o.npy"), os.path.join(d, "r.json")
+    r = fastrope("run", "--input", p["in"], "-o", out, "--report", rep, "--method", "polyrope",
+                 "--eps", "1e-6", "--quiet")
+    assert r.returncode == 0, r.stderr
+    with open(rep) as f:
+        j = json.load(f)
+    e = j["entries"]
+    assert [x["index"] for x in e] == list(range(6)) and j["worst_entry"] == 5, j
+    assert max(e, key=lambda x: x["R"])["index"] == 5 and e[5]["R"] == j["bounds"]["R"]
+    got = np.load(out).reshape(6, 40, 4)
+    want = ref.attention(b["q"], b["k"], b["v"]).reshape(6, 40, 4)
+    for i, x in enumerate(e):
+        assert set(x) == {"index", "B", "R", "degree", "method", "max_abs"}, x
+        assert x["method"] == "polyrope" and x["degree"] >= 1, x
+        assert x["B"] == np.max(np.abs([b[m].reshape(6, 40, 4)[i] for m in "qkv"])), x
+        assert abs(x["max_abs"] - np.max(np.abs(got[i] - want[i]))) <= 1e-15, (i, x)
+    assert e[5]["degree"] == max(x["degree"] for x in e) > e[0]["degree"], e
+    assert max(x["max_abs"] for x in e) == j["error"]["max_abs"], j["error"]
+
+
+run_all()
