@@ -3,7 +3,7 @@
  *
  * %.17g always round-trips; fewer digits often do. If p digits round-trip, so do p + 1 (the
  * nearest (p+1)-digit decimal is at least as close as the p-digit one with a 0 appended), so
- * the shortest is found by bisection over 1..17: about four tries instead of seventeen. */
+ * the shortest is found by bisection: a few tries instead of seventeen. */
 #include "io_internal.h"
 
 #include <math.h>
@@ -26,7 +26,11 @@ int fr_format_double(char *buf, size_t len, double x)
         /* "-0" would read back as the integer 0 in most JSON readers */
         snprintf(tmp, sizeof tmp, signbit(x) ? "-0.0" : "0");
     } else {
-        int lo = 1, hi = 17;
+        /* Computed values mostly need 16 or 17 digits: 15 is tried first, and only when it
+         * round-trips is a shorter form searched for. */
+        int lo = 1, hi = 15;
+        if (!round_trips(tmp, sizeof tmp, 15, x))
+            lo = hi = round_trips(tmp, sizeof tmp, 16, x) ? 16 : 17;
         while (lo < hi) {
             int mid = (lo + hi) / 2;
             if (round_trips(tmp, sizeof tmp, mid, x))
