@@ -15,17 +15,44 @@
  * the scores as the exact engine computes them. */
 #define ROUNDING_SLACK (1 + 1e-12)
 
-static int check_finite(const char *name, const double *x, int64_t count, char *err, size_t errlen)
+/* The tensors of fr_bounds_compute (double) or fr_bounds_compute_f32 (float): one code path,
+ * each float widened exactly as it is read, so that float data get the bounds its double copy
+ * would get, to the bit. */
+typedef struct {
+    const double *d;
+    const float *f;
+} tensor;
+
+static double at(tensor x, int64_t i)
 {
-    int64_t i = fr_find_nonfinite(x, count);
-    if (i < 0) return FR_OK;
-    return fr__err(err, errlen, FR_EINPUT, "%s has a non-finite value (%g) at flat index %lld",
-                   name, x[i], (long long)i);
+    return x.f ? (double)x.f[i] : x.d[i];
 }
 
-/* Column-wise max |x_ia| into colmax[cols], and max over rows of ||x_i||_2. */
-static void row_col_max(const double *x, int64_t rows, int64_t cols, double *colmax,
-                        double *rownorm)
+static tensor offset(tensor x, int64_t i)
+{
+    return x.f ? (tensor){NULL, x.f + i} : (tensor){x.d + i, NULL};
+}
+
+static int64_t find_nonfinite(tensor x, int64_t count)
+{
+    if (!x.f) return fr_find_nonfinite(x.d, count);
+    for (int64_t i = 0; i < count; i++)
+        if (!isfinite(x.f[i])) return i;
+    return -1;
+}
+
+static int check_finite(const char *name, tensor x, int64_t count, char *err, size_t errlen)
+{
+    int64_t i = find_nonfinite(x, count);
+    if (i < 0) return FR_OK;
+    return fr__err(err, errlen, FR_EINPUT, "%s has a non-finite value (%g) at flat index %lld",
+                   name, at(x, i), (long long)i);
+}
+
+/* Column-wise max |x_ia| into colmax[cols], and max over rows of ||x_i||_2. Inlined once per
+ * element type (f32 a constant), so that neither loop tests the type per element. */
+static inline __attribute__((always_inline)) void
+row_col_max_of(tensor x, int f32, int64_t rows, int64_t cols, double *colmax, double *rownorm)
 {
     *rownorm = 0;
     for (int64_t a = 0; a < cols; a++)
@@ -33,13 +60,21 @@ static void row_col_max(const double *x, int64_t rows, int64_t cols, double *col
     for (int64_t i = 0; i < rows; i++) {
         double s = 0;
         for (int64_t a = 0; a < cols; a++) {
-            double e = fabs(x[i * cols + a]);
+            double e = fabs(f32 ? (double)x.f[i * cols + a] : x.d[i * cols + a]);
             s += e * e;
             if (e > colmax[a]) colmax[a] = e;
         }
         if (s > *rownorm) *rownorm = s;
     }
     *rownorm = sqrt(*rownorm);
+}
+
+static void row_col_max(tensor x, int64_t rows, int64_t cols, double *colmax, double *rownorm)
+{
+    if (x.f)
+        row_col_max_of(x, 1, rows, cols, colmax, rownorm);
+    else
+        row_col_max_of(x, 0, rows, cols, colmax, rownorm);
 }
 
 /* An upper bound on ||W||_2: sigma_max^2 = lambda_max(W^T W) is at most both the largest
@@ -237,12 +272,11 @@ typedef struct {
 } reductions;
 
 /* Each problem's maxima of rows x cols entries (problem e at x + e * rows * cols). */
-static void reduce_problems(const double *x, int64_t count, int64_t rows, int64_t cols,
-                            reductions *r)
+static void reduce_problems(tensor x, int64_t count, int64_t rows, int64_t cols, reductions *r)
 {
 #pragma omp parallel for schedule(static) if (count > 1 && count * rows * cols >= (1 << 18))
     for (int64_t e = 0; e < count; e++)
-        row_col_max(x + e * rows * cols, rows, cols, r->colmax + e * cols, &r->rownorm[e]);
+        row_col_max(offset(x, e * rows * cols), rows, cols, r->colmax + e * cols, &r->rownorm[e]);
 }
 
 static double max_of(const double *x, int64_t count)
@@ -253,8 +287,8 @@ static double max_of(const double *x, int64_t count)
     return m;
 }
 
-fr_status fr_bounds_compute(const fr_problem *p, const double *q, const double *k, const double *v,
-                            fr_bounds *out, char *err, size_t errlen)
+static int compute(const fr_problem *p, tensor q, tensor k, tensor v, fr_bounds *out, char *err,
+                   size_t errlen)
 {
     int st = fr_problem_check(p, err, errlen);
     if (st) return st;
@@ -321,12 +355,16 @@ done:
     return st;
 }
 
+fr_status fr_bounds_compute(const fr_problem *p, const double *q, const double *k, const double *v,
+                            fr_bounds *out, char *err, size_t errlen)
+{
+    return compute(p, (tensor){q, NULL}, (tensor){k, NULL}, (tensor){v, NULL}, out, err, errlen);
+}
+
 fr_status fr_bounds_compute_f32(const fr_problem *p, const float *q, const float *k, const float *v,
                                 fr_bounds *out, char *err, size_t errlen)
 {
-    /* The exact engineer's single-precision path (issue 17) plugs in here. */
-    (void)p, (void)q, (void)k, (void)v, (void)out;
-    return fr__err(err, errlen, FR_EUSAGE, "single precision not built yet");
+    return compute(p, (tensor){NULL, q}, (tensor){NULL, k}, (tensor){NULL, v}, out, err, errlen);
 }
 
 void fr_bounds_pool(const fr_bounds *b, int64_t count, fr_bounds *out)
