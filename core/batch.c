@@ -19,8 +19,9 @@
 #include <string.h>
 
 struct fr_plan {
-    fr_problem p; /* the batch as given */
-    fr_options opt;
+    fr_problem p;   /* the batch as given */
+    fr_options opt; /* as given, but for auto resolved to exact in single precision */
+    int auto_f32;   /* that happened: the report says why exact runs */
     int64_t nsub;
     fr__subplan **sub;
     fr_bounds *sub_bounds; /* nsub: what each sub-plan was made on (pooled over its problems) */
@@ -419,10 +420,19 @@ fr_status fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bo
     *out = NULL;
     int st = fr_problem_check(p, err, errlen);
     if (st) return st;
-    if (opt->precision == FR_F32)
-        return fr__err(err, errlen, FR_EUSAGE, "single precision not built yet");
-    if (opt->precision != FR_F64)
+    if (opt->precision != FR_F64 && opt->precision != FR_F32)
         return fr__err(err, errlen, FR_EUSAGE, "unknown precision %d", (int)opt->precision);
+    /* Single precision is built for exact attention, the method real activations need (their
+     * score bounds put them outside the fast methods' regime); auto then means exact. */
+    fr_options o1 = *opt;
+    int auto_f32 = opt->precision == FR_F32 && opt->method == FR_METHOD_AUTO;
+    if (auto_f32) o1.method = FR_METHOD_EXACT;
+    if (o1.precision == FR_F32 && o1.method != FR_METHOD_EXACT)
+        return fr__err(err, errlen, FR_EUSAGE,
+                       "method %s has no single-precision path (precision f32 runs exact "
+                       "attention only)",
+                       fr_method_name(o1.method));
+    opt = &o1;
     if (opt->fft != FR_FFT_AUTO && opt->fft != FR_FFT_KISSFFT)
         return fr__err(err, errlen, FR_EUSAGE, "the FFTW back ends are not built yet");
     if (opt->cost)
@@ -438,6 +448,7 @@ fr_status fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bo
     }
     pl->p = *p;
     pl->opt = *opt;
+    pl->auto_f32 = auto_f32;
     pl->sub_of = malloc((size_t)B * sizeof *pl->sub_of);
     if (bounds && (pl->bounds = malloc((size_t)B * sizeof *pl->bounds)))
         memcpy(pl->bounds, bounds, (size_t)B * sizeof *bounds);
@@ -490,6 +501,7 @@ fr_status fr_plan_entry_info(const fr_plan *pl, int64_t b, fr_plan_info *info)
     else
         memset(&info->bounds, 0, sizeof info->bounds);
     info->fit_R = info->degree >= 0 ? pl->sub_bounds[s].R : 0;
+    if (pl->auto_f32) info->reason = "single precision: exact attention is its only method";
     return FR_OK;
 }
 
@@ -547,10 +559,21 @@ static int fwd_entry(void *ctx, int64_t b, int thread, char *err, size_t errlen)
     return entry_err(p, b, st, err, errlen);
 }
 
+/* A plan runs in the precision it was made for: its tensors' type is part of the plan. */
+static int check_precision(const fr_plan *pl, fr_precision want, char *err, size_t errlen)
+{
+    if (pl->opt.precision == want) return FR_OK;
+    return fr__err(err, errlen, FR_EUSAGE,
+                   want == FR_F32 ? "the plan is double precision: run it with fr_execute"
+                                  : "the plan is single precision (precision = FR_F32): run it "
+                                    "with fr_execute_f32");
+}
+
 fr_status fr_execute(const fr_plan *pl, const double *q, const double *k, const double *v,
                      double *out, fr_exec_info *info, char *err, size_t errlen)
 {
-    /* The single-precision plans' path (issue 17): fr_execute_f32. */
+    int st0 = check_precision(pl, FR_F64, err, errlen);
+    if (st0) return st0;
     fwd_ctx c = {pl, q, k, v, out, info};
     unsigned char *small = small_entries(pl);
     if (!small) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
@@ -634,6 +657,8 @@ fr_status fr_execute_backward(const fr_plan *pl, const double *q, const double *
                               char *err, size_t errlen)
 {
     const fr_problem *p = &pl->p;
+    int st0 = check_precision(pl, FR_F64, err, errlen);
+    if (st0) return st0;
     if ((dout == NULL) == (target == NULL))
         return fr__err(err, errlen, FR_EUSAGE, "give exactly one of dout and target");
     if (!q || !k || !v || !dq || !dk || !dv)
@@ -690,12 +715,38 @@ done:
     return st;
 }
 
+typedef struct {
+    const fr_plan *pl;
+    const float *q, *k, *v;
+    float *out;
+    fr_exec_info *info;
+} fwd_f32_ctx;
+
+static int fwd_entry_f32(void *ctx, int64_t b, int thread, char *err, size_t errlen)
+{
+    (void)thread; /* writes only its own problem's output */
+    const fwd_f32_ctx *c = ctx;
+    const fr_problem *p = &c->pl->p;
+    int64_t n = p->n, d = p->d, dv = p->dv, h = b / fr__group(p);
+    fr_exec_info tmp, *ex = c->info ? &c->info[b] : &tmp;
+    int st =
+        fr__subplan_execute_f32(c->pl->sub[c->pl->sub_of[b]], c->q + b * n * d, c->k + h * n * d,
+                                c->v + h * n * dv, c->out + b * n * dv, ex, err, errlen);
+    return entry_err(p, b, st, err, errlen);
+}
+
 fr_status fr_execute_f32(const fr_plan *pl, const float *q, const float *k, const float *v,
                          float *out, fr_exec_info *info, char *err, size_t errlen)
 {
-    /* The single-precision kernels (issue 17) dispatch here, per problem as fr_execute does. */
-    (void)pl, (void)q, (void)k, (void)v, (void)out, (void)info;
-    return fr__err(err, errlen, FR_EUSAGE, "single precision not built yet");
+    int st = check_precision(pl, FR_F32, err, errlen);
+    if (st) return st;
+    fwd_f32_ctx c = {pl, q, k, v, out, info};
+    unsigned char *small = small_entries(pl);
+    if (!small) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
+    st = fr__for_entries(fr__batch(&pl->p), small, 0, fwd_entry_f32, &c, pl->opt.progress,
+                         pl->opt.progress_user, "execute", err, errlen);
+    free(small);
+    return st;
 }
 
 fr_status fr_execute_backward_f32(const fr_plan *pl, const float *q, const float *k, const float *v,

@@ -312,6 +312,20 @@ int fr__subplan_backward(const fr__subplan *pl, const double *q, const double *k
     }
 }
 
+/* Single precision is exact attention only (fr_plan_create refuses the rest); its certificate
+ * is the plan's, made on the bounds before the pass. */
+int fr__subplan_execute_f32(const fr__subplan *pl, const float *q, const float *k, const float *v,
+                            float *out, fr_exec_info *ex, char *err, size_t errlen)
+{
+    ex->rows_recomputed = 0;
+    ex->rounding_bound = pl->info.a_priori_bound;
+    ex->a_priori_bound = pl->info.a_priori_bound;
+    if (pl->info.method != FR_METHOD_EXACT)
+        return fr__err(err, errlen, FR_EUSAGE, "%s has no single-precision path",
+                       fr_method_name(pl->info.method));
+    return fr__exact_rows_f32(&pl->p, q, k, v, NULL, pl->p.n, out, err, errlen);
+}
+
 const fr_plan_info *fr__subplan_info(const fr__subplan *pl)
 {
     return &pl->info;
