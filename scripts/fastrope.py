@@ -1,90 +1,115 @@
-"""fastrope.py - RoPE attention from Python through the fastrope command (numpy only).
+"""fastrope.py - RoPE attention from Python (numpy only): in-process through the C library, or
+through the fastrope command and pipes.
 
     import fastrope
-    out, report = fastrope.run(q, k, v, causal=True, rope_pairs="half", eps=1e-4)
+    out, info = fastrope.attention(q, k, v, causal=True, eps=1e-4)   # in-process (ctypes)
+    grads, info = fastrope.attention_grad(q, k, v, dout=dout)        # grads["dq"], ["dk"], ...
+    out, report = fastrope.run(q, k, v, causal=True, rope_pairs="half", eps=1e-4)   # a process
     grads, report = fastrope.grad(q, k, v, dout=dout)        # grads["dq"], ["dk"], ["dv"], ["out"]
     rows = fastrope.check(["dumps/"])                         # one dict per checked dump
 
 q, k: [..., n, d], v: [..., n, dv]; leading axes are a batch and come back unchanged. Keyword
 options are the command's flags: `causal=True` -> `--causal`, `rope_pairs="half"` ->
 `--rope-pairs half`, `check_rows="all"` -> `--check-rows all`; False or None leaves a flag out,
-and a keyword the command does not take raises TypeError before anything is started. A failed
-command raises FastropeError with fastrope's one-line message and its exit code (2 usage, 3 bad
-input, 4 accuracy not guaranteed, 1 internal).
+and a keyword the command does not take raises TypeError before anything is started. A failure
+raises FastropeError with fastrope's one-line message and its exit code (2 usage, 3 bad input,
+4 accuracy not guaranteed, 1 internal); Ctrl-C raises Interrupted, which is both a
+KeyboardInterrupt and a FastropeError (returncode 130), after stopping the work.
 
-How the data moves: the inputs are written as an .npz bundle (numpy.savez, straight into the
-process's stdin, in chunks: no second copy of the inputs), the output is read from its stdout
-into the result array, and the JSON report arrives on a pipe of its own (--report-fd). W and
-dout/target go through further pipes named /dev/fd/N. Every pipe is served by its own thread,
-because with large tensors each side can block on another.
+In-process (attention, attention_grad): the arrays go to libfastrope.so by pointer, without a
+copy when they are C-contiguous float64; k and v may have fewer heads than q (grouped-query
+attention, from the shapes). The library is found as fastrope_capi.find_library() says
+($FASTROPE_LIB, beside $FASTROPE, build/ beside scripts/, the system's).
 
-The binary: binary=..., else $FASTROPE, else `fastrope` on PATH, else ../build/fastrope next to
-this file.
+Through the command (run, grad, check): the inputs are written as an .npz bundle (numpy.savez,
+straight into the process's stdin, in chunks: no second copy of the inputs), the output is read
+from its stdout into the result array, and the JSON report arrives on a pipe of its own
+(--report-fd). W and dout/target go through further pipes named /dev/fd/N. Every pipe is served
+by its own thread, because with large tensors each side can block on another. The binary:
+binary=..., else $FASTROPE, else `fastrope` on PATH, else ../build/fastrope next to this file.
 """
+import ctypes
 import errno
 import io
 import json
+import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 
 import numpy as np
 
-__all__ = ["run", "grad", "check", "FastropeError", "find_binary"]
+import fastrope_capi as capi
+from fastrope_capi import FastropeError
+
+__all__ = ["attention", "attention_grad", "run", "grad", "check", "FastropeError",
+           "Interrupted", "find_binary", "find_library"]
+
+find_library = capi.find_library
 
 
-class FastropeError(RuntimeError):
-    """The command failed: message is its error text (stderr), returncode its exit code."""
-
-    def __init__(self, message, returncode, argv=None):
-        super().__init__(message)
-        self.message = message
-        self.returncode = returncode
-        self.argv = argv
-
-    def __str__(self):
-        return f"{self.message} (exit code {self.returncode})"
+class Interrupted(FastropeError, KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped a call: the command was stopped, or the library canceled the
+    run and freed everything. A KeyboardInterrupt, so that Ctrl-C still ends a script, and a
+    FastropeError with returncode 130, the command's exit code for SIGINT."""
 
 
 # ---- options ----------------------------------------------------------------------------------
 
 # Keywords that are on/off flags; every other option takes a value.
-_FLAGS = {"rope", "no_rope", "causal", "strict", "grad_w", "recursive", "per_head"}
+_FLAGS = {"rope", "no_rope", "causal", "no_causal", "strict", "grad_w", "recursive", "per_head"}
+# The attention options every computing command shares (cmd/attn.c), and the input limits.
 _ATTENTION = {"rope", "rope_base", "rope_pairs", "rope_scale", "rotary_dim", "rope_clip",
-              "no_rope", "scale", "causal", "window", "method", "eps", "degree", "max_degree"}
+              "no_rope", "preset", "scale", "causal", "no_causal", "window", "method", "eps",
+              "degree", "max_degree"}
+_LIMITS = {"max_elements", "max_bytes"}
+# check's own options; check_rows and tol arrive with check's comparison of stored outputs
+# (until then the command refuses them with exit code 2: the test says which are still missing).
+_CHECK = {"recursive", "names", "per_head", "format", "shard", "check_rows", "tol"}
 _OPTIONS = {
-    "run": _ATTENTION | {"check_rows", "dtype", "strict"},
-    "grad": _ATTENTION | {"check_rows", "dtype", "grad_w"},
-    "check": _ATTENTION | {"check_rows", "tol", "names", "preset", "recursive", "per_head",
-                           "shard"},
+    "run": _ATTENTION | _LIMITS | {"check_rows", "dtype", "strict"},
+    "grad": _ATTENTION | _LIMITS | {"check_rows", "dtype", "grad_w"},
+    "check": _ATTENTION | _LIMITS | _CHECK,
+    # in-process: the limits are for files, which are not read here; out= and progress= are
+    # the calls' own (a result array to fill, and a callback that can cancel)
+    "attention": _ATTENTION | {"check_rows", "dtype", "strict", "out", "progress"},
+    "attention_grad": _ATTENTION | {"check_rows", "dtype", "grad_w", "progress"},
 }
-# Keywords the helper itself consumes.
+# Keywords the pipe helper itself consumes.
 _OWN = {"binary", "timeout", "quiet", "extra_args"}
+
+
+def _check_keywords(fn, options, own=()):
+    """TypeError for a keyword fn does not take, or a value of the wrong kind: before anything
+    runs, like a misspelt argument of any Python function."""
+    allowed = _OPTIONS[fn]
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise TypeError(f"fastrope.{fn}() got unexpected keyword argument(s) "
+                        f"{', '.join(unknown)}; accepted: {', '.join(sorted(allowed | set(own)))}")
+    for name, value in options.items():
+        if value is None or value is False or name in ("out", "progress"):
+            continue
+        if name in _FLAGS:
+            if value is not True:
+                raise TypeError(f"{name}= takes True or False, not {value!r}")
+        elif value is True or not isinstance(value, (str, int, float, np.integer, np.floating)):
+            raise TypeError(f"{name}= takes a number or a string, not {value!r}")
 
 
 def _flags(command, options):
     """The command-line flags for the keyword options; TypeError for anything not accepted."""
-    allowed = _OPTIONS[command]
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise TypeError(f"fastrope.{command}() got unexpected keyword argument(s) "
-                        f"{', '.join(unknown)}; accepted: {', '.join(sorted(allowed | _OWN))}")
+    _check_keywords(command, options, _OWN)
     args = []
     for name in sorted(options):  # sorted: the same call gives the same command line
         value = options[name]
         flag = "--" + name.replace("_", "-")
         if value is None or value is False:
             continue
-        if name in _FLAGS:
-            if value is not True:
-                raise TypeError(f"{name}= takes True or False, not {value!r}")
-            args.append(flag)
-        elif value is True or not isinstance(value, (str, int, float, np.integer, np.floating)):
-            raise TypeError(f"{name}= takes a number or a string, not {value!r}")
-        else:
-            args += [flag, str(value)]
+        args += [flag] if name in _FLAGS else [flag, str(value)]
     return args
 
 
@@ -381,3 +406,562 @@ def check(paths, **options):
             return e.output
         raise
     return rows
+
+
+# ---- in-process: the library through ctypes -----------------------------------------------------
+
+_ERRLEN = 512
+_PRESETS = ("paper", "llama", "neox", "gptj")
+_PAIRS = {"interleaved": capi.PAIRS_INTERLEAVED, "half": capi.PAIRS_HALF}
+_ROPE_ONLY = ("rope_base", "rope_pairs", "rope_scale", "rotary_dim")
+
+
+def _usage(message):
+    return FastropeError("fastrope: " + message, capi.EUSAGE)
+
+
+def _bad_input(message):
+    return FastropeError("fastrope: " + message, capi.EINPUT)
+
+
+def _number(name, value, low, high=math.inf, above=False, whole=False):
+    """A keyword's number, in the range the command's option takes (cmd/attn.c's tables)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    ok = math.isfinite(x) and (x > low if above else x >= low) and x <= high
+    if not ok or (whole and x != int(x)):
+        kind = "a whole number" if whole else "a number"
+        rng = f"{'>' if above else '>='} {low:g}" + (f" and <= {high:g}" if high < math.inf else "")
+        raise _usage(f"{name}={value!r}: not {kind} {rng}")
+    return int(x) if whole else x
+
+
+def _method_code(name):
+    lib = capi.library()
+    code = ctypes.c_int()
+    if lib.fr_method_parse(str(name).encode(), ctypes.byref(code)) != 0:
+        names = ", ".join(lib.fr_method_name(m).decode() for m in range(capi.NMETHODS))
+        raise _usage(f"method={name!r}: not one of {names}")
+    return code.value
+
+
+def _method_name(code):
+    return capi.library().fr_method_name(code).decode()
+
+
+class _Attention:
+    """The attention keywords as the command reads them (cmd/attn.c: at most one rotation, a
+    preset's defaults under the explicit options, the same ranges), independent of shapes."""
+
+    def __init__(self, opts):
+        given = {k for k, x in opts.items() if x is not None and x is not False}
+        clip = "rope_clip" in given
+        if sum(("rope" in given, "no_rope" in given, clip, opts.get("_w") is not None)) > 1:
+            raise _usage("give at most one rotation: rope, rope_clip, w or no_rope")
+        self.kind = (capi.ROT_NONE if "no_rope" in given else capi.ROT_CLIP if clip
+                     else capi.ROT_EXPLICIT if opts.get("_w") is not None else capi.ROT_ROPE)
+        if self.kind in (capi.ROT_NONE, capi.ROT_EXPLICIT):
+            for name in _ROPE_ONLY:
+                if name in given:
+                    raise _usage(f"{name} sets a parameter of RoPE, but "
+                                 f"{'no_rope' if self.kind == capi.ROT_NONE else 'an explicit W'} "
+                                 "has none: give one or the other")
+        if "causal" in given and "no_causal" in given:
+            raise _usage("causal and no_causal contradict each other")
+        self.base = _number("rope_base", opts["rope_base"], 0, above=True) \
+            if "rope_base" in given else 10000.0
+        self.pos_scale = _number("rope_scale", opts["rope_scale"], 0, above=True) \
+            if "rope_scale" in given else 1.0
+        self.clip = _number("rope_clip", opts["rope_clip"], 0, whole=True) if clip else 0
+        self.rotary_dim = 0
+        if "rotary_dim" in given:
+            self.rotary_dim = _number("rotary_dim", opts["rotary_dim"], 2, whole=True)
+            if self.rotary_dim % 2:
+                raise _usage(f"rotary_dim={self.rotary_dim}: not an even number >= 2 (RoPE "
+                             "rotates pairs of coordinates)")
+        pairs = opts.get("rope_pairs")
+        if pairs is not None and pairs not in _PAIRS:
+            raise _usage(f"rope_pairs={pairs!r}: not one of interleaved, half")
+        preset = opts.get("preset")
+        if preset is not None and preset not in _PRESETS:
+            raise _usage(f"preset={preset!r}: not one of {', '.join(_PRESETS)}")
+        scale = opts.get("scale")
+        if scale is not None and scale not in ("paper", "sdpa"):
+            scale = _number("scale", scale, 0, above=True)
+        causal = "causal" in given
+        # A model family's conventions, under the options given explicitly (apply_preset).
+        if preset is not None:
+            if pairs is None:
+                pairs = "half" if preset in ("llama", "neox") else "interleaved"
+            if scale is None:
+                scale = "paper" if preset == "paper" else "sdpa"
+            if "causal" not in given and "no_causal" not in given:
+                causal = preset != "paper"
+        self.pairs = _PAIRS[pairs or "interleaved"]
+        self.scale = scale or "paper"
+        self.causal = causal
+        self.window = -1 if opts.get("window") is None else \
+            _number("window", opts["window"], 0, whole=True)
+        self.method = _method_code(opts.get("method") or "auto")
+        if self.method == _method_code("exact") and "degree" in given:
+            raise _usage("degree sets the polynomial of the fast methods; method exact has "
+                         "none: give one or the other")
+        self.eps = _number("eps", opts["eps"], 0, above=True) if "eps" in given else None
+        self.degree = _number("degree", opts["degree"], 0, 64, whole=True) \
+            if "degree" in given else None
+        self.max_degree = _number("max_degree", opts["max_degree"], 0, 64, whole=True) \
+            if "max_degree" in given else None
+
+    def tau(self, d):
+        if self.scale == "sdpa":
+            return 1.0 / math.sqrt(d)
+        return 1.0 / d if self.scale == "paper" else self.scale
+
+
+def _shape(a):
+    return "[" + ", ".join(str(x) for x in a.shape) + "]"
+
+
+def _real(name, x):
+    a = np.asarray(x)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real numeric array, not dtype {a.dtype}")
+    return a
+
+
+def _contiguous(a, dtype):
+    """a as the library reads it: the same array (no copy) when it already is C-contiguous
+    with this dtype, else a converted copy."""
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _kv_batch(q, k):
+    """How many key/value problems k has, and whether q's problems can share them: the same
+    leading axes, or grouped-query attention (k's heads, the last leading axis, dividing q's;
+    HF's repeat_kv order), or one key/value problem for every query problem."""
+    lq, lk = q.shape[:-2], k.shape[:-2]
+    kv = int(np.prod(lk, dtype=np.int64))
+    if lk == lq or kv == 1:
+        return kv
+    if len(lk) == len(lq) and lk[:-1] == lq[:-1] and lq[-1] % lk[-1] == 0:
+        return kv
+    raise _bad_input(f"k has shape {_shape(k)} but q has shape {_shape(q)}: k needs q's leading "
+                     "axes, or fewer heads in the last leading axis (grouped-query attention: "
+                     "q's heads a multiple of k's)")
+
+
+def _load_w(w):
+    """W from a file as the command takes it: a .npy tensor, or an .npz bundle's member w."""
+    if not isinstance(w, (str, os.PathLike)):
+        return w
+    z = np.load(os.fspath(w), allow_pickle=False)
+    if isinstance(z, np.ndarray):
+        return z
+    with z:
+        return z["w"]
+
+
+class _Plan:
+    """A plan of the library, freed when dropped; it keeps W alive (the plan points at it)."""
+
+    def __init__(self, lib, handle, w):
+        self.lib, self.handle, self.w = lib, handle, w
+
+    def info(self):
+        pi = capi.PlanInfo()
+        self.lib.fr_plan_get_info(self.handle, ctypes.byref(pi))
+        return capi.to_dict(pi, _method_name)
+
+    def free(self):
+        if self.handle:
+            self.lib.fr_plan_free(self.handle)
+            self.handle = None
+
+    __del__ = free
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.free()
+
+
+class _Progress:
+    """The library's progress callback, and the hook for canceling a run in-process: it calls
+    progress(phase, fraction) when given, and returns non-zero, which makes the library stop
+    and return FR_ECANCELED having freed everything, when that returns true, raises, or when
+    Ctrl-C arrives. The library calls it from the thread that called it (OpenMP's thread 0),
+    so Python's SIGINT handler runs inside it and the KeyboardInterrupt is caught here. For
+    now the core calls it between the problems of a batch; within one long problem once the
+    methods report progress (the core's part of the progress work)."""
+
+    def __init__(self, progress):
+        self.progress = progress
+        self.interrupted = False
+        self.error = None
+        self.fn = capi.PROGRESS_FN(self._call)
+
+    def _call(self, user, phase, fraction):
+        try:
+            if self.progress is not None and self.progress(phase.decode(), fraction):
+                return 1
+            return 0
+        except KeyboardInterrupt:
+            self.interrupted = True
+        except BaseException as e:  # re-raised by the caller once the library has returned
+            self.error = e
+        return 1
+
+    def raise_canceled(self, message):
+        if self.interrupted:
+            raise Interrupted("fastrope: interrupted (" + message + ")", 130)
+        if self.error is not None:
+            raise self.error
+        raise FastropeError("fastrope: " + message, capi.ECANCELED)
+
+
+def _check_count(n, want):
+    """Rows checked against exact attention: 'all', a count, or the command's default (all when
+    n <= 4096, else 256); cmd/job.c's job_check_count."""
+    if want == "all":
+        return n
+    m = (n if n <= 4096 else 256) if want is None else _number("check_rows", want, 0, whole=True)
+    return min(m, n)
+
+
+def _sample_rows(n, m):
+    """Evenly spaced rows with the first and the last (cmd/job.c's job_sample_rows)."""
+    if m == 1:
+        return np.zeros(1, np.int64)
+    t = np.arange(m, dtype=np.float64)
+    return (t * float(n - 1) / float(m - 1)).astype(np.int64)
+
+
+class _Call:
+    """One in-process call: the inputs as the library reads them, the problem and options, and
+    the plan. attention() and attention_grad() use it once; fastrope_torch keeps one from the
+    forward to the backward, so that the backward differentiates the method that ran."""
+
+    def __init__(self, fn, q, k, v, w, options):
+        _check_keywords(fn, options)
+        self.fn, self.lib = fn, capi.library()
+        w = _load_w(w)
+        self.attn = _Attention(dict(options, _w=w))
+        self.progress = _Progress(options.get("progress"))
+        arrays = [_real("q", q), _real("k", k), _real("v", v)]
+        self._shapes(*arrays, w)
+        # float32 in, float32 out (computed in double until the core's single-precision path
+        # exists; then in single precision where the plan allows).
+        f32 = all(a.dtype == np.float32 for a in arrays)
+        self.single = f32 and _single_built()
+        dtype = options.get("dtype")
+        if dtype not in (None, "f4", "float32", "f8", "float64"):
+            raise _usage(f"dtype={dtype!r}: not one of f4, float32, f8, float64")
+        self.out_dtype = np.dtype(np.float32 if (dtype in ("f4", "float32") or
+                                                 (dtype is None and f32)) else np.float64)
+        ctype = np.float32 if self.single else np.float64
+        self.q, self.k, self.v = (_contiguous(a, ctype) for a in arrays)
+        self.w = None if w is None else _contiguous(_real("w", w), np.float64)
+        self.options = options
+        self.problem = self._problem()
+
+    def _shapes(self, q, k, v, w):
+        for name, a in (("q", q), ("k", k), ("v", v)):
+            if a.ndim < 2:
+                raise _bad_input(f"{name} needs shape [..., n, {'dv' if name == 'v' else 'd'}], "
+                                 f"got {_shape(a)}")
+        if k.shape[-2:] != q.shape[-2:]:
+            raise _bad_input(f"k has shape {_shape(k)} but q has shape {_shape(q)}; their n "
+                             "and d must match")
+        if v.shape[:-1] != k.shape[:-1]:
+            raise _bad_input(f"v has shape {_shape(v)} but k has shape {_shape(k)}; v needs "
+                             "[..., n, dv] with k's leading axes and n")
+        if q.size == 0 or v.size == 0:
+            raise _bad_input(f"empty problem: q has shape {_shape(q)} and v has shape "
+                             f"{_shape(v)}")
+        self.lead = q.shape[:-2]
+        self.n, self.d = q.shape[-2:]
+        self.dv = v.shape[-1]
+        self.batch = int(np.prod(self.lead, dtype=np.int64))
+        self.kv_batch = _kv_batch(q, k)
+        self.w_count = 0
+        if w is not None:
+            ws = np.shape(w)
+            lw = len(ws) - 3
+            if lw < 0 or ws[lw:] != (2 * self.n - 1, self.d, self.d) or \
+                    (lw and ws[:lw] != self.lead):
+                raise _bad_input(f"W has shape [{', '.join(map(str, ws))}] but q has shape "
+                                 f"{_shape(q)}: W needs [2n-1, d, d] = [{2 * self.n - 1}, "
+                                 f"{self.d}, {self.d}] (optionally with q's leading axes in "
+                                 "front)")
+            self.w_count = self.batch if lw else 1
+
+    def _problem(self):
+        """fr_problem as the command builds it (cmd/job.c's job_problem)."""
+        a, lib = self.attn, self.lib
+        p = lib.fr_problem_default(self.n, self.d, self.dv)
+        p.rot.kind, p.rot.base, p.rot.pairs = a.kind, a.base, a.pairs
+        p.rot.pos_scale, p.rot.rotary_dim, p.rot.clip = a.pos_scale, a.rotary_dim, a.clip
+        if self.w is not None:
+            p.rot.w = self.w.ctypes.data_as(capi.P(ctypes.c_double))
+            p.rot.w_count = self.w_count
+        p.causal, p.window, p.tau = int(a.causal), a.window, a.tau(self.d)
+        p.batch, p.kv_batch = self.batch, self.kv_batch
+        rope = a.kind in (capi.ROT_ROPE, capi.ROT_CLIP)
+        if rope and a.rotary_dim > self.d:
+            raise _usage(f"rotary_dim={a.rotary_dim} is larger than d = {self.d} (q has shape "
+                         f"{_shape(self.q)})")
+        if rope and not a.rotary_dim and self.d % 2:
+            raise _bad_input(f"RoPE rotates pairs of coordinates, but q has shape "
+                             f"{_shape(self.q)} (d = {self.d} is odd); use rotary_dim or no_rope")
+        err = ctypes.create_string_buffer(_ERRLEN)
+        self._status(lib.fr_problem_check(ctypes.byref(p), err, _ERRLEN), err)
+        return p
+
+    def _status(self, st, err):
+        if st == capi.ECANCELED:
+            self.progress.raise_canceled(err.value.decode(errors="replace"))
+        if st != capi.OK:
+            raise FastropeError("fastrope: " + err.value.decode(errors="replace"), st)
+
+    def _ptr(self, a):
+        if a is None:
+            return None
+        return a.ctypes.data_as(capi.P(ctypes.c_float if a.dtype == np.float32
+                                       else ctypes.c_double))
+
+    def bounds(self):
+        """Every problem's bounds (also the library's check of the inputs: finite values, and
+        scores that do not overflow)."""
+        b = (capi.Bounds * self.batch)()
+        err = ctypes.create_string_buffer(_ERRLEN)
+        compute = self.lib.fr_bounds_compute_f32 if self.single else self.lib.fr_bounds_compute
+        st = compute(ctypes.byref(self.problem), self._ptr(self.q), self._ptr(self.k),
+                     self._ptr(self.v), b, err, _ERRLEN)
+        if st == capi.EINPUT:
+            self._nonfinite()
+        self._status(st, err)
+        return b
+
+    def _nonfinite(self):
+        """The first NaN or infinity, as a numpy index (the library gives a flat one)."""
+        for name, a in (("q", self.q), ("k", self.k), ("v", self.v)):
+            flat = a.reshape(-1)
+            i = self.lib.fr_find_nonfinite(self._ptr(flat.astype(np.float64, copy=False)),
+                                           flat.size)
+            if i >= 0:
+                where = ", ".join(str(int(x)) for x in np.unravel_index(i, a.shape))
+                what = "NaN" if np.isnan(flat[i]) else "an infinity"
+                raise _bad_input(f"{name} has {what} at [{where}]")
+
+    def plan(self, bounds):
+        """The plan for these shapes, options and bounds (a _Plan: with, or free())."""
+        a = self.attn
+        opt = self.lib.fr_options_default()
+        opt.method = a.method
+        if a.eps is not None:
+            opt.eps = a.eps
+        if a.degree is not None:
+            opt.degree = a.degree
+        if a.max_degree is not None:
+            opt.max_degree = a.max_degree
+        opt.precision = capi.F32 if self.single else capi.F64
+        opt.progress = self.progress.fn
+        self.eps = opt.eps
+        handle = ctypes.c_void_p()
+        err = ctypes.create_string_buffer(_ERRLEN)
+        st = self.lib.fr_plan_create(ctypes.byref(handle), ctypes.byref(self.problem), bounds,
+                                     ctypes.byref(opt), err, _ERRLEN)
+        self._status(st, err)
+        return _Plan(self.lib, handle, self.w)
+
+    def _info(self, plan, entries):
+        """The plan's info (the worst problem's) with what the executions did: rows recomputed
+        exactly (summed over the batch), the certified bounds (the largest), and per problem
+        in info["exec"] (a numpy record array)."""
+        info = plan.info()
+        ex = np.ctypeslib.as_array(entries)
+        info["batch"], info["kv_batch"] = self.batch, self.kv_batch
+        info["rows_recomputed"] = int(ex["rows_recomputed"].sum())
+        info["rounding_bound"] = float(ex["rounding_bound"].max())
+        info["a_priori_bound"] = float(ex["a_priori_bound"].max())
+        info["exec"] = ex
+        return info
+
+    def _new(self, shape, out=None):
+        """A result array of the computation's dtype, or out when it is one already."""
+        dtype = np.float32 if self.single else np.float64
+        if out is None:
+            return np.empty(shape, dtype)
+        if not isinstance(out, np.ndarray) or out.shape != tuple(shape) or \
+                out.dtype != dtype or not out.flags.c_contiguous or not out.flags.writeable:
+            raise TypeError(f"out= must be a writeable C-contiguous {np.dtype(dtype).name} array "
+                            f"of shape {tuple(shape)}")
+        return out
+
+    def forward(self, plan, out=None):
+        """T for every problem, into a new array (or out); returns (T, info)."""
+        t = self._new(self.lead + (self.n, self.dv), out)
+        entries = (capi.ExecInfo * self.batch)()
+        err = ctypes.create_string_buffer(_ERRLEN)
+        execute = self.lib.fr_execute_f32 if self.single else self.lib.fr_execute
+        st = execute(plan.handle, self._ptr(self.q), self._ptr(self.k), self._ptr(self.v),
+                     self._ptr(t), entries, err, _ERRLEN)
+        self._status(st, err)
+        return t, self._info(plan, entries)
+
+    def backward(self, plan, dout=None, target=None, want_out=True, grad_w=False):
+        """dq, dk, dv (dk and dv summed over each group of grouped-query attention), T when
+        want_out, dW when grad_w; returns (grads, info) with info["loss"] for a target."""
+        dtype = np.float32 if self.single else np.float64
+        up = dout if dout is not None else target
+        name = "dout" if dout is not None else "target"
+        up = _contiguous(_real(name, up), dtype)
+        if up.shape != self.lead + (self.n, self.dv):
+            raise _bad_input(f"{name} has shape {_shape(up)} but the output has shape "
+                             f"[{', '.join(map(str, self.lead + (self.n, self.dv)))}]")
+        g = {"dq": np.empty(self.q.shape, dtype), "dk": np.empty(self.k.shape, dtype),
+             "dv": np.empty(self.v.shape, dtype)}
+        if want_out:
+            g["out"] = np.empty(up.shape, dtype)
+        if grad_w:
+            if self.w is None:
+                raise _usage("grad_w needs an explicit W (w=)")
+            g["dw"] = np.empty(self.w.shape, dtype)
+        loss = (ctypes.c_float if self.single else ctypes.c_double)()
+        entries = (capi.ExecInfo * self.batch)()
+        err = ctypes.create_string_buffer(_ERRLEN)
+        backward = self.lib.fr_execute_backward_f32 if self.single else \
+            self.lib.fr_execute_backward
+        st = backward(plan.handle, self._ptr(self.q), self._ptr(self.k), self._ptr(self.v),
+                      self._ptr(up) if dout is not None else None,
+                      self._ptr(up) if target is not None else None, self._ptr(g.get("out")),
+                      self._ptr(g["dq"]), self._ptr(g["dk"]), self._ptr(g["dv"]),
+                      self._ptr(g.get("dw")), ctypes.byref(loss) if target is not None else None,
+                      entries, err, _ERRLEN)
+        self._status(st, err)
+        info = self._info(plan, entries)
+        info["loss"] = float(loss.value) if target is not None else None
+        self.upstream = (name, up)
+        return g, info
+
+    # ---- the checks against exact attention (run's and grad's --check-rows) ------------------
+
+    def check_forward(self, t, info):
+        """info["error"]: t against exact attention on sampled rows, as run's report has it."""
+        want = self.options.get("check_rows")
+        m = _check_count(self.n, want) if want is not None or self.options.get("strict") else 0
+        if info["method"] == "exact" or m == 0:
+            info["error"] = None
+            return
+        rows = _sample_rows(self.n, m)
+        every = capi.Diff()
+        err = ctypes.create_string_buffer(_ERRLEN)
+        q, k, v, t = (np.asarray(x, np.float64) for x in (self.q, self.k, self.v, t))
+        st = self.lib.fr_check_rows(ctypes.byref(self.problem), self._ptr(q), self._ptr(k),
+                                    self._ptr(v), self._ptr(t),
+                                    rows.ctypes.data_as(capi.P(ctypes.c_int64)), m, None,
+                                    ctypes.byref(every), err, _ERRLEN)
+        self._status(st, err)
+        info["error"] = {"rows_checked": m * self.batch, "max_abs": every.max_abs,
+                         "max_rel": every.max_rel, "a_priori_bound": info["a_priori_bound"],
+                         "eps": self.eps, "within_eps": every.max_abs <= self.eps}
+
+    def check_backward(self, g, info):
+        """info["error"]: the gradients against the exact ones on sampled rows (grad's)."""
+        want = self.options.get("check_rows")
+        m = 0 if want is None else _check_count(self.n, want)
+        if info["method"] == "exact" or m == 0:
+            info["error"] = None
+            return
+        full = m == self.n
+        rows = None if full else _sample_rows(self.n, m)
+        every = (capi.Diff * capi.NGRADS)()
+        err = ctypes.create_string_buffer(_ERRLEN)
+        name, up = self.upstream
+        f64 = [None if x is None else np.asarray(x, np.float64)
+               for x in (self.q, self.k, self.v, up, g["dq"], g["dk"], g["dv"], g.get("dw"))]
+        q, k, v, up, dq, dk, dv, dw = f64
+        st = self.lib.fr_check_backward_rows(
+            ctypes.byref(self.problem), self._ptr(q), self._ptr(k), self._ptr(v),
+            self._ptr(up) if name == "dout" else None, self._ptr(up) if name == "target" else None,
+            self._ptr(dq), self._ptr(dk), self._ptr(dv), self._ptr(dw),
+            None if full else rows.ctypes.data_as(capi.P(ctypes.c_int64)), m, None, every, err,
+            _ERRLEN)
+        self._status(st, err)
+        info["error"] = {"rows_checked": m * self.batch, "eps": self.eps,
+                         "a_priori_bound_out": info["a_priori_bound"]}
+        for i, gname in enumerate(capi.GRAD_NAMES):
+            info["error"][gname] = None if every[i].count == 0 else \
+                {"max_abs": every[i].max_abs, "max_rel": every[i].max_rel}
+
+
+_single = None
+
+
+def _single_built():
+    """Whether the library plans in single precision (the core's f32 path, issue 17): asked
+    once, with a one-token exact plan."""
+    global _single
+    if _single is None:
+        lib = capi.library()
+        p = lib.fr_problem_default(1, 2, 1)
+        opt = lib.fr_options_default()
+        opt.method, opt.precision = _method_code("exact"), capi.F32
+        handle = ctypes.c_void_p()
+        err = ctypes.create_string_buffer(_ERRLEN)
+        st = lib.fr_plan_create(ctypes.byref(handle), ctypes.byref(p), None, ctypes.byref(opt),
+                                err, _ERRLEN)
+        if st == capi.OK:
+            lib.fr_plan_free(handle)
+        _single = st == capi.OK
+    return _single
+
+
+def _as_out_dtype(x, dtype):
+    return x if x.dtype == dtype else x.astype(dtype)
+
+
+def attention(q, k, v, w=None, **options):
+    """Attention T = softmax(tau Q_i W_{j-i} K_j^T) V in this process (libfastrope).
+
+    q, k: [..., n, d], v: [..., n, dv]; leading axes are a batch (k and v may have fewer heads
+    in the last leading axis: grouped-query attention, or one head for all). w: None (the
+    rotation from the options), an explicit W [2n-1, d, d] (or with q's leading axes in
+    front), or a W file. Options as `fastrope run`'s: causal, no_causal, window, method, eps,
+    degree, max_degree, scale, rope, no_rope, rope_clip, rope_base, rope_pairs, rope_scale,
+    rotary_dim, preset, check_rows (default 0 here: no check, unless strict), dtype (default:
+    float32 when q, k and v are, else float64), strict; and out= (an array to fill: C-contiguous
+    float64 of the output's shape), progress= (a callable(phase, fraction); true cancels).
+
+    Returns (out, info): info is the plan's description (method, reason, degree, eta, bounds,
+    predicted_s, plans, ...; the worst problem's) with the executions' rows_recomputed (summed),
+    a_priori_bound and rounding_bound (the largest), per problem in info["exec"], and with
+    check_rows, info["error"] as run's report has it.
+    """
+    call = _Call("attention", q, k, v, w, options)
+    with call.plan(call.bounds()) as plan:
+        out, info = call.forward(plan, options.get("out"))
+    call.check_forward(out, info)
+    if options.get("strict") and info["error"] and not info["error"]["within_eps"]:
+        raise FastropeError(f"fastrope: observed max error {info['error']['max_abs']:.3g} "
+                            f"exceeds eps {call.eps:.3g} on {info['error']['rows_checked']} "
+                            "checked rows (strict)", capi.EACCURACY)
+    return _as_out_dtype(out, call.out_dtype), info
+
+
+def attention_grad(q, k, v, dout=None, target=None, w=None, **options):
+    """Gradients of attention in this process: give dout (G = dL/dT) or target E (L = 1/2
+    ||T - E||^2, G = T - E; info["loss"] is the batch's L). Returns (grads, info): grads holds
+    dq, dk, dv (dk, dv of k's and v's shapes: summed over each group under grouped-query
+    attention), out, and dw with grad_w=True and an explicit w. The fast methods give the exact
+    gradient of their own forward. Options as attention()'s and grad_w; no strict, no out."""
+    if (dout is None) == (target is None):
+        raise TypeError("fastrope.attention_grad() needs exactly one of dout= and target=")
+    call = _Call("attention_grad", q, k, v, w, options)
+    with call.plan(call.bounds()) as plan:
+        g, info = call.backward(plan, dout, target, grad_w=bool(options.get("grad_w")))
+    call.check_backward(g, info)
+    return {name: _as_out_dtype(x, call.out_dtype) for name, x in g.items()}, info
