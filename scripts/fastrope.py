@@ -301,9 +301,13 @@ def _execute(binary, argv, stdin=None, read_stdout=None, feeds=(), report=True, 
             f.read()  # drain what is left, so the command never blocks on a full pipe
 
     t_out = _thread(consume, proc.stdout)
+    interrupted = False
     try:
         proc.wait(timeout=timeout)
-    except BaseException:  # a timeout or KeyboardInterrupt: leave no process behind
+    except KeyboardInterrupt:
+        interrupted = True
+        _interrupt(proc)
+    except BaseException:  # a timeout: leave no process behind
         proc.kill()
         proc.wait()
         raise
@@ -318,6 +322,11 @@ def _execute(binary, argv, stdin=None, read_stdout=None, feeds=(), report=True, 
     stderr = t_err[1].get("value", b"").decode(errors="replace")
     if not quiet and stderr:
         sys.stderr.write(stderr)
+    if interrupted:
+        # The command's own exit code (130 once it handles SIGINT), or 130 when the signal
+        # ended it (-2) or we had to kill it.
+        rc = proc.returncode if proc.returncode > 0 else 130
+        raise Interrupted(stderr.strip() or "fastrope: interrupted", rc, full)
     if proc.returncode != 0:
         err = FastropeError(stderr.strip() or f"{' '.join(full)} failed", proc.returncode, full)
         err.output = t_out[1].get("value")
@@ -327,6 +336,22 @@ def _execute(binary, argv, stdin=None, read_stdout=None, feeds=(), report=True, 
             raise box["error"]
     text = t_report[1]["value"].decode()
     return t_out[1].get("value"), (json.loads(text) if text.strip() else None)
+
+
+# How long a command stopped by SIGINT may take to remove its temporaries and exit.
+_GRACE_S = 2.0
+
+
+def _interrupt(proc):
+    """Stop the command as Ctrl-C would have in a shell: SIGINT, so that it removes its
+    temporaries and leaves its outputs as they were; SIGKILL if it has not ended after the
+    grace period, or at a second Ctrl-C."""
+    try:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=_GRACE_S)
+    except (KeyboardInterrupt, subprocess.TimeoutExpired):
+        proc.kill()
+        proc.wait()
 
 
 def _split_own(options):
@@ -388,21 +413,40 @@ def grad(q, k, v, dout=None, target=None, w=None, **options):
                     quiet=quiet, timeout=timeout)
 
 
+def _check_values(options):
+    """check's structured values as the command spells them: names={"q": "wq"} ->
+    "q=wq", shard=(K, N) -> "K/N"."""
+    names = options.get("names")
+    if isinstance(names, dict):
+        options["names"] = ",".join(f"{role}={name}" for role, name in names.items())
+    shard = options.get("shard")
+    if isinstance(shard, (tuple, list)) and len(shard) == 2:
+        options["shard"] = f"{int(shard[0])}/{int(shard[1])}"
+
+
 def check(paths, **options):
-    """`fastrope check PATHS --format jsonl`: one dict per line of its output. paths: a path
-    (file or folder) or a list of them. Exit code 4 (some dump missed the accuracy) still
-    returns the rows, which say which; other failures raise FastropeError."""
+    """`fastrope check PATHS`: exactly check's options (recursive, names, per_head, format,
+    shard and the attention options; see `fastrope check --help`), others raise TypeError.
+    names may be a dict {"q": "wq", ...} and shard a pair (K, N). paths: a path (file or
+    folder) or a list of them. Returns one dict per line of `--format jsonl` (the default), or
+    check's text for format="table" or "csv". Exit code 4 (some dump missed the accuracy)
+    still returns the rows, which say which; other failures raise FastropeError."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     paths = [os.fspath(p) for p in paths]
     binary, timeout, quiet, extra = _split_own(options)
+    _check_values(options)
+    fmt = options.pop("format", None) or "jsonl"
     flags = _flags("check", options)
-    argv = ["check"] + paths + ["--format", "jsonl"] + flags + extra
+    if fmt not in ("jsonl", "table", "csv"):
+        raise ValueError(f"format= takes jsonl, table or csv, not {fmt!r}")
+    read = _read_jsonl if fmt == "jsonl" else (lambda f: f.read().decode())
+    argv = ["check"] + paths + ["--format", fmt] + flags + extra
     try:
-        rows, _ = _execute(binary, argv, read_stdout=_read_jsonl, report=False, quiet=quiet,
+        rows, _ = _execute(binary, argv, read_stdout=read, report=False, quiet=quiet,
                            quiet_flag=False, timeout=timeout)
     except FastropeError as e:
-        if e.returncode == 4 and e.output:
+        if e.returncode == 4 and e.output and not isinstance(e, Interrupted):
             return e.output
         raise
     return rows

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 
 import fastrope
-from frtest import FASTROPE, fastrope as cli, run_all, test, tmpdir
+from frtest import FASTROPE, SAN as FASTROPE_SAN, fastrope as cli, run_all, test, tmpdir
 
 rng = np.random.default_rng(11)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -416,6 +416,123 @@ def check_reads_jsonl_rows():
     assert all(isinstance(r, dict) for r in rows)
     text = [json.dumps(r) for r in rows]
     assert any("dump0.npz" in t for t in text) and any("dump1.npz" in t for t in text), text
+
+
+def dump_tree():
+    """top/a.npz and top/sub/b.npz, each a q/k/v set with two heads."""
+    top = tmpdir()
+    os.mkdir(os.path.join(top, "sub"))
+    for path in ("a.npz", os.path.join("sub", "b.npz")):
+        q, k, v = qkv(16, 4, lead=(2,))
+        np.savez(os.path.join(top, path), q=q, k=k, v=v)
+    return top
+
+
+@needs("check")
+def check_takes_checks_own_options():
+    top = dump_tree()
+    assert len(fastrope.check(top)) == 1  # subdirectories only when recursive
+    rows = fastrope.check(top, recursive=True)
+    assert len(rows) == 2, rows
+    assert len(fastrope.check(top, recursive=True, per_head=True)) == 4
+    # the shards partition the sets
+    one = fastrope.check(top, recursive=True, shard=(1, 2))
+    two = fastrope.check(top, recursive=True, shard="2/2")
+    assert len(one) == len(two) == 1
+    assert sorted(json.dumps(r, sort_keys=True) for r in one + two) == \
+        sorted(json.dumps(r, sort_keys=True) for r in rows)
+    csv = fastrope.check(top, recursive=True, format="csv")
+    assert isinstance(csv, str) and len(csv.strip().splitlines()) == 3, csv  # header + 2
+    d = tmpdir()
+    q, k, v = qkv(16, 4)
+    np.savez(os.path.join(d, "x.npz"), **{"layers.0.wq": q, "layers.0.wk": k, "layers.0.wv": v})
+    rows = fastrope.check(d, names={"q": "wq", "k": "wk", "v": "wv"})
+    assert len(rows) == 1 and rows[0].get("verdict") != "entries-only", rows
+    for kw in ({"check_row": 5}, {"strict": True}, {"dtype": "f4"}, {"grad_w": True},
+               {"recursive": 1}):
+        try:
+            fastrope.check(top, binary="/nonexistent", **kw)
+        except TypeError as e:
+            assert next(iter(kw)) in str(e), e
+        else:
+            raise AssertionError(f"no TypeError for {kw}")
+
+
+# ---- the keywords are the command's flags ------------------------------------------------------
+
+# Flags the helper sets itself (inputs, outputs, the report's pipe), or takes as arguments.
+HELPER_FLAGS = {"input", "q", "k", "v", "o", "output", "report", "report-fd", "quiet", "help",
+                "h", "w", "dout", "target", "dq", "dk", "dv", "dw", "out"}
+# check's flags still on their way to the command (the Python keywords exist already).
+PENDING = {"check": {"check-rows", "tol"}}
+
+
+def help_flags(cmd):
+    """The flags `fastrope CMD --help` lists: the first column of each option line."""
+    r = cli(cmd, "--help")
+    assert r.returncode == 0, r.stderr
+    flags = set()
+    for line in r.stdout.decode().splitlines():
+        spec = line.strip().split("  ")[0]
+        if not spec.startswith("-"):
+            continue
+        longs = re.findall(r"--([a-z][a-z0-9-]*)", spec)
+        flags |= set(longs) if longs else set(re.findall(r"^-(\w)\b", spec))
+    return flags
+
+
+@test
+def keywords_are_exactly_the_commands_flags():
+    for cmd in ("run", "grad", "check"):
+        if not implemented(cmd):
+            continue
+        have = help_flags(cmd) - HELPER_FLAGS
+        ours = {name.replace("_", "-") for name in fastrope._OPTIONS[cmd]}
+        missing = have - ours
+        assert not missing, (f"fastrope {cmd} takes {sorted(missing)}: add them to "
+                             f"_OPTIONS['{cmd}'] in scripts/fastrope.py")
+        extra = ours - have - PENDING.get(cmd, set())
+        assert not extra, f"fastrope {cmd} does not take {sorted(extra)}"
+        for name in sorted((ours - have) & PENDING.get(cmd, set())):
+            print(f"# note: fastrope {cmd} does not take --{name} yet")
+    # in-process: the command's attention options, less the file limits
+    assert fastrope._OPTIONS["attention"] - {"out", "progress"} == \
+        fastrope._OPTIONS["run"] - fastrope._LIMITS
+    assert fastrope._OPTIONS["attention_grad"] - {"progress"} == \
+        fastrope._OPTIONS["grad"] - fastrope._LIMITS
+
+
+# ---- Ctrl-C --------------------------------------------------------------------------------------
+
+INTERRUPTED_CHILD = r"""
+import os, signal, sys, threading, time
+import numpy as np
+import fastrope
+n = int(sys.argv[1])
+q, k, v = (np.random.default_rng(0).uniform(-1, 1, (n, 4)) for _ in range(3))
+threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+t0 = time.time()
+try:
+    fastrope.%s
+except KeyboardInterrupt as e:
+    children = [p for p in os.listdir("/proc") if p.isdigit() and
+                open(f"/proc/{p}/stat").read().split(")")[-1].split()[1] == str(os.getpid())]
+    print("interrupted", isinstance(e, fastrope.FastropeError), e.returncode, children,
+          round(time.time() - t0, 2))
+else:
+    print("finished", round(time.time() - t0, 2))
+"""
+
+
+@test
+def ctrl_c_stops_the_command_and_raises_interrupted():
+    n = 1 << 15 if FASTROPE_SAN else 1 << 16  # exact: seconds (more under the sanitizers)
+    for call in ('run(q, k, v, method="exact")', 'grad(q, k, v, dout=v, method="exact")'):
+        r = subprocess.run(["/usr/bin/python3", "-c", INTERRUPTED_CHILD % call, str(n)],
+                           capture_output=True, text=True, timeout=120)
+        words = r.stdout.split()
+        assert words[:4] == ["interrupted", "True", "130", "[]"], (call, r.stdout, r.stderr)
+        assert float(words[4]) < 0.5 + fastrope._GRACE_S + 1, words  # it did not run to the end
 
 
 run_all()
