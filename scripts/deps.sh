@@ -5,6 +5,9 @@
 set -eu
 
 PKGS="build-essential pkg-config libkissfft-dev libcjson-dev libzip-dev zlib1g-dev python3-numpy"
+# PyTorch for scripts/fastrope_torch.py and its tests; GNU parallel for the sharded check of
+# scripts/examples/check_parallel.sh (tested by make test).
+PKGS="$PKGS python3-torch parallel"
 # `deps.sh fuzz`: clang's libFuzzer and sanitizer runtimes and its OpenMP, for `make fuzz` only
 # (`make test` never needs clang).
 [ "${1:-}" = fuzz ] && PKGS="$PKGS clang libclang-rt-14-dev libomp-14-dev"
