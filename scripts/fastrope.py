@@ -66,8 +66,7 @@ _ATTENTION = {"rope", "rope_base", "rope_pairs", "rope_scale", "rotary_dim", "ro
               "no_rope", "preset", "scale", "causal", "no_causal", "window", "method", "eps",
               "degree", "max_degree"}
 _LIMITS = {"max_elements", "max_bytes"}
-# check's own options; check_rows and tol arrive with check's comparison of stored outputs
-# (until then the command refuses them with exit code 2: the test says which are still missing).
+# check's own options (format: the helper reads jsonl, and returns table and csv as text).
 _CHECK = {"recursive", "names", "per_head", "format", "shard", "check_rows", "tol"}
 _OPTIONS = {
     "run": _ATTENTION | _LIMITS | {"check_rows", "dtype", "strict"},

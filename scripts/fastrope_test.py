@@ -463,8 +463,6 @@ def check_takes_checks_own_options():
 # Flags the helper sets itself (inputs, outputs, the report's pipe), or takes as arguments.
 HELPER_FLAGS = {"input", "q", "k", "v", "o", "output", "report", "report-fd", "quiet", "help",
                 "h", "w", "dout", "target", "dq", "dk", "dv", "dw", "out"}
-# check's flags still on their way to the command (the Python keywords exist already).
-PENDING = {"check": {"check-rows", "tol"}}
 
 
 def help_flags(cmd):
@@ -491,10 +489,8 @@ def keywords_are_exactly_the_commands_flags():
         missing = have - ours
         assert not missing, (f"fastrope {cmd} takes {sorted(missing)}: add them to "
                              f"_OPTIONS['{cmd}'] in scripts/fastrope.py")
-        extra = ours - have - PENDING.get(cmd, set())
+        extra = ours - have
         assert not extra, f"fastrope {cmd} does not take {sorted(extra)}"
-        for name in sorted((ours - have) & PENDING.get(cmd, set())):
-            print(f"# note: fastrope {cmd} does not take --{name} yet")
     # in-process: the command's attention options, less the file limits
     assert fastrope._OPTIONS["attention"] - {"out", "progress"} == \
         fastrope._OPTIONS["run"] - fastrope._LIMITS
