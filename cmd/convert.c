@@ -93,8 +93,11 @@ static int write_split(const convert_opts *o, const char *in, const char *dir, c
         if ((st = fr_outputs_write_tensor(set, ids[i], FR_FMT_NPY, &b->tensors[i],
                                           o->f4 ? FR_DTYPE_F4 : FR_DTYPE_F8, err, sizeof err)))
             cli_fail(st, "%s", err);
-    if (!st && (st = fr_outputs_commit(set, err, sizeof err))) cli_fail(st, "%s", err);
-    if (st) fr_outputs_abort(set);
+    if (st) {
+        fr_outputs_abort(set);
+    } else if ((st = fr_outputs_commit(set, err, sizeof err))) { /* frees the set in any case */
+        cli_fail(st, "%s", err);
+    }
     free(ids);
     if (st && made) rmdir(dir); /* ours and still empty: gone again */
     return st;

@@ -110,7 +110,7 @@ void fr_members_close(fr_members *m);
  *   ... compute ...
  *   st = fr_outputs_write_tensor(o, out, FR_FMT_UNKNOWN, &t, FR_DTYPE_F8, err, sizeof err);
  *   if (!st) st = fr_outputs_write_text(o, rep, report_text, err, sizeof err);
- *   if (!st) st = fr_outputs_commit(o, err, sizeof err);   // frees o, renames last
+ *   if (!st) st = fr_outputs_commit(o, err, sizeof err);   // frees o, even on failure
  *   else fr_outputs_abort(o);                               // frees o, targets untouched
  *
  * - Stage every output before writing any (fr_outputs_add after the first write is refused).
@@ -143,8 +143,10 @@ int fr_outputs_write_bundle(fr_outputs *o, int id, fr_format fmt, const fr_bundl
                             fr_dtype dtype, int compress, char *err, size_t errlen);
 /* text and a final newline (the JSON reports). */
 int fr_outputs_write_text(fr_outputs *o, int id, const char *text, char *err, size_t errlen);
-int fr_outputs_commit(fr_outputs *o, char *err, size_t errlen); /* frees o */
-void fr_outputs_abort(fr_outputs *o);                           /* frees o; NULL is fine */
+/* Both free o, whatever commit returns: after a commit that failed (everything already
+ * removed), do not abort o as well. */
+int fr_outputs_commit(fr_outputs *o, char *err, size_t errlen);
+void fr_outputs_abort(fr_outputs *o); /* NULL is fine */
 
 /* 1 when a and b name the same file: both "-" (stdout), "-" and what stdout is (/dev/stdout,
  * the file it is redirected to), the same existing file (device and inode, whatever the links),
