@@ -9,6 +9,7 @@
 
 #include "fastrope.h"
 #include "fr_io.h"
+#include "sets.h"
 
 /* Exit codes, the same for every command (they are fr_status values). */
 enum { EXIT_OK = 0, EXIT_INTERNAL = 1, EXIT_USAGE = 2, EXIT_INPUT = 3, EXIT_ACCURACY = 4 };
@@ -229,15 +230,18 @@ typedef struct {
     fr_limits limits;
     fr_tensor *q, *k, *v, *w;
     int64_t batch, n, d, dv;
-    int64_t w_batch; /* 1: W shared; batch: one W per batch entry; 0: no W */
-    int64_t bytes;   /* of every tensor read, as doubles (the per-run limit) */
+    int64_t kv_batch; /* problems of k and v: batch, or batch / g (grouped-query attention) */
+    int64_t w_batch;  /* 1: W shared; batch: one W per batch entry; 0: no W */
+    int64_t bytes;    /* of every tensor read, as doubles (the per-run limit) */
     char qlabel[512], klabel[512], vlabel[512], wlabel[512];
 } cli_inputs;
 
-/* Read --input BUNDLE (or -q/-k/-v files) and the W file within lim, check shapes and
- * finiteness. Returns an exit code, having printed the error. */
+/* Read --input BUNDLE (its set named set, or its only one, by words: sets.h) or -q/-k/-v
+ * files, and the W file, within lim; check shapes (grouped-query k and v too) and finiteness.
+ * Returns an exit code, having printed the error. */
 int cli_load(cli_inputs *in, const fr_limits *lim, const char *bundle, const char *qp,
-             const char *kp, const char *vp, const char *wp);
+             const char *kp, const char *vp, const char *wp, const char *set,
+             const set_words *words);
 /* One more tensor with the output's shape (dout or target for grad): the file's only tensor or
  * its member named role. An exit code, having printed the error. */
 int cli_load_output_like(cli_inputs *in, const char *path, const char *role, fr_tensor **t,
@@ -260,24 +264,6 @@ int cmd_check(int argc, char **argv);
 /* Seconds on a monotonic clock. */
 double cli_now(void);
 
-/* ---- the argv scanner of before the tables (args_legacy.c) ---------------------------------
- * Only for check.c and convert.c until they parse through cli_parse; then it goes. It reads the
- * same tables (cli_attn_table, cli_limits_table), so the values are checked the same way. */
-
-typedef struct {
-    int argc;
-    char **argv;
-    int i;   /* index of the argument being looked at */
-    int bad; /* a usage error was printed */
-    const char *cmd;
-} cli_args;
-
-int arg_flag(cli_args *a, const char *name);
-int arg_value(cli_args *a, const char *name, const char **val);
-int cli_attn_option(cli_args *a, cli_attn *o);
-extern fr_limits cli_limits;
-int cli_limits_option(cli_args *a);
-extern const char cli_attn_help[];
 /* One value into the field of table row o (what cli_parse does per option). An exit code. */
 int cli__set_value(const cli_opt *o, const char *flag, const char *value, void *field);
 

@@ -95,6 +95,7 @@ static int problem(const job_opts *o, const cli_inputs *in, fr_problem *p)
     p->window = o->attn.window;
     if (in->w) p->rot.w = in->w->data, p->rot.w_count = in->w_batch;
     p->batch = in->batch;
+    p->kv_batch = in->kv_batch;
     cli_scale(&o->attn, in->d, &p->tau);
     cli_shape_str(in->q, sq, sizeof sq);
     int rope = p->rot.kind == FR_ROT_ROPE || p->rot.kind == FR_ROT_CLIP;
@@ -303,7 +304,7 @@ static void report_entries(const job *j, cJSON *r)
         rep_int(x, "index", b);
         rep_num(x, "B", e->B);
         rep_num(x, "R", e->R);
-        if (e->degree >= 0)
+        if (e->degree >= 0 && e->method != FR_METHOD_EXACT)
             rep_int(x, "degree", e->degree);
         else
             cJSON_AddNullToObject(x, "degree");
@@ -371,7 +372,8 @@ static void summary(job *j, const job_spec *spec, void *cmd)
     char tail[256] = "", deg[32] = "";
     if (j->o->quiet) return;
     spec->summary(j, cmd, tail, sizeof tail);
-    if (j->info.degree >= 0) snprintf(deg, sizeof deg, ", degree %d", j->info.degree);
+    if (j->info.degree >= 0 && j->info.method != FR_METHOD_EXACT)
+        snprintf(deg, sizeof deg, ", degree %d", j->info.degree);
     fprintf(stderr, "fastrope: %s%s, n = %lld, d = %lld, dv = %lld, batch %lld: %.3g s%s%s\n",
             fr_method_name(j->info.method), deg, (long long)j->p.n, (long long)j->p.d,
             (long long)j->p.dv, (long long)j->p.batch, j->compute_s, tail[0] ? "; " : "", tail);
@@ -395,7 +397,9 @@ static int run(job *j, const job_spec *spec, void *cmd)
     job_opts *o = j->o;
     int st = check_paths(j);
     if (!st) st = stage(j);
-    if (!st) st = cli_load(&j->in, &o->limits, o->input, o->q, o->k, o->v, o->attn.w_path);
+    if (!st)
+        st = cli_load(&j->in, &o->limits, o->input, o->q, o->k, o->v, o->attn.w_path, o->set,
+                      &o->words);
     if (!st) st = problem(o, &j->in, &j->p);
     if (!st) st = spec->prepare(j, cmd);
     if (!st) st = allocate(j);

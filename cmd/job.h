@@ -16,6 +16,8 @@ typedef struct {
     int quiet;
     int64_t check_rows; /* -1: default, -2: all */
     int64_t report_fd;  /* -1: none */
+    const char *set;    /* --set NAME: which set of the --input bundle */
+    set_words words;    /* --names ROLE=WORD,...: what plays q, k, v */
     fr_limits limits;
     cli_attn attn;
 } job_opts;

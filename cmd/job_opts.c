@@ -38,6 +38,15 @@ static int parse_check_rows(const char *flag, const char *value, void *field)
     return EXIT_OK;
 }
 
+static int parse_names(const char *flag, const char *value, void *field)
+{
+    char err[512];
+    set_words_default(field);
+    if (set_words_parse(field, value, err, sizeof err))
+        return cli_fail(EXIT_USAGE, "%s: %s", flag, err);
+    return EXIT_OK;
+}
+
 static const cli_choice dtypes[] = {{"f8", FR_DTYPE_F8},
                                     {"float64", FR_DTYPE_F8},
                                     {"f4", FR_DTYPE_F4},
@@ -46,12 +55,20 @@ static const cli_choice dtypes[] = {{"f8", FR_DTYPE_F8},
 
 const cli_opt job_table[] = {
     OPT_GROUP("Inputs (read: .npy, .npz, .json, .safetensors, recognised by their first bytes):"),
-    OPT_STRING("input", 0, job_opts, input, "BUNDLE",
-               "a bundle (.npz, .safetensors, a JSON object) with members q, k, v ('-': stdin)"),
+    OPT_STRING(
+        "input", 0, job_opts, input, "BUNDLE",
+        "a bundle (.npz, .safetensors, a JSON object) holding a q/k/v set: q, k, v or the names "
+        "model code writes ('-': stdin)"),
     OPT_STRING(NULL, 'q', job_opts, q, "FILE",
                "q [..., n, d]: a tensor file, or a bundle's member 'q' (with -k and -v)"),
     OPT_STRING(NULL, 'k', job_opts, k, "FILE", "k [..., n, d], likewise"),
     OPT_STRING(NULL, 'v', job_opts, v, "FILE", "v [..., n, dv], likewise"),
+    OPT_STRING("set", 0, job_opts, set, "NAME",
+               "the set of the --input bundle to compute, named as `fastrope check` lists it "
+               "(model.layers.3.self_attn); needed when the bundle holds several"),
+    OPT_CUSTOM("names", 0, job_opts, words, parse_names, "ROLE=WORD,...",
+               "what plays q, k, v in the bundle beyond the usual names (q, query, q_proj, xq, "
+               "query_states, with prefixes): q=wq,k=wk,v=wv"),
     OPT_GROUP("Report and check:"),
     OPT_STRING("report", 0, job_opts, report, "FILE", "JSON report ('-': stdout)"),
     OPT_CUSTOM("report-fd", 0, job_opts, report_fd, parse_report_fd, "N",
@@ -70,6 +87,7 @@ void job_init(job_opts *o)
     o->check_rows = -1;
     o->report_fd = -1;
     o->limits = cli_default_limits;
+    set_words_default(&o->words);
     cli_attn_init(&o->attn);
 }
 
@@ -95,12 +113,14 @@ int job_parse(const char *name, const char *synopsis, const char *doc, const cli
 int job_finish_section(void *fields, uint64_t given)
 {
     job_opts *o = fields;
-    (void)given;
     if (o->report && o->report_fd >= 0)
         return cli_fail(EXIT_USAGE, "give --report or --report-fd, not both");
     if (o->input && (o->q || o->k || o->v))
         return cli_fail(EXIT_USAGE, "give either --input BUNDLE or -q/-k/-v, not both");
     if (!o->input && !(o->q && o->k && o->v))
         return cli_fail(EXIT_USAGE, "give --input BUNDLE or all of -q, -k and -v");
+    if (!o->input && (o->set || cli_given(job_table, given, "names")))
+        return cli_fail(EXIT_USAGE, "--set and --names pick members of --input BUNDLE; -q, -k and "
+                                    "-v name their tensors already");
     return EXIT_OK;
 }

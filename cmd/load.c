@@ -3,6 +3,7 @@
  * Every message names the file (and member) and both shapes, because a shape mismatch is
  * almost always two files from different runs, and the user needs to see which. */
 #include "cli.h"
+#include "sets.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -95,43 +96,35 @@ static int leading_equal(const fr_tensor *a, const fr_tensor *b, int lead)
     return 1;
 }
 
+/* q, k and v make one batch of problems: the same leading axes, or k and v with H/g heads
+ * where q has H (grouped-query attention); the rules are check's (sets.c). */
 static int check_shapes(cli_inputs *in)
 {
-    char sq[256], sk[256], sv[256];
+    char err[1024], sq[256], sv[256];
     cli_shape_str(in->q, sq, sizeof sq);
-    cli_shape_str(in->k, sk, sizeof sk);
     cli_shape_str(in->v, sv, sizeof sv);
-    if (in->q->ndim < 2)
-        return cli_fail(EXIT_INPUT, "%s: q needs shape [..., n, d], got %s", in->qlabel, sq);
-    if (in->k->ndim != in->q->ndim || !leading_equal(in->q, in->k, in->q->ndim))
-        return cli_fail(EXIT_INPUT, "%s: k has shape %s but q (%s) has shape %s; they must match",
-                        in->klabel, sk, in->qlabel, sq);
-    int lead = in->q->ndim - 2;
-    if (in->v->ndim != in->q->ndim || !leading_equal(in->q, in->v, lead + 1))
-        return cli_fail(EXIT_INPUT,
-                        "%s: v has shape %s but q (%s) has shape %s; v needs [..., n, dv] with "
-                        "the same leading axes and n",
-                        in->vlabel, sv, in->qlabel, sq);
     /* An empty tensor's other axes may be huge: their product is not formed. */
-    if (fr_tensor_count(in->q) == 0 || fr_tensor_count(in->v) == 0)
+    if (in->q->ndim >= 2 &&
+        (fr_tensor_count(in->q) == 0 || fr_tensor_count(in->k) == 0 || fr_tensor_count(in->v) == 0))
         return cli_fail(EXIT_INPUT, "%s: empty problem: q has shape %s and v has shape %s",
                         in->qlabel, sq, sv);
-    in->batch = 1;
-    for (int i = 0; i < lead; i++)
-        in->batch *= in->q->shape[i];
-    in->n = in->q->shape[lead];
-    in->d = in->q->shape[lead + 1];
-    in->dv = in->v->shape[lead + 1];
-    if (in->batch == 0 || in->n == 0 || in->d == 0 || in->dv == 0)
-        return cli_fail(EXIT_INPUT, "%s: empty problem: q has shape %s and v has shape %s",
-                        in->qlabel, sq, sv);
+    set_shape sh;
+    if (set_shape_of(in->q, in->k, in->v, &sh, err, sizeof err)) {
+        const char *label = err[0] == 'k' ? in->klabel : err[0] == 'v' ? in->vlabel : in->qlabel;
+        return cli_fail(EXIT_INPUT, "%s: %s", label, err);
+    }
+    in->batch = sh.batch;
+    in->kv_batch = sh.kv_batch;
+    in->n = sh.n;
+    in->d = sh.d;
+    in->dv = sh.dv;
     if (!in->w) return EXIT_OK;
 
     /* W: [2n-1, d, d] shared by the batch, or with q's leading axes in front. */
     char sw[256];
     cli_shape_str(in->w, sw, sizeof sw);
     const fr_tensor *w = in->w;
-    int wl = w->ndim - 3;
+    int lead = in->q->ndim - 2, wl = w->ndim - 3;
     int ok = wl >= 0 && w->shape[wl] == 2 * in->n - 1 && w->shape[wl + 1] == in->d &&
              w->shape[wl + 2] == in->d;
     if (ok && wl == 0)
@@ -147,8 +140,66 @@ static int check_shapes(cli_inputs *in)
     return EXIT_OK;
 }
 
+/* "a, b, c" of up to len bytes: what the message offers to choose from. */
+static void list_names(char *buf, size_t len, const char *const *names, int count)
+{
+    size_t off = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < count && off < len; i++)
+        off += (size_t)snprintf(buf + off, len - off, "%s'%s'", i ? ", " : "", names[i]);
+}
+
+/* The set of bundle b to compute: --set NAME, or the only one there is, by check's rules. */
+static int pick_set(cli_inputs *in, const fr_bundle *b, const char *path, const char *want,
+                    const set_words *words)
+{
+    set_list l;
+    if (sets_find((const char *const *)b->names, b->count, words, &l))
+        return cli_fail(EXIT_INTERNAL, "out of memory");
+    char names[512];
+    const char *found[64];
+    int nfound = 0, usable = 0, pick = -1;
+    for (int i = 0; i < l.count; i++) {
+        if (nfound < 64) found[nfound++] = l.set[i].name;
+        if (!l.set[i].error) usable++, pick = pick < 0 ? i : pick;
+    }
+    list_names(names, sizeof names, found, nfound);
+    int st = EXIT_OK;
+    if (want) {
+        pick = sets_pick(&l, want);
+        if (pick < 0)
+            st = cli_fail(EXIT_INPUT, "%s: no set '%s' (its sets: %s)", path, want,
+                          l.count ? names : "none");
+    } else if (l.count == 0) {
+        const char *const *all = (const char *const *)b->names;
+        list_names(names, sizeof names, all, b->count);
+        st = cli_fail(EXIT_INPUT,
+                      "%s: no member is q, k or v by name (members: %s); name them with --names "
+                      "q=A,k=B,v=C",
+                      path, b->count ? names : "none");
+    } else if (usable > 1 || (usable == 0 && l.count > 1)) {
+        st = cli_fail(EXIT_INPUT, "%s: holds %d sets (%s): pick one with --set NAME", path, l.count,
+                      names);
+    } else if (pick < 0) {
+        pick = 0;
+    }
+    if (!st && l.set[pick].error)
+        st = cli_fail(EXIT_INPUT, "%s: %s%s%s%s", path, l.set[pick].name[0] ? "set '" : "",
+                      l.set[pick].name, l.set[pick].name[0] ? "': " : "", l.set[pick].error);
+    fr_tensor **slots[3] = {&in->q, &in->k, &in->v};
+    char *labels[3] = {in->qlabel, in->klabel, in->vlabel};
+    for (int r = 0; r < 3 && !st; r++) {
+        int m = l.set[pick].member[r];
+        *slots[r] = &b->tensors[m];
+        snprintf(labels[r], sizeof in->qlabel, "%s:%s", path, b->names[m]);
+    }
+    sets_free(&l);
+    return st;
+}
+
 int cli_load(cli_inputs *in, const fr_limits *lim, const char *bundle, const char *qp,
-             const char *kp, const char *vp, const char *wp)
+             const char *kp, const char *vp, const char *wp, const char *set,
+             const set_words *words)
 {
     memset(in, 0, sizeof *in);
     in->limits = *lim;
@@ -161,10 +212,7 @@ int cli_load(cli_inputs *in, const fr_limits *lim, const char *bundle, const cha
                             "%s: holds a single tensor; --input needs a bundle with members "
                             "q, k and v (or use -q, -k, -v)",
                             bundle);
-        if ((st = pick(b, bundle, "q", &in->q, in->qlabel, sizeof in->qlabel)) ||
-            (st = pick(b, bundle, "k", &in->k, in->klabel, sizeof in->klabel)) ||
-            (st = pick(b, bundle, "v", &in->v, in->vlabel, sizeof in->vlabel)))
-            return st;
+        if ((st = pick_set(in, b, bundle, set, words))) return st;
     } else {
         const char *paths[3] = {qp, kp, vp};
         const char *roles[3] = {"q", "k", "v"};
@@ -200,12 +248,17 @@ int cli_load_output_like(cli_inputs *in, const char *path, const char *role, fr_
     int st = read_file(in, path, &b);
     if (st || (st = pick(b, path, role, t, label, labellen))) return st;
     /* The shape of the output T: q's leading axes, then [n, dv]. */
-    int ok = (*t)->ndim == in->q->ndim && leading_equal(*t, in->v, in->v->ndim);
+    int ok = (*t)->ndim == in->q->ndim && leading_equal(*t, in->q, in->q->ndim - 1) &&
+             (*t)->shape[(*t)->ndim - 1] == in->dv;
     if (!ok) {
         char s1[256], s2[256];
+        fr_tensor want = *in->q;
+        want.shape[want.ndim - 1] = in->dv;
         cli_shape_str(*t, s1, sizeof s1);
-        cli_shape_str(in->v, s2, sizeof s2);
-        return cli_fail(EXIT_INPUT, "%s: %s has shape %s but the output has shape %s (that of v)",
+        cli_shape_str(&want, s2, sizeof s2);
+        return cli_fail(EXIT_INPUT,
+                        "%s: %s has shape %s but the output has shape %s (q's leading axes and n, "
+                        "v's dv)",
                         label, role, s1, s2);
     }
     return cli_check_finite(*t, label);
