@@ -687,7 +687,9 @@ class _Call:
     the plan. attention() and attention_grad() use it once; fastrope_torch keeps one from the
     forward to the backward, so that the backward differentiates the method that ran."""
 
-    def __init__(self, fn, q, k, v, w, options):
+    def __init__(self, fn, q, k, v, w, options, backward=False):
+        """backward: a backward will follow (attention_grad, or autograd), so the precision is
+        one the library can differentiate in."""
         _check_keywords(fn, options)
         self.fn, self.lib = fn, capi.library()
         w = _load_w(w)
@@ -695,10 +697,11 @@ class _Call:
         self.progress = _Progress(options.get("progress"))
         arrays = [_real("q", q), _real("k", k), _real("v", v)]
         self._shapes(*arrays, w)
-        # float32 in, float32 out (computed in double until the core's single-precision path
-        # exists; then in single precision where the plan allows).
+        # float32 in, float32 out: computed in single precision where the library can (its
+        # single-precision plans, for the requested method and for a backward when one
+        # follows), else in double and rounded once at the end.
         f32 = all(a.dtype == np.float32 for a in arrays)
-        self.single = f32 and _single_built()
+        self.single = f32 and _single_built("backward" if backward else "forward")
         dtype = options.get("dtype")
         if dtype not in (None, "f4", "float32", "f8", "float64"):
             raise _usage(f"dtype={dtype!r}: not one of f4, float32, f8, float64")
@@ -817,6 +820,12 @@ class _Call:
         err = ctypes.create_string_buffer(_ERRLEN)
         st = self.lib.fr_plan_create(ctypes.byref(handle), ctypes.byref(self.problem), bounds,
                                      ctypes.byref(opt), err, _ERRLEN)
+        if st == capi.EUSAGE and self.single:
+            # A method the single-precision plans do not have: in double, on the same bounds
+            # (the library bounds float data exactly as its double copy).
+            self.single = False
+            self.q, self.k, self.v = (x.astype(np.float64) for x in (self.q, self.k, self.v))
+            return self.plan(bounds)
         self._status(st, err)
         return _Plan(self.lib, handle, self.w)
 
@@ -941,26 +950,32 @@ class _Call:
                 {"max_abs": every[i].max_abs, "max_rel": every[i].max_rel}
 
 
-_single = None
+_single = {}
 
 
-def _single_built():
-    """Whether the library plans in single precision (the core's f32 path, issue 17): asked
-    once, with a one-token exact plan."""
-    global _single
-    if _single is None:
+def _single_built(what):
+    """Whether the library runs single-precision plans forward, or also backward: asked
+    once each, on a one-token exact problem."""
+    if what not in _single:
         lib = capi.library()
         p = lib.fr_problem_default(1, 2, 1)
         opt = lib.fr_options_default()
         opt.method, opt.precision = _method_code("exact"), capi.F32
         handle = ctypes.c_void_p()
         err = ctypes.create_string_buffer(_ERRLEN)
-        st = lib.fr_plan_create(ctypes.byref(handle), ctypes.byref(p), None, ctypes.byref(opt),
-                                err, _ERRLEN)
-        if st == capi.OK:
+        ok = lib.fr_plan_create(ctypes.byref(handle), ctypes.byref(p), None, ctypes.byref(opt),
+                                err, _ERRLEN) == capi.OK
+        x = (ctypes.c_float * 8)()
+        if ok:
+            _single["forward"] = lib.fr_execute_f32(handle, x, x, x, x, None, err,
+                                                    _ERRLEN) == capi.OK
+            _single["backward"] = lib.fr_execute_backward_f32(
+                handle, x, x, x, x, None, None, x, x, x, None, None, None, err,
+                _ERRLEN) == capi.OK
             lib.fr_plan_free(handle)
-        _single = st == capi.OK
-    return _single
+        else:
+            _single["forward"] = _single["backward"] = False
+    return _single[what]
 
 
 def _as_out_dtype(x, dtype):
@@ -1003,7 +1018,7 @@ def attention_grad(q, k, v, dout=None, target=None, w=None, **options):
     gradient of their own forward. Options as attention()'s and grad_w; no strict, no out."""
     if (dout is None) == (target is None):
         raise TypeError("fastrope.attention_grad() needs exactly one of dout= and target=")
-    call = _Call("attention_grad", q, k, v, w, options)
+    call = _Call("attention_grad", q, k, v, w, options, backward=True)
     with call.plan(call.bounds()) as plan:
         g, info = call.backward(plan, dout, target, grad_w=bool(options.get("grad_w")))
     call.check_backward(g, info)

@@ -36,7 +36,8 @@ class RopeAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, w, options, info_box):
         call = fastrope._Call("attention", _array(q), _array(k), _array(v),
-                              None if w is None else _array(w), options)
+                              None if w is None else _array(w), options,
+                              backward=any(ctx.needs_input_grad[:4]))
         plan = call.plan(call.bounds())
         out, info = call.forward(plan)
         info_box.append(info)
