@@ -17,10 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Rows i0..i0+cnt-1 of x rotated by their positions into out, for the RoPE family, as
- * fr__rotate_rows does in double: each row goes through double and is rounded once. */
-static void rotate_rows_f32(const fr_problem *p, const float *x, int64_t i0, int64_t cnt,
-                            float *out)
+void fr__rotate_rows_f32(const fr_problem *p, const float *x, int64_t i0, int64_t cnt, float *out)
 {
     int64_t d = p->d, n = p->n;
     double *row = malloc((size_t)(2 * d) * sizeof *row), *rot = row + d;
@@ -72,11 +69,17 @@ done:
 /* exp(-80) ~ 1.8e-35: inside float's normal range (1.2e-38), whatever the block's sums. */
 #define SHIFT_MAX 80.0f
 #define X(name) name##_f32
-#define ROTATE_CHUNK(p, x, i0, cnt, out) rotate_rows_f32(p, x, i0, cnt, out)
+#define ROTATE_CHUNK(p, x, i0, cnt, out) fr__rotate_rows_f32(p, x, i0, cnt, out)
 #include "exact_impl.h"
 
 int fr__exact_rows_f32(const fr_problem *p, const float *q, const float *k, const float *v,
                        const int64_t *rows, int64_t nrows, float *out, char *err, size_t errlen)
 {
     return exact_rows_f32(p, q, k, v, rows, nrows, out, NULL, err, errlen);
+}
+
+int fr__exact_rows_lse_f32(const fr_problem *p, const float *q, const float *k, const float *v,
+                           float *out, float *lse, char *err, size_t errlen)
+{
+    return exact_rows_f32(p, q, k, v, NULL, p->n, out, lse, err, errlen);
 }

@@ -59,6 +59,15 @@ int fr__exact_rows_lse(const fr_problem *p, const double *q, const double *k, co
  * but for the O(n d) set-up; the batch layer's fr_execute_f32 dispatches here. */
 int fr__exact_rows_f32(const fr_problem *p, const float *q, const float *k, const float *v,
                        const int64_t *rows, int64_t nrows, float *out, char *err, size_t errlen);
+/* Its fr__exact_rows_lse (lse in float). */
+int fr__exact_rows_lse_f32(const fr_problem *p, const float *q, const float *k, const float *v,
+                           float *out, float *lse, char *err, size_t errlen);
+/* fr__rotate_rows for float rows: each row goes through double and is rounded once. */
+void fr__rotate_rows_f32(const fr_problem *p, const float *x, int64_t i0, int64_t cnt, float *out);
+/* fr__exact_backward in single precision (core/backward_f32.c); the loss is summed in double. */
+int fr__exact_backward_f32(const fr_problem *p, const float *q, const float *k, const float *v,
+                           const float *dout, const float *target, float *t, float *dq, float *dk,
+                           float *dv, float *dw, double *loss, char *err, size_t errlen);
 
 /* ---- the batch (core/batch.c, core/verify.c) ------------------------------------------------ */
 
