@@ -584,21 +584,40 @@ fr_status fr_execute(const fr_plan *pl, const double *q, const double *k, const 
 }
 
 /* Gradients go by key/value problem: the g query problems that share one run one after another
- * on one thread, summing their dk and dv into its slot, so no two threads write one place. */
+ * on one thread, summing their dk and dv into its slot, so no two threads write one place. One
+ * code path for both precisions: the tensors are addressed by their element size, and only the
+ * sub-plan's call and the sums see the type. */
 typedef struct {
     const fr_plan *pl;
-    const double *q, *k, *v, *dout, *target;
-    double *t, *dq, *dk, *dv, *dw;
+    int f32;
+    size_t size; /* bytes per element */
+    const void *q, *k, *v, *dout, *target;
+    void *t, *dq, *dk, *dv, *dw;
     double *loss; /* batch: each problem's */
     fr_exec_info *info;
-    double **tmp;    /* per thread: dk, dv of a group's later problems */
-    double **dw_sum; /* per thread: a shared W's dW summed, then one problem's */
+    void **tmp;    /* per thread: dk, dv of a group's later problems */
+    void **dw_sum; /* per thread: a shared W's dW summed, then one problem's */
 } bwd_ctx;
 
-static void add_into(double *acc, const double *x, int64_t count)
+/* Element e of x (NULL stays NULL). */
+static void *elem(const void *x, int64_t e, size_t size)
 {
-    for (int64_t i = 0; i < count; i++)
-        acc[i] += x[i];
+    return x ? (char *)x + e * (int64_t)size : NULL;
+}
+
+static void add_into(void *acc, const void *x, int64_t count, int f32)
+{
+    if (f32) {
+        float *a = acc;
+        const float *b = x;
+        for (int64_t i = 0; i < count; i++)
+            a[i] += b[i];
+    } else {
+        double *a = acc;
+        const double *b = x;
+        for (int64_t i = 0; i < count; i++)
+            a[i] += b[i];
+    }
 }
 
 static int bwd_group(void *ctx, int64_t h, int thread, char *err, size_t errlen)
@@ -606,36 +625,42 @@ static int bwd_group(void *ctx, int64_t h, int thread, char *err, size_t errlen)
     const bwd_ctx *c = ctx;
     const fr_problem *p = &c->pl->p;
     int64_t n = p->n, d = p->d, dv = p->dv, g = fr__group(p), wsize = (2 * n - 1) * d * d;
+    size_t z = c->size;
     int shared_w = c->dw && fr__w_count(p) == 1;
-    double *tk = c->tmp ? c->tmp[thread] : NULL, *tv = tk ? tk + n * d : NULL;
-    double *tw = shared_w ? c->dw_sum[thread] + wsize : NULL;
+    void *tk = c->tmp ? c->tmp[thread] : NULL, *tv = elem(tk, n * d, z);
+    void *tw = shared_w ? elem(c->dw_sum[thread], wsize, z) : NULL;
     for (int64_t e = 0; e < g; e++) {
         int64_t b = h * g + e;
-        const double *up = c->dout ? c->dout : c->target;
-        double *dk = e ? tk : c->dk + h * n * d, *dvv = e ? tv : c->dv + h * n * dv;
-        double *dw = !c->dw ? NULL : shared_w ? tw : c->dw + b * wsize;
+        const fr__subplan *sp = c->pl->sub[c->pl->sub_of[b]];
+        const void *q = elem(c->q, b * n * d, z), *k = elem(c->k, h * n * d, z),
+                   *v = elem(c->v, h * n * dv, z), *dout = elem(c->dout, b * n * dv, z),
+                   *target = elem(c->target, b * n * dv, z);
+        void *t = elem(c->t, b * n * dv, z), *dq = elem(c->dq, b * n * d, z);
+        void *dk = e ? tk : elem(c->dk, h * n * d, z), *dvv = e ? tv : elem(c->dv, h * n * dv, z);
+        void *dw = !c->dw ? NULL : shared_w ? tw : elem(c->dw, b * wsize, z);
+        double *loss = c->target ? &c->loss[b] : NULL;
         fr_exec_info tmp, *ex = c->info ? &c->info[b] : &tmp;
-        int st = fr__subplan_backward(
-            c->pl->sub[c->pl->sub_of[b]], c->q + b * n * d, c->k + h * n * d, c->v + h * n * dv,
-            c->dout ? up + b * n * dv : NULL, c->target ? up + b * n * dv : NULL,
-            c->t ? c->t + b * n * dv : NULL, c->dq + b * n * d, dk, dvv, dw,
-            c->target ? &c->loss[b] : NULL, ex, err, errlen);
+        int st = c->f32 ? fr__subplan_backward_f32(sp, q, k, v, dout, target, t, dq, dk, dvv, dw,
+                                                   loss, ex, err, errlen)
+                        : fr__subplan_backward(sp, q, k, v, dout, target, t, dq, dk, dvv, dw,
+                                               loss, ex, err, errlen);
         if (st) return entry_err(p, b, st, err, errlen);
         if (e) {
-            add_into(c->dk + h * n * d, tk, n * d);
-            add_into(c->dv + h * n * dv, tv, n * dv);
+            add_into(elem(c->dk, h * n * d, z), tk, n * d, c->f32);
+            add_into(elem(c->dv, h * n * dv, z), tv, n * dv, c->f32);
         }
-        if (shared_w) add_into(c->dw_sum[thread], tw, wsize);
+        if (shared_w) add_into(c->dw_sum[thread], tw, wsize, c->f32);
     }
     return FR_OK;
 }
 
-/* Per-thread buffers of count doubles each (T of them), zeroed; NULL when out of memory. */
-static double **thread_buffers(int64_t T, int64_t count)
+/* Per-thread buffers of count elements of size bytes each (T of them), zeroed; NULL when out of
+ * memory. */
+static void **thread_buffers(int64_t T, int64_t count, size_t size)
 {
-    double **x = calloc((size_t)T, sizeof *x);
+    void **x = calloc((size_t)T, sizeof *x);
     for (int64_t t = 0; x && t < T; t++)
-        if (!(x[t] = calloc((size_t)count, sizeof **x))) {
+        if (!(x[t] = calloc((size_t)count, size))) {
             for (int64_t u = 0; u < t; u++)
                 free(x[u]);
             free(x);
@@ -644,11 +669,61 @@ static double **thread_buffers(int64_t T, int64_t count)
     return x;
 }
 
-static void free_buffers(double **x, int64_t T)
+static void free_buffers(void **x, int64_t T)
 {
     for (int64_t t = 0; x && t < T; t++)
         free(x[t]);
     free(x);
+}
+
+/* fr_execute_backward in either precision (c holds the tensors); *loss the batch's sum. */
+static int backward_batch(bwd_ctx *c, double *loss, char *err, size_t errlen)
+{
+    const fr_plan *pl = c->pl;
+    const fr_problem *p = &pl->p;
+    int st = check_precision(pl, c->f32 ? FR_F32 : FR_F64, err, errlen);
+    if (st) return st;
+    if ((c->dout == NULL) == (c->target == NULL))
+        return fr__err(err, errlen, FR_EUSAGE, "give exactly one of dout and target");
+    if (!c->q || !c->k || !c->v || !c->dq || !c->dk || !c->dv)
+        return fr__err(err, errlen, FR_EUSAGE, "q, k, v, dq, dk and dv are required");
+    int64_t B = fr__batch(p), KV = fr__kv_batch(p), g = fr__group(p), n = p->n;
+    int64_t wsize = (2 * n - 1) * p->d * p->d, T = omp_get_max_threads();
+    int shared_w = c->dw && fr__w_count(p) == 1;
+    /* Later problems of a group write their dk, dv here before adding; a shared W's dW goes to
+     * the first half of its thread's buffer (the sum) through the second (one problem's). */
+    c->loss = calloc((size_t)B, sizeof *c->loss);
+    if (g > 1) c->tmp = thread_buffers(T, n * (p->d + p->dv), c->size);
+    if (shared_w) c->dw_sum = thread_buffers(T, 2 * wsize, c->size);
+    unsigned char *small = malloc((size_t)KV);
+    if (!c->loss || (g > 1 && !c->tmp) || (shared_w && !c->dw_sum) || !small) {
+        st = fr__err(err, errlen, FR_ENOMEM, "out of memory for the gradients");
+        goto done;
+    }
+    for (int64_t h = 0; h < KV; h++) {
+        small[h] = 1;
+        for (int64_t e = 0; e < g; e++)
+            small[h] &= (unsigned char)fr__subplan_small(pl->sub[pl->sub_of[h * g + e]]);
+    }
+    /* A shared W's sums go in a fixed order (contiguous runs per thread, then the threads in
+     * turn), so that dW does not change from run to run. */
+    st = fr__for_entries(KV, small, shared_w, bwd_group, c, pl->opt.progress,
+                         pl->opt.progress_user, "backward", err, errlen);
+    if (!st && shared_w) {
+        memset(c->dw, 0, (size_t)wsize * c->size);
+        for (int64_t th = 0; th < T; th++)
+            add_into(c->dw, c->dw_sum[th], wsize, c->f32);
+    }
+    if (!st && c->target && loss) {
+        *loss = 0;
+        for (int64_t b = 0; b < B; b++)
+            *loss += c->loss[b];
+    }
+done:
+    free_buffers(c->tmp, T);
+    free_buffers(c->dw_sum, T);
+    free(c->loss), free(small);
+    return st;
 }
 
 fr_status fr_execute_backward(const fr_plan *pl, const double *q, const double *k, const double *v,
@@ -656,17 +731,8 @@ fr_status fr_execute_backward(const fr_plan *pl, const double *q, const double *
                               double *dk, double *dv, double *dw, double *loss, fr_exec_info *info,
                               char *err, size_t errlen)
 {
-    const fr_problem *p = &pl->p;
-    int st0 = check_precision(pl, FR_F64, err, errlen);
-    if (st0) return st0;
-    if ((dout == NULL) == (target == NULL))
-        return fr__err(err, errlen, FR_EUSAGE, "give exactly one of dout and target");
-    if (!q || !k || !v || !dq || !dk || !dv)
-        return fr__err(err, errlen, FR_EUSAGE, "q, k, v, dq, dk and dv are required");
-    int64_t B = fr__batch(p), KV = fr__kv_batch(p), g = fr__group(p), n = p->n;
-    int64_t wsize = (2 * n - 1) * p->d * p->d, T = omp_get_max_threads();
-    int shared_w = dw && fr__w_count(p) == 1;
     bwd_ctx c = {.pl = pl,
+                 .size = sizeof(double),
                  .q = q,
                  .k = k,
                  .v = v,
@@ -678,41 +744,7 @@ fr_status fr_execute_backward(const fr_plan *pl, const double *q, const double *
                  .dv = dv,
                  .dw = dw,
                  .info = info};
-    /* Later problems of a group write their dk, dv here before adding; a shared W's dW goes to
-     * the first half of its thread's buffer (the sum) through the second (one problem's). */
-    c.loss = calloc((size_t)B, sizeof *c.loss);
-    if (g > 1) c.tmp = thread_buffers(T, n * (p->d + p->dv));
-    if (shared_w) c.dw_sum = thread_buffers(T, 2 * wsize);
-    unsigned char *small = malloc((size_t)KV);
-    int st = FR_OK;
-    if (!c.loss || (g > 1 && !c.tmp) || (shared_w && !c.dw_sum) || !small) {
-        st = fr__err(err, errlen, FR_ENOMEM, "out of memory for the gradients");
-        goto done;
-    }
-    for (int64_t h = 0; h < KV; h++) {
-        small[h] = 1;
-        for (int64_t e = 0; e < g; e++)
-            small[h] &= (unsigned char)fr__subplan_small(pl->sub[pl->sub_of[h * g + e]]);
-    }
-    /* A shared W's sums go in a fixed order (contiguous runs per thread, then the threads in
-     * turn), so that dW does not change from run to run. */
-    st = fr__for_entries(KV, small, shared_w, bwd_group, &c, pl->opt.progress,
-                         pl->opt.progress_user, "backward", err, errlen);
-    if (!st && shared_w) {
-        memset(dw, 0, (size_t)wsize * sizeof *dw);
-        for (int64_t th = 0; th < T; th++)
-            add_into(dw, c.dw_sum[th], wsize);
-    }
-    if (!st && target && loss) {
-        *loss = 0;
-        for (int64_t b = 0; b < B; b++)
-            *loss += c.loss[b];
-    }
-done:
-    free_buffers(c.tmp, T);
-    free_buffers(c.dw_sum, T);
-    free(c.loss), free(small);
-    return st;
+    return backward_batch(&c, loss, err, errlen);
 }
 
 typedef struct {
@@ -754,7 +786,22 @@ fr_status fr_execute_backward_f32(const fr_plan *pl, const float *q, const float
                                   float *dk, float *dv, float *dw, float *loss, fr_exec_info *info,
                                   char *err, size_t errlen)
 {
-    (void)pl, (void)q, (void)k, (void)v, (void)dout, (void)target, (void)t, (void)dq, (void)dk;
-    (void)dv, (void)dw, (void)loss, (void)info;
-    return fr__err(err, errlen, FR_EUSAGE, "single precision not built yet");
+    bwd_ctx c = {.pl = pl,
+                 .f32 = 1,
+                 .size = sizeof(float),
+                 .q = q,
+                 .k = k,
+                 .v = v,
+                 .dout = dout,
+                 .target = target,
+                 .t = t,
+                 .dq = dq,
+                 .dk = dk,
+                 .dv = dv,
+                 .dw = dw,
+                 .info = info};
+    double sum = 0;
+    int st = backward_batch(&c, &sum, err, errlen);
+    if (!st && target && loss) *loss = (float)sum;
+    return st;
 }

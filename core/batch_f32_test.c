@@ -4,6 +4,8 @@
  *  - every entry of a batch within 1e-5 of exact attention in double (normwise: the largest
  *    error over the largest reference entry, fr_diff), for every rotation kind, mask and batch
  *    layout (one problem, grouped-query, an explicit W per problem), odd n, n = 1, dv != d;
+ *  - the gradients (fr_execute_backward_f32: dq, dk and dv summed over each group, dW of an
+ *    explicit W, T and the loss) within 2e-5 of the double exact ones on every layout;
  *  - auto means exact in single precision, the other methods are refused, and a plan runs only
  *    in its own precision. */
 #include "internal.h"
@@ -18,6 +20,8 @@ typedef struct {
     fr_problem p;
     float *q, *k, *v;
     double *qd, *kd, *vd, *w;
+    float *up; /* the backward's dout or target */
+    double *upd;
 } set;
 
 static void fill(float *x, double *xd, int64_t count, double scale)
@@ -41,12 +45,16 @@ static set make(fr_problem p, double scale)
     fill(s.q, s.qd, B * n * d, scale);
     fill(s.k, s.kd, KV * n * d, scale);
     fill(s.v, s.vd, KV * n * dv, 1);
+    s.up = malloc((size_t)(B * n * dv) * sizeof *s.up);
+    s.upd = malloc((size_t)(B * n * dv) * sizeof *s.upd);
+    fill(s.up, s.upd, B * n * dv, 1);
     return s;
 }
 
 static void drop(set *s)
 {
     free(s->q), free(s->k), free(s->v), free(s->qd), free(s->kd), free(s->vd), free(s->w);
+    free(s->up), free(s->upd);
 }
 
 /* Rotation kinds by number: 0 none, 1 RoPE, 2 RoPE half pairs on part of the coordinates,
@@ -141,6 +149,127 @@ done:
     fr_plan_free(pl);
     free(b32), free(b64), free(out), free(outd), free(ex), free(per);
     return worst;
+}
+
+static double *widen(const float *x, int64_t count)
+{
+    double *y = malloc((size_t)(count ? count : 1) * sizeof *y);
+    for (int64_t i = 0; i < count; i++)
+        y[i] = x[i];
+    return y;
+}
+
+/* The single-precision gradients of s (from dout, or from target when target is set) against the
+ * double exact ones: the worst normwise relative error over dq, dk, dv (and dW for an explicit
+ * W), T and the loss; -1 when something fails. */
+static double run_backward(const set *s, int target)
+{
+    const fr_problem *p = &s->p;
+    int64_t B = fr__batch(p), KV = fr__kv_batch(p), n = p->n, d = p->d, dv = p->dv;
+    int64_t W = s->w ? fr__w_count(p) : 0, wsize = (2 * n - 1) * d * d;
+    char err[256] = "";
+    double worst = -1;
+    fr_bounds *bd = malloc((size_t)B * sizeof *bd);
+    float *dq = malloc((size_t)(B * n * d) * sizeof *dq), *dk = malloc((size_t)(KV * n * d) * 4);
+    float *dvv = malloc((size_t)(KV * n * dv) * 4), *t = malloc((size_t)(B * n * dv) * 4);
+    float *dw = W ? malloc((size_t)(W * wsize) * 4) : NULL, loss = -1;
+    double *tref = malloc((size_t)(n * dv) * sizeof *tref), loss_ref = 0;
+    fr_diff all[FR_NGRADS];
+    fr_plan *pl = NULL;
+    fr_options o = fr_options_default();
+    o.method = FR_METHOD_EXACT;
+    o.precision = FR_F32;
+    const float *up = target ? NULL : s->up, *tg = target ? s->up : NULL;
+    if (fr_bounds_compute_f32(p, s->q, s->k, s->v, bd, err, sizeof err) ||
+        fr_plan_create(&pl, p, bd, &o, err, sizeof err) ||
+        fr_execute_backward_f32(pl, s->q, s->k, s->v, up, tg, t, dq, dk, dvv, dw, &loss, NULL, err,
+                                sizeof err)) {
+        printf("#   failed: %s\n", err);
+        goto done;
+    }
+    double *g[5] = {widen(dq, B * n * d), widen(dk, KV * n * d), widen(dvv, KV * n * dv),
+                    dw ? widen(dw, W * wsize) : NULL, widen(t, B * n * dv)};
+    int st = fr_check_backward_rows(p, s->qd, s->kd, s->vd, target ? NULL : s->upd,
+                                    target ? s->upd : NULL, g[0], g[1], g[2], g[3], NULL, n, NULL,
+                                    all, err, sizeof err);
+    if (st) printf("#   reference failed: %s\n", err);
+    /* T and the loss, problem by problem */
+    fr_diff tdiff = {0, 0, 0, 0};
+    for (int64_t b = 0; !st && b < B; b++) {
+        fr_problem pe = fr__entry_problem(p, b);
+        int64_t h = b / fr__group(p);
+        double *dq1 = malloc((size_t)(n * d) * 8), *dk1 = malloc((size_t)(n * d) * 8),
+               *dv1 = malloc((size_t)(n * dv) * 8), l1 = 0;
+        st = fr_exact_backward(&pe, s->qd + b * n * d, s->kd + h * n * d, s->vd + h * n * dv,
+                               target ? NULL : s->upd + b * n * dv,
+                               target ? s->upd + b * n * dv : NULL, tref, dq1, dk1, dv1, NULL,
+                               target ? &l1 : NULL, err, sizeof err);
+        fr_diff_add(&tdiff, g[4] + b * n * dv, tref, n * dv);
+        loss_ref += l1;
+        free(dq1), free(dk1), free(dv1);
+    }
+    if (!st) {
+        worst = tdiff.max_rel;
+        for (int e = 0; e < FR_NGRADS; e++)
+            if (all[e].count && !(all[e].max_rel <= worst)) worst = all[e].max_rel;
+        if (!dw != !all[FR_GRAD_DW].count) worst = 1; /* dW compared exactly when there is one */
+        if (target && !(fabs(loss - loss_ref) <= 1e-5 * loss_ref)) worst = 1;
+    }
+    for (int e = 0; e < 5; e++)
+        free(g[e]);
+done:
+    fr_plan_free(pl);
+    free(bd), free(dq), free(dk), free(dvv), free(t), free(dw), free(tref);
+    return worst;
+}
+
+static void test_backward(void)
+{
+    const struct {
+        int64_t B, KV;
+    } layouts[] = {{1, 0}, {3, 1}, {4, 2}};
+    const struct {
+        int causal;
+        int64_t window;
+    } masks[] = {{0, -1}, {1, -1}, {1, 4}};
+    const int64_t ns[] = {1, 37, 150};
+    for (int kind = 0; kind < NKINDS; kind++)
+        for (size_t l = 0; l < sizeof layouts / sizeof *layouts; l++)
+            for (size_t mi = 0; mi < sizeof masks / sizeof *masks; mi++)
+                for (size_t ni = 0; ni < sizeof ns / sizeof *ns; ni++) {
+                    fr_problem p = fr_problem_default(ns[ni], 6, 5);
+                    p.batch = layouts[l].B;
+                    p.kv_batch = layouts[l].KV;
+                    p.causal = masks[mi].causal;
+                    p.window = masks[mi].window;
+                    set s = make(p, 1.0);
+                    set_rotation(&s, kind);
+                    double e = run_backward(&s, (int)(ni & 1));
+                    T_CHECK(e >= 0 && e <= 2e-5,
+                            "kind %d batch %lld/%lld causal %d window %lld n %lld: %g", kind,
+                            (long long)p.batch, (long long)p.kv_batch, p.causal,
+                            (long long)p.window, (long long)p.n, e);
+                    drop(&s);
+                }
+}
+
+static void test_backward_shapes(void)
+{
+    /* d and dv across the float kernels' tiles: the dQ product's row tiles (4 vectors, 1 vector,
+     * d padded to 16 lanes), dK's 8, 4 and single rows; sdpa scaling */
+    const struct {
+        int64_t n, d, dv;
+    } cases[] = {{129, 8, 33}, {100, 64, 64}, {70, 36, 3}, {65, 2, 1}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        fr_problem p = fr_problem_default(cases[c].n, cases[c].d, cases[c].dv);
+        p.tau = 1 / sqrt((double)cases[c].d);
+        p.causal = (int)(c & 1);
+        set s = make(p, 1.0);
+        double e = run_backward(&s, 0);
+        T_CHECK(e >= 0 && e <= 2e-5, "n %lld d %lld dv %lld: %g", (long long)p.n, (long long)p.d,
+                (long long)p.dv, e);
+        drop(&s);
+    }
 }
 
 static void test_every_kind_mask_and_batch(void)
@@ -260,6 +389,8 @@ int main(void)
 {
     T_RUN(test_every_kind_mask_and_batch);
     T_RUN(test_shapes);
+    T_RUN(test_backward);
+    T_RUN(test_backward_shapes);
     T_RUN(test_auto_and_refusals);
     return t_done();
 }

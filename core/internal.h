@@ -124,6 +124,10 @@ int fr__subplan_backward(const fr__subplan *sp, const double *q, const double *k
 /* The same in single precision (exact plans only). */
 int fr__subplan_execute_f32(const fr__subplan *sp, const float *q, const float *k, const float *v,
                             float *out, fr_exec_info *info, char *err, size_t errlen);
+int fr__subplan_backward_f32(const fr__subplan *sp, const float *q, const float *k, const float *v,
+                             const float *dout, const float *target, float *t, float *dq, float *dk,
+                             float *dv, float *dw, double *loss, fr_exec_info *info, char *err,
+                             size_t errlen);
 void fr__subplan_free(fr__subplan *sp);
 
 /* The exact reference and gradients of one problem (core/exact.c, core/backward.c; p->batch is

@@ -326,6 +326,21 @@ int fr__subplan_execute_f32(const fr__subplan *pl, const float *q, const float *
     return fr__exact_rows_f32(&pl->p, q, k, v, NULL, pl->p.n, out, err, errlen);
 }
 
+int fr__subplan_backward_f32(const fr__subplan *pl, const float *q, const float *k, const float *v,
+                             const float *dout, const float *target, float *t, float *dq, float *dk,
+                             float *dv, float *dw, double *loss, fr_exec_info *ex, char *err,
+                             size_t errlen)
+{
+    ex->rows_recomputed = 0;
+    ex->rounding_bound = pl->info.a_priori_bound;
+    ex->a_priori_bound = pl->info.a_priori_bound;
+    if (pl->info.method != FR_METHOD_EXACT)
+        return fr__err(err, errlen, FR_EUSAGE, "%s has no single-precision path",
+                       fr_method_name(pl->info.method));
+    return fr__exact_backward_f32(&pl->p, q, k, v, dout, target, t, dq, dk, dv, dw, loss, err,
+                                  errlen);
+}
+
 const fr_plan_info *fr__subplan_info(const fr__subplan *pl)
 {
     return &pl->info;
