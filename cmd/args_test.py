@@ -198,4 +198,18 @@ def help_of_the_shared_options_is_the_same_everywhere():
     assert no_w != blocks[0] and no_w == blocks[2], (no_w, blocks[2])
 
 
+@test
+def the_top_level_help_lists_every_command_and_the_formats():
+    r = fastrope("--help")
+    text = r.stdout.decode()
+    cmds = re.findall(r"^  ([a-z]+) {2,}", text, re.M)
+    assert {"run", "grad", "bound", "check", "gen", "convert"} <= set(cmds), cmds
+    for c in cmds:
+        assert fastrope(c, "--help").returncode == 0, c
+    for fmt in (".npy", ".npz", ".json", ".safetensors"):
+        assert fmt in text, fmt
+    r = fastrope()
+    assert r.returncode == 2 and r.stderr.startswith(b"usage: fastrope"), r.stderr
+
+
 run_all()
