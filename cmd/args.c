@@ -270,6 +270,19 @@ static const char *shown(const char *v)
     return v[0] ? v : "(no value)";
 }
 
+/* The bytes a scalar option's value takes in its field (0: compare the text instead). */
+static size_t value_size(const cli_opt *o)
+{
+    switch (o->kind) {
+    case CLI_FLAG:
+    case CLI_INT:
+    case CLI_CHOICE: return sizeof(int);
+    case CLI_I64: return sizeof(int64_t);
+    case CLI_DOUBLE: return sizeof(double);
+    default: return 0;
+    }
+}
+
 static error_t on_key(int key, char *arg, struct argp_state *state)
 {
     parse_ctx *c = state->input;
@@ -308,15 +321,20 @@ static error_t on_key(int key, char *arg, struct argp_state *state)
         const char *v = arg ? arg : "";
         char flag[64];
         flag_name(o, flag, sizeof flag);
-        if (c->value[i] && strcmp(c->value[i], v) != 0) {
+        char *field = c->opts + c->cmd->sections[c->section[i]].offset + o->field;
+        size_t size = value_size(o);
+        unsigned char before[8];
+        if (c->value[i]) memcpy(before, field, size);
+        int st = cli__set_value(o, flag, v, field);
+        if (st) return st == EXIT_INTERNAL ? ENOMEM : EINVAL;
+        /* The same value written two ways (--eps 1e-3 --eps 0.001) is no contradiction. */
+        if (c->value[i] &&
+            (size ? memcmp(before, field, size) != 0 : strcmp(c->value[i], v) != 0)) {
             cli_fail(EXIT_USAGE, "%s given twice, as %s and as %s: give it once", flag,
                      shown(c->value[i]), shown(v));
             return EINVAL;
         }
         c->value[i] = v;
-        char *base = c->opts + c->cmd->sections[c->section[i]].offset;
-        int st = cli__set_value(o, flag, v, base + o->field);
-        if (st) return st == EXIT_INTERNAL ? ENOMEM : EINVAL;
         c->given[c->section[i]] |= (uint64_t)1 << c->index[i];
         return 0;
     }

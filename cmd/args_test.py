@@ -108,7 +108,8 @@ def the_same_value_twice_is_not_a_contradiction():
     r = fastrope("gen", "--n", 4, "--d", 2, "--seed", 3, "--seed", "3", "-o", out)
     assert r.returncode == 0, r.stderr
     r = fastrope("run", "--input", out, "-o", os.path.join(d, "o.npy"), "--causal", "--causal",
-                 "--method", "exact", "--quiet")
+                 "--method", "exact", "--quiet", "--eps", "1e-3", "--eps=0.001", "--window", "4",
+                 "--window", "04", "--dtype", "f8", "--dtype", "float64")
     assert r.returncode == 0, r.stderr
 
 
