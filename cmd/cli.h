@@ -233,13 +233,15 @@ typedef struct {
     int64_t kv_batch; /* problems of k and v: batch, or batch / g (grouped-query attention) */
     int64_t w_batch;  /* 1: W shared; batch: one W per batch entry; 0: no W */
     int64_t bytes;    /* of every tensor read, as doubles (the per-run limit) */
+    fr_dtype as;      /* q, k, v and the outputs' companions in memory: data, or f32 (float) */
     char qlabel[512], klabel[512], vlabel[512], wlabel[512];
 } cli_inputs;
 
 /* Read --input BUNDLE (its set named set, or its only one, by words: sets.h) or -q/-k/-v
  * files, and the W file, within lim; check shapes (grouped-query k and v too) and finiteness.
- * Returns an exit code, having printed the error. */
-int cli_load(cli_inputs *in, const fr_limits *lim, const char *bundle, const char *qp,
+ * as FR_DTYPE_F4 reads q, k, v (and later cli_load_output_like's tensor) as float, into f32;
+ * W is read as double always. Returns an exit code, having printed the error. */
+int cli_load(cli_inputs *in, const fr_limits *lim, fr_dtype as, const char *bundle, const char *qp,
              const char *kp, const char *vp, const char *wp, const char *set,
              const set_words *words);
 /* One more tensor with the output's shape (dout or target for grad): the file's only tensor or

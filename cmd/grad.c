@@ -76,9 +76,22 @@ static int prepare(job *j, void *cmd)
     return EXIT_OK;
 }
 
+static int compute_f32(job *j, grad_cmd *c, const fr_plan *plan, char *err, size_t errlen)
+{
+    const float *up = c->up->f32;
+    float loss = 0;
+    int st = fr_execute_backward_f32(
+        plan, j->in.q->f32, j->in.k->f32, j->in.v->f32, c->o.dout ? up : NULL,
+        c->o.target ? up : NULL, j->res[G_OUT].f32, j->res[G_DQ].f32, j->res[G_DK].f32,
+        j->res[G_DV].f32, j->res[G_DW].f32, c->o.target ? &loss : NULL, NULL, err, errlen);
+    c->loss = loss;
+    return st;
+}
+
 static int compute(job *j, void *cmd, const fr_plan *plan, char *err, size_t errlen)
 {
     grad_cmd *c = cmd;
+    if (job_f32(j->o)) return compute_f32(j, c, plan, err, errlen);
     const double *up = c->up->data;
     return fr_execute_backward(plan, j->in.q->data, j->in.k->data, j->in.v->data,
                                c->o.dout ? up : NULL, c->o.target ? up : NULL, j->res[G_OUT].data,
@@ -86,10 +99,85 @@ static int compute(job *j, void *cmd, const fr_plan *plan, char *err, size_t err
                                j->res[G_DW].data, c->o.target ? &c->loss : NULL, NULL, err, errlen);
 }
 
+/* A shared W's dW in single precision against the double one: the exact dW summed over the
+ * key/value groups (each group's reference sees only its own problems). Only when every row is
+ * checked, as fr_check_backward_rows does for dW. */
+static int check_shared_dw_f32(job *j, grad_cmd *c, char *err, size_t errlen)
+{
+    const fr_problem *p = &j->p;
+    int64_t KV = p->kv_batch > 0 ? p->kv_batch : p->batch, G = p->batch / KV;
+    int64_t n = p->n, d = p->d, dv = p->dv, wsize = (2 * n - 1) * d * d;
+    double *ref = calloc((size_t)wsize, sizeof *ref), *dw = malloc((size_t)wsize * sizeof *dw);
+    double *dq = malloc((size_t)(G * n * d) * sizeof *dq), *dk = malloc((size_t)(n * d) * 8);
+    double *dvv = malloc((size_t)(n * dv) * sizeof *dvv);
+    int st = ref && dw && dq && dk && dvv ? FR_OK : FR_ENOMEM;
+    if (st) snprintf(err, errlen, "out of memory");
+    for (int64_t h = 0; h < KV && !st; h++) {
+        job_group g;
+        if ((st = job_group_widen(j, c->up, h, &g, err, errlen))) break;
+        st = fr_exact_backward(&g.p, g.q, g.k, g.v, c->o.dout ? g.up : NULL,
+                               c->o.target ? g.up : NULL, NULL, dq, dk, dvv, dw, NULL, err, errlen);
+        for (int64_t e = 0; e < wsize && !st; e++)
+            ref[e] += dw[e];
+        job_group_free(&g);
+    }
+    if (!st) {
+        double *got = job_widen(j->res[G_DW].f32, wsize);
+        if (got) c->all[FR_GRAD_DW] = fr_compare(got, ref, wsize);
+        st = got ? FR_OK : FR_ENOMEM;
+        free(got);
+    }
+    free(ref), free(dw), free(dq), free(dk), free(dvv);
+    return st;
+}
+
+/* Single precision: every key/value group against the double reference in turn (job_f32.c),
+ * the group's results widened; per-entry comparisons into j->per's usual places. */
+static int check_f32(job *j, grad_cmd *c, char *err, size_t errlen)
+{
+    const fr_problem *p = &j->p;
+    int64_t KV = p->kv_batch > 0 ? p->kv_batch : p->batch, G = p->batch / KV;
+    int64_t n = p->n, d = p->d, dv = p->dv, wsize = (2 * n - 1) * d * d;
+    int per_w = j->res[G_DW].f32 && p->rot.w_count > 1, st = FR_OK;
+    fr_diff *per = calloc((size_t)(G * FR_NGRADS), sizeof *per), all[FR_NGRADS];
+    if (!per) return snprintf(err, errlen, "out of memory"), FR_ENOMEM;
+    for (int64_t h = 0; h < KV && !st; h++) {
+        job_group g;
+        if ((st = job_group_widen(j, c->up, h, &g, err, errlen))) break;
+        double *dq = job_widen(j->res[G_DQ].f32 + h * G * n * d, G * n * d);
+        double *dk = job_widen(j->res[G_DK].f32 + h * n * d, n * d);
+        double *dvv = job_widen(j->res[G_DV].f32 + h * n * dv, n * dv);
+        double *dw = per_w ? job_widen(j->res[G_DW].f32 + h * G * wsize, G * wsize) : NULL;
+        if (!dq || !dk || !dvv || (per_w && !dw))
+            st = FR_ENOMEM, snprintf(err, errlen, "out of memory");
+        else
+            st = fr_check_backward_rows(&g.p, g.q, g.k, g.v, c->o.dout ? g.up : NULL,
+                                        c->o.target ? g.up : NULL, dq, dk, dvv, dw, j->rows,
+                                        j->nrows, per, all, err, errlen);
+        for (int e = 0; e < FR_NGRADS && !st; e++)
+            fr_diff_merge(&c->all[e], &all[e]);
+        for (int64_t b = 0; b < G && !st; b++)
+            j->per[(h * G + b) * FR_NGRADS + FR_GRAD_DQ] = per[b * FR_NGRADS + FR_GRAD_DQ];
+        for (int e = FR_GRAD_DK; e <= FR_GRAD_DV && !st; e++)
+            j->per[h * FR_NGRADS + e] = per[e];
+        free(dq), free(dk), free(dvv), free(dw);
+        job_group_free(&g);
+    }
+    free(per);
+    if (!st && j->res[G_DW].f32 && !per_w && !j->rows) st = check_shared_dw_f32(j, c, err, errlen);
+    return st;
+}
+
 /* Each entry's error is dq's: dk and dv belong to key/value problems, shared by a group. */
 static int check(job *j, void *cmd, char *err, size_t errlen)
 {
     grad_cmd *c = cmd;
+    if (job_f32(j->o)) {
+        int st = check_f32(j, c, err, errlen);
+        for (int64_t b = 0; b < j->p.batch && !st; b++)
+            j->entries[b].diff = j->per[b * FR_NGRADS + FR_GRAD_DQ];
+        return st;
+    }
     const double *up = c->up->data;
     int st = fr_check_backward_rows(
         &j->p, j->in.q->data, j->in.k->data, j->in.v->data, c->o.dout ? up : NULL,

@@ -122,12 +122,18 @@ static int64_t count_of(const job_result *r)
 
 static int allocate(job *j)
 {
+    int f32 = job_f32(j->o);
     for (int r = 0; r < j->nres; r++) {
         if (!j->res[r].like) continue;
         int64_t c = count_of(&j->res[r]);
-        if (!(j->res[r].data = calloc((size_t)(c > 0 ? c : 1), sizeof(double))))
-            return cli_fail(EXIT_INTERNAL, "out of memory for %s (%lld doubles)", j->res[r].name,
-                            (long long)c);
+        void *x = calloc((size_t)(c > 0 ? c : 1), f32 ? sizeof(float) : sizeof(double));
+        if (!x)
+            return cli_fail(EXIT_INTERNAL, "out of memory for %s (%lld %s)", j->res[r].name,
+                            (long long)c, f32 ? "floats" : "doubles");
+        if (f32)
+            j->res[r].f32 = x;
+        else
+            j->res[r].data = x;
     }
     if (!(j->entries = calloc((size_t)j->p.batch, sizeof *j->entries)) ||
         !(j->bounds = malloc((size_t)j->p.batch * sizeof *j->bounds)))
@@ -139,8 +145,11 @@ static int allocate(job *j)
 static int bounds(job *j)
 {
     char err[512];
-    int st = fr_bounds_compute(&j->p, j->in.q->data, j->in.k->data, j->in.v->data, j->bounds, err,
-                               sizeof err);
+    const cli_inputs *in = &j->in;
+    int st = job_f32(j->o) ? fr_bounds_compute_f32(&j->p, in->q->f32, in->k->f32, in->v->f32,
+                                                   j->bounds, err, sizeof err)
+                           : fr_bounds_compute(&j->p, in->q->data, in->k->data, in->v->data,
+                                               j->bounds, err, sizeof err);
     if (st) return cli_fail(st, "%s", err);
     fr_bounds_pool(j->bounds, j->p.batch, &j->pooled);
     return EXIT_OK;
@@ -225,7 +234,7 @@ static int check(job *j, const job_spec *spec, void *cmd)
     char err[512];
     int64_t n = j->p.n;
     j->nrows = job_check_count(n, j->o->check_rows);
-    int fast = 0; /* the exact method is its own reference */
+    int fast = job_f32(j->o); /* the exact method is its own reference, in double */
     for (int64_t b = 0; b < j->p.batch; b++)
         fast |= j->entries[b].method != FR_METHOD_EXACT;
     if (!fast) j->nrows = 0;
@@ -243,13 +252,18 @@ static int check(job *j, const job_spec *spec, void *cmd)
 static int all_finite(const job *j)
 {
     for (int r = 0; r < j->nres; r++) {
-        if (!j->res[r].data) continue;
-        int64_t bad = fr_find_nonfinite(j->res[r].data, count_of(&j->res[r]));
+        const job_result *x = &j->res[r];
+        if (!x->data && !x->f32) continue;
+        int64_t bad = -1, count = count_of(x);
+        if (x->data) bad = fr_find_nonfinite(x->data, count);
+        for (int64_t i = 0; x->f32 && i < count && bad < 0; i++)
+            if (!isfinite(x->f32[i])) bad = i;
         if (bad >= 0)
             return cli_fail(EXIT_INTERNAL,
                             "%s: the computed %s holds %s at flat index %lld although the inputs "
                             "are finite; nothing was written (please report this)",
-                            j->cmd, j->res[r].name, isnan(j->res[r].data[bad]) ? "NaN" : "Inf",
+                            j->cmd, x->name,
+                            isnan(x->data ? x->data[bad] : x->f32[bad]) ? "NaN" : "Inf",
                             (long long)bad);
     }
     return EXIT_OK;
@@ -262,6 +276,7 @@ static void tensor_of(const job_result *r, fr_tensor *t)
     memcpy(t->shape, r->like->shape, sizeof t->shape);
     if (r->last > 0) t->shape[t->ndim - 1] = r->last;
     t->data = r->data;
+    t->f32 = r->f32;
 }
 
 static int write_results(job *j)
@@ -270,7 +285,7 @@ static int write_results(job *j)
     int st = EXIT_OK;
     fr_tensor t;
     for (int r = 0; r < j->nres && !st; r++) {
-        if (j->res[r].id < 0 || !j->res[r].data) continue;
+        if (j->res[r].id < 0 || (!j->res[r].data && !j->res[r].f32)) continue;
         tensor_of(&j->res[r], &t);
         st = fr_outputs_write_tensor(j->outs, j->res[r].id, FR_FMT_UNKNOWN, &t, j->o->dtype, err,
                                      sizeof err);
@@ -279,10 +294,11 @@ static int write_results(job *j)
         fr_bundle b;
         memset(&b, 0, sizeof b);
         for (int r = 0; r < j->nres && !st; r++) {
-            if (!j->res[r].in_bundle || !j->res[r].data) continue;
+            if (!j->res[r].in_bundle || (!j->res[r].data && !j->res[r].f32)) continue;
             tensor_of(&j->res[r], &t);
             if ((st = fr_bundle_add(&b, j->res[r].name, &t, err, sizeof err))) break;
             j->res[r].data = NULL; /* the bundle owns it now */
+            j->res[r].f32 = NULL;
         }
         if (!st)
             st = fr_outputs_write_bundle(j->outs, j->bundle_id, FR_FMT_UNKNOWN, &b, j->o->dtype, 0,
@@ -345,6 +361,8 @@ static int report(job *j, const job_spec *spec, void *cmd, const char *refusal)
         cJSON_AddNullToObject(r, "error");
     } else {
         rep_plan(r, &j->info);
+        cJSON_AddStringToObject(cJSON_GetObjectItem(r, "plan"), "precision",
+                                job_f32(j->o) ? "f32" : "f64");
         report_entries(j, r);
         spec->report(j, cmd, r);
     }
@@ -383,7 +401,7 @@ static void release(job *j)
 {
     fr_outputs_abort(j->outs);
     for (int r = 0; r < j->nres; r++)
-        free(j->res[r].data);
+        free(j->res[r].data), free(j->res[r].f32);
     free(j->entries);
     free(j->bounds);
     free(j->rows);
@@ -398,8 +416,8 @@ static int run(job *j, const job_spec *spec, void *cmd)
     int st = check_paths(j);
     if (!st) st = stage(j);
     if (!st)
-        st = cli_load(&j->in, &o->limits, o->input, o->q, o->k, o->v, o->attn.w_path, o->set,
-                      &o->words);
+        st = cli_load(&j->in, &o->limits, job_f32(o) ? FR_DTYPE_F4 : FR_DTYPE_F8, o->input, o->q,
+                      o->k, o->v, o->attn.w_path, o->set, &o->words);
     if (!st) st = problem(o, &j->in, &j->p);
     if (!st) st = spec->prepare(j, cmd);
     if (!st) st = allocate(j);

@@ -33,6 +33,12 @@ void job_init(job_opts *o);
 int job_parse(const char *name, const char *synopsis, const char *doc, const cli_opt *table,
               size_t job_offset, int argc, char **argv, void *opts);
 
+/* The job runs in single precision: its inputs and results are float (fr_tensor.f32). */
+static inline int job_f32(const job_opts *o)
+{
+    return o->attn.opt.precision == FR_F32;
+}
+
 /* ---- the job --------------------------------------------------------------------------------- */
 
 #define JOB_MAX_RESULTS 8
@@ -45,6 +51,7 @@ typedef struct {
     const fr_tensor *like; /* its shape: like's, with the last axis last (> 0) */
     int64_t last;
     double *data; /* job_run allocates it (zeroed) once the shape is known; the command fills it */
+    float *f32;   /* instead of data in a single-precision job (--precision f32) */
     int id;       /* its staged output */
 } job_result;
 
@@ -112,6 +119,21 @@ int64_t *job_sample_rows(int64_t n, int64_t m);
 void job_progress(int64_t done, int64_t total, double t0);
 /* The command: setup, then everything in order; its exit code. */
 int job_main(const job_spec *spec, int argc, char **argv);
+
+/* ---- single precision (job_f32.c) ----------------------------------------------------------- */
+
+/* Key/value group h of a single-precision job in double, for the exact reference: its g query
+ * problems and their key/value problem (batch g, kv_batch 1, their W), with up (the upstream,
+ * g problems like T; NULL when none) widened likewise. */
+typedef struct {
+    fr_problem p;
+    double *q, *k, *v, *up;
+} job_group;
+int job_group_widen(const job *j, const fr_tensor *up, int64_t h, job_group *g, char *err,
+                    size_t errlen);
+void job_group_free(job_group *g);
+/* count floats widened (malloc'd), or NULL when out of memory. */
+double *job_widen(const float *x, int64_t count);
 
 /* run and grad, as main dispatches them. */
 extern const job_spec run_spec, grad_spec;

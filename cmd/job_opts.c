@@ -53,6 +53,9 @@ static const cli_choice dtypes[] = {{"f8", FR_DTYPE_F8},
                                     {"float32", FR_DTYPE_F4},
                                     {NULL, 0}};
 
+static const cli_choice precisions[] = {
+    {"f64", FR_F64}, {"float64", FR_F64}, {"f32", FR_F32}, {"float32", FR_F32}, {NULL, 0}};
+
 const cli_opt job_table[] = {
     OPT_GROUP("Inputs (read: .npy, .npz, .json, .safetensors, recognised by their first bytes):"),
     OPT_STRING(
@@ -76,7 +79,11 @@ const cli_opt job_table[] = {
     OPT_CUSTOM("check-rows", 0, job_opts, check_rows, parse_check_rows, "N|all",
                "rows checked against the exact computation (all when n <= 4096, else 256; 0: "
                "none)"),
-    OPT_CHOICE("dtype", job_opts, dtype, dtypes, "f4|f8", "precision of the outputs (f8)"),
+    OPT_CHOICE("dtype", job_opts, dtype, dtypes, "f4|f8",
+               "precision of the outputs (f8; f4 with --precision f32)"),
+    OPT_CHOICE("precision", job_opts, attn.opt.precision, precisions, "f32|f64",
+               "the arithmetic: f64, or f32 (inputs read as float, exact attention in single "
+               "precision, checked against the double reference) (f64)"),
     OPT_FLAG("quiet", 0, job_opts, quiet, "no summary line on stderr"),
     OPT_END};
 
@@ -122,5 +129,13 @@ int job_finish_section(void *fields, uint64_t given)
     if (!o->input && (o->set || cli_given(job_table, given, "names")))
         return cli_fail(EXIT_USAGE, "--set and --names pick members of --input BUNDLE; -q, -k and "
                                     "-v name their tensors already");
+    fr_method m = o->attn.opt.method;
+    if (job_f32(o) && m != FR_METHOD_AUTO && m != FR_METHOD_EXACT)
+        return cli_fail(EXIT_USAGE,
+                        "--precision f32 runs exact attention only: --method %s has no "
+                        "single-precision path",
+                        fr_method_name(m));
+    /* single-precision results are written as they are, unless asked otherwise */
+    if (job_f32(o) && !cli_given(job_table, given, "dtype")) o->dtype = FR_DTYPE_F4;
     return EXIT_OK;
 }

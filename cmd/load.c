@@ -18,9 +18,19 @@ void cli_shape_str(const fr_tensor *t, char *buf, size_t len)
     if (off < len) snprintf(buf + off, len - off, "]");
 }
 
+/* The first NaN or Inf of t (read as double or as float), or -1. */
+static int64_t find_nonfinite(const fr_tensor *t)
+{
+    int64_t count = fr_tensor_count(t);
+    if (!t->f32) return fr_find_nonfinite(t->data, count);
+    for (int64_t i = 0; i < count; i++)
+        if (!isfinite(t->f32[i])) return i;
+    return -1;
+}
+
 int cli_check_finite(const fr_tensor *t, const char *label)
 {
-    int64_t bad = fr_find_nonfinite(t->data, fr_tensor_count(t));
+    int64_t bad = find_nonfinite(t);
     if (bad < 0) return EXIT_OK;
     /* The multi-index is what the user can look up in numpy. */
     char idx[256];
@@ -36,19 +46,20 @@ int cli_check_finite(const fr_tensor *t, const char *label)
         off += (size_t)snprintf(idx + off, sizeof idx - off, "%s%lld", i ? ", " : "",
                                 (long long)sub[i]);
     if (off < sizeof idx) snprintf(idx + off, sizeof idx - off, "]");
-    double x = t->data[bad];
+    double x = t->f32 ? (double)t->f32[bad] : t->data[bad];
     return cli_fail(EXIT_INPUT, "%s: %s at index %s (NaN and Inf are not allowed)", label,
                     isnan(x) ? "NaN" : (x > 0 ? "+Inf" : "-Inf"), idx);
 }
 
 /* Read path into the next slot of in->files, within in->limits: per tensor and per file by the
- * readers (before they allocate), and all inputs of the run together here. */
-static int read_file(cli_inputs *in, const char *path, fr_bundle **out)
+ * readers (before they allocate), and all inputs of the run together here. as: the tensors'
+ * element type in memory (float for a single-precision run: never a double copy). */
+static int read_file(cli_inputs *in, const char *path, fr_dtype as, fr_bundle **out)
 {
     char err[512];
     fr_bundle *b = &in->files[in->nfiles];
     memset(b, 0, sizeof *b);
-    int st = fr_read(path, b, &in->limits, err, sizeof err);
+    int st = fr_read_as(path, b, &in->limits, as, err, sizeof err);
     if (st)
         return cli_fail(st, "%s%s", err,
                         strstr(err, "over the limit") ? " (raise it with --max-elements or "
@@ -197,16 +208,17 @@ static int pick_set(cli_inputs *in, const fr_bundle *b, const char *path, const 
     return st;
 }
 
-int cli_load(cli_inputs *in, const fr_limits *lim, const char *bundle, const char *qp,
+int cli_load(cli_inputs *in, const fr_limits *lim, fr_dtype as, const char *bundle, const char *qp,
              const char *kp, const char *vp, const char *wp, const char *set,
              const set_words *words)
 {
     memset(in, 0, sizeof *in);
     in->limits = *lim;
+    in->as = as;
     int st;
     fr_bundle *b;
     if (bundle) {
-        if ((st = read_file(in, bundle, &b))) return st;
+        if ((st = read_file(in, bundle, as, &b))) return st;
         if (b->single)
             return cli_fail(EXIT_INPUT,
                             "%s: holds a single tensor; --input needs a bundle with members "
@@ -219,7 +231,7 @@ int cli_load(cli_inputs *in, const fr_limits *lim, const char *bundle, const cha
         fr_tensor **slots[3] = {&in->q, &in->k, &in->v};
         char *labels[3] = {in->qlabel, in->klabel, in->vlabel};
         for (int i = 0; i < 3; i++) {
-            if ((st = read_file(in, paths[i], &b))) return st;
+            if ((st = read_file(in, paths[i], as, &b))) return st;
             if ((st = pick(b, paths[i], roles[i], slots[i], labels[i], sizeof in->qlabel)))
                 return st;
         }
@@ -230,7 +242,8 @@ int cli_load(cli_inputs *in, const fr_limits *lim, const char *bundle, const cha
         fprintf(stderr, "fastrope: note: %s has a member 'w', not used; -w %s uses it\n", bundle,
                 bundle);
     if (wp) {
-        if ((st = read_file(in, wp, &b))) return st;
+        /* W stays double in both precisions (the rotation is set up in double) */
+        if ((st = read_file(in, wp, FR_DTYPE_F8, &b))) return st;
         if ((st = pick(b, wp, "w", &in->w, in->wlabel, sizeof in->wlabel))) return st;
     }
     if ((st = check_shapes(in))) return st;
@@ -245,7 +258,7 @@ int cli_load_output_like(cli_inputs *in, const char *path, const char *role, fr_
                          char *label, size_t labellen)
 {
     fr_bundle *b;
-    int st = read_file(in, path, &b);
+    int st = read_file(in, path, in->as, &b);
     if (st || (st = pick(b, path, role, t, label, labellen))) return st;
     /* The shape of the output T: q's leading axes, then [n, dv]. */
     int ok = (*t)->ndim == in->q->ndim && leading_equal(*t, in->q, in->q->ndim - 1) &&

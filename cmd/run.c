@@ -45,14 +45,45 @@ static int prepare(job *j, void *cmd)
 static int compute(job *j, void *cmd, const fr_plan *plan, char *err, size_t errlen)
 {
     (void)cmd;
+    if (job_f32(j->o))
+        return fr_execute_f32(plan, j->in.q->f32, j->in.k->f32, j->in.v->f32, j->res[0].f32, NULL,
+                              err, errlen);
     return fr_execute(plan, j->in.q->data, j->in.k->data, j->in.v->data, j->res[0].data, NULL, err,
                       errlen);
+}
+
+/* Single precision: every key/value group against the double reference in turn (job_f32.c). */
+static int check_f32(job *j, run_cmd *c, char *err, size_t errlen)
+{
+    const fr_problem *p = &j->p;
+    int64_t KV = p->kv_batch > 0 ? p->kv_batch : p->batch, G = p->batch / KV;
+    int64_t n = p->n, dv = p->dv;
+    int st = FR_OK;
+    for (int64_t h = 0; h < KV && !st; h++) {
+        job_group g;
+        fr_diff all;
+        if ((st = job_group_widen(j, NULL, h, &g, err, errlen))) break;
+        double *out = job_widen(j->res[0].f32 + h * G * n * dv, G * n * dv);
+        if (!out)
+            st = FR_ENOMEM, snprintf(err, errlen, "out of memory");
+        else
+            st = fr_check_rows(&g.p, g.q, g.k, g.v, out, j->rows, j->nrows, j->per + h * G, &all,
+                               err, errlen);
+        if (!st) fr_diff_merge(&c->all, &all);
+        free(out);
+        job_group_free(&g);
+    }
+    return st;
 }
 
 static int check(job *j, void *cmd, char *err, size_t errlen)
 {
     run_cmd *c = cmd;
-    int st = fr_check_rows(&j->p, j->in.q->data, j->in.k->data, j->in.v->data, j->res[0].data,
+    int st;
+    if (job_f32(j->o))
+        st = check_f32(j, c, err, errlen);
+    else
+        st = fr_check_rows(&j->p, j->in.q->data, j->in.k->data, j->in.v->data, j->res[0].data,
                            j->rows, j->nrows, j->per, &c->all, err, errlen);
     for (int64_t b = 0; b < j->p.batch && !st; b++)
         j->entries[b].diff = j->per[b];

@@ -487,6 +487,8 @@ def keywords_are_exactly_the_commands_flags():
         have = help_flags(cmd) - HELPER_FLAGS
         if cmd != "check":  # the helper writes the input bundle itself, as q, k, v
             have -= {"set", "names"}
+            # the precision follows the arrays' dtype (float32 in: single precision)
+            have -= {"precision"}
         ours = {name.replace("_", "-") for name in fastrope._OPTIONS[cmd]}
         missing = have - ours
         assert not missing, (f"fastrope {cmd} takes {sorted(missing)}: add them to "
