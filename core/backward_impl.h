@@ -738,8 +738,8 @@ static int X(backward)(const fr_problem *p, const REAL *q, const REAL *k, const 
     x.tau = (REAL)p->tau;
     x.qraw = q;
     x.kraw = k;
-    /* Same test as the forward: W_delta = W_1^delta to rounding, not to a user tolerance. */
-    x.mode = fr_rotation_is_rope_family(p, 1e-13, NULL, 0) ? X(DOT) : X(SUPPORT);
+    /* Same test as the forward: W_delta = W_1^delta to rounding (FR_FAMILY_ULPS). */
+    x.mode = fr__rope_family(p, NULL, 0) ? X(DOT) : X(SUPPORT);
 
     int nthreads = omp_get_max_threads(), fused = rows == NULL;
     size_t r = sizeof(REAL);

@@ -33,7 +33,10 @@ struct fr_plan {
 fr_problem fr__entry_problem(const fr_problem *p, int64_t b)
 {
     fr_problem e = *p;
-    if (fr__w_count(p) > 1) e.rot.w = p->rot.w + b * (2 * p->n - 1) * p->d * p->d;
+    if (fr__w_count(p) > 1) {
+        e.rot.w = p->rot.w + b * (2 * p->n - 1) * p->d * p->d;
+        e.rot.family = 0; /* a W of its own: not known yet */
+    }
     e.rot.w_count = 1;
     e.batch = 1;
     e.kv_batch = 1;
@@ -194,6 +197,7 @@ typedef struct {
     int64_t first, count; /* a run of grouper.idx */
     fr_plan_info info;    /* its decision */
     fr_bounds hi;         /* its pooled bounds */
+    int family;           /* its W's rot.family */
 } group;
 
 /* A decision already made for these bounds (in this W class). */
@@ -211,6 +215,7 @@ typedef struct {
     int64_t ng, cap;
     memo *m;
     int64_t nm, mcap;
+    int family; /* the current W class's answer (fr__settle_family) */
     char *err;
     size_t errlen;
 } grouper;
@@ -233,7 +238,6 @@ static void corners(const fr_bounds *b, const int64_t *idx, int64_t cnt, fr_boun
     }
 }
 
-
 static int same_decision(const fr_plan_info *a, const fr_plan_info *b)
 {
     return a->method == b->method && a->degree == b->degree;
@@ -248,7 +252,7 @@ static int add_group(grouper *gr, int64_t first, int64_t count, const fr_plan_in
         if (!g) return fr__err(gr->err, gr->errlen, FR_ENOMEM, "out of memory planning");
         gr->g = g, gr->cap = cap;
     }
-    gr->g[gr->ng++] = (group){first, count, *info, *hi};
+    gr->g[gr->ng++] = (group){first, count, *info, *hi, gr->family};
     return FR_OK;
 }
 
@@ -263,6 +267,7 @@ static int decide_for(grouper *gr, int64_t b, const fr_bounds *x, fr_plan_info *
             return FR_OK;
         }
     fr_problem pe = fr__entry_problem(gr->p, b);
+    pe.rot.family = gr->family;
     int st = fr__subplan_decide(&pe, x, gr->opt, info, err, errlen);
     if (st) return entry_err(gr->p, b, st, err, errlen);
     if (x && gr->nm == gr->mcap) {
@@ -376,7 +381,10 @@ static int group_all(grouper *gr, const int64_t *cls, int64_t B)
     for (int64_t c = 0, first = 0; c < B && !st; c++) {
         if (cls[c] != c) continue;
         int64_t cnt = start[c] - first, g0 = gr->ng;
-        gr->nm = 0; /* the remembered decisions are this class's */
+        gr->nm = 0;                                  /* the remembered decisions are this class's */
+        fr_problem pc = fr__entry_problem(gr->p, c); /* the RoPE-family question, once per W */
+        fr__settle_family(&pc);
+        gr->family = pc.rot.family;
         if (!gr->bounds || opt->method == FR_METHOD_EXACT || opt->pool_bounds) {
             /* One plan for the class, on the bounds pooled over the whole batch: what one plan
              * for a batch has always been made on. */
@@ -438,15 +446,23 @@ fr_status fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bo
     if (opt->cost)
         return fr__err(err, errlen, FR_EUSAGE, "cost models from files are not built yet");
     int64_t B = fr__batch(p);
+    for (int64_t b = 0; bounds && b < B; b++)
+        if (!isfinite(bounds[b].R)) /* fr_bounds_compute says so; bounds from elsewhere too */
+            return entry_err(
+                p, b,
+                fr__err(err, errlen, FR_EINPUT, "the scores overflow: their bound R is not finite"),
+                err, errlen);
+    fr_problem pp = *p;
+    pp.rot.family = 0; /* not the caller's to say */
     fr_plan *pl = calloc(1, sizeof *pl);
     int64_t *cls = malloc((size_t)B * sizeof *cls);
-    grouper gr = {p, bounds, opt, malloc((size_t)B * sizeof(int64_t)), NULL, 0, 0, NULL, 0, 0,
-                  err, errlen};
+    grouper gr = {&pp, bounds, opt,   malloc((size_t)B * sizeof(int64_t)), NULL, 0, 0, NULL, 0, 0,
+                  0,   err,    errlen};
     if (!pl || !cls || !gr.idx) {
         st = fr__err(err, errlen, FR_ENOMEM, "out of memory creating the plan");
         goto done;
     }
-    pl->p = *p;
+    pl->p = pp;
     pl->opt = *opt;
     pl->auto_f32 = auto_f32;
     pl->sub_of = malloc((size_t)B * sizeof *pl->sub_of);
@@ -467,7 +483,8 @@ fr_status fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bo
     for (int64_t s = 0; s < gr.ng && !st; s++) {
         const group *g = &gr.g[s];
         int64_t b0 = gr.idx[g->first];
-        fr_problem pe = fr__entry_problem(p, b0);
+        fr_problem pe = fr__entry_problem(&pp, b0);
+        pe.rot.family = g->family;
         pl->sub_bounds[s] = g->hi;
         st = fr__subplan_create(&pl->sub[s], &pe, bounds ? &g->hi : NULL, opt, err, errlen);
         entry_err(p, b0, st, err, errlen);

@@ -65,7 +65,7 @@ void fr_predict_times(const fr_problem *p, int degree, int64_t support, double *
         t[m] = -1;
     double n = (double)p->n, dv = (double)p->dv, nc = dv + 1;
     int family = p->rot.kind == FR_ROT_ROPE || p->rot.kind == FR_ROT_NONE;
-    if (p->rot.kind == FR_ROT_EXPLICIT) family = fr_rotation_is_rope_family(p, 1e-9, NULL, 0);
+    if (p->rot.kind == FR_ROT_EXPLICIT) family = fr__rope_family(p, NULL, 0);
     double score_len = family ? (double)p->d : (double)support;
     /* The constants are the two-thread rate; below the threshold exact runs on one thread
      * (at n = 1024, d = 4 the two-thread rate predicted 1.5 ms against 2.9 ms measured, and

@@ -481,8 +481,8 @@ static int X(exact_rows)(const fr_problem *p, const REAL *q, const REAL *k, cons
     x.nb = (n + BC - 1) / BC;
     x.causal = p->causal;
     x.window = p->window < 0 ? -1 : p->window;
-    /* The exact path wants W_delta = W_1^delta to rounding, not to a user tolerance. */
-    int family = fr_rotation_is_rope_family(p, 1e-13, NULL, 0);
+    /* W_delta = W_1^delta to rounding (FR_FAMILY_ULPS), usually known by the plan already. */
+    int family = fr__rope_family(p, NULL, 0);
     x.mode = family ? MODE_DOT : p->rot.kind == FR_ROT_CLIP ? MODE_CLIP : MODE_SUPPORT;
     x.clip = p->rot.clip;
 

@@ -79,6 +79,9 @@ typedef struct {
     /* FR_ROT_EXPLICIT with w == NULL, for estimates without data (fr_plan_estimate): a general
      * W with this many non-zero entries per offset, |entries| <= 1, no two kernels alike. */
     int64_t support_hint;
+    /* The library's own; leave it 0: whether an explicit W is a RoPE family (W_delta =
+     * W_1^delta, O(n d^3) to find out), answered once per plan and kept in its copies. */
+    int family;
 } fr_rotation;
 
 typedef struct {

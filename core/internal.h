@@ -147,6 +147,19 @@ int fr__exact_small(const fr_problem *p, int64_t nrows);
 
 /* ---- rotation (core/rotation.c) ------------------------------------------------------------ */
 
+/* An explicit W is taken for a RoPE family when every W_delta is within FR_FAMILY_ULPS roundings
+ * of a d-term product per factor of W_1^delta: FR_FAMILY_ULPS d (|delta| + 1) DBL_EPSILON, what
+ * forming the power costs in double. A W computed from angles passes, and one that the family's
+ * arithmetic (rotating rows by position) would get wrong by more than its own rounding does not.
+ * The one tolerance for every method: exact, polyrope, the cost model. */
+#define FR_FAMILY_ULPS 16
+
+/* Whether p's rotation is a RoPE family (FR_FAMILY_ULPS): O(1) but for an explicit W, O(n d^3)
+ * then unless p->rot.family holds the answer already. why as fr_rotation_is_rope_family's. */
+int fr__rope_family(const fr_problem *p, char *why, size_t whylen);
+/* p->rot.family set to the answer, so that the methods given p never ask again. */
+void fr__settle_family(fr_problem *p);
+
 /* The support S of W and its kernel functions w_s(delta) = W_delta[a_s][b_s]. */
 typedef struct {
     int64_t n;  /* offsets -(n-1)..n-1, stored at delta + n - 1 */

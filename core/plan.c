@@ -101,10 +101,10 @@ static int decide(const fr_problem *p, const fr_bounds *bounds, const fr_options
     if (opt->method == FR_METHOD_EXACT) return FR_OK;
     if (!bounds) return fr__err(err, errlen, FR_EUSAGE, "the fast methods need the data's bounds");
 
-    int rope_family = fr_rotation_is_rope_family(p, 1e-9, NULL, 0);
+    int rope_family = fr__rope_family(p, NULL, 0);
     if (opt->method == FR_METHOD_POLYROPE && !rope_family) {
         char why[192];
-        fr_rotation_is_rope_family(p, 1e-9, why, sizeof why);
+        fr__rope_family(p, why, sizeof why);
         return fr__err(err, errlen, FR_EUSAGE,
                        "--method polyrope needs a rotation of the RoPE family (W_delta = "
                        "W_1^delta)%s%s; --method polyfft handles any W",
@@ -221,12 +221,14 @@ int fr__subplan_decide(const fr_problem *p, const fr_bounds *bounds, const fr_op
     return st;
 }
 
-fr_status fr_plan_estimate(const fr_problem *p, const fr_bounds *bounds, const fr_options *opt,
+fr_status fr_plan_estimate(const fr_problem *p0, const fr_bounds *bounds, const fr_options *opt,
                            fr_plan_info *info, char *err, size_t errlen)
 {
-    int st = fr_problem_check(p, err, errlen);
+    int st = fr_problem_check(p0, err, errlen);
     double *coef = NULL;
     if (st) return st;
+    fr_problem pp = fr__entry_problem(p0, 0), *p = &pp; /* one problem: the first W */
+    fr__settle_family(p);
     st = decide(p, bounds, opt, info, &coef, err, errlen);
     if (st == FR_EACCURACY) { /* a forced method that cannot meet eps: a row, not an error */
         info->degree = -1;
@@ -235,8 +237,7 @@ fr_status fr_plan_estimate(const fr_problem *p, const fr_bounds *bounds, const f
     }
     if (st || info->degree < 0) return st;
     int64_t d = p->d;
-    if (fr_rotation_is_rope_family(p, 1e-9, NULL, 0))
-        info->features = fr__binom(info->degree + d, d);
+    if (fr__rope_family(p, NULL, 0)) info->features = fr__binom(info->degree + d, d);
     info->fft_size = fr__fft_fast_size(2 * p->n - 1);
     if (p->rot.kind != FR_ROT_EXPLICIT || !p->rot.w) {
         /* Closed forms: enumerating the terms (what the plan does) costs seconds at larger

@@ -6,6 +6,7 @@
  * s_ij = tau * Q_i W_{j-i} K_j^T with Q_i, K_j row vectors. */
 #include "internal.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -205,11 +206,11 @@ static double max_abs_diff(int64_t cnt, const double *a, const double *b)
     return m;
 }
 
-/* The reason strings carry numbers, so they live in a per-thread buffer: valid until the same
- * thread asks again. */
-
-static int explicit_is_family(const fr_problem *p, double tol, char *why, size_t whylen)
+/* Every W_delta within tol0 + per_step |delta| of W_1^delta (and W_1 orthogonal as closely). */
+static int explicit_is_family(const fr_problem *p, double tol0, double per_step, char *why,
+                              size_t whylen)
 {
+    double tol = tol0;
     int64_t n = p->n, d = p->d, dd = d * d;
     const double *w = p->rot.w;
     const double *w0 = w + (n - 1) * dd;
@@ -239,6 +240,7 @@ static int explicit_is_family(const fr_problem *p, double tol, char *why, size_t
             w1t[i * d + j] = w1[j * d + i];
     matmul(d, w1, w1t, tmp);
     e = max_abs_diff(dd, tmp, id);
+    tol = tol0 + per_step;
     if (!(e <= tol)) {
         if (why)
             snprintf(why, whylen, "W_1 is not orthogonal: W_1 W_1^T differs from I by %.3g", e);
@@ -255,6 +257,7 @@ static int explicit_is_family(const fr_problem *p, double tol, char *why, size_t
                 memcpy(pw, tmp, (size_t)dd * sizeof *pw);
             }
             int64_t delta = sign * k;
+            tol = tol0 + per_step * (double)k;
             e = max_abs_diff(dd, w + (delta + n - 1) * dd, pw);
             if (!(e <= tol)) {
                 if (why && delta == -1)
@@ -289,9 +292,26 @@ int fr_rotation_is_rope_family(const fr_problem *p, double tol, char *why, size_
                      "clipped RoPE with clip = %lld < n - 1 = %lld is no per-position rotation",
                      (long long)p->rot.clip, (long long)(p->n - 1));
         return 0;
-    case FR_ROT_EXPLICIT: return p->rot.w ? explicit_is_family(p, tol, why, whylen) : 0;
+    case FR_ROT_EXPLICIT: return p->rot.w ? explicit_is_family(p, tol, 0, why, whylen) : 0;
     }
     return 0;
+}
+
+int fr__rope_family(const fr_problem *p, char *why, size_t whylen)
+{
+    if (p->rot.kind != FR_ROT_EXPLICIT) return fr_rotation_is_rope_family(p, 0, why, whylen);
+    if (why && whylen) why[0] = '\0';
+    if (p->rot.family > 0) return 1;
+    if (p->rot.family < 0 && !why) return 0;
+    if (!p->rot.w) return 0;
+    double ulp = FR_FAMILY_ULPS * (double)p->d * DBL_EPSILON;
+    return explicit_is_family(p, ulp, ulp, why, whylen);
+}
+
+void fr__settle_family(fr_problem *p)
+{
+    p->rot.family = 0;
+    p->rot.family = fr__rope_family(p, NULL, 0) ? 1 : -1;
 }
 
 /* The kernel tables of the RoPE kinds without a d x d matrix per offset: one cos and sin per

@@ -282,11 +282,40 @@ static void test_rotate_rows(void)
     free(wt);
 }
 
+/* The one tolerance: an explicit RoPE W computed from angles passes at any length (the powers
+ * it is compared with drift by a rounding per factor), a W off by 1e-10 somewhere does not (the
+ * exact and polyrope paths would use W_1^delta there), and the answer kept in rot.family is
+ * what the methods read. */
+static void test_family_tolerance(void)
+{
+    int64_t n = 3000, d = 6, dd = d * d;
+    fr_problem p = fr_problem_default(n, d, 2);
+    double *w = malloc((size_t)((2 * n - 1) * dd) * sizeof *w);
+    for (int64_t t = 0; t < 2 * n - 1; t++)
+        fr_rotation_matrix(&p, t - (n - 1), w + t * dd);
+    p.rot.kind = FR_ROT_EXPLICIT;
+    p.rot.w = w;
+    char why[200];
+    T_CHECK(fr__rope_family(&p, why, sizeof why), "explicit RoPE at n = 3000 refused: %s", why);
+    T_CHECK(!fr_rotation_is_rope_family(&p, 1e-13, NULL, 0),
+            "a fixed 1e-13 should refuse it: the powers drift past it");
+    w[(1700 + n - 1) * dd + 7] += 1e-10;
+    T_CHECK(!fr__rope_family(&p, why, sizeof why) && strstr(why, "W_1700"),
+            "a W off by 1e-10 at delta 1700 taken for a family: %s", why);
+    T_CHECK(fr_rotation_is_rope_family(&p, 1e-9, NULL, 0), "a fixed 1e-9 should take it");
+    fr__settle_family(&p);
+    T_CHECK(p.rot.family == -1, "settled %d", p.rot.family);
+    p.rot.family = 1; /* a plan's copy that knows: nobody recomputes */
+    T_CHECK(fr__rope_family(&p, NULL, 0) == 1, "the kept answer is not used");
+    free(w);
+}
+
 int main(void)
 {
     T_RUN(test_matrices);
     T_RUN(test_problem_check);
     T_RUN(test_family);
+    T_RUN(test_family_tolerance);
     T_RUN(test_support);
     T_RUN(test_support_tables);
     T_RUN(test_rotate_rows);

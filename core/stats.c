@@ -32,8 +32,8 @@ void fr_stats_rows(const double *x, int64_t rows, int64_t cols, double *col_max,
 }
 
 fr_status fr_bounds_from_stats(const fr_problem *p, double q_row_sq, double k_row_sq,
-                         const double *q_col_max, const double *k_col_max, double B_v,
-                         fr_bounds *out, char *err, size_t errlen)
+                               const double *q_col_max, const double *k_col_max, double B_v,
+                               fr_bounds *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     int st = fr_problem_check(p, err, errlen);

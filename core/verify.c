@@ -37,6 +37,16 @@ static void free_buffers(double **x)
     free(x);
 }
 
+/* The caller's problem with the RoPE-family question answered once, when its W is shared (a W
+ * per problem is answered per problem). */
+static fr_problem settled(const fr_problem *p)
+{
+    fr_problem s = *p;
+    s.rot.family = 0;
+    if (fr__w_count(&s) == 1) fr__settle_family(&s);
+    return s;
+}
+
 /* The rows argument: NULL means every row, in which case nrows must be n. */
 static int check_rows(const fr_problem *p, const int64_t *rows, int64_t nrows, char *err,
                       size_t errlen)
@@ -77,6 +87,7 @@ static int rows_entry(void *ctx, int64_t b, int thread, char *err, size_t errlen
     const fr_problem *p = c->p;
     int64_t n = p->n, d = p->d, dv = p->dv, h = b / fr__group(p);
     fr_problem pe = fr__entry_problem(p, b);
+    if (!pe.rot.family) fr__settle_family(&pe);
     int st = fr__exact_rows(&pe, c->q + b * n * d, c->k + h * n * d, c->v + h * n * dv, c->rows,
                             c->nrows, c->out + b * c->nrows * dv, err, errlen);
     return entry_err(p, b, st, err, errlen);
@@ -90,11 +101,14 @@ static unsigned char *all_small(const fr_problem *p, int64_t count, int64_t nrow
     return s;
 }
 
-fr_status fr_exact_rows(const fr_problem *p, const double *q, const double *k, const double *v,
+fr_status fr_exact_rows(const fr_problem *p0, const double *q, const double *k, const double *v,
                         const int64_t *rows, int64_t nrows, double *out, char *err, size_t errlen)
 {
-    int st = fr_problem_check(p, err, errlen);
-    if (st || (st = check_rows(p, rows, nrows, err, errlen))) return st;
+    int st = fr_problem_check(p0, err, errlen);
+    if (st) return st;
+    fr_problem pp = settled(p0);
+    const fr_problem *p = &pp;
+    if ((st = check_rows(p, rows, nrows, err, errlen))) return st;
     int64_t B = fr__batch(p);
     rows_ctx c = {p, q, k, v, rows, nrows, out};
     unsigned char *small = all_small(p, B, nrows);
@@ -147,6 +161,7 @@ static int grows_group(void *ctx, int64_t h, int thread, char *err, size_t errle
     for (int64_t e = 0; e < g; e++) {
         int64_t b = h * g + e;
         fr_problem pe = fr__entry_problem(p, b);
+        if (!pe.rot.family) fr__settle_family(&pe);
         const double *up = c->dout ? c->dout : c->target;
         double *dk = e ? tk : c->dk + h * m * d, *dvv = e ? tv : c->dv + h * m * dv;
         int st = fr__exact_backward_rows(&pe, c->q + b * n * d, c->k + h * n * d, c->v + h * n * dv,
@@ -162,13 +177,15 @@ static int grows_group(void *ctx, int64_t h, int thread, char *err, size_t errle
     return FR_OK;
 }
 
-fr_status fr_exact_backward_rows(const fr_problem *p, const double *q, const double *k,
+fr_status fr_exact_backward_rows(const fr_problem *p0, const double *q, const double *k,
                                  const double *v, const double *dout, const double *target,
                                  const int64_t *rows, int64_t nrows, double *dq, double *dk,
                                  double *dv, char *err, size_t errlen)
 {
-    int st = fr_problem_check(p, err, errlen);
+    int st = fr_problem_check(p0, err, errlen);
     if (st) return st;
+    fr_problem pp = settled(p0);
+    const fr_problem *p = &pp;
     if (!rows && nrows > 0) return fr__err(err, errlen, FR_EUSAGE, "rows are required");
     if (nrows == 0) return FR_OK; /* nothing asked: the outputs may be NULL */
     int64_t KV = fr__kv_batch(p), g = fr__group(p);
@@ -247,6 +264,7 @@ static int check_entry(void *ctx, int64_t b, int thread, char *err, size_t errle
     const fr_problem *p = c->p;
     int64_t n = p->n, d = p->d, dv = p->dv, h = b / fr__group(p), m = c->nrows;
     fr_problem pe = fr__entry_problem(p, b);
+    if (!pe.rot.family) fr__settle_family(&pe);
     double *ref = c->ref[thread], *got = c->got[thread];
     int st = fr__exact_rows(&pe, c->q + b * n * d, c->k + h * n * d, c->v + h * n * dv, c->rows, m,
                             ref, err, errlen);
@@ -259,12 +277,15 @@ static int check_entry(void *ctx, int64_t b, int thread, char *err, size_t errle
     return FR_OK;
 }
 
-fr_status fr_check_rows(const fr_problem *p, const double *q, const double *k, const double *v,
+fr_status fr_check_rows(const fr_problem *p0, const double *q, const double *k, const double *v,
                         const double *out, const int64_t *rows, int64_t nrows, fr_diff *per,
                         fr_diff *all, char *err, size_t errlen)
 {
-    int st = fr_problem_check(p, err, errlen);
-    if (st || (st = check_rows(p, rows, nrows, err, errlen))) return st;
+    int st = fr_problem_check(p0, err, errlen);
+    if (st) return st;
+    fr_problem pp = settled(p0);
+    const fr_problem *p = &pp;
+    if ((st = check_rows(p, rows, nrows, err, errlen))) return st;
     int64_t B = fr__batch(p);
     check_ctx c = {p,
                    q,
@@ -323,6 +344,7 @@ static int gcheck_group(void *ctx, int64_t h, int thread, char *err, size_t errl
     for (int64_t e = 0; e < gs; e++) {
         int64_t b = h * gs + e;
         fr_problem pe = fr__entry_problem(p, b);
+        if (!pe.rot.family) fr__settle_family(&pe);
         const double *up = c->dout ? c->dout : c->target;
         const double *q = c->q + b * n * d, *k = c->k + h * n * d, *v = c->v + h * n * dv;
         const double *dout = c->dout ? up + b * n * dv : NULL;
@@ -353,14 +375,17 @@ static int gcheck_group(void *ctx, int64_t h, int thread, char *err, size_t errl
     return FR_OK;
 }
 
-fr_status fr_check_backward_rows(const fr_problem *p, const double *q, const double *k,
+fr_status fr_check_backward_rows(const fr_problem *p0, const double *q, const double *k,
                                  const double *v, const double *dout, const double *target,
                                  const double *dq, const double *dk, const double *dv,
                                  const double *dw, const int64_t *rows, int64_t nrows, fr_diff *per,
                                  fr_diff *all, char *err, size_t errlen)
 {
-    int st = fr_problem_check(p, err, errlen);
-    if (st || (st = check_rows(p, rows, nrows, err, errlen))) return st;
+    int st = fr_problem_check(p0, err, errlen);
+    if (st) return st;
+    fr_problem pp = settled(p0);
+    const fr_problem *p = &pp;
+    if ((st = check_rows(p, rows, nrows, err, errlen))) return st;
     if ((dout == NULL) == (target == NULL))
         return fr__err(err, errlen, FR_EUSAGE, "give exactly one of dout and target");
     int64_t B = fr__batch(p), KV = fr__kv_batch(p), n = p->n, d = p->d, dvd = p->dv;

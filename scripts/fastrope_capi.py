@@ -55,7 +55,7 @@ class Rotation(ctypes.Structure):
     _fields_ = [("kind", c_int), ("base", c_double), ("pairs", c_int), ("pos_scale", c_double),
                 ("rotary_dim", c_int64), ("clip", c_int64),
                 ("w", ctypes.POINTER(c_double)), ("w_count", c_int64),
-                ("support_hint", c_int64)]
+                ("support_hint", c_int64), ("family", c_int)]
 
 
 class Problem(ctypes.Structure):
