@@ -15,14 +15,10 @@
  * broadcast-FMAs, and the feature blocks they read are generated just before, small enough to
  * stay in L2 (Phi: r x 16 rows, Psi: 16 rows x r).
  *
- * Masks (causal, window) keep, for query i, the keys in an interval [lo(i), hi(i)] whose ends
- * never decrease with i. Queries go in blocks of bn rows; the key blocks that every query of a
- * block keeps are summed in M (a sliding sum: key blocks enter at the top, leave at the bottom),
- * the few keys near the interval ends (at most ~2 blocks each side) are evaluated directly as
- * P(s) with the mask applied key by key. The direct part is the same polynomial, so the two
- * parts add up to exactly the polynomial attention. Threads take contiguous chunks of query
- * blocks; each chunk starts its sliding sum from scratch, and the chunk boundaries are chosen so
- * that this start-up cost is balanced across threads. */
+ * Queries go in blocks against M summed over the keys the whole block keeps (core/
+ * polyrope_sweep.c); under a mask the few keys near the interval ends are evaluated directly as
+ * P(s), key by key. The direct part is the same polynomial, so the two parts add up to exactly
+ * the polynomial attention. */
 #include "polyrope_impl.h"
 
 /* Past this the per-thread feature blocks would not fit anywhere useful; the cost model never
@@ -167,119 +163,47 @@ void fr__polyrope_free(fr__polyrope *pl)
     free(pl);
 }
 
-static int64_t masked(const fr__polyrope *pl, const mask *m, const double *qr, const double *kr,
-                      const double *x, double *out, int *oom)
+/* Normalise rows [i0, i1) of acc into out; a non-positive denominator (the polynomial went
+ * negative on these scores) is reported, not divided by. Returns the first bad row or -1. */
+static int64_t finish_rows(const fr__polyrope *pl, const double *acc, int64_t i0, int64_t i1,
+                           double *out)
 {
-    int64_t nqb = (m->n + m->bn - 1) / m->bn;
-    int T = threads_for(pl, m->n);
-    if (T > nqb) T = (int)nqb;
-    int64_t *starts = malloc((size_t)(T + 1) * sizeof *starts);
-    if (!starts) {
-        *oom = 1;
-        return -1;
+    int dv = pl->nc - 1;
+    for (int64_t i = i0; i < i1; i++) {
+        const double *a = acc + (i - i0) * pl->nc;
+        double den = a[dv];
+        if (!(den > 0)) return i;
+        double inv = 1 / den;
+        for (int c = 0; c < dv; c++)
+            out[i * dv + c] = a[c] * inv;
     }
-    int64_t nch = balanced_chunks(m, nqb, T, starts);
-    int64_t bad = -1;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(T)
-    for (int64_t ch = 0; ch < nch; ch++) {
-        work w;
-        if (!work_alloc(pl, &w)) {
-#pragma omp atomic write
-            *oom = 1;
-            continue;
-        }
-        int64_t cl = 0, chh = 0; /* key blocks [cl, chh) summed in w.mt */
-        for (int64_t qb = starts[ch]; qb < starts[ch + 1]; qb++) {
-            int64_t kl, kh;
-            full_range(m, qb, &kl, &kh);
-            if (qb == starts[ch] || kl >= chh) {
-                memset(w.mt, 0, (size_t)pl->nc * pl->rp * sizeof(double));
-                cl = chh = kl;
-            }
-            add_keys(pl, &w, kr, x, chh * m->bn, kh * m->bn < m->n ? kh * m->bn : m->n, 1);
-            add_keys(pl, &w, kr, x, cl * m->bn, kl * m->bn < m->n ? kl * m->bn : m->n, -1);
-            cl = kl, chh = kh;
-            int64_t i0 = qb * m->bn, i1 = i0 + m->bn < m->n ? i0 + m->bn : m->n;
-            if (kh > kl) {
-                scale_m(pl, &w);
-                phi_rows(pl, &w, qr, i0, i1);
-            } else {
-                memset(w.acc, 0, (size_t)(i1 - i0) * pl->nc * sizeof(double));
-            }
-            direct_part(pl, m, qr, kr, x, i0, i1, kl, kh, w.acc);
-            int64_t b = finish_rows(pl, w.acc, i0, i1, out);
-            if (b >= 0) {
-#pragma omp critical(polyrope_bad)
-                if (bad < 0 || b < bad) bad = b;
-            }
-        }
-        work_free(&w);
-    }
-    free(starts);
-    return bad;
+    return -1;
 }
 
-/* No mask: one key sum for everyone, built from per-thread partial sums. */
-static int64_t unmasked(const fr__polyrope *pl, const double *qr, const double *kr, const double *x,
-                        int64_t n, double *out, int *oom)
+typedef struct {
+    const fr__polyrope *pl;
+    const double *qr, *kr, *x;
+    double *out;
+} fwd;
+
+/* One block of queries: Phi M for the keys the whole block keeps, the rest directly. */
+static int64_t fwd_block(void *ctx, work *w, const double *ms, const mask *m, int64_t i0,
+                         int64_t i1, int64_t kl, int64_t kh)
 {
-    int T = threads_for(pl, n);
-    size_t msz = (size_t)pl->nc * pl->rp;
-    double *mt = calloc(msz, sizeof(double));
-    double *ms = malloc((size_t)pl->rp * pl->nc * sizeof(double));
-    if (!mt || !ms) {
-        free(mt), free(ms);
-        *oom = 1;
-        return -1;
+    const fwd *c = ctx;
+    const fr__polyrope *pl = c->pl;
+    int nc = pl->nc;
+    memset(w->acc, 0, (size_t)((i1 - i0) * nc) * sizeof(double));
+    for (int64_t i = i0; ms && i < i1; i += TW) {
+        int cnt = (int)(i1 - i < TW ? i1 - i : TW);
+        phi_tile(pl, c->qr + i * pl->d, cnt, w->xt, w->phit);
+        phi_m(w->phit, pl->r, ms, nc, w->yt);
+        for (int l = 0; l < cnt; l++)
+            for (int e = 0; e < nc; e++)
+                w->acc[(i - i0 + l) * nc + e] = w->yt[e * TW + l];
     }
-    int64_t nkb = (n + JB * 8 - 1) / (JB * 8);
-    int64_t bad = -1;
-#pragma omp parallel num_threads(T)
-    {
-        work w;
-        int ok = work_alloc(pl, &w);
-        if (!ok) {
-#pragma omp atomic write
-            *oom = 1;
-        }
-#pragma omp for schedule(static)
-        for (int64_t kb = 0; kb < nkb; kb++)
-            if (ok) {
-                int64_t j0 = kb * JB * 8, j1 = j0 + JB * 8 < n ? j0 + JB * 8 : n;
-                add_keys(pl, &w, kr, x, j0, j1, 1);
-            }
-#pragma omp critical(polyrope_reduce)
-        if (ok)
-            for (size_t t = 0; t < msz; t++)
-                mt[t] += w.mt[t];
-#pragma omp barrier
-#pragma omp single
-        {
-            for (int64_t f = 0; f < pl->r; f++)
-                for (int c = 0; c < pl->nc; c++)
-                    ms[f * pl->nc + c] = pl->coef_q[f] * mt[c * pl->rp + f];
-        }
-        int64_t nqt = (n + TW - 1) / TW;
-#pragma omp for schedule(static)
-        for (int64_t qt = 0; qt < nqt; qt++)
-            if (ok) {
-                int64_t i0 = qt * TW, i1 = i0 + TW < n ? i0 + TW : n;
-                int cnt = (int)(i1 - i0);
-                phi_tile(pl, qr + i0 * pl->d, cnt, w.xt, w.phit);
-                phi_m(w.phit, pl->r, ms, pl->nc, w.yt);
-                for (int l = 0; l < cnt; l++)
-                    for (int c = 0; c < pl->nc; c++)
-                        w.acc[l * pl->nc + c] = w.yt[c * TW + l];
-                int64_t b = finish_rows(pl, w.acc, i0, i1, out);
-                if (b >= 0) {
-#pragma omp critical(polyrope_bad)
-                    if (bad < 0 || b < bad) bad = b;
-                }
-            }
-        if (ok) work_free(&w);
-    }
-    free(mt), free(ms);
-    return bad;
+    if (m) fr__polyrope_direct(pl, m, c->qr, c->kr, c->x, i0, i1, kl, kh, w->acc);
+    return finish_rows(pl, w->acc, i0, i1, c->out);
 }
 
 int fr__polyrope_execute(const fr__polyrope *pl, const double *q, const double *k, const double *v,
@@ -296,20 +220,12 @@ int fr__polyrope_execute(const fr__polyrope *pl, const double *q, const double *
         free(qr), free(kr), free(x);
         return fr__err(err, errlen, FR_ENOMEM, "polyrope: out of memory (n = %lld)", (long long)n);
     }
-    if (!prepare_rows(pl, q, k, v, qr, kr, x)) {
-        free(qr), free(kr), free(x);
-        return fr__err(err, errlen, FR_ENOMEM, "polyrope: out of memory");
-    }
+    fr__polyrope_prepare(pl, q, k, v, qr, kr, x);
     int oom = 0;
-    int64_t w = p->window;
-    if (w >= n - 1) w = -1; /* a window as wide as the sequence masks nothing */
-    int64_t bad;
-    if (!p->causal && w < 0) {
-        bad = unmasked(pl, qr, kr, x, n, out, &oom);
-    } else {
-        mask m = {n, pl->bn, (n + pl->bn - 1) / pl->bn, w, p->causal, 0};
-        bad = masked(pl, &m, qr, kr, x, out, &oom);
-    }
+    mask m;
+    fwd c = {pl, qr, kr, x, out};
+    int masked = fr__polyrope_mask(pl, &m);
+    int64_t bad = fr__polyrope_sweep(pl, masked ? &m : NULL, kr, x, 0, fwd_block, &c, &oom);
     free(qr), free(kr), free(x);
     if (oom) return fr__err(err, errlen, FR_ENOMEM, "polyrope: out of memory for the workspace");
     if (bad >= 0)
@@ -324,9 +240,4 @@ int fr__polyrope_execute(const fr__polyrope *pl, const double *q, const double *
 void fr__polyrope_set_par_units(fr__polyrope *pl, double units)
 {
     pl->par_units = units;
-}
-
-int fr__polyrope_threads(const fr__polyrope *pl)
-{
-    return threads_for(pl, pl->p.n);
 }

@@ -38,33 +38,6 @@ typedef struct {
     const double *dpcoef; /* g: coefficients of P' */
 } ctx;
 
-/* The forward's workspace plus the gradient tiles. */
-typedef struct {
-    work w;
-    double *ob;   /* rp x TW: dL/dfeature for a tile, then its reverse sweep */
-    double *wt;   /* nc x TW: the weights contracted with M (or N) for a tile */
-    double *xbar; /* d x TW */
-} gwork;
-
-static void gwork_free(gwork *g)
-{
-    work_free(&g->w);
-    free(g->ob), free(g->wt), free(g->xbar);
-}
-
-static int gwork_alloc(const fr__polyrope *pl, gwork *g)
-{
-    memset(g, 0, sizeof *g);
-    size_t D = sizeof(double);
-    if (!work_alloc(pl, &g->w)) return 0;
-    g->ob = alloc_aligned(pl->rp * TW * D);
-    g->wt = alloc_aligned((size_t)pl->nc * TW * D);
-    g->xbar = alloc_aligned((size_t)pl->d * TW * D);
-    if (g->ob && g->wt && g->xbar) return 1;
-    gwork_free(g);
-    return 0;
-}
-
 /* ---- the gradient tile ----------------------------------------------------------------------- */
 
 /* ob[f][l] (+)= sum_c ms[f][c0 + c] wt[c0 + c][l] for the TW rows of a tile. */
@@ -132,7 +105,7 @@ static void reverse_tile(const fr__polyrope *pl, const double *phit, const doubl
 /* grad[i] = J(rows[i])^T (ms vals[i]) for the rows [i0, i1) (grad: n x d, overwritten). With
  * yout (n x (nc - 1)), also yout[i] = the first nc - 1 entries of ms^T feature(rows[i]) (dV on
  * the key side). ms = NULL: no full part, zeros. */
-static void grad_rows(const fr__polyrope *pl, gwork *g, const double *ms, const double *rows,
+static void grad_rows(const fr__polyrope *pl, work *g, const double *ms, const double *rows,
                       const double *vals, int64_t i0, int64_t i1, double *grad, double *yout)
 {
     int d = pl->d, nc = pl->nc;
@@ -143,18 +116,18 @@ static void grad_rows(const fr__polyrope *pl, gwork *g, const double *ms, const 
     }
     for (int64_t i = i0; i < i1; i += TW) {
         int cnt = (int)(i1 - i < TW ? i1 - i : TW);
-        phi_tile(pl, rows + i * d, cnt, g->w.xt, g->w.phit);
+        phi_tile(pl, rows + i * d, cnt, g->xt, g->phit);
         if (yout) {
-            phi_m(g->w.phit, pl->r, ms, nc, g->w.yt);
+            phi_m(g->phit, pl->r, ms, nc, g->yt);
             for (int l = 0; l < cnt; l++)
                 for (int c = 0; c < nc - 1; c++)
-                    yout[(i + l) * (nc - 1) + c] = g->w.yt[c * TW + l];
+                    yout[(i + l) * (nc - 1) + c] = g->yt[c * TW + l];
         }
         for (int c = 0; c < nc; c++)
             for (int l = 0; l < TW; l++)
                 g->wt[c * TW + l] = l < cnt ? vals[(i + l) * nc + c] : 0;
         m_w(ms, pl->r, nc, g->wt, g->ob);
-        reverse_tile(pl, g->w.phit, g->w.xt, g->ob, g->xbar);
+        reverse_tile(pl, g->phit, g->xt, g->ob, g->xbar);
         for (int l = 0; l < cnt; l++)
             for (int a = 0; a < d; a++)
                 grad[(i + l) * d + a] = g->xbar[a * TW + l];
@@ -213,22 +186,22 @@ static void direct_grad(const ctx *c, const mask *m, const double *rows, const d
 /* Query rows [i0, i1): T and D (forward), w_i, the loss, dq'. ms = the scaled M of the keys the
  * whole block keeps (NULL: none), m = the mask (NULL: none, ms holds every key). Returns the
  * first row with a non-positive denominator, or -1. */
-static int64_t query_block(const ctx *c, gwork *g, const double *ms, const mask *m, int64_t i0,
+static int64_t query_block(const ctx *c, work *g, const double *ms, const mask *m, int64_t i0,
                            int64_t i1, int64_t kl, int64_t kh)
 {
     const fr__polyrope *pl = c->pl;
     int nc = pl->nc, dv = nc - 1;
-    double *acc = g->w.acc;
+    double *acc = g->acc;
     memset(acc, 0, (size_t)((i1 - i0) * nc) * sizeof(double));
     for (int64_t i = i0; ms && i < i1; i += TW) {
         int cnt = (int)(i1 - i < TW ? i1 - i : TW);
-        phi_tile(pl, c->qr + i * pl->d, cnt, g->w.xt, g->w.phit);
-        phi_m(g->w.phit, pl->r, ms, nc, g->w.yt);
+        phi_tile(pl, c->qr + i * pl->d, cnt, g->xt, g->phit);
+        phi_m(g->phit, pl->r, ms, nc, g->yt);
         for (int l = 0; l < cnt; l++)
             for (int e = 0; e < nc; e++)
-                acc[(i - i0 + l) * nc + e] = g->w.yt[e * TW + l];
+                acc[(i - i0 + l) * nc + e] = g->yt[e * TW + l];
     }
-    if (m) direct_part(pl, m, c->qr, c->kr, c->x, i0, i1, kl, kh, acc);
+    if (m) fr__polyrope_direct(pl, m, c->qr, c->kr, c->x, i0, i1, kl, kh, acc);
     int64_t bad = -1;
     double lsum = 0;
     for (int64_t i = i0; i < i1; i++) {
@@ -263,7 +236,7 @@ static int64_t query_block(const ctx *c, gwork *g, const double *ms, const mask 
 }
 
 /* Key rows [j0, j1): dV and dk', with ms the scaled N of the queries keeping the whole block. */
-static void key_block(const ctx *c, gwork *g, const double *ms, const mask *m, int64_t j0,
+static void key_block(const ctx *c, work *g, const double *ms, const mask *m, int64_t j0,
                       int64_t j1, int64_t kl, int64_t kh)
 {
     grad_rows(c->pl, g, ms, c->kr, c->x, j0, j1, c->dk, c->dv);
@@ -272,209 +245,70 @@ static void key_block(const ctx *c, gwork *g, const double *ms, const mask *m, i
 
 /* ---- the sweeps ------------------------------------------------------------------------------ */
 
-/* The key side's sums are suffix sums (causal: key j is kept by the queries i >= j), so its
- * blocks go from the last to the first, where the sum only grows; the chunks are balanced for
- * that direction: split's greedy pass run from the top, a chunk paying the start-up cost of its
- * last block. */
-static int64_t split_rev(const mask *m, int64_t nqb, int64_t target, int64_t *ends, int64_t maxc)
+static int64_t query_sweep_block(void *c, work *w, const double *ms, const mask *m, int64_t i0,
+                                 int64_t i1, int64_t kl, int64_t kh)
 {
-    int64_t nch = 0, cost = 0;
-    for (int64_t qb = nqb - 1; qb >= 0; qb--) {
-        int64_t c = qb < nqb - 1 ? step_cost(m, qb + 1) + 1 : 0;
-        if (qb == nqb - 1 || cost + c > target) {
-            if (nch >= maxc) return maxc + 1;
-            if (ends) ends[nch] = qb + 1;
-            nch++;
-            cost = start_cost(m, qb) + 1;
-        } else {
-            cost += c;
-        }
-    }
-    return nch;
+    return query_block(c, w, ms, m, i0, i1, kl, kh);
 }
 
-static int64_t balanced_chunks_rev(const mask *m, int64_t nqb, int T, int64_t *starts)
+static int64_t key_sweep_block(void *c, work *w, const double *ms, const mask *m, int64_t i0,
+                               int64_t i1, int64_t kl, int64_t kh)
 {
-    int64_t lo = 1, hi = 1;
-    for (int64_t qb = 0; qb < nqb; qb++)
-        hi += (qb ? step_cost(m, qb) : 0) + start_cost(m, qb) + 1;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (split_rev(m, nqb, mid, NULL, T) <= T)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    int64_t ends[T + 1];
-    int64_t nch = split_rev(m, nqb, lo, ends, T);
-    ends[nch] = 0;
-    for (int64_t t = 0; t <= nch; t++)
-        starts[t] = ends[nch - t];
-    return nch;
-}
-
-/* side 0: queries against keys (values [V, 1]); side 1: keys against queries (values w), blocks
- * in reverse order. */
-static int64_t sweep_masked(const ctx *c, const mask *m, int side, int *oom)
-{
-    const fr__polyrope *pl = c->pl;
-    const double *cols = side ? c->qr : c->kr, *vals = side ? c->wr : c->x;
-    int64_t n = m->n, nqb = (n + m->bn - 1) / m->bn;
-    int T = threads_for(pl, n);
-    if (T > nqb) T = (int)nqb;
-    int64_t *starts = malloc((size_t)(T + 1) * sizeof *starts);
-    if (!starts) {
-        *oom = 1;
-        return -1;
-    }
-    int64_t nch =
-        side ? balanced_chunks_rev(m, nqb, T, starts) : balanced_chunks(m, nqb, T, starts);
-    int64_t bad = -1;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(T)
-    for (int64_t ch = 0; ch < nch; ch++) {
-        gwork g;
-        if (!gwork_alloc(pl, &g)) {
-#pragma omp atomic write
-            *oom = 1;
-            continue;
-        }
-        work *w = &g.w;
-        int64_t cl = 0, chh = 0; /* key blocks [cl, chh) summed in w->mt */
-        for (int64_t t = starts[ch]; t < starts[ch + 1]; t++) {
-            int64_t qb = side ? starts[ch + 1] - 1 - (t - starts[ch]) : t, kl, kh;
-            full_range(m, qb, &kl, &kh);
-            if (t == starts[ch] || kl >= chh || kh <= cl) {
-                memset(w->mt, 0, (size_t)pl->nc * pl->rp * sizeof(double));
-                cl = chh = kl;
-            }
-#define BLK(b) ((b)*m->bn < n ? (b)*m->bn : n)
-            if (kh > chh) add_keys(pl, w, cols, vals, BLK(chh), BLK(kh), 1);
-            if (kh < chh) add_keys(pl, w, cols, vals, BLK(kh), BLK(chh), -1);
-            if (kl < cl) add_keys(pl, w, cols, vals, BLK(kl), BLK(cl), 1);
-            if (kl > cl) add_keys(pl, w, cols, vals, BLK(cl), BLK(kl), -1);
-#undef BLK
-            cl = kl, chh = kh;
-            int64_t i0 = qb * m->bn, i1 = i0 + m->bn < n ? i0 + m->bn : n;
-            if (kh > kl) scale_m(pl, w);
-            const double *ms = kh > kl ? w->ms : NULL;
-            if (side) {
-                key_block(c, &g, ms, m, i0, i1, kl, kh);
-            } else {
-                int64_t b = query_block(c, &g, ms, m, i0, i1, kl, kh);
-                if (b >= 0) {
-#pragma omp critical(polyrope_grad_bad)
-                    if (bad < 0 || b < bad) bad = b;
-                }
-            }
-        }
-        gwork_free(&g);
-    }
-    free(starts);
-    return bad;
-}
-
-/* No mask: one r x nc sum over every column row, then every row block against it. */
-static int64_t sweep_unmasked(const ctx *c, int side, int *oom)
-{
-    const fr__polyrope *pl = c->pl;
-    const double *cols = side ? c->qr : c->kr, *vals = side ? c->wr : c->x;
-    int64_t n = pl->p.n, bn = pl->bn, nb = (n + bn - 1) / bn;
-    int T = threads_for(pl, n);
-    size_t msz = (size_t)pl->nc * pl->rp;
-    double *mt = calloc(msz, sizeof(double));
-    double *ms = malloc((size_t)pl->rp * pl->nc * sizeof(double));
-    if (!mt || !ms) {
-        free(mt), free(ms);
-        *oom = 1;
-        return -1;
-    }
-    int64_t nkb = (n + JB * 8 - 1) / (JB * 8), bad = -1;
-#pragma omp parallel num_threads(T)
-    {
-        gwork g;
-        int ok = gwork_alloc(pl, &g);
-        if (!ok) {
-#pragma omp atomic write
-            *oom = 1;
-        }
-#pragma omp for schedule(static)
-        for (int64_t kb = 0; kb < nkb; kb++)
-            if (ok) {
-                int64_t j0 = kb * JB * 8, j1 = j0 + JB * 8 < n ? j0 + JB * 8 : n;
-                add_keys(pl, &g.w, cols, vals, j0, j1, 1);
-            }
-#pragma omp critical(polyrope_grad_reduce)
-        if (ok)
-            for (size_t e = 0; e < msz; e++)
-                mt[e] += g.w.mt[e];
-#pragma omp barrier
-#pragma omp single
-        {
-            for (int64_t f = 0; f < pl->r; f++)
-                for (int e = 0; e < pl->nc; e++)
-                    ms[f * pl->nc + e] = pl->coef_q[f] * mt[e * pl->rp + f];
-        }
-#pragma omp for schedule(static)
-        for (int64_t b = 0; b < nb; b++)
-            if (ok) {
-                int64_t i0 = b * bn, i1 = i0 + bn < n ? i0 + bn : n;
-                if (side) {
-                    key_block(c, &g, ms, NULL, i0, i1, 0, 0);
-                } else {
-                    int64_t bb = query_block(c, &g, ms, NULL, i0, i1, 0, 0);
-                    if (bb >= 0) {
-#pragma omp critical(polyrope_grad_bad)
-                        if (bad < 0 || bb < bad) bad = bb;
-                    }
-                }
-            }
-        if (ok) gwork_free(&g);
-    }
-    free(mt), free(ms);
-    return bad;
+    key_block(c, w, ms, m, i0, i1, kl, kh);
+    return -1;
 }
 
 /* ---- rotating back --------------------------------------------------------------------------- */
 
 /* g <- the gradient with respect to the caller's rows, given the one with respect to the rotated
- * rows: the transpose of prepare_rows' linear map, applied to dq and dk together. */
-static void rotate_back(const fr__polyrope *pl, double *dq, double *dk)
+ * rows: the transpose of fr__polyrope_prepare's linear map, applied to dq and dk together. */
+static void rotate_back_row(const fr__polyrope *pl, double *dq, double *dk, int64_t i)
 {
     const fr_problem *p = &pl->p;
     int64_t n = p->n, d = p->d, np = p->rot.kind == FR_ROT_ROPE ? pl->np : 0;
     const int64_t *pa = pl->pa, *pb = pl->pb;
-    if (p->rot.kind == FR_ROT_NONE) return;
-#pragma omp parallel for schedule(static) if (n > 8192)
-    for (int64_t i = 0; i < n; i++) {
-        double *gq = dq + i * d, *gk = dk + i * d;
-        if (p->rot.kind == FR_ROT_EXPLICIT) {
-            /* forward: x W_{-i} (row times matrix); back: g W_{-i}^T */
-            const double *w = p->rot.w + (-i + n - 1) * d * d;
-            double tq[d], tk[d];
-            for (int64_t a = 0; a < d; a++) {
-                double sq = 0, sk = 0;
-                for (int64_t b = 0; b < d; b++)
-                    sq += gq[b] * w[a * d + b], sk += gk[b] * w[a * d + b];
-                tq[a] = sq, tk[a] = sk;
-            }
-            memcpy(gq, tq, (size_t)d * sizeof(double));
-            memcpy(gk, tk, (size_t)d * sizeof(double));
-            continue;
+    double *gq = dq + i * d, *gk = dk + i * d;
+    if (p->rot.kind == FR_ROT_EXPLICIT) {
+        /* forward: x W_{-i} (row times matrix); back: g W_{-i}^T */
+        const double *w = p->rot.w + (-i + n - 1) * d * d;
+        double tq[d], tk[d];
+        for (int64_t a = 0; a < d; a++) {
+            double sq = 0, sk = 0;
+            for (int64_t b = 0; b < d; b++)
+                sq += gq[b] * w[a * d + b], sk += gk[b] * w[a * d + b];
+            tq[a] = sq, tk[a] = sk;
         }
-        for (int64_t m = 0; m < np; m++) {
-            double cs, sn;
-            if (pl->rot) {
-                cs = pl->rot[(i * np + m) * 2], sn = pl->rot[(i * np + m) * 2 + 1];
-            } else {
-                double ang = (double)i * pl->freq[m];
-                cs = cos(ang), sn = sin(ang);
-            }
-            double xa = gq[pa[m]], xb = gq[pb[m]];
-            gq[pa[m]] = xa * cs + xb * sn, gq[pb[m]] = -xa * sn + xb * cs;
-            xa = gk[pa[m]], xb = gk[pb[m]];
-            gk[pa[m]] = xa * cs + xb * sn, gk[pb[m]] = -xa * sn + xb * cs;
-        }
+        memcpy(gq, tq, (size_t)d * sizeof(double));
+        memcpy(gk, tk, (size_t)d * sizeof(double));
+        return;
     }
+    for (int64_t m = 0; m < np; m++) {
+        double cs, sn;
+        if (pl->rot) {
+            cs = pl->rot[(i * np + m) * 2], sn = pl->rot[(i * np + m) * 2 + 1];
+        } else {
+            double ang = (double)i * pl->freq[m];
+            cs = cos(ang), sn = sin(ang);
+        }
+        double xa = gq[pa[m]], xb = gq[pb[m]];
+        gq[pa[m]] = xa * cs + xb * sn, gq[pb[m]] = -xa * sn + xb * cs;
+        xa = gk[pa[m]], xb = gk[pb[m]];
+        gk[pa[m]] = xa * cs + xb * sn, gk[pb[m]] = -xa * sn + xb * cs;
+    }
+}
+
+static void rotate_back(const fr__polyrope *pl, double *dq, double *dk)
+{
+    int64_t n = pl->p.n;
+    if (pl->p.rot.kind == FR_ROT_NONE) return;
+    if (n <= 8192) { /* no OpenMP region for small problems (see polyrope_sweep.c) */
+        for (int64_t i = 0; i < n; i++)
+            rotate_back_row(pl, dq, dk, i);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        rotate_back_row(pl, dq, dk, i);
 }
 
 /* A query that keeps one key only (n = 1, window 0, causal row 0) has T_i = v_i whatever the
@@ -513,28 +347,25 @@ int fr__polyrope_backward(const fr__polyrope *pl, const double *q, const double 
     double *lossb = calloc((size_t)nqb, sizeof(double));
     double *dpcoef = malloc((size_t)(pl->g + 1) * sizeof(double));
     int st = FR_OK;
-    if (!qr || !kr || !x || !wr || !lossb || !dpcoef || !prepare_rows(pl, q, k, v, qr, kr, x)) {
+    if (!qr || !kr || !x || !wr || !lossb || !dpcoef) {
         st = fr__err(err, errlen, FR_ENOMEM, "polyrope backward: out of memory (n = %lld)",
                      (long long)n);
         goto done;
     }
     for (int e = 0; e < pl->g; e++)
         dpcoef[e] = (e + 1) * pl->pcoef[e + 1];
+    fr__polyrope_prepare(pl, q, k, v, qr, kr, x);
     ctx c = {pl, qr, kr, x, wr, dout, target, t, dq, dk, dv, lossb, dpcoef};
 
     int oom = 0;
-    int64_t w = p->window, badrow;
-    if (w >= n - 1) w = -1; /* a window as wide as the sequence masks nothing */
-    mask mq = {n, pl->bn, nqb, w, p->causal, 0}, mk = mq;
+    mask mq, mk;
+    int masked = fr__polyrope_mask(pl, &mq);
+    mk = mq;
     mk.anti = 1;
-    int masked = p->causal || w >= 0;
-    badrow = masked ? sweep_masked(&c, &mq, 0, &oom) : sweep_unmasked(&c, 0, &oom);
-    if (!oom && badrow < 0) {
-        if (masked)
-            sweep_masked(&c, &mk, 1, &oom);
-        else
-            sweep_unmasked(&c, 1, &oom);
-    }
+    int64_t badrow =
+        fr__polyrope_sweep(pl, masked ? &mq : NULL, kr, x, 1, query_sweep_block, &c, &oom);
+    if (!oom && badrow < 0)
+        fr__polyrope_sweep(pl, masked ? &mk : NULL, qr, wr, 1, key_sweep_block, &c, &oom);
     if (oom) {
         st = fr__err(err, errlen, FR_ENOMEM, "polyrope backward: out of memory for the workspace");
         goto done;
