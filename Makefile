@@ -21,7 +21,7 @@ INSTALL_ARCH := $(if $(filter command line environment,$(origin ARCH)),$(ARCH),)
 VERSION := $(shell sed -n 's/^\#define FR_VERSION "\(.*\)"/\1/p' core/fastrope.h)
 
 # The core (libfastrope) needs only CORE_PKGS; io and the command the rest.
-CORE_PKGS := kissfft-float
+CORE_PKGS := kissfft-float fftw3 fftw3f
 PKGS := $(CORE_PKGS) libcjson libzip zlib
 # The public headers: the user API and the planner tier beside it.
 PUBLIC_H := $(wildcard core/fastrope.h core/fastrope_*.h)

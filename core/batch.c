@@ -441,8 +441,8 @@ fr_status fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bo
                        "attention only)",
                        fr_method_name(o1.method));
     opt = &o1;
-    if (opt->fft != FR_FFT_AUTO && opt->fft != FR_FFT_KISSFFT)
-        return fr__err(err, errlen, FR_EUSAGE, "the FFTW back ends are not built yet");
+    if (opt->fft < FR_FFT_AUTO || opt->fft >= FR_NFFTS)
+        return fr__err(err, errlen, FR_EUSAGE, "unknown FFT back end %d", (int)opt->fft);
     if (opt->cost)
         return fr__err(err, errlen, FR_EUSAGE, "cost models from files are not built yet");
     int64_t B = fr__batch(p);

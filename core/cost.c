@@ -44,9 +44,13 @@ static const double rope_window = 1.65;      /* keys enter and leave the sliding
 static const double c_exact_flop = 2.64e-11; /* s per multiply-add per pair */
 static const double c_exact_exp = 8.56e-10;  /* s per pair for exp and bookkeeping */
 static const double c_exact_0 = 4e-4;
-static const double c_fft = 3.08e-10; /* s per N log2 N of one transform */
-static const double c_acc = 0;        /* s per complex multiply-add of the accumulation */
 static const double c_fft_0 = 5.6e-3;
+/* Per FFT back end (AUTO: as FFTW in double, fr__fft_resolve). c_fft: s per N log2 N of one
+ * transform; c_acc: s per complex multiply-add of the accumulation. KissFFT's: the fit above;
+ * FFTW's: PRELIMINARY. */
+static const double c_fft[FR_NFFTS] = {
+    [FR_FFT_KISSFFT] = 3.08e-10, [FR_FFT_FFTW] = 1.1e-10, [FR_FFT_FFTW_FLOAT] = 0.8e-10};
+static const double c_acc[FR_NFFTS] = {0};
 
 /* Pairs (i, j) kept by the mask, counted exactly. */
 static double kept_pairs(const fr_problem *p)
@@ -60,6 +64,12 @@ static double kept_pairs(const fr_problem *p)
 }
 
 void fr_predict_times(const fr_problem *p, int degree, int64_t support, double *t)
+{
+    fr__predict_times_fft(p, degree, support, FR_FFT_AUTO, t);
+}
+
+void fr__predict_times_fft(const fr_problem *p, int degree, int64_t support, fr_fft_backend fft,
+                           double *t)
 {
     for (int m = 0; m < FR_NMETHODS; m++)
         t[m] = -1;
@@ -76,14 +86,15 @@ void fr_predict_times(const fr_problem *p, int degree, int64_t support, double *
         c_exact_0 + kept_pairs(p) * (c_exact_flop * (score_len + dv) + c_exact_exp) * threads;
     if (degree < 0) return;
 
-    int64_t fft_size = fr__fft_fast_size(2 * p->n - 1);
+    fft = fr__fft_resolve(fft);
+    int64_t fft_size = fr__fft_fast_size(fft, 2 * p->n - 1);
     double N = (double)fft_size, nlogn = N * log2(N > 2 ? N : 2);
     int64_t iu, ic, ialphas;
     fr__polyfft_counts(p, degree, support, &ialphas, &iu, &ic);
     double u = (double)iu, c = (double)ic, alphas = (double)ialphas;
-    double acc = alphas * (N / 2 + 1) * nc * c_acc;
-    t[FR_METHOD_POLYFFT] = c_fft_0 + (2 * u * nc + c) * nlogn * c_fft + acc;
-    t[FR_METHOD_POLYFFT_LITERAL] = c_fft_0 + (2 * nc + 1) * alphas * nlogn * c_fft + acc;
+    double acc = alphas * (N / 2 + 1) * nc * c_acc[fft];
+    t[FR_METHOD_POLYFFT] = c_fft_0 + (2 * u * nc + c) * nlogn * c_fft[fft] + acc;
+    t[FR_METHOD_POLYFFT_LITERAL] = c_fft_0 + (2 * nc + 1) * alphas * nlogn * c_fft[fft] + acc;
 
     if (family) {
         int64_t rank = fr__binom(degree + p->d, p->d);

@@ -168,6 +168,16 @@ typedef struct fr_cost_model fr_cost_model;
  * a non-zero return cancels: the call returns FR_ECANCELED. */
 typedef int (*fr_progress_fn)(void *user, const char *phase, double fraction);
 
+const char *fr_fft_name(fr_fft_backend b); /* "auto", "kissfft", "fftw", "fftw-float" */
+int fr_fft_parse(const char *s, fr_fft_backend *b);
+
+/* FFTW's wisdom (the plans it measured on this machine) as text, so that a caller can keep it
+ * between runs: importing it makes planning instant for the sizes it covers. Import returns
+ * FR_EINPUT, changing nothing, when the text is not wisdom; export returns a malloc'd string
+ * (free()) or NULL when out of memory. Thread-safe. */
+int fr_fft_wisdom_import(const char *wisdom);
+char *fr_fft_wisdom_export(void);
+
 typedef struct {
     fr_method method;          /* FR_METHOD_AUTO by default */
     double eps;                /* target for max |T_fast - T|; 1e-3 */
@@ -193,10 +203,12 @@ typedef struct {
     int64_t support;       /* |S| */
     int64_t alphas;        /* multi-indices over S of degree <= g */
     int64_t q_monomials, k_monomials, kernels;
-    int64_t ffts;     /* (#u + #v)(dv+1) + #c, ALGORITHM.md 5's count (polyfft); an even and an
-                       * odd kernel share one transform, so under a symmetric mask fewer run */
-    int64_t fft_size; /* transform length N */
-    int64_t features; /* polyrope feature rank C(g + d, d) */
+    int64_t ffts;       /* (#u + #v)(dv+1) + #c, ALGORITHM.md 5's count (polyfft); an even and an
+                         * odd kernel share one transform, so under a symmetric mask fewer run */
+    int64_t fft_size;   /* transform length N */
+    fr_fft_backend fft; /* polyfft's FFT back end (auto resolved) */
+    const char *fft_precision;       /* its arithmetic: "double" or "single" */
+    int64_t features;                /* polyrope feature rank C(g + d, d) */
     double predicted_s[FR_NMETHODS]; /* cost model, seconds per batch entry; < 0: not applicable */
     /* The batch: which problem this is (fr_plan_get_info: the worst one), the bounds it was
      * planned on (its own; zero without bounds) and the R the polynomial was fitted on (the

@@ -212,10 +212,11 @@ void fr__bounds_finish(const fr_problem *p, double qn, double kn, double wnorm, 
 
 /* ---- method back ends ------------------------------------------------------------------------ */
 
-/* polyfft (core/polyfft.c): coef[0..degree] are the monomial coefficients of P. */
+/* polyfft (core/polyfft.c): coef[0..degree] are the monomial coefficients of P; fft the FFT
+ * back end (FR_FFT_AUTO: fr__fft_resolve's), whose precision the spectra and their sums take. */
 typedef struct fr__polyfft fr__polyfft;
 int fr__polyfft_create(fr__polyfft **pl, const fr_problem *p, const double *coef, int degree,
-                       int literal, char *err, size_t errlen);
+                       int literal, fr_fft_backend fft, char *err, size_t errlen);
 int fr__polyfft_execute(const fr__polyfft *pl, const double *q, const double *k, const double *v,
                         double *out, char *err, size_t errlen);
 void fr__polyfft_info(const fr__polyfft *pl, fr_plan_info *info); /* fills the count fields */
@@ -223,14 +224,18 @@ void fr__polyfft_free(fr__polyfft *pl);
 /* fr__polyfft_create with explicit memory budgets (bytes of stored kernel spectra; bytes of a
  * pass's spectra of one degree), so tests can force each storage mode and column blocking. */
 int fr__polyfft_create_budget(fr__polyfft **pl, const fr_problem *p, const double *coef, int degree,
-                              int literal, int64_t plan_budget, int64_t exec_budget, char *err,
-                              size_t errlen);
+                              int literal, fr_fft_backend fft, int64_t plan_budget,
+                              int64_t exec_budget, char *err, size_t errlen);
 /* Where the kernel spectra live: 1 kept by the plan, 2 computed by each pass, -1 literal. */
 int fr__polyfft_mode(const fr__polyfft *pl);
 /* Threads of one execution (1 for small problems), and the rows each execution computes
  * exactly (too few keys for the float FFTs). */
 int fr__polyfft_threads(const fr__polyfft *pl);
 int64_t fr__polyfft_rows_recomputed(const fr__polyfft *pl);
+/* fr_predict_times with polyfft's (and polyfft-literal's) time on FFT back end fft
+ * (core/cost.c); fr_predict_times is this with FR_FFT_AUTO. */
+void fr__predict_times_fft(const fr_problem *p, int degree, int64_t support, fr_fft_backend fft,
+                           double *t);
 
 /* polyrope (core/polyrope.c): the factorised path, RoPE family only. */
 typedef struct fr__polyrope fr__polyrope;

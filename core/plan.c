@@ -195,9 +195,11 @@ int fr__subplan_create(fr__subplan **out, const fr_problem *p, const fr_bounds *
     double *coef = NULL;
     st = decide(p, bounds, opt, &pl->info, &coef, err, errlen);
     fr_plan_info *info = &pl->info;
+    info->fft = fr__fft_resolve(opt->fft);
+    info->fft_precision = fr__fft_precision(info->fft);
     if (!st && (info->method == FR_METHOD_POLYFFT || info->method == FR_METHOD_POLYFFT_LITERAL)) {
         st = fr__polyfft_create(&pl->polyfft, p, coef, info->degree,
-                                info->method == FR_METHOD_POLYFFT_LITERAL, err, errlen);
+                                info->method == FR_METHOD_POLYFFT_LITERAL, opt->fft, err, errlen);
         if (!st) fr__polyfft_info(pl->polyfft, info);
     } else if (!st && info->method == FR_METHOD_POLYROPE) {
         st = fr__polyrope_create(&pl->polyrope, p, coef, info->degree, err, errlen);
@@ -238,7 +240,9 @@ fr_status fr_plan_estimate(const fr_problem *p0, const fr_bounds *bounds, const 
     if (st || info->degree < 0) return st;
     int64_t d = p->d;
     if (fr__rope_family(p, NULL, 0)) info->features = fr__binom(info->degree + d, d);
-    info->fft_size = fr__fft_fast_size(2 * p->n - 1);
+    info->fft_size = fr__fft_fast_size(opt->fft, 2 * p->n - 1);
+    info->fft = fr__fft_resolve(opt->fft);
+    info->fft_precision = fr__fft_precision(info->fft);
     if (p->rot.kind != FR_ROT_EXPLICIT || !p->rot.w) {
         /* Closed forms: enumerating the terms (what the plan does) costs seconds at larger
          * degrees, and `check` estimates every set of a dump. */

@@ -4,7 +4,7 @@
  *   num_i[x] = sum_alpha coef_alpha u_alpha(i) sum_j c_alpha(j - i) v_alpha(j) x_j,  x in [V, 1]
  *
  * Every Toeplitz product is a circular convolution of length N (the kernel embedded at
- * (-delta) mod N, see kernel_table), done in the frequency domain: one forward FFT per
+ * (-delta) mod N, core/polyfft_kernels.c), done in the frequency domain: one forward FFT per
  * K-monomial and column, one per kernel monomial, one inverse per Q-monomial and column, and
  * the terms summed between them, spectrum by spectrum (core/polyfft_pass.c, which the backward
  * runs too). The plan keeps the kernel spectra when they fit PLAN_BUDGET (a batch then pays
@@ -12,7 +12,10 @@
  *
  * literal mode: the paper's algorithm as written, every alpha separately: one kernel FFT and
  * per column one forward and one inverse FFT, (2(dv+1)+1) #alpha FFTs. Exists so the benchmark
- * can show what the accumulation buys. */
+ * can show what the accumulation buys.
+ *
+ * The FFTs, spectra and spectral sums run in the FFT back end's precision (fr_options.fft): the
+ * plan records it, and the literal mode exists for both (core/polyfft_literal_t.h). */
 #include "polyfft_impl.h"
 
 #include <math.h>
@@ -20,143 +23,34 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Rows with fewer unmasked keys than this are recomputed exactly. Why: the float FFT's
+/* Rows with fewer unmasked keys than this are recomputed exactly. Why: a float FFT's
  * rounding is an absolute error spread evenly over the rows (~ 2^-24 sqrt(N) times the size of
  * the vectors), while D_i is ~ the number of keys of row i. A causal row 0 has one key: at
  * n = 65536 its error was 1.8e-3 (eps 1e-3 missed), row 127's 9e-7, row 1023's 6e-8. Exact rows
  * cost FIX_KEYS * d each, so ~FIX_KEYS^2 d for a causal mask: negligible next to the FFTs. The
- * threshold grows with n because the absolute error does (n/16, capped at 4096). */
+ * threshold grows with n because the absolute error does (n/16, capped at 4096). Kept for the
+ * double back end too: its error is 2^29 times smaller but has the same shape, and the rows
+ * cost next to nothing. */
 static int64_t fix_keys(int64_t n)
 {
     int64_t m = n / 16;
     return m < 16 ? 16 : m > 4096 ? 4096 : m;
 }
 
-/* ---- kernels ------------------------------------------------------------------------------ */
-
-/* out[0..len) = scale * c(delta) for delta = d0 .. d0 + len - 1 (kernel monomial c), a factor
- * at a time over contiguous offsets: vectorised, unlike a product per offset. */
-static void kernel_values(const fr__polyfft *pl, int64_t c, double scale, int64_t d0, int64_t len,
-                          double *out)
-{
-    const fr__monomials *m = &pl->m;
-    int64_t n = pl->p.n, L = 2 * n - 1;
-    const unsigned char *e = m->c_exp + c * m->nk;
-    for (int64_t i = 0; i < len; i++)
-        out[i] = scale;
-    for (int k = 0; k < m->nk; k++) {
-        const double *f = m->ftab + k * L + d0 + n - 1;
-        for (int t = 0; t < e[k]; t++)
-            for (int64_t i = 0; i < len; i++)
-                out[i] *= f[i];
-    }
-}
-
-/* h += the circulant column of kernel monomial c times scale (see kernel_table). */
-static void kernel_table_add(const fr__polyfft *pl, int64_t c, double scale, float *h)
-{
-    enum { CH = 512 };
-    double v[CH];
-    int64_t N = pl->N;
-    for (int64_t d0 = pl->lo; d0 <= pl->hi; d0 += CH) {
-        int64_t len = pl->hi - d0 + 1 < CH ? pl->hi - d0 + 1 : CH;
-        kernel_values(pl, c, scale, d0, len, v);
-        int64_t i = 0;
-        for (; i < len && d0 + i <= 0; i++)
-            h[-(d0 + i)] += (float)v[i];
-        for (; i < len; i++)
-            h[N - (d0 + i)] += (float)v[i];
-    }
-}
-
-/* The circulant column of kernel monomial c, times scale: h[(-delta) mod N] = c(delta) for
- * delta in [lo, hi], 0 elsewhere. Then (h * x)_i = sum_j c(j - i) x_j for i < n: the
- * correlation the scores need. No wrap-around because N >= n + max(hi, -lo). The mask is this
- * range: it multiplies every kernel, the degree-0 (all-ones) one included. */
-static void kernel_table(const fr__polyfft *pl, int64_t c, double scale, float *h)
-{
-    memset(h, 0, (size_t)pl->N * sizeof *h);
-    kernel_table_add(pl, c, scale, h);
-}
-
-/* C (nb complex) = F(circulant column of c * scale); h: N + 2 + N floats of scratch. */
-static void kernel_spectrum(const fr__polyfft *pl, int64_t c, double scale, float *h, fr__cpx *C)
-{
-    kernel_table(pl, c, scale, h);
-    fr__fft_forward(pl->fft, h, C, (fr__cpx *)(h + pl->N + 2));
-}
-
-int64_t fr__polyfft_kernel_floats(const fr__polyfft *pl, int64_t c)
-{
-    return pl->kpar[c] == FR_PAR_NONE ? 2 * pl->nb : pl->nb;
-}
-
-/* One transform: kernel a's spectrum, or with b >= 0 an even and an odd kernel's at once. */
-static void kernel_job(const fr__polyfft *pl, int64_t a, int64_t b, float *h, float *const *out)
-{
-    int64_t nb = pl->nb;
-    double scale = 1.0 / (double)pl->N; /* the inverse transform's */
-    fr__cpx *C = (fr__cpx *)h;          /* the spectrum over the table, which the FFT consumed */
-    kernel_table(pl, a, scale, h);
-    if (b >= 0) kernel_table_add(pl, b, scale, h);
-    fr__fft_forward(pl->fft, h, C, (fr__cpx *)(h + pl->N + 2));
-    for (int k = 0; k < 2; k++) {
-        int64_t c = k ? b : a;
-        if (c < 0) break;
-        float *o = out[c];
-        /* An even kernel's spectrum is real, an odd one's imaginary: alone, the other part is
-         * rounding; paired, it is the other kernel's. */
-        if (pl->kpar[c] == FR_PAR_EVEN)
-            for (int64_t i = 0; i < nb; i++)
-                o[i] = C[i].re;
-        else if (pl->kpar[c] == FR_PAR_ODD)
-            for (int64_t i = 0; i < nb; i++)
-                o[i] = C[i].im;
-        else
-            memcpy(o, C, (size_t)nb * sizeof *C);
-    }
-}
-
-int fr__polyfft_kernel_spectra(const fr__polyfft *pl, const int64_t *list, int64_t cnt,
-                               float *const *out, const fr__thread_bufs *tb)
-{
-    int64_t *job = malloc((size_t)(2 * cnt + 2) * sizeof *job), nj = 0, ne = 0, no = 0;
-    if (!job) return 0;
-    /* Even kernels fill the first slots of the jobs, odd ones join them, the rest alone. */
-    for (int64_t i = 0; i < cnt; i++)
-        if (pl->kpar[list[i]] == FR_PAR_EVEN) {
-            job[2 * nj] = list[i];
-            job[2 * nj++ + 1] = -1;
-            ne++;
-        }
-    for (int64_t i = 0; i < cnt; i++) {
-        int64_t c = list[i];
-        if (pl->kpar[c] == FR_PAR_ODD && no < ne) {
-            job[2 * no++ + 1] = c;
-        } else if (pl->kpar[c] != FR_PAR_EVEN) {
-            job[2 * nj] = c;
-            job[2 * nj++ + 1] = -1;
-        }
-    }
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t j = 0; j < nj; j++)
-        kernel_job(pl, job[2 * j], job[2 * j + 1], tb->p[omp_get_thread_num()], out);
-    free(job);
-    return 1;
-}
-
+/* The plan's kernel spectra, all of them (MODE_KERNELS). */
 static int compute_kernels(fr__polyfft *pl)
 {
     int64_t nc = pl->m.nc, *list = malloc((size_t)(nc + 1) * sizeof *list);
-    float **out = malloc((size_t)(nc + 1) * sizeof *out);
+    void **out = malloc((size_t)(nc + 1) * sizeof *out);
     fr__thread_bufs hb = {0};
-    int ok = list && out && fr__thread_bufs_alloc(&hb, (size_t)(2 * pl->N + 2) * sizeof(float));
+    int ok = list && out && fr__thread_bufs_alloc(&hb, (size_t)pl->area_bytes);
     if (ok) {
         for (int64_t c = 0; c < nc; c++) {
             list[c] = c;
-            out[c] = pl->spec + pl->koff[c];
+            out[c] = (char *)pl->spec + pl->koff[c] * pl->rs;
         }
-        ok = fr__polyfft_kernel_spectra(pl, list, nc, out, &hb);
+        ok = pl->dbl ? fr__polyfft_kernel_spectra_d(pl, list, nc, (double *const *)out, &hb)
+                     : fr__polyfft_kernel_spectra_f(pl, list, nc, (float *const *)out, &hb);
     }
     fr__thread_bufs_free(&hb);
     free(list);
@@ -164,63 +58,18 @@ static int compute_kernels(fr__polyfft *pl)
     return ok;
 }
 
-/* Parity of every kernel monomial on the kept offsets [lo, hi], from its factors': even when
- * c(-delta) = c(delta), odd when c(-delta) = -c(delta), both exactly (RoPE's cos and sin of a
- * position that is odd in delta, clipped or not, under no mask or a window), else none (a
- * causal mask, a W without the symmetry). Then the parity of every (u, v) pair: its alphas'
- * common parity, or none. */
-static int kernel_parities(fr__polyfft *pl)
-{
-    const fr__monomials *m = &pl->m;
-    int64_t n = pl->p.n, L = 2 * n - 1;
-    unsigned char *fpar = malloc((size_t)m->nk + 1);
-    pl->kpar = malloc((size_t)m->nc + 1);
-    pl->ppar = malloc((size_t)m->npairs + 1);
-    if (!fpar || !pl->kpar || !pl->ppar) {
-        free(fpar);
-        return 0;
-    }
-    for (int k = 0; k < m->nk; k++) {
-        const double *f = m->ftab + k * L + n - 1; /* f[delta] */
-        int even = pl->lo == -pl->hi, odd = even && f[0] == 0;
-        for (int64_t dl = 1; dl <= pl->hi && (even || odd); dl++) {
-            even = even && f[dl] == f[-dl];
-            odd = odd && f[dl] == -f[-dl];
-        }
-        fpar[k] = even ? FR_PAR_EVEN : odd ? FR_PAR_ODD : FR_PAR_NONE;
-    }
-    for (int64_t c = 0; c < m->nc; c++) {
-        const unsigned char *e = m->c_exp + c * m->nk;
-        int none = pl->lo != -pl->hi, odd = 0;
-        for (int k = 0; k < m->nk; k++)
-            if (e[k]) {
-                none = none || fpar[k] == FR_PAR_NONE;
-                odd ^= fpar[k] == FR_PAR_ODD && (e[k] & 1);
-            }
-        pl->kpar[c] = none ? FR_PAR_NONE : odd ? FR_PAR_ODD : FR_PAR_EVEN;
-    }
-    for (int64_t q = 0; q < m->npairs; q++) {
-        unsigned char par = pl->kpar[m->a_c[m->p_first[q]]];
-        for (int64_t al = m->p_first[q]; al < m->p_first[q + 1]; al++)
-            if (pl->kpar[m->a_c[al]] != par) par = FR_PAR_NONE;
-        pl->ppar[q] = par;
-    }
-    free(fpar);
-    return 1;
-}
-
 /* ---- plan ------------------------------------------------------------------------------------ */
 
 int fr__polyfft_create(fr__polyfft **pl, const fr_problem *p, const double *coef, int degree,
-                       int literal, char *err, size_t errlen)
+                       int literal, fr_fft_backend fft, char *err, size_t errlen)
 {
-    return fr__polyfft_create_budget(pl, p, coef, degree, literal, PLAN_BUDGET, EXEC_BUDGET, err,
-                                     errlen);
+    return fr__polyfft_create_budget(pl, p, coef, degree, literal, fft, PLAN_BUDGET, EXEC_BUDGET,
+                                     err, errlen);
 }
 
 int fr__polyfft_create_budget(fr__polyfft **out, const fr_problem *p, const double *coef,
-                              int degree, int literal, int64_t plan_budget, int64_t exec_budget,
-                              char *err, size_t errlen)
+                              int degree, int literal, fr_fft_backend fft, int64_t plan_budget,
+                              int64_t exec_budget, char *err, size_t errlen)
 {
     *out = NULL;
     fr__polyfft *pl = calloc(1, sizeof *pl);
@@ -256,13 +105,19 @@ int fr__polyfft_create_budget(fr__polyfft **out, const fr_problem *p, const doub
         pl->hi = p->window;
     }
     if (p->causal && pl->hi > 0) pl->hi = 0;
-    st = fr__fft_create(&pl->fft, n + (pl->hi > -pl->lo ? pl->hi : -pl->lo), err, errlen);
+    st = fr__fft_create(&pl->fft, fft, n + (pl->hi > -pl->lo ? pl->hi : -pl->lo), err, errlen);
     if (st) {
         fr__polyfft_free(pl);
         return st;
     }
+    pl->dbl = fr__fft_is_double(fr__fft_backend(pl->fft));
+    pl->rs = pl->dbl ? sizeof(double) : sizeof(float);
     pl->N = fr__fft_len(pl->fft);
     pl->nb = fr__fft_bins(pl->fft);
+    pl->nbs = fr__fft_stride(pl->nb);
+    pl->area_spec = fr__align(pl->N * pl->rs);
+    pl->area_scratch = pl->area_spec + fr__align(pl->nb * 2 * pl->rs);
+    pl->area_bytes = pl->area_scratch + fr__align((int64_t)fr__fft_scratch_bytes(pl->fft));
 
     /* Keys of row i: j in [0, n) with j - i in [lo, hi]. */
     int64_t M0 = fix_keys(n);
@@ -282,23 +137,23 @@ int fr__polyfft_create_budget(fr__polyfft **out, const fr_problem *p, const doub
         }
     }
 
-    if (!kernel_parities(pl)) {
+    if (!fr__polyfft_parities(pl)) {
         fr__polyfft_free(pl);
         return fr__err(err, errlen, FR_ENOMEM, "out of memory creating the polyfft plan");
     }
     if (!literal) {
-        int64_t nc = pl->m.nc, floats = 0;
+        int64_t nc = pl->m.nc, reals = 0;
         if (!(pl->koff = malloc((size_t)(nc + 1) * sizeof *pl->koff))) {
             fr__polyfft_free(pl);
             return fr__err(err, errlen, FR_ENOMEM, "out of memory creating the polyfft plan");
         }
         for (int64_t c = 0; c < nc; c++) {
-            pl->koff[c] = floats;
-            floats += fr__polyfft_kernel_floats(pl, c);
+            pl->koff[c] = reals;
+            reals += fr__polyfft_kernel_reals(pl, c);
         }
-        if (floats * (int64_t)sizeof(float) <= plan_budget) {
+        if (reals * pl->rs <= plan_budget) {
             pl->mode = MODE_KERNELS;
-            pl->spec = fr__alloc_big((size_t)floats * sizeof(float));
+            pl->spec = fr__fft_alloc((size_t)(reals * pl->rs));
             if (!pl->spec || !compute_kernels(pl)) {
                 fr__polyfft_free(pl);
                 return fr__err(err, errlen, FR_ENOMEM, "out of memory for %lld kernel spectra",
@@ -331,6 +186,8 @@ void fr__polyfft_info(const fr__polyfft *pl, fr_plan_info *info)
     info->k_monomials = m->nv;
     info->kernels = m->nc;
     info->fft_size = pl->N;
+    info->fft = fr__fft_backend(pl->fft);
+    info->fft_precision = fr__fft_precision(info->fft);
     info->ffts = pl->literal ? (2 * cols + 1) * m->nalpha : (m->nu + m->nv) * cols + m->nc;
 }
 
@@ -350,58 +207,11 @@ void fr__polyfft_free(fr__polyfft *pl)
 
 /* ---- execution ------------------------------------------------------------------------------- */
 
-/* num += the literal algorithm's sums; xv = [V, 1] (n x cols). */
-static int exec_literal(const fr__polyfft *pl, const double *q, const double *k, const double *xv,
-                        double *num)
-{
-    const fr__monomials *m = &pl->m;
-    int64_t n = pl->p.n, N = pl->N, nb = pl->nb, cols = pl->p.dv + 1, d = pl->p.d;
-    int T = omp_get_max_threads();
-    double *acc = calloc((size_t)(T * cols * n), sizeof *acc);
-    double *monos = malloc((size_t)(T * 2 * n) * sizeof *monos);
-    float *bufs = malloc((size_t)(T * (2 * N + 2)) * sizeof *bufs);
-    fr__cpx *specs = malloc((size_t)(2 * T * nb) * sizeof *specs);
-    double *qt = fr__transpose(q, n, d), *kt = fr__transpose(k, n, d);
-    double *xt = fr__transpose(xv, n, cols);
-    int ok = acc && monos && bufs && specs && qt && kt && xt;
-    if (ok) {
-#pragma omp parallel
-        {
-            int t = omp_get_thread_num();
-            float *buf = bufs + t * (2 * N + 2);
-            fr__cpx *S = (fr__cpx *)(buf + N + 2), *Kc = specs + 2 * t * nb, *Z = Kc + nb;
-            double *a = acc + t * cols * n, *mu = monos + t * 2 * n, *mv = mu + n;
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t al = 0; al < m->nalpha; al++) {
-                kernel_spectrum(pl, m->a_c[al], m->a_coef[al] / (double)N, buf, Kc);
-                fr__polyfft_mono(pl, m->v_exp + m->a_v[al] * d, kt, mv);
-                fr__polyfft_mono(pl, m->u_exp + m->a_u[al] * d, qt, mu);
-                for (int64_t col = 0; col < cols; col++) {
-                    fr__polyfft_fill(pl, mv, xt + col * n, buf);
-                    fr__fft_forward(pl->fft, buf, Z, S);
-                    for (int64_t b = 0; b < nb; b++) {
-                        fr__cpx z = Z[b], c = Kc[b];
-                        Z[b].re = z.re * c.re - z.im * c.im;
-                        Z[b].im = z.re * c.im + z.im * c.re;
-                    }
-                    fr__fft_inverse(pl->fft, Z, buf, S);
-                    fr__polyfft_gather(n, mu, buf, a + col * n);
-                }
-            }
-        }
-        for (int t = 0; t < T; t++)
-            for (int64_t i = 0; i < cols * n; i++)
-                num[i] += acc[t * cols * n + i];
-    }
-    free(acc);
-    free(monos);
-    free(bufs);
-    free(specs);
-    free(qt);
-    free(kt);
-    free(xt);
-    return ok;
-}
+#define FR_T_DOUBLE 0
+#include "polyfft_literal_t.h"
+#undef FR_T_DOUBLE
+#define FR_T_DOUBLE 1
+#include "polyfft_literal_t.h"
 
 /* Below this many transform points per execution (FFTs x N) a problem runs on one thread: its
  * parallel regions cost more than they share, and far more when the cores are busy (a batch
@@ -444,7 +254,10 @@ static int execute(const fr__polyfft *pl, const double *q, const double *k, cons
             xv[j * cols + dv] = 1;
         }
         fr__pass ps = {.transposed = 0, .xin = k, .xout = q, .ain = xv, .num = num};
-        ok = pl->literal ? exec_literal(pl, q, k, xv, num) : fr__polyfft_pass(pl, &ps);
+        if (pl->literal)
+            ok = pl->dbl ? exec_literal_d(pl, q, k, xv, num) : exec_literal_f(pl, q, k, xv, num);
+        else
+            ok = fr__polyfft_pass(pl, &ps);
     }
     free(xv);
     if (!ok) {

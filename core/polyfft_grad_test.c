@@ -1,14 +1,18 @@
-/* polyfft_grad_test.c - the polyfft backward is the exact derivative of the polyfft forward
+/* polyfft_grad_test.c - on every FFT back end (each test runs once per back end, cur_fft), and
+ * to ~1e-9 of exact attention's gradient on double FFTW:
+ * the polyfft backward is the exact derivative of the polyfft forward
  * (central differences of fr_execute with a forced, low degree, so that the polynomial differs
  * visibly from exp), and close to exact attention's gradient when the degree comes from eps;
  * every rotation kind and mask, n = 1, odd n, dv != d, dout and target, every storage mode, the
  * recompute path for dQ (y_u over budget), column blocks, and the literal plan. */
+#include "fft.h"
 #include "internal.h"
 #include "test.h"
 
 #include <string.h>
 
 static char err[300];
+static fr_fft_backend cur_fft = FR_FFT_KISSFFT; /* the back end the tests run on */
 
 typedef struct {
     fr_problem p;
@@ -48,6 +52,7 @@ static fr_plan *plan_for(const prob *x, int degree, double eps)
     if (fr_bounds_compute(&x->p, x->q, x->k, x->v, &b, err, sizeof err)) return NULL;
     fr_options o = fr_options_default();
     o.method = FR_METHOD_POLYFFT;
+    o.fft = cur_fft;
     o.degree = degree;
     o.eps = eps;
     fr_plan *pl;
@@ -289,7 +294,8 @@ static void test_modes(void)
     int64_t cnt[3] = {n * d, n * d, n * dv};
     for (int t = 0; t < 3; t++)
         cur[t] = malloc(cnt[t] * sizeof(double));
-    int64_t spec = 4 * 128; /* bytes per spectrum at this n is a few hundred: budgets below */
+    int64_t rs = fr__fft_is_double(cur_fft) ? 8 : 4; /* bytes of a real in the back end */
+    int64_t spec = rs * 128; /* bytes per spectrum at this n is a few hundred: budgets below */
     struct {
         const char *name;
         int literal;
@@ -300,13 +306,13 @@ static void test_modes(void)
         {"stream", 0, 0, (int64_t)1 << 30, 2},
         {"kernels, blocks of one column, dQ recomputed", 0, (int64_t)1 << 30, 1, 1},
         {"stream, blocks of one column", 0, 0, 1, 2},
-        {"kernels, 10 of 35 y_u kept", 0, (int64_t)1 << 30, 10 * 4 * 47 * 4, 1},
-        {"kernels, 20 of 35 y_u kept", 0, 40 * spec, 20 * 4 * 47 * 4, 1},
+        {"kernels, 10 of 35 y_u kept", 0, (int64_t)1 << 30, 10 * 4 * 47 * rs, 1},
+        {"kernels, 20 of 35 y_u kept", 0, 40 * spec, 20 * 4 * 47 * rs, 1},
         {"literal", 1, 0, (int64_t)1 << 30, -1},
     };
     for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
         fr__polyfft *pl;
-        int st = fr__polyfft_create_budget(&pl, &p, coef, g, cfg[c].literal, cfg[c].plan,
+        int st = fr__polyfft_create_budget(&pl, &p, coef, g, cfg[c].literal, cur_fft, cfg[c].plan,
                                            cfg[c].exec, err, sizeof err);
         T_CHECK(st == 0, "%s: %s", cfg[c].name, err);
         if (st) continue;
@@ -354,7 +360,7 @@ static double loss_w(const fr_problem *p, const double *coef, int g, const prob 
                      double *out)
 {
     fr__polyfft *pl;
-    if (fr__polyfft_create(&pl, p, coef, g, 0, err, sizeof err)) return NAN;
+    if (fr__polyfft_create(&pl, p, coef, g, 0, cur_fft, err, sizeof err)) return NAN;
     int st = fr__polyfft_execute(pl, x->q, x->k, x->v, out, err, sizeof err);
     fr__polyfft_free(pl);
     if (st) return NAN;
@@ -380,7 +386,7 @@ static void check_dw_fd(const char *name, fr_problem p, int g, int target)
     T_REQUIRE(fr_bounds_compute(&p, x.q, x.k, x.v, &b, err, sizeof err) == 0, "%s", err);
     T_REQUIRE(fr_poly_fit(b.R, g, coef, &eta, err, sizeof err) == 0, "%s", err);
     fr__polyfft *pl;
-    T_REQUIRE(fr__polyfft_create(&pl, &p, coef, g, 0, err, sizeof err) == 0, "%s", err);
+    T_REQUIRE(fr__polyfft_create(&pl, &p, coef, g, 0, cur_fft, err, sizeof err) == 0, "%s", err);
     double *dw = malloc(L * dd * sizeof *dw), *out = malloc(n * dv * sizeof *out);
     double *gq = malloc(n * d * sizeof *gq), *gk = malloc(n * d * sizeof *gk),
            *gv = malloc(n * dv * sizeof *gv);
@@ -512,13 +518,62 @@ static void test_errors(void)
     drop(&x);
 }
 
+/* Double FFTW: at a degree where the polynomial is exp to ~1e-13, the gradient is exact
+ * attention's to ~1e-9 (float FFTs stop near 1e-6), with every mask. */
+static void test_double_precise(void)
+{
+    if (!fr__fft_is_double(cur_fft)) return;
+    fr_problem ps[3];
+    ps[0] = fr_problem_default(61, 4, 3);
+    ps[1] = ps[0];
+    ps[1].causal = 1;
+    ps[2] = fr_problem_default(50, 4, 4);
+    ps[2].rot.kind = FR_ROT_CLIP;
+    ps[2].rot.clip = 7;
+    ps[2].window = 20;
+    for (int k = 0; k < 3; k++) {
+        prob x;
+        fr_problem p = ps[k];
+        make(&x, p, 1, 31 + k);
+        int64_t n = p.n, d = p.d, dv = p.dv, cnt[3] = {n * d, n * d, n * dv};
+        fr_plan *pl = plan_for(&x, 12, 1e-3);
+        T_REQUIRE(pl, "%s", err);
+        double *f[3], *e[3];
+        for (int t = 0; t < 3; t++) {
+            f[t] = malloc(cnt[t] * sizeof(double));
+            e[t] = malloc(cnt[t] * sizeof(double));
+        }
+        int s1 = fr_execute_backward(pl, x.q, x.k, x.v, x.up, NULL, NULL, f[0], f[1], f[2], NULL,
+                                     NULL, NULL, err, sizeof err);
+        int s2 = fr_exact_backward(&p, x.q, x.k, x.v, x.up, NULL, NULL, e[0], e[1], e[2], NULL,
+                                   NULL, err, sizeof err);
+        T_CHECK(s1 == 0 && s2 == 0, "problem %d: %s", k, err);
+        for (int t = 0; !s1 && !s2 && t < 3; t++) {
+            double r = rel(f[t], e[t], cnt[t]);
+            T_CHECK(r <= 1e-9, "problem %d: gradient %d off by %.3g normwise", k, t, r);
+        }
+        for (int t = 0; t < 3; t++) {
+            free(f[t]);
+            free(e[t]);
+        }
+        fr_plan_free(pl);
+        drop(&x);
+    }
+}
+
 int main(void)
 {
-    T_RUN(test_finite_differences);
-    T_RUN(test_fd_explicit);
-    T_RUN(test_against_exact);
-    T_RUN(test_modes);
-    T_RUN(test_dw);
-    T_RUN(test_errors);
+    fr_fft_backend all[3] = {FR_FFT_KISSFFT, FR_FFT_FFTW, FR_FFT_FFTW_FLOAT};
+    for (int b = 0; b < 3; b++) {
+        cur_fft = all[b];
+        printf("# FFT back end %s\n", fr_fft_name(cur_fft));
+        T_RUN(test_finite_differences);
+        T_RUN(test_fd_explicit);
+        T_RUN(test_against_exact);
+        T_RUN(test_modes);
+        T_RUN(test_dw);
+        T_RUN(test_errors);
+        T_RUN(test_double_precise);
+    }
     return t_done();
 }

@@ -4,7 +4,7 @@
 # `make test` can call it every time.
 set -eu
 
-PKGS="build-essential pkg-config libkissfft-dev libcjson-dev libzip-dev zlib1g-dev python3-numpy"
+PKGS="build-essential pkg-config libkissfft-dev libfftw3-dev libcjson-dev libzip-dev zlib1g-dev python3-numpy"
 # PyTorch for scripts/fastrope_torch.py and its tests; GNU parallel for the sharded check of
 # scripts/examples/check_parallel.sh (tested by make test).
 PKGS="$PKGS python3-torch parallel"

@@ -81,7 +81,7 @@ class PlanInfo(ctypes.Structure):
                 ("eta", c_double), ("a_priori_bound", c_double), ("support", c_int64),
                 ("alphas", c_int64), ("q_monomials", c_int64), ("k_monomials", c_int64),
                 ("kernels", c_int64), ("ffts", c_int64), ("fft_size", c_int64),
-                ("features", c_int64), ("predicted_s", c_double * NMETHODS),
+                ("fft", c_int), ("fft_precision", ctypes.c_char_p), ("features", c_int64), ("predicted_s", c_double * NMETHODS),
                 ("entry", c_int64), ("bounds", Bounds), ("fit_R", c_double),
                 ("plans", c_int64)]
 
@@ -140,6 +140,8 @@ _PROTOTYPES = {
     "fr_options_default": (Options, []),
     "fr_method_name": (ctypes.c_char_p, [c_int]),
     "fr_method_parse": (c_int, [ctypes.c_char_p, P(c_int)]),
+    "fr_fft_name": (ctypes.c_char_p, [c_int]),
+    "fr_fft_parse": (c_int, [ctypes.c_char_p, P(c_int)]),
     "fr_find_nonfinite": (c_int64, [_D, c_int64]),
     "fr_bounds_compute": (c_int, [P(Problem), _D, _D, _D, P(Bounds), ctypes.c_char_p,
                                   ctypes.c_size_t]),
@@ -193,6 +195,8 @@ def to_dict(s, method_name):
         x = getattr(s, name)
         if name == "method":
             x = method_name(x)
+        elif name == "fft":
+            x = library().fr_fft_name(x).decode()
         elif name == "predicted_s":
             x = {method_name(m): x[m] for m in range(NMETHODS) if x[m] >= 0}
         elif isinstance(x, ctypes.Structure):
