@@ -54,6 +54,12 @@ static int parse_method(const char *flag, const char *value, void *field)
 static const cli_choice pairs[] = {
     {"interleaved", FR_PAIRS_INTERLEAVED}, {"half", FR_PAIRS_HALF}, {NULL, 0}};
 
+static const cli_choice ffts[] = {{"auto", FR_FFT_AUTO},
+                                  {"kissfft", FR_FFT_KISSFFT},
+                                  {"fftw", FR_FFT_FFTW},
+                                  {"fftw-float", FR_FFT_FFTW_FLOAT},
+                                  {NULL, 0}};
+
 static const cli_choice presets[] = {{"paper", CLI_PRESET_PAPER},
                                      {"llama", CLI_PRESET_LLAMA},
                                      {"neox", CLI_PRESET_NEOX},
@@ -95,6 +101,9 @@ const cli_opt cli_attn_table[] = {
     OPT_INT("degree", cli_attn, opt.degree, 0, 64, "G", "force the polynomial degree"),
     OPT_INT("max-degree", cli_attn, opt.max_degree, 0, 64, "G",
             "above it the fast methods refuse, auto uses exact (24)"),
+    OPT_CHOICE("fft", cli_attn, opt.fft, ffts, "F",
+               "polyfft's FFTs: kissfft (single precision), fftw (double), fftw-float, or auto: "
+               "the fastest that meets eps (auto)"),
     OPT_END};
 const cli_opt cli_limits_table[] = {
     OPT_GROUP("Limits (checked before anything is allocated):"),

@@ -4,6 +4,7 @@
  * output written into its staging and all committed together, or none. */
 #include "job.h"
 #include "report.h"
+#include "wisdom.h"
 
 #include <errno.h>
 #include <math.h>
@@ -193,8 +194,11 @@ static int compute(job *j, const job_spec *spec, void *cmd, char *refusal, size_
     opt.progress = progress;
     opt.progress_user = j;
     fr_plan *plan = NULL;
+    cli_wisdom wis; /* FFTW's plans measured by earlier runs on this machine */
+    cli_wisdom_load(&wis);
     double tc = cli_now();
     int st = fr_plan_create(&plan, &j->p, j->bounds, &opt, err, sizeof err);
+    cli_wisdom_save(&wis);
     if (st == EXIT_ACCURACY) {
         snprintf(refusal, len, "%s", err);
         return refused(j, err);

@@ -109,6 +109,9 @@ void rep_plan(cJSON *r, const fr_plan_info *info)
             add_count(o, "kernels", info->kernels);
             add_count(o, "ffts", info->ffts);
             add_count(o, "fft_size", info->fft_size);
+            cJSON_AddStringToObject(o, "fft", fr_fft_name(info->fft));
+            if (info->fft_precision)
+                cJSON_AddStringToObject(o, "fft_precision", info->fft_precision);
         }
     } else {
         cJSON_AddNullToObject(r, "poly");

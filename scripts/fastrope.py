@@ -64,7 +64,7 @@ _FLAGS = {"rope", "no_rope", "causal", "no_causal", "strict", "grad_w", "recursi
 # The attention options every computing command shares (cmd/attn.c), and the input limits.
 _ATTENTION = {"rope", "rope_base", "rope_pairs", "rope_scale", "rotary_dim", "rope_clip",
               "no_rope", "preset", "scale", "causal", "no_causal", "window", "method", "eps",
-              "degree", "max_degree"}
+              "degree", "max_degree", "fft"}
 _LIMITS = {"max_elements", "max_bytes"}
 # check's own options (format: the helper reads jsonl, and returns table and csv as text).
 _CHECK = {"recursive", "names", "per_head", "format", "shard", "check_rows", "tol"}
@@ -377,7 +377,7 @@ def run(q, k, v, w=None, **options):
 
     w: None (the rotation from the options: RoPE by default), an explicit W array
     [2n-1, d, d] (or with q's leading axes in front), or the path of a W file.
-    Options: causal, window, method, eps, degree, max_degree, scale, rope, rope_base,
+    Options: causal, window, method, eps, degree, max_degree, fft, scale, rope, rope_base,
     rope_pairs, rope_scale, rotary_dim, rope_clip, no_rope, check_rows, dtype, strict;
     binary, timeout (seconds), quiet (False: fastrope's summary goes to sys.stderr),
     extra_args (further raw flags). Returns (out, report): out has q's leading axes and
@@ -490,6 +490,15 @@ def _method_code(name):
     return code.value
 
 
+def _fft_code(name):
+    lib = capi.library()
+    code = ctypes.c_int()
+    if lib.fr_fft_parse(str(name).encode(), ctypes.byref(code)) != 0:
+        names = ", ".join(lib.fr_fft_name(b).decode() for b in range(4))
+        raise _usage(f"fft={name!r}: not one of {names}")
+    return code.value
+
+
 def _method_name(code):
     return capi.library().fr_method_name(code).decode()
 
@@ -556,6 +565,7 @@ class _Attention:
             if "degree" in given else None
         self.max_degree = _number("max_degree", opts["max_degree"], 0, 64, whole=True) \
             if "max_degree" in given else None
+        self.fft = _fft_code(opts.get("fft") or "auto")
 
     def tau(self, d):
         if self.scale == "sdpa":
@@ -813,6 +823,7 @@ class _Call:
             opt.degree = a.degree
         if a.max_degree is not None:
             opt.max_degree = a.max_degree
+        opt.fft = a.fft
         opt.precision = capi.F32 if self.single else capi.F64
         opt.progress = self.progress.fn
         self.eps = opt.eps
@@ -989,7 +1000,7 @@ def attention(q, k, v, w=None, **options):
     in the last leading axis: grouped-query attention, or one head for all). w: None (the
     rotation from the options), an explicit W [2n-1, d, d] (or with q's leading axes in
     front), or a W file. Options as `fastrope run`'s: causal, no_causal, window, method, eps,
-    degree, max_degree, scale, rope, no_rope, rope_clip, rope_base, rope_pairs, rope_scale,
+    degree, max_degree, fft, scale, rope, no_rope, rope_clip, rope_base, rope_pairs, rope_scale,
     rotary_dim, preset, check_rows (default 0 here: no check, unless strict), dtype (default:
     float32 when q, k and v are, else float64), strict; and out= (an array to fill: C-contiguous
     float64 of the output's shape), progress= (a callable(phase, fraction); true cancels).
