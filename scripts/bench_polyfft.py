@@ -1,16 +1,23 @@
 #!/usr/bin/python3
-"""bench_polyfft.py - the polynomial + FFT pipeline: polyfft (spectral accumulation) vs
-polyfft-literal (the paper's algorithm as written) vs exact attention.
+"""bench_polyfft.py - the polynomial + FFT pipeline: polyfft (spectral accumulation) on each
+FFT back end (KissFFT, FFTW double, FFTW float) vs polyfft-literal (the paper's algorithm as
+written) vs exact attention.
 
     FASTROPE=build/fastrope /usr/bin/python3 scripts/bench_polyfft.py [--quick] [--out DIR]
 
 For d in {4, 8}, clipped RoPE (C = 64, the general-W path) and standard RoPE, and n in
-{1K, 4K, 16K, 64K, 256K} (B = 1, one head, eps 1e-3), runs `fastrope run --method M` and reads
-`time_s.compute` from the report. polyfft-literal runs only while its next size is predicted
-(n log n from the last one) to stay under --literal-timeout. Exact is measured up to
---exact-max-n and beyond that extrapolated as c n^2 from the largest measured size (marked '~'
-in the table, `extrapolated` in the CSV). Also the peak memory of polyfft at n = 2^20, d = 4,
-standard RoPE (/usr/bin/time -v), unless --quick or --no-mem.
+{1K, 4K, 16K, 64K, 256K} (B = 1, one head, eps 1e-3), runs `fastrope run --method M [--fft F]`
+and reads `time_s.compute` from the report. polyfft-literal (on the default back end) runs only
+while its next size is predicted (n log n from the last one) to stay under --literal-timeout.
+Exact is measured up to --exact-max-n and beyond that extrapolated as c n^2 from the largest
+measured size (marked '~' in the table, `extrapolated` in the CSV). Also the peak memory of
+polyfft at n = 2^20, d = 4, standard RoPE (/usr/bin/time -v) on each FFTW back end, unless
+--quick or --no-mem.
+
+FFTW measures its plans once per machine and size and keeps them (wisdom) in the cache directory
+($XDG_CACHE_HOME/fastrope): before timing an FFTW back end at a size, one cheap untimed run
+(--degree 0) makes sure the plans are there, so the figures are those of every run after the
+first on this machine.
 
 Every method's run that takes under --repeat-below seconds is repeated, best of --repeat (3):
 this VM's timings drift by 10-20% from run to run, and the crossover compares close numbers.
@@ -32,7 +39,10 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 FASTROPE = os.environ.get("FASTROPE") or os.path.join(HERE, "..", "build", "fastrope")
 ROTATIONS = {"clip64": ["--rope-clip", "64"], "rope": ["--rope"]}
-METHODS = ["polyfft", "polyfft-literal", "exact"]
+FFTS = ["kissfft", "fftw", "fftw-float"]
+# A method column: the CLI method and its FFT back end (None: the default).
+COLUMNS = {"polyfft-" + f: ("polyfft", f) for f in FFTS}
+COLUMNS.update({"polyfft-literal": ("polyfft-literal", None), "exact": ("exact", None)})
 
 
 def run(args, timeout, prefix=()):
@@ -48,14 +58,30 @@ def run(args, timeout, prefix=()):
     return err, None
 
 
-def time_method(inp, rot, method, eps, tmp, timeout, repeat=1, repeat_below=0.0):
+def fft_args(fft):
+    return ["--fft", fft] if fft else []
+
+
+def prime_wisdom(inp, rot, fft, tmp, timeout):
+    """One untimed polyfft run of degree 0 (a handful of transforms) on FFTW, so that the plans of
+    this transform size are measured and in the wisdom before anything is timed."""
+    if fft and fft.startswith("fftw"):
+        run(["run", "--input", inp] + ROTATIONS[rot] + ["--method", "polyfft", "--degree", "0"] +
+            fft_args(fft) + ["-o", os.path.join(tmp, "out.npy"), "--check-rows", "0", "--quiet"],
+            timeout)
+
+
+def time_method(inp, rot, column, eps, tmp, timeout, repeat=1, repeat_below=0.0):
     """The report of the fastest of up to `repeat` runs (one when the first takes longer than
     repeat_below seconds)."""
     rep = os.path.join(tmp, "rep.json")
+    method, fft = COLUMNS[column]
+    prime_wisdom(inp, rot, fft, tmp, timeout)
     best = None
     for i in range(repeat):
         _, err = run(["run", "--input", inp] + ROTATIONS[rot] +
-                     ["--method", method, "--eps", eps, "-o", os.path.join(tmp, "out.npy"),
+                     ["--method", method, "--eps", eps] + fft_args(fft) +
+                     ["-o", os.path.join(tmp, "out.npy"),
                       "--report", rep, "--check-rows", "0", "--quiet"], timeout)
         if err:
             return None, err
@@ -105,11 +131,12 @@ def crossover(ns, fast, slow):
     return None
 
 
-def peak_memory(n, d, eps, tmp, timeout):
+def peak_memory(n, d, eps, fft, tmp, timeout):
     inp = gen(n, d, 1, tmp)
-    err, e = run(["run", "--input", inp, "--rope", "--method", "polyfft", "--eps", eps, "-o",
-                  os.path.join(tmp, "out.npy"), "--check-rows", "0", "--quiet"], timeout,
-                 prefix=["/usr/bin/time", "-v"])
+    prime_wisdom(inp, "rope", fft, tmp, timeout)
+    err, e = run(["run", "--input", inp, "--rope", "--method", "polyfft", "--eps", eps] +
+                 fft_args(fft) + ["-o", os.path.join(tmp, "out.npy"), "--check-rows", "0",
+                                  "--quiet"], timeout, prefix=["/usr/bin/time", "-v"])
     if e:
         return None, e
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", err)
@@ -126,7 +153,11 @@ def main():
     ap.add_argument("--exact-max-n", type=int, default=16384)
     ap.add_argument("--literal-timeout", type=float, default=180.0)
     ap.add_argument("--timeout", type=float, default=1800.0)
-    ap.add_argument("--no-mem", action="store_true", help="skip the peak memory run at 2^20")
+    ap.add_argument("--no-mem", action="store_true", help="skip the peak memory runs at 2^20")
+    ap.add_argument("--ffts", default=",".join(FFTS),
+                    help="comma list of FFT back ends for polyfft (default all: %s)" %
+                    ",".join(FFTS))
+    ap.add_argument("--no-literal", action="store_true", help="skip polyfft-literal")
     ap.add_argument("--repeat", type=int, default=3, help="best of this many runs ...")
     ap.add_argument("--repeat-below", type=float, default=10.0,
                     help="... for runs shorter than this many seconds")
@@ -134,10 +165,18 @@ def main():
     dims = [int(x) for x in (a.dims or ("4" if a.quick else "4,8")).split(",")]
     sizes = [int(x) for x in (a.sizes or ("256,1024" if a.quick else
                                            "1024,4096,16384,65536,262144")).split(",")]
+    ffts = [f for f in a.ffts.split(",") if f]
+    bad = [f for f in ffts if f not in FFTS]
+    if bad:
+        sys.exit("--ffts: unknown back end(s) %s (known: %s)" % (",".join(bad), ",".join(FFTS)))
+    fast = ["polyfft-" + f for f in ffts]
+    methods = fast + ([] if a.no_literal else ["polyfft-literal"]) + ["exact"]
+    fftw_cols = [m for m in fast if "fftw" in m]
     if a.quick:
         a.exact_max_n = min(a.exact_max_n, 1024)
     os.makedirs(a.out, exist_ok=True)
     rows = []
+    mems = {}
     with tempfile.TemporaryDirectory() as tmp:
         for d in dims:
             for rot in ROTATIONS:
@@ -146,7 +185,7 @@ def main():
                 for n in sizes:
                     inp = gen(n, d, 1, tmp)
                     row = {"d": d, "rotation": rot, "n": n}
-                    for m in METHODS:
+                    for m in methods:
                         t, note = None, ""
                         if m == "polyfft-literal" and lit_last:
                             n0, t0 = lit_last
@@ -164,7 +203,7 @@ def main():
                                 note = err
                             else:
                                 t = rep["time_s"]["compute"]
-                                if m == "polyfft":
+                                if m in fast:
                                     row["degree"] = (rep.get("poly") or {}).get("degree")
                                 if m == "polyfft-literal":
                                     lit_last = (n, t)
@@ -176,23 +215,33 @@ def main():
                     print("d=%d %-6s n=%-7d %s" % (d, rot, n, "  ".join(
                         "%s=%s%s" % (m, "~" if row[m + "_note"] == "extrapolated" else "",
                                      "%.4g" % row[m] if row[m] is not None else "-")
-                        for m in METHODS)), flush=True)
-        mem = None
+                        for m in methods)), flush=True)
         if not a.quick and not a.no_mem:
-            mem, err = peak_memory(1 << 20, 4, a.eps, tmp, a.timeout)
-            if err:
-                print("peak memory run failed: " + err)
+            for m in fast:
+                mem, err = peak_memory(1 << 20, 4, a.eps, COLUMNS[m][1], tmp, a.timeout)
+                if err:
+                    print("peak memory run (%s) failed: %s" % (m, err))
+                else:
+                    mems[m] = mem
+
+    def best_fftw(r):
+        ts = [(r[m], m) for m in fftw_cols if r.get(m)]
+        return min(ts) if ts else (None, None)
 
     path = os.path.join(a.out, "bench_polyfft.csv")
-    keys = ["d", "rotation", "n", "degree"] + sum([[m, m + "_note"] for m in METHODS], [])
+    keys = ["d", "rotation", "n", "degree"] + sum([[m, m + "_note"] for m in methods], [])
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow(r)
 
-    print("\n%-3s %-7s %8s %4s %12s %16s %12s %9s" % ("d", "rot", "n", "g", "polyfft s",
-                                                       "literal s", "exact s", "speedup"))
+    short = {"polyfft-kissfft": "kissfft s", "polyfft-fftw": "fftw s",
+             "polyfft-fftw-float": "fftw-f s", "polyfft-literal": "literal s", "exact": "exact s"}
+    extra = ["vs kiss", "vs exact"] if fftw_cols else ["vs exact"]
+    print("\n%-3s %-7s %8s %4s " % ("d", "rot", "n", "g") +
+          " ".join("%11s" % short[m] for m in methods) + " " +
+          " ".join("%9s" % e for e in extra))
     summary = []
     for d in dims:
         for rot in ROTATIONS:
@@ -202,23 +251,31 @@ def main():
                     if r[m] is None:
                         return "-"
                     return ("~" if r[m + "_note"] == "extrapolated" else "") + "%.4g" % r[m]
-                sp = (r["exact"] / r["polyfft"]) if r["exact"] and r["polyfft"] else None
-                print("%-3d %-7s %8d %4s %12s %16s %12s %9s" % (
-                    d, rot, r["n"], r.get("degree", "") or "", fmt("polyfft"),
-                    fmt("polyfft-literal"), fmt("exact"), "%.2fx" % sp if sp else "-"))
+                tb, _ = best_fftw(r) if fftw_cols else (r.get(fast[0]) if fast else None, None)
+                cells = []
+                if fftw_cols:
+                    k = r.get("polyfft-kissfft")
+                    cells.append("%.2fx" % (k / tb) if k and tb else "-")
+                cells.append("%.2fx" % (r["exact"] / tb) if r["exact"] and tb else "-")
+                print("%-3d %-7s %8d %4s " % (d, rot, r["n"], r.get("degree", "") or "") +
+                      " ".join("%11s" % fmt(m) for m in methods) + " " +
+                      " ".join("%9s" % c for c in cells))
             ns = [r["n"] for r in rs]
-            big = [(r["n"], r["polyfft"]) for r in rs if r["n"] >= 4096 and r["polyfft"]]
-            e_fft = fit_exponent([x[0] for x in big], [x[1] for x in big])
-            e_lit = fit_exponent(ns, [r["polyfft-literal"] for r in rs])
-            cross = crossover(ns, [r["polyfft"] for r in rs], [r["exact"] for r in rs])
-            summary.append((d, rot, e_fft, e_lit, cross))
-            print("    d=%d %s: polyfft exponent %s (n >= 4K), literal exponent %s, crossover "
-                  "with exact at n ~ %s" % (d, rot, "%.2f" % e_fft if e_fft else "-",
-                                            "%.2f" % e_lit if e_lit else "-", cross or "-"))
-    if mem is not None:
-        print("peak memory, polyfft n = 2^20, d = 4, standard RoPE, eps %s: %.0f MB" %
-              (a.eps, mem))
-    print("(~: exact extrapolated as c n^2 from the largest measured size)")
+            line = []
+            for m in fast + (["polyfft-literal"] if "polyfft-literal" in methods else []):
+                big = [(r["n"], r[m]) for r in rs if r["n"] >= 4096 and r[m]]
+                e = fit_exponent([x[0] for x in big], [x[1] for x in big]) \
+                    if m != "polyfft-literal" else fit_exponent(ns, [r[m] for r in rs])
+                cross = crossover(ns, [r[m] for r in rs], [r["exact"] for r in rs])
+                summary.append((d, rot, m, e, cross))
+                line.append("%s n^%s, crossover n ~ %s" % (m, "%.2f" % e if e else "-",
+                                                           cross or "-"))
+            print("    d=%d %s: %s" % (d, rot, "; ".join(line)))
+    for m, mem in mems.items():
+        print("peak memory, %s n = 2^20, d = 4, standard RoPE, eps %s: %.0f MB" % (m, a.eps, mem))
+    print("(vs kiss: KissFFT's polyfft time over the best FFTW back end's; vs exact: exact over "
+          "the best FFTW back end's (or the only polyfft); ~: exact extrapolated as c n^2 from "
+          "the largest measured size)")
     print("wrote " + path)
 
     try:
@@ -229,35 +286,31 @@ def main():
         print("matplotlib missing: no plot")
         return
     fig, axes = plt.subplots(1, len(dims), figsize=(6 * len(dims), 4.5), squeeze=False)
-    styles = {"polyfft": "-o", "polyfft-literal": "--s", "exact": ":^"}
+    styles = {"polyfft-kissfft": "-o", "polyfft-fftw": "-D", "polyfft-fftw-float": "-v",
+              "polyfft-literal": "--s", "exact": ":^"}
     for ax, d in zip(axes[0], dims):
         for rot in ROTATIONS:
             rs = [r for r in rows if r["d"] == d and r["rotation"] == rot]
-            s = [x for x in summary if x[0] == d and x[1] == rot][0]
-            for m in METHODS:
+            for m in methods:
                 pts = [(r["n"], r[m]) for r in rs if r[m]]
                 if not pts:
                     continue
                 lab = "%s %s" % (m, rot)
-                if m == "polyfft" and s[2]:
-                    lab += " (n^%.2f)" % s[2]
-                if m == "polyfft-literal" and s[3]:
-                    lab += " (n^%.2f)" % s[3]
+                s_m = [x for x in summary if x[0] == d and x[1] == rot and x[2] == m]
+                if s_m and s_m[0][3]:
+                    lab += " (n^%.2f)" % s_m[0][3]
                 if m == "exact":
                     lab += " (dotted beyond %d: extrapolated)" % a.exact_max_n
                 ax.loglog([p[0] for p in pts], [p[1] for p in pts], styles[m], label=lab)
-            if s[4]:
-                ax.axvline(s[4], color="gray", lw=0.5)
         ax.set_xlabel("n")
         ax.set_ylabel("compute time (s)")
         ax.set_title("d = %d, eps %s" % (d, a.eps))
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
         ax.grid(True, which="both", lw=0.3)
     fig.tight_layout()
     png = os.path.join(a.out, "bench_polyfft.png")
     fig.savefig(png, dpi=120)
     print("wrote " + png)
-
 
 if __name__ == "__main__":
     main()
