@@ -71,6 +71,7 @@ static void run_one(runner *r, int64_t b, int thread)
     if (st) {
 #pragma omp critical(fr_batch_bad)
         if (b < r->bad) {
+#pragma omp atomic write
             r->bad = b;
             r->bad_st = st;
             fr__err(r->err, r->errlen, st, "%s", e);
@@ -127,8 +128,7 @@ int fr__for_entries(int64_t count, const unsigned char *small, int static_order,
     return FR_OK;
 }
 
-/* "problem b: " before a failing problem's message, when there is more than one. */
-static int entry_err(const fr_problem *p, int64_t b, int st, char *err, size_t errlen)
+int fr__entry_err(const fr_problem *p, int64_t b, int st, char *err, size_t errlen)
 {
     if (st && fr__batch(p) > 1 && err && errlen) {
         char tmp[512];
@@ -269,7 +269,7 @@ static int decide_for(grouper *gr, int64_t b, const fr_bounds *x, fr_plan_info *
     fr_problem pe = fr__entry_problem(gr->p, b);
     pe.rot.family = gr->family;
     int st = fr__subplan_decide(&pe, x, gr->opt, info, err, errlen);
-    if (st) return entry_err(gr->p, b, st, err, errlen);
+    if (st) return fr__entry_err(gr->p, b, st, err, errlen);
     if (x && gr->nm == gr->mcap) {
         int64_t cap = gr->mcap ? 2 * gr->mcap : 16;
         memo *m = realloc(gr->m, (size_t)cap * sizeof *m);
@@ -448,7 +448,7 @@ fr_status fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bo
     int64_t B = fr__batch(p);
     for (int64_t b = 0; bounds && b < B; b++)
         if (!isfinite(bounds[b].R)) /* fr_bounds_compute says so; bounds from elsewhere too */
-            return entry_err(
+            return fr__entry_err(
                 p, b,
                 fr__err(err, errlen, FR_EINPUT, "the scores overflow: their bound R is not finite"),
                 err, errlen);
@@ -487,7 +487,7 @@ fr_status fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bo
         pe.rot.family = g->family;
         pl->sub_bounds[s] = g->hi;
         st = fr__subplan_create(&pl->sub[s], &pe, bounds ? &g->hi : NULL, opt, err, errlen);
-        entry_err(p, b0, st, err, errlen);
+        fr__entry_err(p, b0, st, err, errlen);
         for (int64_t i = 0; i < g->count; i++)
             pl->sub_of[gr.idx[g->first + i]] = s;
     }
@@ -573,7 +573,7 @@ static int fwd_entry(void *ctx, int64_t b, int thread, char *err, size_t errlen)
     fr_exec_info tmp, *ex = c->info ? &c->info[b] : &tmp;
     int st = fr__subplan_execute(c->pl->sub[c->pl->sub_of[b]], c->q + b * n * d, c->k + h * n * d,
                                  c->v + h * n * dv, c->out + b * n * dv, ex, err, errlen);
-    return entry_err(p, b, st, err, errlen);
+    return fr__entry_err(p, b, st, err, errlen);
 }
 
 /* A plan runs in the precision it was made for: its tensors' type is part of the plan. */
@@ -659,9 +659,9 @@ static int bwd_group(void *ctx, int64_t h, int thread, char *err, size_t errlen)
         fr_exec_info tmp, *ex = c->info ? &c->info[b] : &tmp;
         int st = c->f32 ? fr__subplan_backward_f32(sp, q, k, v, dout, target, t, dq, dk, dvv, dw,
                                                    loss, ex, err, errlen)
-                        : fr__subplan_backward(sp, q, k, v, dout, target, t, dq, dk, dvv, dw,
-                                               loss, ex, err, errlen);
-        if (st) return entry_err(p, b, st, err, errlen);
+                        : fr__subplan_backward(sp, q, k, v, dout, target, t, dq, dk, dvv, dw, loss,
+                                               ex, err, errlen);
+        if (st) return fr__entry_err(p, b, st, err, errlen);
         if (e) {
             add_into(elem(c->dk, h * n * d, z), tk, n * d, c->f32);
             add_into(elem(c->dv, h * n * dv, z), tv, n * dv, c->f32);
@@ -724,8 +724,8 @@ static int backward_batch(bwd_ctx *c, double *loss, char *err, size_t errlen)
     }
     /* A shared W's sums go in a fixed order (contiguous runs per thread, then the threads in
      * turn), so that dW does not change from run to run. */
-    st = fr__for_entries(KV, small, shared_w, bwd_group, c, pl->opt.progress,
-                         pl->opt.progress_user, "backward", err, errlen);
+    st = fr__for_entries(KV, small, shared_w, bwd_group, c, pl->opt.progress, pl->opt.progress_user,
+                         "backward", err, errlen);
     if (!st && shared_w) {
         memset(c->dw, 0, (size_t)wsize * c->size);
         for (int64_t th = 0; th < T; th++)
@@ -781,7 +781,7 @@ static int fwd_entry_f32(void *ctx, int64_t b, int thread, char *err, size_t err
     int st =
         fr__subplan_execute_f32(c->pl->sub[c->pl->sub_of[b]], c->q + b * n * d, c->k + h * n * d,
                                 c->v + h * n * dv, c->out + b * n * dv, ex, err, errlen);
-    return entry_err(p, b, st, err, errlen);
+    return fr__entry_err(p, b, st, err, errlen);
 }
 
 fr_status fr_execute_f32(const fr_plan *pl, const float *q, const float *k, const float *v,

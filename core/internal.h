@@ -96,13 +96,16 @@ fr_problem fr__entry_problem(const fr_problem *p, int64_t b);
  * side by side, one thread each (thread: 0 .. omp_get_max_threads() - 1, each fn call seeing
  * one thread), then the others one after another on all threads (thread 0). static_order: the
  * side-by-side ones go to the threads in contiguous runs, so that per-thread sums are
- * deterministic. The first failing b's status is returned with its message (prefixed with
- * "problem b: " when count > 1); progress (may be NULL) is called from thread 0 as entries
- * finish, and its non-zero return stops the run with FR_ECANCELED. */
+ * deterministic. The first failing b's status and message are returned; progress (may be NULL)
+ * is called from thread 0 as entries finish, and its non-zero return stops the run with
+ * FR_ECANCELED. */
 typedef int (*fr__entry_fn)(void *ctx, int64_t b, int thread, char *err, size_t errlen);
 int fr__for_entries(int64_t count, const unsigned char *small, int static_order, fr__entry_fn fn,
                     void *ctx, fr_progress_fn progress, void *progress_user, const char *phase,
                     char *err, size_t errlen);
+
+/* st, with "problem b: " put before the message in err when p has more than one problem. */
+int fr__entry_err(const fr_problem *p, int64_t b, int st, char *err, size_t errlen);
 
 /* One problem's plan (core/plan.c): a method, its polynomial, its back end. The batch plan holds
  * one per distinct decision and shares it among the problems that agree. p->batch is 1. */

@@ -59,17 +59,6 @@ static int check_rows(const fr_problem *p, const int64_t *rows, int64_t nrows, c
     return FR_OK;
 }
 
-/* "problem b: " before a failing problem's message, when there is more than one. */
-static int entry_err(const fr_problem *p, int64_t b, int st, char *err, size_t errlen)
-{
-    if (st && fr__batch(p) > 1 && err && errlen) {
-        char tmp[512];
-        snprintf(tmp, sizeof tmp, "%s", err);
-        snprintf(err, errlen, "problem %lld: %s", (long long)b, tmp);
-    }
-    return st;
-}
-
 /* ---- the exact forward ---------------------------------------------------------------------- */
 
 typedef struct {
@@ -90,7 +79,7 @@ static int rows_entry(void *ctx, int64_t b, int thread, char *err, size_t errlen
     if (!pe.rot.family) fr__settle_family(&pe);
     int st = fr__exact_rows(&pe, c->q + b * n * d, c->k + h * n * d, c->v + h * n * dv, c->rows,
                             c->nrows, c->out + b * c->nrows * dv, err, errlen);
-    return entry_err(p, b, st, err, errlen);
+    return fr__entry_err(p, b, st, err, errlen);
 }
 
 /* Exact problems are all alike in size: side by side when each runs on one thread. */
@@ -168,7 +157,7 @@ static int grows_group(void *ctx, int64_t h, int thread, char *err, size_t errle
                                          c->dout ? up + b * n * dv : NULL,
                                          c->target ? up + b * n * dv : NULL, c->rows, m,
                                          c->dq + b * m * d, dk, dvv, err, errlen);
-        if (st) return entry_err(p, b, st, err, errlen);
+        if (st) return fr__entry_err(p, b, st, err, errlen);
         if (e) {
             add_into(c->dk + h * m * d, tk, m * d);
             add_into(c->dv + h * m * dv, tv, m * dv);
@@ -268,7 +257,7 @@ static int check_entry(void *ctx, int64_t b, int thread, char *err, size_t errle
     double *ref = c->ref[thread], *got = c->got[thread];
     int st = fr__exact_rows(&pe, c->q + b * n * d, c->k + h * n * d, c->v + h * n * dv, c->rows, m,
                             ref, err, errlen);
-    if (st) return entry_err(p, b, st, err, errlen);
+    if (st) return fr__entry_err(p, b, st, err, errlen);
     const double *o = c->out + b * n * dv;
     for (int64_t t = 0; t < m; t++)
         memcpy(got + t * dv, o + (c->rows ? c->rows[t] : t) * dv, (size_t)dv * sizeof *got);
@@ -354,7 +343,7 @@ static int gcheck_group(void *ctx, int64_t h, int thread, char *err, size_t errl
                                                    dvv, err, errlen)
                          : fr__exact_backward(&pe, q, k, v, dout, target, NULL, eq, dk, dvv,
                                               with_dw ? ew : NULL, NULL, err, errlen);
-        if (st) return entry_err(p, b, st, err, errlen);
+        if (st) return fr__entry_err(p, b, st, err, errlen);
         if (e) {
             add_into(ek, tk, m * d);
             add_into(ev, tv, m * dv);
