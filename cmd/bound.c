@@ -89,19 +89,6 @@ static void free_opts(bound_opts *o)
     cli_values_free(&o->eps);
 }
 
-/* R for entries bounded by B without data: every row has ||x||_2 <= B sqrt(d), so the RoPE and
- * spectral bounds give tau d B^2; a general W with S entries of size <= 1 gives tau S B^2. */
-static double score_bound(const fr_problem *p, int64_t support, double B, const char **from)
-{
-    double rot = p->tau * (double)p->d * B * B;
-    if (support <= 0) {
-        *from = p->rot.kind == FR_ROT_CLIP ? "spectral" : "rope-norm";
-        return rot;
-    }
-    *from = "support";
-    return p->tau * (double)support * B * B;
-}
-
 /* The rotary dimension against each d of the sweep, named as the user gave them. */
 static int rope_fits(const fr_problem *p)
 {
@@ -209,8 +196,8 @@ static int one_row(const bound_opts *o, int64_t n, int64_t d, double B, double e
     cli_scale(&o->attn, d, &p.tau);
     int st = rope_fits(&p);
     if (st) return st;
-    fr_bounds b = {B, B, B, B, n > 1 ? B / sqrt(log((double)n)) : INFINITY, 0, NULL};
-    b.R = score_bound(&p, o->support, B, &b.R_from);
+    fr_bounds b;
+    if ((st = fr_bounds_uniform(&p, B, &b, err, sizeof err))) return cli_fail(st, "%s", err);
     fr_options opt = o->attn.opt;
     opt.eps = eps;
     fr_plan_info info;

@@ -518,6 +518,10 @@ fr_status fr_plan_entry_info(const fr_plan *pl, int64_t b, fr_plan_info *info)
     else
         memset(&info->bounds, 0, sizeof info->bounds);
     info->fit_R = info->degree >= 0 ? pl->sub_bounds[s].R : 0;
+    if (pl->bounds)
+        info->fit = pl->sub_bounds[s];
+    else
+        memset(&info->fit, 0, sizeof info->fit);
     if (pl->auto_f32) info->reason = "single precision: exact attention is its only method";
     return FR_OK;
 }

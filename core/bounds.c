@@ -182,6 +182,8 @@ double fr__support_sum(const fr_problem *p, const double *mq, const double *mk,
         return best;
     }
     if (p->rot.kind == FR_ROT_EXPLICIT) {
+        if (!p->rot.w) /* an estimate without data: support_hint entries of size <= 1 */
+            return (double)p->rot.support_hint * mq[0] * mk[0];
         for (int64_t t = 0; t < 2 * n - 1; t++) {
             const double *w = p->rot.w + t * d * d;
             double s = 0;
@@ -236,6 +238,55 @@ done:
     return best;
 }
 
+/* sum over S of max_delta |W_delta[a,b]| mq[a] mk[b]: every term of the multinomial expansion
+ * in absolute value at once (certify.c's S_abs); for RoPE kinds each cos entry reaches 1 at
+ * delta = 0 and each sin entry is taken as 1 (an upper bound) whenever some offset is not 0. */
+static double support_abs_sum(const fr_problem *p, const double *mq, const double *mk)
+{
+    int64_t n = p->n, d = p->d;
+    double s = 0;
+    if (p->rot.kind == FR_ROT_NONE) {
+        for (int64_t a = 0; a < d; a++)
+            s += mq[a] * mk[a];
+        return s;
+    }
+    if (p->rot.kind == FR_ROT_EXPLICIT) {
+        if (!p->rot.w) return (double)p->rot.support_hint * mq[0] * mk[0];
+        for (int64_t a = 0; a < d; a++)
+            for (int64_t b = 0; b < d; b++) {
+                double wm = 0;
+                for (int64_t t = 0; t < 2 * n - 1; t++)
+                    wm = fmax(wm, fabs(p->rot.w[(t * d + a) * d + b]));
+                s += wm * mq[a] * mk[b];
+            }
+        return s;
+    }
+    int64_t lim = n - 1;
+    if (p->rot.kind == FR_ROT_CLIP && p->rot.clip < lim) lim = p->rot.clip;
+    double sn = lim > 0 ? 1 : 0;
+    int64_t *pa = malloc((size_t)d * sizeof *pa), *pb = malloc((size_t)d * sizeof *pb);
+    double *freq = malloc((size_t)d * sizeof *freq);
+    char *paired = calloc((size_t)d, 1);
+    if (!pa || !pb || !freq || !paired) {
+        s = INFINITY; /* valid and useless: the fast methods then refuse */
+        goto done;
+    }
+    int64_t np = fr__rope_pairs(p, pa, pb, freq);
+    for (int64_t m = 0; m < np; m++) {
+        int64_t a = pa[m], b = pb[m];
+        paired[a] = paired[b] = 1;
+        s += mq[a] * mk[a] + mq[b] * mk[b] + sn * (mq[a] * mk[b] + mq[b] * mk[a]);
+    }
+    for (int64_t a = 0; a < d; a++)
+        if (!paired[a]) s += mq[a] * mk[a];
+done:
+    free(pa);
+    free(pb);
+    free(freq);
+    free(paired);
+    return s;
+}
+
 void fr__bounds_finish(const fr_problem *p, double qn, double kn, double wnorm, const double *mq,
                        const double *mk, const fr__rope_abs *tab, fr_bounds *out)
 {
@@ -263,6 +314,8 @@ void fr__bounds_finish(const fr_problem *p, double qn, double kn, double wnorm, 
         out->R_from = "support";
     }
     out->R *= ROUNDING_SLACK;
+    out->R_norm = tau * wnorm * qn * kn * ROUNDING_SLACK;
+    out->R_abs = tau * support_abs_sum(p, mq, mk) * ROUNDING_SLACK;
 }
 
 /* The reductions of one tensor's problem: column maxima and the largest row norm. */

@@ -120,6 +120,11 @@ typedef struct {
     double B_over_sqrt_ln_n; /* B / sqrt(ln n): the papers' regime parameter (inf for n = 1) */
     double R;                /* score bound: |s_ij| <= R for every i, j (ALGORITHM.md 2) */
     const char *R_from;      /* which bound gave R: "rope-norm", "spectral", "support" */
+    /* Sizes of the terms the arithmetic adds up, for the certified rounding bounds (>= R):
+     * R_norm = tau max||Q_i|| max||K_j|| max||W_delta||_2 bounds tau |Q'_i|.|K'_j| of the rotated
+     * rows (polyrope, exact); R_abs = tau sum_{(a,b) in S} max_delta |W_delta[a,b]| max|Q_a|
+     * max|K_b| bounds the multinomial expansion taken in absolute value (polyfft). */
+    double R_norm, R_abs;
 } fr_bounds;
 
 /* The bounds of every problem of the batch: out[b] for problem b (p->batch entries), from its
@@ -195,13 +200,23 @@ typedef struct {
 fr_options fr_options_default(void);
 
 typedef struct {
-    fr_method method;      /* the method that runs (auto resolved) */
-    const char *reason;    /* why auto chose it (static string), or "requested" */
-    int degree;            /* -1 for exact */
-    double eta;            /* certified relative error of the polynomial */
-    double a_priori_bound; /* 2 eta/(1-eta) B_v */
-    int64_t support;       /* |S| */
-    int64_t alphas;        /* multi-indices over S of degree <= g */
+    fr_method method;   /* the method that runs (auto resolved) */
+    const char *reason; /* why auto chose it (static string), or "requested" */
+    int degree;         /* -1 for exact */
+    double eta;         /* certified relative error of the polynomial */
+    /* The certificate (core/certify.c): |T_fast - T| <= a_priori_bound on every row, where
+     * poly_bound = 2 eta/(1-eta) B_v is the polynomial's share and rounding_bound the
+     * arithmetic's, derived from normwise floating-point error bounds before the data pass.
+     * Rows with fewer than keys_exact kept keys may not be certifiable before the pass (their
+     * softmax denominators may be small): each execution certifies every row again from its
+     * computed denominator and recomputes exactly the rows that miss (at most rows_exact). */
+    double poly_bound, rounding_bound, a_priori_bound;
+    int64_t keys_exact, rows_exact;
+    /* The degree eps needs for the polynomial alone (estimated from the Chebyshev tail when above
+     * max_degree; max fit degree + 1 means "more than that"), for refusals. */
+    int needed_degree;
+    int64_t support; /* |S| */
+    int64_t alphas;  /* multi-indices over S of degree <= g */
     int64_t q_monomials, k_monomials, kernels;
     int64_t ffts;       /* (#u + #v)(dv+1) + #c, ALGORITHM.md 5's count (polyfft); an even and an
                          * odd kernel share one transform, so under a symmetric mask fewer run */
@@ -216,6 +231,8 @@ typedef struct {
     int64_t entry;
     fr_bounds bounds;
     double fit_R;
+    fr_bounds fit; /* all the bounds its plan was made on (pooled over the problems sharing it):
+                    * its certificate's too */
     int64_t plans;
 } fr_plan_info;
 

@@ -30,6 +30,12 @@ fr_status fr_bounds_from_stats(const fr_problem *p, double q_row_sq, double k_ro
                                const double *q_col_max, const double *k_col_max, double B_v,
                                fr_bounds *out, char *err, size_t errlen);
 
+/* The bounds of data whose every entry is at most B in absolute value (fastrope bound):
+ * B_q = B_k = B_v = B, R from row norms B sqrt(d). An explicit W without data stands for
+ * rot.support_hint entries of size <= 1 per offset. */
+fr_status fr_bounds_uniform(const fr_problem *p, double B, fr_bounds *out, char *err,
+                            size_t errlen);
+
 /* Chebyshev interpolant of exp on [-R, R] of degree g, converted to monomial coefficients
  * coef[0..g]; *eta receives its relative error max |P(x) - e^x| / e^x certified on a fine grid
  * (an upper bound, with a safety factor). */
@@ -38,12 +44,11 @@ int fr_poly_fit(double R, int degree, double *coef, double *eta, char *err, size
 /* The a-priori bound on ||T_fast - T||_inf: 2 eta / (1 - eta) * B_v (inf when eta >= 1). */
 double fr_a_priori_bound(double eta, double B_v);
 
-/* Smallest degree <= max_degree whose certified eta meets eps through the a-priori bound, with
- * the rounding floor of the arithmetic accounted for: float_fft = 1 for polyfft (KissFFT works
- * in single precision: a floor ~5e-7 at R = 1, measured), 0 for a method in double (polyrope).
- * FR_EACCURACY, saying which limit bit, when no degree does. */
-int fr_poly_choose_degree(double R, double B_v, double eps, int max_degree, int float_fft,
-                          int *degree, double *eta, char *err, size_t errlen);
+/* Smallest degree <= max_degree whose certified eta meets eps through the a-priori bound alone
+ * (the polynomial's share of the error; the methods add their arithmetic's, which the plan
+ * certifies, core/certify.c). FR_EACCURACY when no degree does. */
+int fr_poly_choose_degree(double R, double B_v, double eps, int max_degree, int *degree,
+                          double *eta, char *err, size_t errlen);
 
 /* What fr_plan_create would decide for one problem (degree, eta, method, counts, predicted
  * times) without building anything that grows with n: for `fastrope bound` and `fastrope check`.

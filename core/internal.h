@@ -184,10 +184,80 @@ int64_t fr__rope_pairs(const fr_problem *p, int64_t *a, int64_t *b, double *freq
 
 /* ---- polynomial (core/poly.c) ---------------------------------------------------------------- */
 
-/* The rounding floor of the float FFTs in polyfft on ||T_fast - T||_inf, for P = coef on
- * [-R, R] and transforms of length 2^log2n: c * 2^-24 * log2n * kappa(R) * B_v with
- * kappa(R) = e^R sum_k |c_k| R^k (c measured, see poly.c). */
-double fr__poly_fft_floor(double R, const double *coef, int degree, double B_v, double log2n);
+/* The smallest degree whose Chebyshev interpolant of exp on [-R, R] meets eps through the
+ * a-priori bound 2 eta/(1-eta) B_v, estimated from the Chebyshev coefficients' tail
+ * (2 I_j(R), modified Bessel) without fitting: for saying what an unreachable eps would need.
+ * Returns a degree <= cap, or cap + 1 when even cap is not enough. */
+int fr__poly_needed_degree(double R, double B_v, double eps, int cap);
+
+/* ---- certified rounding bounds (core/certify.c) ------------------------------------------- */
+
+#define FR_U_DOUBLE 0x1p-53 /* unit roundoff of double */
+#define FR_U_FLOAT 0x1p-24  /* of float */
+/* The per-stage error constant of a length-N FFT, in units of u: Higham's
+ * eta = mu + gamma_4 (sqrt 2 + mu) is ~6.7 for mu = u; 10 covers mixed-radix butterflies. */
+#define FR_FFT_STAGE_ETA 10.0
+
+/* m u / (1 - m u): the relative error of m chained roundings; inf when m u >= 1. */
+double fr__gamma(double m, double u);
+/* Butterfly stages of a real FFT of length N: ceil(log2 p) per prime factor p, plus 2. */
+double fr__fft_stages(int64_t N);
+/* Normwise relative error of one length-N transform in unit roundoff u. */
+double fr__fft_gamma(int64_t N, double u);
+/* sum_k |c_k| x^k */
+double fr__abs_poly(const double *coef, int degree, double x);
+
+/* What a method's arithmetic is, for its a-priori error bounds. */
+typedef struct {
+    int64_t n;        /* keys (= rows) */
+    double L;         /* offsets the mask keeps (polyfft's kernel support) */
+    int64_t N;        /* transform length (polyfft) */
+    double u;         /* unit roundoff of the transforms and frequency-domain sums (polyfft) */
+    int degree;       /* g */
+    double depth;     /* most terms summed into one frequency bin (polyfft) */
+    double gather;    /* Q-monomials summed per row, in double (polyfft) */
+    int64_t features; /* C(g + d, d) (polyrope) */
+    int64_t d;
+} fr__round_model;
+
+/* A-priori bounds E (numerator entries) and F (row sums) of the arithmetic's absolute error,
+ * valid on every row: polyfft from S_abs = sum |c_k| R_abs^k, polyrope from
+ * S_norm = sum |c_k| R_norm^k (see certify.c for the derivation). */
+void fr__polyfft_round_prior(const fr__round_model *rm, double S_abs, double B_v, double *E,
+                             double *F);
+void fr__polyfft_round_consts(const fr__round_model *rm, double *a1, double *a2);
+void fr__polyrope_round_prior(const fr__round_model *rm, double S_norm, double B_v, double *E,
+                              double *F);
+/* The arithmetic's part of |T~_i - T^P_i|_inf given the computed row sum D (inf if D <= 0). */
+double fr__row_bound(double E, double F, double B_v, double D);
+/* The same before the pass, for a row with kappa kept keys: D >= kappa (1 - eta) e^-R - F. */
+double fr__row_bound_prior(double E, double F, double B_v, double kappa, double R, double eta);
+/* The fewest kept keys kappa whose a-priori row bound is <= target (inf if none). */
+double fr__keys_needed(double E, double F, double B_v, double R, double eta, double target);
+/* One execution's certificate parameters (from the plan and the problem's bounds). */
+typedef struct {
+    double E, F; /* a-priori bounds on the numerator entries' and row sums' errors */
+    double B_v;
+    double target;      /* a row whose certificate exceeds this is recomputed exactly */
+    double exact_bound; /* the exact path's own bound, for those rows */
+    double poly_bound;  /* 2 eta/(1-eta) B_v */
+} fr__cert;
+
+/* After a fast forward of one problem: every row's certificate from its computed row sum
+ * rowsum[i]; the rows that miss c->target (or whose row sum is not positive) are recomputed
+ * exactly into out. *recomputed and *rounding (the largest certified rounding bound over all
+ * rows) are set. rows: scratch of n int64_t's or NULL. */
+int fr__certify_rows(const fr_problem *p, const fr__cert *c, const double *q, const double *k,
+                     const double *v, double *out, const double *rowsum, int64_t *recomputed,
+                     double *rounding, char *err, size_t errlen);
+/* The exact engine's own bound on |T~_i - T_i|_inf in unit roundoff u: n keys, head dimension
+ * d, R_prime >= tau |Q_i W K_j| summed in absolute value, shifted when every row takes the
+ * a-priori shift rather than the running maximum (fr__exact_shifted; certify.c derives it). */
+double fr__exact_round(int64_t n, int64_t d, double R_prime, double u, int shifted, double B_v);
+/* 1 when the exact engine in unit roundoff u shifts every row a priori for these bounds: the
+ * scores have a per-row bound (a rotation, clipped or not) and 2 R_norm is within the shift's
+ * range (core/exact_impl.h's SHIFT_MAX: 80 in single precision, 600 in double). */
+int fr__exact_shifted(const fr_problem *p, const fr_bounds *b, double u);
 
 /* |cos| and |sin| of every rotated pair at every offset the support bound visits (RoPE kinds):
  * the same for every problem of a batch, so computed once. cs: (2 lim + 1) x np x 2. */
@@ -218,17 +288,22 @@ void fr__bounds_finish(const fr_problem *p, double qn, double kn, double wnorm, 
 /* polyfft (core/polyfft.c): coef[0..degree] are the monomial coefficients of P; fft the FFT
  * back end (FR_FFT_AUTO: fr__fft_resolve's), whose precision the spectra and their sums take. */
 typedef struct fr__polyfft fr__polyfft;
+/* exact_keys: rows with fewer kept keys are computed exactly by the backward (the plan's
+ * certificate, fr_plan_info.keys_exact). */
 int fr__polyfft_create(fr__polyfft **pl, const fr_problem *p, const double *coef, int degree,
-                       int literal, fr_fft_backend fft, char *err, size_t errlen);
+                       int literal, fr_fft_backend fft, int64_t exact_keys, char *err,
+                       size_t errlen);
+/* rowsum (n, may be NULL): receives the computed row sums D_i for the certificate; then rows
+ * whose D_i is not positive are left 0 instead of failing. */
 int fr__polyfft_execute(const fr__polyfft *pl, const double *q, const double *k, const double *v,
-                        double *out, char *err, size_t errlen);
+                        double *out, double *rowsum, char *err, size_t errlen);
 void fr__polyfft_info(const fr__polyfft *pl, fr_plan_info *info); /* fills the count fields */
 void fr__polyfft_free(fr__polyfft *pl);
 /* fr__polyfft_create with explicit memory budgets (bytes of stored kernel spectra; bytes of a
  * pass's spectra of one degree), so tests can force each storage mode and column blocking. */
 int fr__polyfft_create_budget(fr__polyfft **pl, const fr_problem *p, const double *coef, int degree,
-                              int literal, fr_fft_backend fft, int64_t plan_budget,
-                              int64_t exec_budget, char *err, size_t errlen);
+                              int literal, fr_fft_backend fft, int64_t exact_keys,
+                              int64_t plan_budget, int64_t exec_budget, char *err, size_t errlen);
 /* Where the kernel spectra live: 1 kept by the plan, 2 computed by each pass, -1 literal. */
 int fr__polyfft_mode(const fr__polyfft *pl);
 /* Threads of one execution (1 for small problems), and the rows each execution computes
@@ -244,8 +319,9 @@ void fr__predict_times_fft(const fr_problem *p, int degree, int64_t support, fr_
 typedef struct fr__polyrope fr__polyrope;
 int fr__polyrope_create(fr__polyrope **pl, const fr_problem *p, const double *coef, int degree,
                         char *err, size_t errlen);
+/* rowsum (n, may be NULL) as fr__polyfft_execute's. */
 int fr__polyrope_execute(const fr__polyrope *pl, const double *q, const double *k, const double *v,
-                         double *out, char *err, size_t errlen);
+                         double *out, double *rowsum, char *err, size_t errlen);
 void fr__polyrope_info(const fr__polyrope *pl, fr_plan_info *info);
 void fr__polyrope_free(fr__polyrope *pl);
 /* For tests: the plan's polyrope back end (NULL for another method), and the work from which it

@@ -9,12 +9,14 @@
 #include "monomial.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct fr__subplan {
     fr_problem p;
     fr_plan_info info;
+    fr__cert cert; /* the fast methods' row certificate (decide) */
     fr__polyfft *polyfft;
     fr__polyrope *polyrope;
 };
@@ -83,104 +85,459 @@ static fr_method choose(const fr_plan_info *info, int rope_family, const char **
     return best;
 }
 
+/* ---- the certificate of one method at one degree -------------------------------------------- */
+
+/* The offsets [lo, hi] the mask keeps. */
+static void mask_offsets(const fr_problem *p, int64_t *lo, int64_t *hi)
+{
+    *lo = -(p->n - 1);
+    *hi = p->n - 1;
+    if (p->window >= 0 && p->window < p->n - 1) *lo = -p->window, *hi = p->window;
+    if (p->causal && *hi > 0) *hi = 0;
+}
+
+/* Kept keys of row i. */
+static int64_t row_keys(const fr_problem *p, int64_t lo, int64_t hi, int64_t i)
+{
+    int64_t j0 = i + lo < 0 ? 0 : i + lo, j1 = i + hi > p->n - 1 ? p->n - 1 : i + hi;
+    return j1 - j0 + 1;
+}
+
+/* The fewest and the most kept keys of any row: the ends of the sequence have the fewest, a
+ * row far enough from both the most. */
+static void key_range(const fr_problem *p, int64_t *kmin, int64_t *kmax)
+{
+    int64_t lo, hi, n = p->n;
+    mask_offsets(p, &lo, &hi);
+    *kmax = hi - lo + 1 < n ? hi - lo + 1 : n;
+    int64_t first = hi + 1 < n ? hi + 1 : n, last = 1 - lo < n ? 1 - lo : n;
+    *kmin = first < last ? first : last;
+}
+
+/* The rows with fewer than `below` kept keys, and their keys in all (the exact path's work). */
+static int64_t rows_below(const fr_problem *p, double below, double *pairs)
+{
+    int64_t lo, hi, rows = 0;
+    mask_offsets(p, &lo, &hi);
+    *pairs = 0;
+    for (int64_t i = 0; i < p->n; i++) {
+        int64_t k = row_keys(p, lo, hi, i);
+        if ((double)k < below) rows++, *pairs += (double)k;
+    }
+    return rows;
+}
+
+/* The most alphas of degree g that share one Q-monomial: the depth of polyfft's frequency-domain
+ * sums (certify.c). An alpha is a multi-index over S; those of one monomial u with exponents e
+ * distribute e_a among the s_a support entries of row a: prod_a C(e_a + s_a - 1, s_a - 1) ways.
+ * Maximised over |e| = g by a small dynamic program, with s_a <= s for every row. */
+static double alphas_per_monomial(int64_t d, int64_t s, int g)
+{
+    if (s < 1) s = 1;
+    double best[65], next[65];
+    for (int k = 0; k <= g; k++)
+        best[k] = k == 0 ? 1 : 0;
+    for (int64_t a = 0; a < d; a++) {
+        for (int k = 0; k <= g; k++) {
+            next[k] = 0;
+            for (int e = 0; e <= k; e++) {
+                int64_t ways = fr__binom(e + s - 1, s - 1);
+                next[k] = fmax(next[k], best[k - e] * (double)ways);
+            }
+        }
+        memcpy(best, next, sizeof best);
+    }
+    return best[g];
+}
+
+/* Support entries in the busiest row of W (RoPE: 2, a 2x2 block per pair; general W: d). */
+static int64_t support_per_row(const fr_problem *p)
+{
+    if (p->rot.kind == FR_ROT_NONE) return 1;
+    if (p->rot.kind == FR_ROT_ROPE || p->rot.kind == FR_ROT_CLIP) return 2;
+    return p->d;
+}
+
+/* What polyfft's transforms are on back end fft: their length and unit roundoff (single for
+ * KissFFT and FFTW float, double for FFTW). */
+static void polyfft_model(const fr_problem *p, fr_fft_backend fft, fr__round_model *rm)
+{
+    int64_t lo, hi;
+    mask_offsets(p, &lo, &hi);
+    rm->N = fr__fft_fast_size(fft, p->n + (hi > -lo ? hi : -lo));
+    rm->u = fr__fft_unit_roundoff(fft);
+    rm->L = (double)(hi - lo + 1);
+}
+
+typedef struct {
+    double poly_bound, rounding_bound, keys_exact, full_row_bound;
+    fr__cert cert;
+} method_cert;
+
+/* The certificate of method m with polynomial coef (degree g, certified eta) on these bounds:
+ * the a-priori E and F, the fewest keys a row needs to be certified before the pass, and the
+ * bound that then holds on every row. 1 when poly_bound + rounding_bound <= eps. */
+static int certify(const fr_problem *p, const fr_bounds *b, fr_method m, fr_fft_backend fft,
+                   const double *coef, int g, double eta, double eps, method_cert *mc)
+{
+    fr__round_model rm;
+    memset(&rm, 0, sizeof rm);
+    memset(mc, 0, sizeof *mc);
+    rm.n = p->n;
+    rm.d = p->d;
+    rm.degree = g;
+    double E, F, B_v = b->B_v;
+    if (m == FR_METHOD_POLYROPE) {
+        rm.features = fr__binom(g + p->d, p->d);
+        fr__polyrope_round_prior(&rm, fr__abs_poly(coef, g, fmax(b->R_norm, b->R)), B_v, &E, &F);
+    } else {
+        polyfft_model(p, fft, &rm);
+        rm.depth = alphas_per_monomial(p->d, support_per_row(p), g);
+        int64_t alphas, nu, nc;
+        fr__polyfft_counts(p, g, support_size(p), &alphas, &nu, &nc);
+        rm.gather = (double)(m == FR_METHOD_POLYFFT_LITERAL ? alphas : nu);
+        if (m == FR_METHOD_POLYFFT_LITERAL) rm.depth = 1;
+        fr__polyfft_round_prior(&rm, fr__abs_poly(coef, g, fmax(b->R_abs, b->R)), B_v, &E, &F);
+    }
+    mc->poly_bound = fr_a_priori_bound(eta, B_v);
+    double room = eps - mc->poly_bound;
+    double M = fr__keys_needed(E, F, B_v, b->R, eta, room);
+    int64_t kmin, kmax;
+    key_range(p, &kmin, &kmax);
+    mc->full_row_bound = fr__row_bound_prior(E, F, B_v, (double)kmax, b->R, eta);
+    mc->keys_exact = M;
+    /* Rows the exact path may take over keep its own rounding (score sums in double). */
+    double R_prime = fmax(b->R, fmax(b->R_norm, b->R_abs));
+    double exact = fr__exact_round(p->n, p->d, R_prime, FR_U_DOUBLE,
+                                   fr__exact_shifted(p, b, FR_U_DOUBLE), B_v);
+    double rb = fr__row_bound_prior(E, F, B_v, fmax(M, (double)kmin), b->R, eta);
+    if (M > (double)kmin) rb = fmax(rb, exact);
+    mc->rounding_bound = rb;
+    mc->cert = (fr__cert){.E = E,
+                          .F = F,
+                          .B_v = B_v,
+                          .target = rb,
+                          .exact_bound = exact,
+                          .poly_bound = mc->poly_bound};
+    return room > 0 && M <= (double)kmax && mc->poly_bound + rb <= eps;
+}
+
+/* ---- the decision ---------------------------------------------------------------------- */
+/* Exact attention in double is the reference itself; in single precision its own rounding is
+ * certified like a fast method's (certify.c) and must meet eps. */
+static int exact_certificate(const fr_problem *p, const fr_bounds *b, const fr_options *opt,
+                             fr_plan_info *info, char *err, size_t errlen)
+{
+    if (opt->precision != FR_F32) return FR_OK;
+    if (!b)
+        return fr__err(err, errlen, FR_EUSAGE,
+                       "single-precision exact attention needs the data's bounds for its "
+                       "certificate");
+    double R_prime = fmax(b->R, fmax(b->R_norm, b->R_abs));
+    double rb = fr__exact_round(p->n, p->d, R_prime, FR_U_FLOAT,
+                                fr__exact_shifted(p, b, FR_U_FLOAT), b->B_v);
+    info->rounding_bound = info->a_priori_bound = rb;
+    if (rb <= opt->eps) return FR_OK;
+    return fr__err(err, errlen, FR_EACCURACY,
+                   "eps = %.3g is below what single-precision exact attention can certify "
+                   "here (its rounding bound is %.3g at n = %lld, score bound R = %.3g); use "
+                   "double precision",
+                   opt->eps, rb, (long long)p->n, b->R);
+}
+
+typedef struct {
+    int ok, degree, poly_limited;
+    fr_fft_backend fft; /* polyfft's back end */
+    double eta, *coef;
+    method_cert mc;
+    char why[320];
+} method_choice;
+
+/* The fits of one R, degree by degree, shared by the methods a decision weighs (a fit costs a
+ * certification grid of ~1000 points: `check` decides for every head of a dump). */
+typedef struct {
+    double R;
+    double coef[65][65], eta[65];
+    int have[65];
+} fit_cache;
+
+static int fit_at(fit_cache *fc, int g, const double **coef, double *eta, char *err, size_t errlen)
+{
+    if (g < 0 || g > 64) return fr__err(err, errlen, FR_EUSAGE, "degree %d outside 0..64", g);
+    if (!fc->have[g]) {
+        int st = fr_poly_fit(fc->R, g, fc->coef[g], &fc->eta[g], err, errlen);
+        if (st) return st;
+        fc->have[g] = 1;
+    }
+    *coef = fc->coef[g];
+    *eta = fc->eta[g];
+    return FR_OK;
+}
+
+static int choose_degree(const fr_problem *p, const fr_bounds *b, const fr_options *opt,
+                         fr_method m, fr_fft_backend fft, fit_cache *fc, method_choice *c,
+                         char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    c->fft = fft;
+    c->degree = -1;
+    c->poly_limited = 1;
+    int g0 = opt->degree >= 0 ? opt->degree : 0,
+        g1 = opt->degree >= 0 ? opt->degree : opt->max_degree;
+    if (opt->degree < 0) {
+        /* The Chebyshev tail says within a degree or so where the polynomial starts to meet
+         * eps (core/poly_test.c checks it against the certified search): no fit below that, and
+         * none at all when even max_degree is too low. */
+        int est = fr__poly_needed_degree(b->R, b->B_v, opt->eps, g1 + 2);
+        if (est > g1 + 1) return FR_OK;
+        if (est - 2 > g0) g0 = est - 2;
+    }
+    double best_full = INFINITY, best_poly = INFINITY;
+    int best_g = -1;
+    if (!(c->coef = malloc((size_t)(g1 + 1) * sizeof *c->coef)))
+        return fr__err(err, errlen, FR_ENOMEM, "out of memory");
+    for (int g = g0; g <= g1; g++) {
+        const double *coef = NULL;
+        double eta = INFINITY;
+        int st = fit_at(fc, g, &coef, &eta, err, errlen);
+        if (st) return st;
+        method_cert mc;
+        if (certify(p, b, m, fft, coef, g, eta, opt->eps, &mc)) {
+            memcpy(c->coef, coef, (size_t)(g + 1) * sizeof *coef);
+            c->ok = 1, c->degree = g, c->eta = eta, c->mc = mc;
+            return FR_OK;
+        }
+        if (mc.poly_bound < opt->eps) {
+            c->poly_limited = 0; /* the polynomial is good enough; the arithmetic is not */
+            if (mc.full_row_bound < best_full) best_full = mc.full_row_bound, best_g = g;
+            best_poly = fmin(best_poly, mc.poly_bound);
+        }
+    }
+    const char *name = fr_method_name(m);
+    if (c->poly_limited) {
+        if (opt->degree >= 0)
+            snprintf(c->why, sizeof c->why,
+                     "%s: degree %d gives a polynomial bound above eps = %.3g at score bound "
+                     "R = %.3g",
+                     name, opt->degree, opt->eps, b->R);
+        return FR_OK; /* the common reason is phrased by the caller */
+    }
+    int64_t kmin, kmax;
+    key_range(p, &kmin, &kmax);
+    snprintf(c->why, sizeof c->why,
+             "eps = %.3g is below what %s's %s arithmetic can certify here: at degree %d "
+             "(polynomial bound %.3g) the certified rounding bound of a row with all %lld keys "
+             "is %.3g (n = %lld, score bound R = %.3g)",
+             opt->eps, name,
+             m == FR_METHOD_POLYROPE  ? "double-precision"
+             : fr__fft_is_double(fft) ? "double-precision FFT (FFTW)"
+             : fft == FR_FFT_KISSFFT  ? "single-precision FFT (KissFFT)"
+                                      : "single-precision FFT (FFTW float)",
+             best_g, best_poly, (long long)kmax, best_full, (long long)p->n, b->R);
+    return FR_OK;
+}
+
+/* polyfft on its FFT back end: the one asked for, or for auto the fastest (by the cost model,
+ * the rows it may hand to the exact path included) among those whose arithmetic certifies eps.
+ * Single precision wins only where its rounding does not bind. When none does, the reason is
+ * the double back end's, the most capable. */
+static int choose_fft(const fr_problem *p, const fr_bounds *b, const fr_options *opt, fr_method m,
+                      int64_t support, fit_cache *fc, method_choice *c, char *err, size_t errlen)
+{
+    if (opt->fft != FR_FFT_AUTO)
+        return choose_degree(p, b, opt, m, fr__fft_resolve(opt->fft), fc, c, err, errlen);
+    static const fr_fft_backend all[] = {FR_FFT_FFTW, FR_FFT_FFTW_FLOAT, FR_FFT_KISSFFT};
+    double tbest = INFINITY, kept;
+    rows_below(p, INFINITY, &kept);
+    int found = 0;
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+        method_choice x;
+        int st = choose_degree(p, b, opt, m, all[i], fc, &x, err, errlen);
+        if (st) {
+            free(x.coef);
+            if (found) free(c->coef);
+            return st;
+        }
+        double t[FR_NMETHODS], pairs = 0, te[FR_NMETHODS];
+        if (x.ok) {
+            rows_below(p, x.mc.keys_exact, &pairs);
+            fr__predict_times_fft(p, x.degree, support, all[i], t);
+            fr_predict_times(p, -1, support, te);
+            t[m] += kept > 0 ? pairs * te[FR_METHOD_EXACT] / kept : 0;
+        }
+        if (!found || (x.ok && (!c->ok || t[m] < tbest))) {
+            if (found) free(c->coef);
+            *c = x;
+            tbest = x.ok ? t[m] : INFINITY;
+            found = 1;
+        } else {
+            free(x.coef);
+        }
+    }
+    return FR_OK;
+}
+
+/* The refusal when no degree's polynomial meets eps: what eps would need and what it would
+ * cost, in API terms (cmd/ phrases the flags). */
+static void poly_reason(const fr_problem *p, const fr_bounds *b, const fr_options *opt, int need,
+                        char *why, size_t len)
+{
+    enum { CAP = 1000 };
+    int64_t alphas, nu, nc;
+    if (need > CAP) {
+        snprintf(why, len,
+                 "no polynomial degree <= max_degree (%d) meets eps = %.3g at score bound "
+                 "R = %.3g (B_v = %.3g), nor would any degree up to %d: these entries are far "
+                 "outside the fast regime; exact attention is the method for them",
+                 opt->max_degree, opt->eps, b->R, b->B_v, CAP);
+        return;
+    }
+    fr__polyfft_counts(p, need, support_size(p), &alphas, &nu, &nc);
+    int64_t nfeat = fr__binom(need + p->d, p->d);
+    double features = (double)nfeat;
+    double ffts = 2.0 * (double)nu * (double)(p->dv + 1) + (double)nc;
+    int reachable = need <= 64 && features < 4e6;
+    snprintf(why, len,
+             "no polynomial degree <= max_degree (%d) meets eps = %.3g at score bound R = %.3g "
+             "(B_v = %.3g): it needs degree %d (polyrope: %.3g features, polyfft: %.3g FFTs "
+             "per problem)%s",
+             opt->max_degree, opt->eps, b->R, b->B_v, need, features, ffts,
+             reachable ? ""
+                       : ", beyond the fast methods' reach: exact attention is the method "
+                         "for these inputs");
+}
+
 /* Everything fr_plan_create decides before building: the degree (and the coefficients, in
- * *coef, malloc'd), the method, the predicted times. FR_EACCURACY only when a fast method was
- * forced and no degree meets eps; auto then falls back to exact. */
+ * *coef, malloc'd), the method, its certificate, the predicted times. FR_EACCURACY when a fast
+ * method was forced and cannot certify eps; auto then falls back to exact. */
 static int decide(const fr_problem *p, const fr_bounds *bounds, const fr_options *opt,
-                  fr_plan_info *info, double **coef, char *err, size_t errlen)
+                  fr_plan_info *info, double **coef, fr__cert *cert, char *err, size_t errlen)
 {
     *coef = NULL;
     memset(info, 0, sizeof *info);
+    memset(cert, 0, sizeof *cert);
     info->method = opt->method;
     info->reason = "requested";
     info->degree = -1;
+    info->needed_degree = -1;
     info->support = support_size(p);
+    info->fft = fr__fft_resolve(opt->fft); /* polyfft's choice below, if polyfft can run */
+    info->fft_precision = fr__fft_precision(info->fft);
     for (int m = 0; m < FR_NMETHODS; m++)
         info->predicted_s[m] = -1;
     fr_predict_times(p, -1, info->support, info->predicted_s);
-    if (opt->method == FR_METHOD_EXACT) return FR_OK;
+    if (opt->method == FR_METHOD_EXACT) return exact_certificate(p, bounds, opt, info, err, errlen);
     if (!bounds) return fr__err(err, errlen, FR_EUSAGE, "the fast methods need the data's bounds");
+    if (!(opt->eps > 0))
+        return fr__err(err, errlen, FR_EUSAGE, "eps = %g must be positive", opt->eps);
+    if (opt->degree > opt->max_degree)
+        return fr__err(err, errlen, FR_EUSAGE, "degree %d is above max_degree %d", opt->degree,
+                       opt->max_degree);
+    if (!isfinite(bounds->R) || !isfinite(bounds->R_abs) || !isfinite(bounds->R_norm))
+        return fr__err(err, errlen, FR_EINPUT,
+                       "the scores overflow: their bound R is not finite for these entries and "
+                       "scale");
 
     int rope_family = fr__rope_family(p, NULL, 0);
     if (opt->method == FR_METHOD_POLYROPE && !rope_family) {
         char why[192];
         fr__rope_family(p, why, sizeof why);
         return fr__err(err, errlen, FR_EUSAGE,
-                       "--method polyrope needs a rotation of the RoPE family (W_delta = "
-                       "W_1^delta)%s%s; --method polyfft handles any W",
+                       "polyrope needs a rotation of the RoPE family (W_delta = "
+                       "W_1^delta)%s%s; polyfft handles any W",
                        *why ? ": " : "", why);
     }
 
-    /* The degree of each fast method: forced, or the smallest that meets eps through the
-     * a-priori bound with that method's rounding floor (polyfft's FFTs work in float, polyrope
-     * in double, so polyrope reaches smaller eps and larger entries). */
+    /* Each fast method that applies: its smallest degree whose certificate meets eps. */
+    fr_method fft_m =
+        opt->method == FR_METHOD_POLYFFT_LITERAL ? FR_METHOD_POLYFFT_LITERAL : FR_METHOD_POLYFFT;
     int fft_wanted = opt->method != FR_METHOD_POLYROPE;
     int rope_wanted =
         rope_family && (opt->method == FR_METHOD_POLYROPE || opt->method == FR_METHOD_AUTO);
-    int g_fft = -1, g_rope = -1, st = FR_OK, g;
-    double eta_fft = INFINITY, eta_rope = INFINITY, eta = INFINITY;
-    char fft_err[256] = "";
-    if (opt->degree > opt->max_degree)
-        return fr__err(err, errlen, FR_EUSAGE, "--degree %d is above --max-degree %d", opt->degree,
-                       opt->max_degree);
-    if (opt->degree >= 0) {
-        g_fft = fft_wanted ? opt->degree : -1;
-        g_rope = rope_wanted ? opt->degree : -1;
-    } else {
-        if (fft_wanted) {
-            st = fr_poly_choose_degree(bounds->R, bounds->B_v, opt->eps, opt->max_degree, 1, &g_fft,
-                                       &eta_fft, fft_err, sizeof fft_err);
-            if (st && st != FR_EACCURACY) return fr__err(err, errlen, st, "%s", fft_err);
-            if (st) g_fft = -1;
+    method_choice cf, cr;
+    memset(&cf, 0, sizeof cf), memset(&cr, 0, sizeof cr);
+    int st = FR_OK;
+    fit_cache *fc = calloc(1, sizeof *fc);
+    if (!fc) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
+    fc->R = bounds->R;
+    if (fft_wanted) st = choose_fft(p, bounds, opt, fft_m, info->support, fc, &cf, err, errlen);
+    if (!st && rope_wanted)
+        st = choose_degree(p, bounds, opt, FR_METHOD_POLYROPE, FR_FFT_AUTO, fc, &cr, err, errlen);
+    free(fc);
+    if (st) goto done;
+
+    if (!(cf.ok || cr.ok)) {
+        /* The polynomial itself is the obstacle when no method's is good enough. */
+        int poly_limited = (!fft_wanted || cf.poly_limited) && (!rope_wanted || cr.poly_limited);
+        info->needed_degree = fr__poly_needed_degree(bounds->R, bounds->B_v, opt->eps, 1000);
+        char why[512];
+        if (poly_limited && opt->degree < 0)
+            poly_reason(p, bounds, opt, info->needed_degree, why, sizeof why);
+        else /* the reason of the method asked for; for auto, of one the arithmetic stopped */
+            snprintf(why, sizeof why, "%s",
+                     opt->method == FR_METHOD_POLYROPE                  ? cr.why
+                     : opt->method != FR_METHOD_AUTO                    ? cf.why
+                     : rope_wanted && (!cr.poly_limited || !fft_wanted) ? cr.why
+                                                                        : cf.why);
+        if (opt->method != FR_METHOD_AUTO) {
+            st = fr__err(err, errlen, FR_EACCURACY, "%s", why);
+            goto done;
         }
-        if (rope_wanted) {
-            st = fr_poly_choose_degree(bounds->R, bounds->B_v, opt->eps, opt->max_degree, 0,
-                                       &g_rope, &eta_rope, err, errlen);
-            if (st && st != FR_EACCURACY) return st;
-            if (st) g_rope = -1;
-        }
-    }
-    if (opt->method == FR_METHOD_POLYROPE && g_rope < 0)
-        return FR_EACCURACY; /* err holds poly's reason */
-    if ((opt->method == FR_METHOD_POLYFFT || opt->method == FR_METHOD_POLYFFT_LITERAL) && g_fft < 0)
-        return fr__err(err, errlen, FR_EACCURACY, "%s", fft_err);
-    if (g_fft < 0 && g_rope < 0) { /* auto, and no fast method can meet eps */
         info->method = FR_METHOD_EXACT;
-        info->reason = "entries too large for the fast regime: no polynomial degree within "
-                       "--max-degree meets eps";
-        return FR_OK;
+        info->reason = poly_limited ? "entries too large for the fast regime: no polynomial "
+                                      "degree within max_degree meets eps"
+                                    : "eps is below what the fast methods' arithmetic can "
+                                      "certify at this size";
+        goto done;
     }
 
-    double t[FR_NMETHODS];
-    if (g_fft >= 0) {
-        fr_predict_times(p, g_fft, info->support, t);
-        info->predicted_s[FR_METHOD_POLYFFT] = t[FR_METHOD_POLYFFT];
-        info->predicted_s[FR_METHOD_POLYFFT_LITERAL] = t[FR_METHOD_POLYFFT_LITERAL];
-    }
-    if (g_rope >= 0) {
-        fr_predict_times(p, g_rope, info->support, t);
-        info->predicted_s[FR_METHOD_POLYROPE] = t[FR_METHOD_POLYROPE];
+    /* Predicted times, with the rows each method may hand to the exact path. */
+    double t[FR_NMETHODS], kept;
+    rows_below(p, INFINITY, &kept);
+    double per_pair = kept > 0 ? info->predicted_s[FR_METHOD_EXACT] / kept : 0;
+    method_choice *cs[2] = {&cf, &cr};
+    for (int w = 0; w < 2; w++) {
+        method_choice *c = cs[w];
+        if (!c->ok) continue;
+        double pairs;
+        rows_below(p, c->mc.keys_exact, &pairs);
+        fr__predict_times_fft(p, c->degree, info->support, c->fft, t);
+        if (w == 0) {
+            info->predicted_s[FR_METHOD_POLYFFT] = t[FR_METHOD_POLYFFT] + pairs * per_pair;
+            info->predicted_s[FR_METHOD_POLYFFT_LITERAL] =
+                t[FR_METHOD_POLYFFT_LITERAL] + pairs * per_pair;
+        } else {
+            info->predicted_s[FR_METHOD_POLYROPE] = t[FR_METHOD_POLYROPE] + pairs * per_pair;
+        }
     }
     if (opt->method == FR_METHOD_AUTO) info->method = choose(info, rope_family, &info->reason);
     /* The degree reported with exact (auto at small n) is the cheapest fast method's. */
     fr_method m = info->method;
     if (m == FR_METHOD_EXACT)
-        m = g_rope >= 0 && (g_fft < 0 || info->predicted_s[FR_METHOD_POLYROPE] <=
-                                             info->predicted_s[FR_METHOD_POLYFFT])
+        m = cr.ok && (!cf.ok ||
+                      info->predicted_s[FR_METHOD_POLYROPE] <= info->predicted_s[FR_METHOD_POLYFFT])
                 ? FR_METHOD_POLYROPE
-                : FR_METHOD_POLYFFT;
-    g = m == FR_METHOD_POLYROPE ? g_rope : g_fft;
-    *coef = malloc((size_t)(g + 1) * sizeof **coef);
-    if (!*coef) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
-    if ((st = fr_poly_fit(bounds->R, g, *coef, &eta, err, errlen))) {
-        free(*coef);
-        *coef = NULL;
-        return st;
-    }
-    info->degree = g;
-    info->eta = eta;
-    info->a_priori_bound = fr_a_priori_bound(eta, bounds->B_v);
-    return FR_OK;
+                : fft_m;
+    method_choice *c = m == FR_METHOD_POLYROPE ? &cr : &cf;
+    if (cf.ok) info->fft = cf.fft;
+    info->fft_precision = fr__fft_precision(info->fft);
+    *coef = c->coef;
+    c->coef = NULL;
+    info->degree = c->degree;
+    info->needed_degree = c->degree;
+    info->eta = c->eta;
+    info->poly_bound = c->mc.poly_bound;
+    info->rounding_bound = c->mc.rounding_bound;
+    info->a_priori_bound = info->poly_bound + info->rounding_bound;
+    int64_t kmin, kmax;
+    key_range(p, &kmin, &kmax);
+    info->keys_exact = c->mc.keys_exact > (double)kmin ? (int64_t)c->mc.keys_exact : 0;
+    info->rows_exact = rows_below(p, c->mc.keys_exact, &kept);
+    *cert = c->mc.cert;
+done:
+    free(cf.coef);
+    free(cr.coef);
+    return st;
 }
 
 int fr__subplan_create(fr__subplan **out, const fr_problem *p, const fr_bounds *bounds,
@@ -193,13 +550,12 @@ int fr__subplan_create(fr__subplan **out, const fr_problem *p, const fr_bounds *
     if (!pl) return fr__err(err, errlen, FR_ENOMEM, "out of memory creating the plan");
     pl->p = *p;
     double *coef = NULL;
-    st = decide(p, bounds, opt, &pl->info, &coef, err, errlen);
+    st = decide(p, bounds, opt, &pl->info, &coef, &pl->cert, err, errlen);
     fr_plan_info *info = &pl->info;
-    info->fft = fr__fft_resolve(opt->fft);
-    info->fft_precision = fr__fft_precision(info->fft);
     if (!st && (info->method == FR_METHOD_POLYFFT || info->method == FR_METHOD_POLYFFT_LITERAL)) {
         st = fr__polyfft_create(&pl->polyfft, p, coef, info->degree,
-                                info->method == FR_METHOD_POLYFFT_LITERAL, opt->fft, err, errlen);
+                                info->method == FR_METHOD_POLYFFT_LITERAL, info->fft,
+                                info->keys_exact, err, errlen);
         if (!st) fr__polyfft_info(pl->polyfft, info);
     } else if (!st && info->method == FR_METHOD_POLYROPE) {
         st = fr__polyrope_create(&pl->polyrope, p, coef, info->degree, err, errlen);
@@ -218,7 +574,8 @@ int fr__subplan_decide(const fr_problem *p, const fr_bounds *bounds, const fr_op
                        fr_plan_info *info, char *err, size_t errlen)
 {
     double *coef = NULL;
-    int st = decide(p, bounds, opt, info, &coef, err, errlen);
+    fr__cert cert;
+    int st = decide(p, bounds, opt, info, &coef, &cert, err, errlen);
     free(coef);
     return st;
 }
@@ -231,18 +588,18 @@ fr_status fr_plan_estimate(const fr_problem *p0, const fr_bounds *bounds, const 
     if (st) return st;
     fr_problem pp = fr__entry_problem(p0, 0), *p = &pp; /* one problem: the first W */
     fr__settle_family(p);
-    st = decide(p, bounds, opt, info, &coef, err, errlen);
+    fr__cert cert;
+    st = decide(p, bounds, opt, info, &coef, &cert, err, errlen);
     if (st == FR_EACCURACY) { /* a forced method that cannot meet eps: a row, not an error */
         info->degree = -1;
-        info->reason = "no polynomial degree within max_degree meets eps for this method";
+        info->reason = "the method cannot certify eps here (no polynomial degree within "
+                       "max_degree, or eps below its arithmetic's certified rounding)";
         return FR_OK;
     }
     if (st || info->degree < 0) return st;
     int64_t d = p->d;
     if (fr__rope_family(p, NULL, 0)) info->features = fr__binom(info->degree + d, d);
-    info->fft_size = fr__fft_fast_size(opt->fft, 2 * p->n - 1);
-    info->fft = fr__fft_resolve(opt->fft);
-    info->fft_precision = fr__fft_precision(info->fft);
+    info->fft_size = fr__fft_fast_size(info->fft, 2 * p->n - 1);
     if (p->rot.kind != FR_ROT_EXPLICIT || !p->rot.w) {
         /* Closed forms: enumerating the terms (what the plan does) costs seconds at larger
          * degrees, and `check` estimates every set of a dump. */
@@ -272,21 +629,28 @@ int fr__subplan_small(const fr__subplan *pl)
     return fr__exact_small(&pl->p, pl->p.n);
 }
 
+/* A fast forward is certified row by row (core/certify.c): the back end leaves its row sums,
+ * and the rows whose certificate misses the plan's are recomputed exactly. */
 int fr__subplan_execute(const fr__subplan *pl, const double *q, const double *k, const double *v,
                         double *out, fr_exec_info *ex, char *err, size_t errlen)
 {
-    /* The certificate is the lead's (issue 14): until the methods fill it, the plan's own. */
     ex->rows_recomputed = 0;
     ex->rounding_bound = 0;
-    ex->a_priori_bound = pl->info.method == FR_METHOD_EXACT ? 0 : pl->info.a_priori_bound;
-    switch (pl->info.method) {
-    case FR_METHOD_POLYFFT:
-    case FR_METHOD_POLYFFT_LITERAL:
-        ex->rows_recomputed = fr__polyfft_rows_recomputed(pl->polyfft);
-        return fr__polyfft_execute(pl->polyfft, q, k, v, out, err, errlen);
-    case FR_METHOD_POLYROPE: return fr__polyrope_execute(pl->polyrope, q, k, v, out, err, errlen);
-    default: return fr__exact_rows(&pl->p, q, k, v, NULL, pl->p.n, out, err, errlen);
-    }
+    ex->a_priori_bound = 0;
+    fr_method m = pl->info.method;
+    if (m != FR_METHOD_POLYFFT && m != FR_METHOD_POLYFFT_LITERAL && m != FR_METHOD_POLYROPE)
+        return fr__exact_rows(&pl->p, q, k, v, NULL, pl->p.n, out, err, errlen);
+    double *rowsum = malloc((size_t)pl->p.n * sizeof *rowsum);
+    if (!rowsum) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
+    int st = m == FR_METHOD_POLYROPE
+                 ? fr__polyrope_execute(pl->polyrope, q, k, v, out, rowsum, err, errlen)
+                 : fr__polyfft_execute(pl->polyfft, q, k, v, out, rowsum, err, errlen);
+    if (!st)
+        st = fr__certify_rows(&pl->p, &pl->cert, q, k, v, out, rowsum, &ex->rows_recomputed,
+                              &ex->rounding_bound, err, errlen);
+    ex->a_priori_bound = pl->cert.poly_bound + ex->rounding_bound;
+    free(rowsum);
+    return st;
 }
 
 int fr__subplan_backward(const fr__subplan *pl, const double *q, const double *k, const double *v,
@@ -294,8 +658,10 @@ int fr__subplan_backward(const fr__subplan *pl, const double *q, const double *k
                          double *dk, double *dv, double *dw, double *loss, fr_exec_info *ex,
                          char *err, size_t errlen)
 {
+    /* The backward computes exactly the rows the plan cannot certify before the pass: the T it
+     * returns holds the plan's a-priori certificate. */
     ex->rows_recomputed = 0;
-    ex->rounding_bound = 0;
+    ex->rounding_bound = pl->info.method == FR_METHOD_EXACT ? 0 : pl->info.rounding_bound;
     ex->a_priori_bound = pl->info.method == FR_METHOD_EXACT ? 0 : pl->info.a_priori_bound;
     if ((dout == NULL) == (target == NULL))
         return fr__err(err, errlen, FR_EUSAGE, "give exactly one of dout and target");

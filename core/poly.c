@@ -10,8 +10,8 @@
  *    up to one rounding per coefficient (no cancellation).
  *  - evaluating the monomial form: sum_k |c_k| |x|^k ~ e^R while e^x can be e^-R, so the
  *    evaluation's relative rounding is amplified by kappa(R) = e^R * sum_k |c_k| R^k ~ e^{2R}.
- *    In double this is fine until e^{2R} 2^-53 ~ eta (R ~ 12 for eta = 1e-5). In the float FFTs
- *    of polyfft it is the real limit: see fr__poly_fft_floor.
+ *    In double this is fine until e^{2R} 2^-53 ~ eta (R ~ 12 for eta = 1e-5). The pipelines'
+ *    own arithmetic is bounded separately and rigorously (core/certify.c).
  */
 #include "internal.h"
 
@@ -22,30 +22,10 @@
 /* Degree cap for the fit itself: far above anything the pipeline can afford. */
 #define POLY_MAX_FIT_DEGREE 64
 
-/* Constant of the float-FFT error floor, measured (polyfft at degree 14, so eta ~ 0, against
- * fr_exact_rows; d = 4, B in {0.5 .. 2}, R = 0.2 .. 3.6, n = 256 .. 16384): unmasked, the
- * observed error over 2^-24 log2(N) kappa(R) B_v was at most 0.0094 (errors 6e-10 .. 2e-8; it
- * hardly grows with R, so kappa makes the model conservative for larger R). Causal rows with
- * few keys were far worse (row 0: 1.8e-3 at n = 65536) until polyfft started recomputing the
- * rows with few keys exactly; after that the rest stays ~1e-7. 0.05 = the worst ratio times ~5. */
-#define FFT_FLOOR_C 0.05
-/* The length the floor is charged for when the caller does not know n (degree choice): 2^22,
- * i.e. n up to 2^21, so log2 N = 22. */
-#define FFT_FLOOR_LOG2N 22.0
-
 /* sum_k |c_k| R^k: the size of the terms the pipeline adds up, relative to P's scale. */
 static double abs_sum(const double *c, int g, double R)
 {
-    double s = 0, rk = 1;
-    for (int k = 0; k <= g; k++, rk *= R)
-        s += fabs(c[k]) * rk;
-    return s;
-}
-
-double fr__poly_fft_floor(double R, const double *coef, int degree, double B_v, double log2n)
-{
-    double kappa = exp(R) * abs_sum(coef, degree, R);
-    return FFT_FLOOR_C * ldexp(1.0, -24) * log2n * kappa * B_v;
+    return fr__abs_poly(c, g, R);
 }
 
 /* Chebyshev coefficients a_0..a_g of exp(R t) on t in [-1, 1], interpolating at the g+1
@@ -101,8 +81,13 @@ static double rel_err_at(const double *c, int g, double x)
 
 int fr_poly_fit(double R, int degree, double *coef, double *eta, char *err, size_t errlen)
 {
-    if (!(R >= 0) || !isfinite(R))
-        return fr__err(err, errlen, FR_EINPUT, "score bound R = %g is not finite and >= 0", R);
+    if (isinf(R) && R > 0)
+        return fr__err(err, errlen, FR_EINPUT,
+                       "the score bound R overflows a double: entries this large make scores "
+                       "no floating-point attention can hold");
+    if (!(R >= 0))
+        return fr__err(err, errlen, FR_EINPUT,
+                       "score bound R = %g: not a valid bound (it must be >= 0)", R);
     if (degree < 0 || degree > POLY_MAX_FIT_DEGREE)
         return fr__err(err, errlen, FR_EUSAGE, "polynomial degree %d outside 0..%d", degree,
                        POLY_MAX_FIT_DEGREE);
@@ -145,14 +130,66 @@ double fr_a_priori_bound(double eta, double B_v)
     return eta >= 1 ? INFINITY : 2 * eta / (1 - eta) * B_v;
 }
 
-/* The rounding floor of a method that works in double throughout (polyrope): the FFT model
- * with the unit roundoff 2^-53 for 2^-24, and 2^9 more for sums over up to ~2^20 keys in place
- * of log2 N butterfly stages. A deliberately generous guess, not a measurement: at R = 1 it is
- * ~5e-13, far below any eps worth asking for. */
-#define DOUBLE_FLOOR_SCALE 0x1.0p-20
+/* Scaled modified Bessel functions I_j(R) e^-R, j = 0..J, by Miller's backward recurrence
+ * I_{j-1} = I_{j+1} + (2j / R) I_j from a start far above J, normalised by
+ * I_0 + 2 sum_{j>=1} I_j = e^R. Stable for I (the recurrence's dominant solution downwards). */
+static int bessel_scaled(double R, int J, double *out)
+{
+    int top = J + 40 + (int)(2 * R);
+    double *t = malloc((size_t)(top + 2) * sizeof *t);
+    if (!t) return 0;
+    t[top + 1] = 0;
+    t[top] = 1e-300;
+    for (int j = top; j >= 1; j--) {
+        t[j - 1] = t[j + 1] + (2.0 * j / R) * t[j];
+        if (t[j - 1] > 1e250) /* rescale the tail computed so far; only ratios matter */
+            for (int i = j - 1; i <= top; i++)
+                t[i] *= 1e-250;
+    }
+    double norm = t[0];
+    for (int j = 1; j <= top; j++)
+        norm += 2 * t[j];
+    for (int j = 0; j <= J; j++)
+        out[j] = t[j] / norm;
+    free(t);
+    return 1;
+}
 
-int fr_poly_choose_degree(double R, double B_v, double eps, int max_degree, int float_fft,
-                          int *degree, double *eta, char *err, size_t errlen)
+int fr__poly_needed_degree(double R, double B_v, double eps, int cap)
+{
+    if (!(B_v > 0) || !(R > 0)) return 0;
+    if (!(eps > 0) || !isfinite(R) || R > cap) return cap + 1;
+    /* The degree-g interpolant of e^{Rt} is within 2 sum_{j>g} |a_j| of it, a_j = 2 I_j(R)
+     * (Trefethen, Approximation Theory and Approximation Practice, Thm 4.2), so its relative
+     * error on [-R, R] is at most eta_g = 4 e^R sum_{j>g} I_j(R) = 4 e^{2R} sum_{j>g} I_j e^-R;
+     * 2 eta/(1-eta) B_v <= eps needs eta <= eps / (2 B_v + eps). */
+    double *I = malloc((size_t)(cap + 2) * sizeof *I);
+    if (!I || !bessel_scaled(R, cap + 1, I)) {
+        free(I);
+        return cap + 1;
+    }
+    double log_target = log(eps / (2 * B_v + eps)) - log(4.0) - 2 * R, tail = 0;
+    int need = cap + 1;
+    /* tail(g) = sum_{j>g}: accumulate from the top, remember the smallest g that passes. */
+    double *tails = malloc((size_t)(cap + 2) * sizeof *tails);
+    if (tails) {
+        for (int g = cap; g >= 0; g--) {
+            tail += I[g + 1];
+            tails[g] = tail;
+        }
+        for (int g = 0; g <= cap; g++)
+            if (tails[g] <= 0 || log(tails[g]) <= log_target) {
+                need = g;
+                break;
+            }
+    }
+    free(tails);
+    free(I);
+    return need;
+}
+
+int fr_poly_choose_degree(double R, double B_v, double eps, int max_degree, int *degree,
+                          double *eta, char *err, size_t errlen)
 {
     if (!(eps > 0)) return fr__err(err, errlen, FR_EUSAGE, "eps = %g must be positive", eps);
     if (!(B_v >= 0) || !isfinite(B_v))
@@ -164,38 +201,18 @@ int fr_poly_choose_degree(double R, double B_v, double eps, int max_degree, int 
         *degree = 0;
         return fr_poly_fit(R, 0, coef, eta, err, errlen);
     }
-    /* The polynomial alone may meet eps at some degree while the float FFTs' rounding (which
-     * grows with the degree through kappa) keeps every such degree above it: then refuse with
-     * the floor as the reason, rather than promise an accuracy the FFTs cannot deliver. */
-    double floor_at_poly_ok = -1;
     for (int g = 0; g <= max_degree; g++) {
         double e;
         int st = fr_poly_fit(R, g, coef, &e, err, errlen);
         if (st) return st;
-        double fl = fr__poly_fft_floor(R, coef, g, B_v, FFT_FLOOR_LOG2N);
-        if (!float_fft) fl *= DOUBLE_FLOOR_SCALE;
-        /* 2% margin: the output itself is computed in floating point. */
-        int poly_ok = fr_a_priori_bound(e, B_v) * 1.02 <= eps;
-        if (poly_ok && floor_at_poly_ok < 0) floor_at_poly_ok = fl;
-        if (fr_a_priori_bound(e, B_v) * 1.02 + fl <= eps) {
+        if (fr_a_priori_bound(e, B_v) < eps) {
             *degree = g;
             *eta = e;
             return FR_OK;
         }
     }
-    if (floor_at_poly_ok >= 0 && !float_fft)
-        return fr__err(err, errlen, FR_EACCURACY,
-                       "eps = %.3g is below double-precision rounding here (floor ~%.2g for "
-                       "score bound R = %.3g, B_v = %.3g); use a larger --eps",
-                       eps, floor_at_poly_ok, R, B_v);
-    if (floor_at_poly_ok >= 0)
-        return fr__err(err, errlen, FR_EACCURACY,
-                       "eps = %.3g is below what single-precision FFTs can deliver here "
-                       "(rounding floor ~%.2g for score bound R = %.3g, B_v = %.3g); use "
-                       "a larger --eps, --method polyrope (RoPE family) or --method exact",
-                       eps, floor_at_poly_ok, R, B_v);
     return fr__err(err, errlen, FR_EACCURACY,
-                   "no polynomial degree <= %d meets eps = %.3g for score bound R = %.3g "
-                   "(B_v = %.3g)",
+                   "no polynomial degree <= max_degree (%d) meets eps = %.3g for score bound "
+                   "R = %.3g (B_v = %.3g)",
                    max_degree, eps, R, B_v);
 }

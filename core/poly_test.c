@@ -60,32 +60,30 @@ static void test_fit_values(void)
     T_CHECK(fr_poly_fit(1, -1, c, &eta, err, sizeof err) == FR_EUSAGE, "negative degree");
 }
 
-/* The chosen degree meets eps with the floor charged; the one below does not. */
+/* The chosen degree meets eps through the polynomial's bound; the one below does not. */
 static void test_choose_minimal(void)
 {
     double Rs[] = {0.2, 0.5, 1, 2, 3};
-    double epss[] = {1e-2, 1e-3, 1e-4};
+    double epss[] = {1e-2, 1e-3, 1e-4, 1e-8};
     for (size_t i = 0; i < sizeof Rs / sizeof *Rs; i++)
         for (size_t j = 0; j < sizeof epss / sizeof *epss; j++) {
             double R = Rs[i], eps = epss[j], Bv = 1, eta, c[32];
             int g;
-            int st = fr_poly_choose_degree(R, Bv, eps, 24, 1, &g, &eta, err, sizeof err);
-            if (st == FR_EACCURACY) continue; /* the float floor; tested below */
-            T_REQUIRE(st == 0, "%s", err);
-            T_CHECK(fr_a_priori_bound(eta, Bv) <= eps, "R %g eps %g: bound %.3g", R, eps,
+            int st = fr_poly_choose_degree(R, Bv, eps, 24, &g, &eta, err, sizeof err);
+            T_REQUIRE(st == 0, "R %g eps %g: %s", R, eps, err);
+            T_CHECK(fr_a_priori_bound(eta, Bv) < eps, "R %g eps %g: bound %.3g", R, eps,
                     fr_a_priori_bound(eta, Bv));
             if (g > 0) {
                 double e1;
                 fr_poly_fit(R, g - 1, c, &e1, err, sizeof err);
-                double fl = fr__poly_fft_floor(R, c, g - 1, Bv, 22);
-                T_CHECK(fr_a_priori_bound(e1, Bv) * 1.02 + fl > eps,
+                T_CHECK(fr_a_priori_bound(e1, Bv) >= eps,
                         "R %g eps %g: degree %d chosen but %d meets it", R, eps, g, g - 1);
             }
         }
     /* At R = 1, eps = 1e-3 the answer is degree 5 (eta ~ 1e-4; degree 4 gives ~1e-3). */
     int g;
     double eta;
-    T_REQUIRE(fr_poly_choose_degree(1, 1, 1e-3, 24, 1, &g, &eta, err, sizeof err) == 0, "%s", err);
+    T_REQUIRE(fr_poly_choose_degree(1, 1, 1e-3, 24, &g, &eta, err, sizeof err) == 0, "%s", err);
     T_CHECK(g == 5, "R = 1: degree %d", g);
 }
 
@@ -93,20 +91,50 @@ static void test_choose_refuses(void)
 {
     int g;
     double eta;
-    /* Above max degree. */
-    int st = fr_poly_choose_degree(6, 1, 1e-3, 4, 1, &g, &eta, err, sizeof err);
-    T_CHECK(st == FR_EACCURACY && strstr(err, "degree"), "max degree: %d (%s)", st, err);
-    /* Below the single-precision floor, whatever the degree. */
-    st = fr_poly_choose_degree(1, 1, 1e-8, 24, 1, &g, &eta, err, sizeof err);
-    T_CHECK(st == FR_EACCURACY && strstr(err, "single-precision"), "floor: %d (%s)", st, err);
+    /* Above max degree, in API terms. */
+    int st = fr_poly_choose_degree(6, 1, 1e-3, 4, &g, &eta, err, sizeof err);
+    T_CHECK(st == FR_EACCURACY && strstr(err, "max_degree") && !strstr(err, "--"),
+            "max degree: %d (%s)", st, err);
     /* V = 0: degree 0. */
-    st = fr_poly_choose_degree(3, 0, 1e-6, 24, 1, &g, &eta, err, sizeof err);
+    st = fr_poly_choose_degree(3, 0, 1e-6, 24, &g, &eta, err, sizeof err);
     T_CHECK(st == 0 && g == 0, "B_v = 0: %d, degree %d", st, g);
-    T_CHECK(fr_poly_choose_degree(1, 1, 0, 24, 1, &g, &eta, err, sizeof err) == FR_EUSAGE,
-            "eps = 0");
+    T_CHECK(fr_poly_choose_degree(1, 1, 0, 24, &g, &eta, err, sizeof err) == FR_EUSAGE, "eps = 0");
     /* R = 0 (n = 1 with a zero row, or zero Q): degree 0 is exact. */
-    st = fr_poly_choose_degree(0, 1, 1e-4, 24, 1, &g, &eta, err, sizeof err);
+    st = fr_poly_choose_degree(0, 1, 1e-4, 24, &g, &eta, err, sizeof err);
     T_CHECK(st == 0 && g == 0 && eta == 0, "R = 0: %d, degree %d, eta %g", st, g, eta);
+    /* An infinite R is an overflow, said as such. */
+    st = fr_poly_fit(INFINITY, 3, (double[4]){0}, &eta, err, sizeof err);
+    T_CHECK(st == FR_EINPUT && strstr(err, "overflow"), "R = inf: %d (%s)", st, err);
+}
+
+/* The Chebyshev-tail estimate of the degree eps needs agrees with the certified search where
+ * both apply (within one degree: the search certifies on a grid with a safety factor, the
+ * estimate bounds the interpolation error), grows with R and with 1/eps, and says "more than
+ * the cap" when the cap is not enough. */
+static void test_needed_degree(void)
+{
+    double Rs[] = {0.25, 1, 2, 4, 6};
+    double epss[] = {1e-2, 1e-4, 1e-6, 1e-8};
+    int prev_R[4] = {0, 0, 0, 0};
+    for (size_t i = 0; i < sizeof Rs / sizeof *Rs; i++) {
+        int prev_eps = 0;
+        for (size_t j = 0; j < sizeof epss / sizeof *epss; j++) {
+            double R = Rs[i], eps = epss[j], eta;
+            int g, need = fr__poly_needed_degree(R, 1, eps, 1000);
+            T_REQUIRE(fr_poly_choose_degree(R, 1, eps, 64, &g, &eta, err, sizeof err) == 0, "%s",
+                      err);
+            T_CHECK(need >= g - 1 && need <= g + 1, "R %g eps %g: estimate %d, search %d", R, eps,
+                    need, g);
+            T_CHECK(need >= prev_eps, "R %g: degree falls as eps shrinks", R);
+            T_CHECK(need >= prev_R[j], "eps %g: degree falls as R grows", eps);
+            prev_eps = prev_R[j] = need;
+        }
+    }
+    int need16 = fr__poly_needed_degree(16, 1, 1e-3, 1000);
+    T_CHECK(need16 > 24 && need16 < 200, "R = 16, eps 1e-3: %d", need16);
+    T_CHECK(fr__poly_needed_degree(16, 1, 1e-3, 30) == 31, "the cap");
+    T_CHECK(fr__poly_needed_degree(5000, 1, 1e-3, 1000) == 1001, "far beyond");
+    T_CHECK(fr__poly_needed_degree(3, 0, 1e-3, 1000) == 0, "B_v = 0");
 }
 
 int main(void)
@@ -115,5 +143,6 @@ int main(void)
     T_RUN(test_fit_values);
     T_RUN(test_choose_minimal);
     T_RUN(test_choose_refuses);
+    T_RUN(test_needed_degree);
     return t_done();
 }

@@ -23,20 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Rows with fewer unmasked keys than this are recomputed exactly. Why: a float FFT's
- * rounding is an absolute error spread evenly over the rows (~ 2^-24 sqrt(N) times the size of
- * the vectors), while D_i is ~ the number of keys of row i. A causal row 0 has one key: at
- * n = 65536 its error was 1.8e-3 (eps 1e-3 missed), row 127's 9e-7, row 1023's 6e-8. Exact rows
- * cost FIX_KEYS * d each, so ~FIX_KEYS^2 d for a causal mask: negligible next to the FFTs. The
- * threshold grows with n because the absolute error does (n/16, capped at 4096). Kept for the
- * double back end too: its error is 2^29 times smaller but has the same shape, and the rows
- * cost next to nothing. */
-static int64_t fix_keys(int64_t n)
-{
-    int64_t m = n / 16;
-    return m < 16 ? 16 : m > 4096 ? 4096 : m;
-}
-
 /* The plan's kernel spectra, all of them (MODE_KERNELS). */
 static int compute_kernels(fr__polyfft *pl)
 {
@@ -61,15 +47,16 @@ static int compute_kernels(fr__polyfft *pl)
 /* ---- plan ------------------------------------------------------------------------------------ */
 
 int fr__polyfft_create(fr__polyfft **pl, const fr_problem *p, const double *coef, int degree,
-                       int literal, fr_fft_backend fft, char *err, size_t errlen)
+                       int literal, fr_fft_backend fft, int64_t exact_keys, char *err,
+                       size_t errlen)
 {
-    return fr__polyfft_create_budget(pl, p, coef, degree, literal, fft, PLAN_BUDGET, EXEC_BUDGET,
-                                     err, errlen);
+    return fr__polyfft_create_budget(pl, p, coef, degree, literal, fft, exact_keys, PLAN_BUDGET,
+                                     EXEC_BUDGET, err, errlen);
 }
 
 int fr__polyfft_create_budget(fr__polyfft **out, const fr_problem *p, const double *coef,
-                              int degree, int literal, fr_fft_backend fft, int64_t plan_budget,
-                              int64_t exec_budget, char *err, size_t errlen)
+                              int degree, int literal, fr_fft_backend fft, int64_t exact_keys,
+                              int64_t plan_budget, int64_t exec_budget, char *err, size_t errlen)
 {
     *out = NULL;
     fr__polyfft *pl = calloc(1, sizeof *pl);
@@ -119,8 +106,10 @@ int fr__polyfft_create_budget(fr__polyfft **out, const fr_problem *p, const doub
     pl->area_scratch = pl->area_spec + fr__align(pl->nb * 2 * pl->rs);
     pl->area_bytes = pl->area_scratch + fr__align((int64_t)fr__fft_scratch_bytes(pl->fft));
 
-    /* Keys of row i: j in [0, n) with j - i in [lo, hi]. */
-    int64_t M0 = fix_keys(n);
+    /* Keys of row i: j in [0, n) with j - i in [lo, hi]. The rows with fewer than exact_keys
+     * cannot be certified before the pass (core/certify.c): the backward computes them exactly
+     * (the forward certifies every row after its pass instead, when asked for row sums). */
+    int64_t M0 = exact_keys;
     for (int pass = 0; pass < 2; pass++) {
         pl->nfix = 0;
         for (int64_t i = 0; i < n; i++) {
@@ -227,21 +216,21 @@ int fr__polyfft_threads(const fr__polyfft *pl)
 }
 
 static int execute(const fr__polyfft *pl, const double *q, const double *k, const double *v,
-                   double *out, char *err, size_t errlen);
+                   double *out, double *rowsum, char *err, size_t errlen);
 
 int fr__polyfft_execute(const fr__polyfft *pl, const double *q, const double *k, const double *v,
-                        double *out, char *err, size_t errlen)
+                        double *out, double *rowsum, char *err, size_t errlen)
 {
     /* nthreads-var is the calling thread's own: setting it here touches no other caller. */
     int saved = omp_get_max_threads();
     omp_set_num_threads(fr__polyfft_threads(pl));
-    int st = execute(pl, q, k, v, out, err, errlen);
+    int st = execute(pl, q, k, v, out, rowsum, err, errlen);
     omp_set_num_threads(saved);
     return st;
 }
 
 static int execute(const fr__polyfft *pl, const double *q, const double *k, const double *v,
-                   double *out, char *err, size_t errlen)
+                   double *out, double *rowsum, char *err, size_t errlen)
 {
     int64_t n = pl->p.n, dv = pl->p.dv, cols = dv + 1;
     double *num = calloc((size_t)(cols * n), sizeof *num);
@@ -264,36 +253,40 @@ static int execute(const fr__polyfft *pl, const double *q, const double *k, cons
         free(num);
         return fr__err(err, errlen, FR_ENOMEM, "out of memory (polyfft, n = %lld)", (long long)n);
     }
+    /* A row sum that is not positive is left to the caller's certificate (rowsum given: the row
+     * is recomputed exactly) or reported. Without rowsum (direct calls) the rows the plan could
+     * not certify before the pass are recomputed here, as the backward does. */
     const double *D = num + dv * n;
-    int64_t f = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (f < pl->nfix && pl->fix[f] == i) {
+    for (int64_t i = 0, f = 0; i < n; i++) {
+        double Di = D[i];
+        if (!rowsum && f < pl->nfix && pl->fix[f] == i) {
             f++;
             continue;
         }
-        if (!(D[i] > 0) || !isfinite(D[i])) {
-            double Di = D[i];
-            free(num);
-            return fr__err(err, errlen, FR_EACCURACY,
-                           "polyfft: normaliser D_%lld = %.3g is not positive: the polynomial "
-                           "(degree %d) is too poor for these scores; raise the degree or use "
-                           "--method exact",
-                           (long long)i, Di, pl->degree);
+        if (rowsum) rowsum[i] = Di;
+        if (!(Di > 0) || !isfinite(Di)) {
+            if (!rowsum) {
+                free(num);
+                return fr__err(err, errlen, FR_EACCURACY,
+                               "polyfft: row sum D_%lld = %.3g is not positive: the polynomial "
+                               "(degree %d) or the arithmetic is too poor for these scores",
+                               (long long)i, Di, pl->degree);
+            }
+            for (int64_t col = 0; col < dv; col++)
+                out[i * dv + col] = 0;
+            continue;
         }
-    }
-    for (int64_t i = 0; i < n; i++)
         for (int64_t col = 0; col < dv; col++)
-            out[i * dv + col] = num[col * n + i] / D[i];
+            out[i * dv + col] = num[col * n + i] / Di;
+    }
     free(num);
-    if (!pl->nfix) return FR_OK;
+    if (rowsum || !pl->nfix) return FR_OK;
     double *ex = malloc((size_t)(pl->nfix * (dv ? dv : 1)) * sizeof *ex);
     if (!ex) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
-    /* D_i of these rows may be anything; they are replaced. */
-    int st = fr_exact_rows(&pl->p, q, k, v, pl->fix, pl->nfix, ex, err, errlen);
+    int st = fr__exact_rows(&pl->p, q, k, v, pl->fix, pl->nfix, ex, err, errlen);
     if (!st)
         for (int64_t r = 0; r < pl->nfix; r++)
-            for (int64_t col = 0; col < dv; col++)
-                out[pl->fix[r] * dv + col] = ex[r * dv + col];
+            memcpy(out + pl->fix[r] * dv, ex + r * dv, (size_t)dv * sizeof *ex);
     free(ex);
     return st;
 }

@@ -163,16 +163,25 @@ void fr__polyrope_free(fr__polyrope *pl)
     free(pl);
 }
 
-/* Normalise rows [i0, i1) of acc into out; a non-positive denominator (the polynomial went
- * negative on these scores) is reported, not divided by. Returns the first bad row or -1. */
+/* Normalise rows [i0, i1) of acc into out, their denominators into rowsum (when not NULL: the
+ * forward's certificate needs them, core/certify.c). A non-positive denominator (the polynomial
+ * went negative on these scores, or rounding) is not divided by: without rowsum it is reported
+ * (the first bad row is returned, else -1); with rowsum the row is left 0 for the certificate
+ * to recompute. */
 static int64_t finish_rows(const fr__polyrope *pl, const double *acc, int64_t i0, int64_t i1,
-                           double *out)
+                           double *out, double *rowsum)
 {
     int dv = pl->nc - 1;
     for (int64_t i = i0; i < i1; i++) {
         const double *a = acc + (i - i0) * pl->nc;
         double den = a[dv];
-        if (!(den > 0)) return i;
+        if (rowsum) rowsum[i] = den;
+        if (!(den > 0)) {
+            if (!rowsum) return i;
+            for (int c = 0; c < dv; c++)
+                out[i * dv + c] = 0;
+            continue;
+        }
         double inv = 1 / den;
         for (int c = 0; c < dv; c++)
             out[i * dv + c] = a[c] * inv;
@@ -183,7 +192,7 @@ static int64_t finish_rows(const fr__polyrope *pl, const double *acc, int64_t i0
 typedef struct {
     const fr__polyrope *pl;
     const double *qr, *kr, *x;
-    double *out;
+    double *out, *rowsum;
 } fwd;
 
 /* One block of queries: Phi M for the keys the whole block keeps, the rest directly. */
@@ -203,11 +212,11 @@ static int64_t fwd_block(void *ctx, work *w, const double *ms, const mask *m, in
                 w->acc[(i - i0 + l) * nc + e] = w->yt[e * TW + l];
     }
     if (m) fr__polyrope_direct(pl, m, c->qr, c->kr, c->x, i0, i1, kl, kh, w->acc);
-    return finish_rows(pl, w->acc, i0, i1, c->out);
+    return finish_rows(pl, w->acc, i0, i1, c->out, c->rowsum);
 }
 
 int fr__polyrope_execute(const fr__polyrope *pl, const double *q, const double *k, const double *v,
-                         double *out, char *err, size_t errlen)
+                         double *out, double *rowsum, char *err, size_t errlen)
 {
     const fr_problem *p = &pl->p;
     int64_t n = p->n, d = p->d, nc = pl->nc, nd, nx;
@@ -223,7 +232,7 @@ int fr__polyrope_execute(const fr__polyrope *pl, const double *q, const double *
     fr__polyrope_prepare(pl, q, k, v, qr, kr, x);
     int oom = 0;
     mask m;
-    fwd c = {pl, qr, kr, x, out};
+    fwd c = {pl, qr, kr, x, out, rowsum};
     int masked = fr__polyrope_mask(pl, &m);
     int64_t bad = fr__polyrope_sweep(pl, masked ? &m : NULL, kr, x, 0, fwd_block, &c, &oom);
     free(qr), free(kr), free(x);

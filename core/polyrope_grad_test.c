@@ -38,7 +38,8 @@ static fr_plan *make_plan(const fr_problem *p, const double *q, const double *k,
     fr_options o = fr_options_default();
     o.method = FR_METHOD_POLYROPE;
     o.degree = degree;
-    o.eps = eps;
+    /* A forced degree is tested for its gradient, not its accuracy: an eps it certifies. */
+    o.eps = degree >= 0 ? 1e30 : eps;
     fr_plan *pl = NULL;
     if (fr_plan_create(&pl, p, &b, &o, err, sizeof err)) printf("#   plan: %s\n", err);
     return pl;
@@ -159,7 +160,9 @@ static void test_fd_rotations(void)
         if (c == 5) p.rot.kind = FR_ROT_NONE, what = "none";
         if (c == 6) p.tau = 1 / sqrt(6.0), p.window = 4, p.causal = 1, what = "sdpa tau, window";
         if (c == 7) what = "n = 1";
-        for (int g = 0; g <= 4; g += 2)
+        /* Degree 0 at sdpa's larger R has eta >= 1: P could be negative, so no plan can vouch
+         * for it (the plan refuses); its gradient is tested at the other scales. */
+        for (int g = c == 6 ? 2 : 0; g <= 4; g += 2)
             for (int tg = 0; tg < 2; tg++) {
                 double e = check_fd(&p, g, 0.8, tg, what);
                 T_CHECK(e < 1e-7, "%s g=%d target=%d: relative error %.3g", what, g, tg, e);

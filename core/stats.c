@@ -50,3 +50,26 @@ fr_status fr_bounds_from_stats(const fr_problem *p, double q_row_sq, double k_ro
     fr__bounds_finish(p, sqrt(q_row_sq), sqrt(k_row_sq), 1, q_col_max, k_col_max, NULL, out);
     return FR_OK;
 }
+
+fr_status fr_bounds_uniform(const fr_problem *p, double B, fr_bounds *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    int st = fr_problem_check(p, err, errlen);
+    if (st) return st;
+    if (!(B >= 0) || !isfinite(B))
+        return fr__err(err, errlen, FR_EUSAGE, "entry bound B = %g must be finite and >= 0", B);
+    int64_t d = p->d;
+    double *m = malloc((size_t)d * sizeof *m);
+    if (!m) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
+    for (int64_t a = 0; a < d; a++)
+        m[a] = B;
+    out->B_q = out->B_k = out->B_v = B;
+    /* Every row has ||x||_2 <= B sqrt(d); an explicit W without data (support_hint entries of
+     * size <= 1) has spectral norm <= its support size. */
+    double wnorm = 1;
+    if (p->rot.kind == FR_ROT_EXPLICIT && !p->rot.w) wnorm = (double)p->rot.support_hint;
+    double rn = B * sqrt((double)d);
+    fr__bounds_finish(p, rn, rn, wnorm, m, m, NULL, out);
+    free(m);
+    return FR_OK;
+}
