@@ -91,7 +91,7 @@ def support_size_describes_a_general_w():
     r = bound("--n", 4096, "--d", 8, "--B", 1, "--support-size", 10)[0]
     assert r["predicted_s"]["polyrope"] is None and r["features"] is None
     assert r["alphas"] == r["kernels"]
-    assert r["R"] == 10 / 8  # tau S B^2
+    assert abs(r["R"] - 10 / 8) <= 1e-11  # tau S B^2, with the slack every computed R carries
 
 
 @test
