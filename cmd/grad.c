@@ -83,7 +83,7 @@ static int compute_f32(job *j, grad_cmd *c, const fr_plan *plan, char *err, size
     int st = fr_execute_backward_f32(
         plan, j->in.q->f32, j->in.k->f32, j->in.v->f32, c->o.dout ? up : NULL,
         c->o.target ? up : NULL, j->res[G_OUT].f32, j->res[G_DQ].f32, j->res[G_DK].f32,
-        j->res[G_DV].f32, j->res[G_DW].f32, c->o.target ? &loss : NULL, NULL, err, errlen);
+        j->res[G_DV].f32, j->res[G_DW].f32, c->o.target ? &loss : NULL, j->exec, err, errlen);
     c->loss = loss;
     return st;
 }
@@ -93,10 +93,10 @@ static int compute(job *j, void *cmd, const fr_plan *plan, char *err, size_t err
     grad_cmd *c = cmd;
     if (job_f32(j->o)) return compute_f32(j, c, plan, err, errlen);
     const double *up = c->up->data;
-    return fr_execute_backward(plan, j->in.q->data, j->in.k->data, j->in.v->data,
-                               c->o.dout ? up : NULL, c->o.target ? up : NULL, j->res[G_OUT].data,
-                               j->res[G_DQ].data, j->res[G_DK].data, j->res[G_DV].data,
-                               j->res[G_DW].data, c->o.target ? &c->loss : NULL, NULL, err, errlen);
+    return fr_execute_backward(
+        plan, j->in.q->data, j->in.k->data, j->in.v->data, c->o.dout ? up : NULL,
+        c->o.target ? up : NULL, j->res[G_OUT].data, j->res[G_DQ].data, j->res[G_DK].data,
+        j->res[G_DV].data, j->res[G_DW].data, c->o.target ? &c->loss : NULL, j->exec, err, errlen);
 }
 
 /* A shared W's dW in single precision against the double one: the exact dW summed over the
@@ -213,7 +213,11 @@ static void report(job *j, void *cmd, cJSON *r)
     cJSON *e = cJSON_AddObjectToObject(r, "error");
     rep_int(e, "rows_checked", j->nrows * j->p.batch);
     rep_num(e, "eps", j->o->attn.opt.eps);
-    rep_num(e, "a_priori_bound_out", j->info.a_priori_bound);
+    /* out (T) carries the forward's certificate: the plan's, since the backward computes exactly
+     * the rows it cannot certify before the pass. */
+    job_report_certificate(j, cJSON_AddObjectToObject(e, "out"));
+    rep_num(e, "a_priori_bound_out",
+            cJSON_GetObjectItem(cJSON_GetObjectItem(e, "out"), "a_priori_bound")->valuedouble);
     for (int g = 0; g < G_N; g++) {
         if (g == G_OUT) continue;
         const fr_diff *d = &c->all[core_grad[g]];

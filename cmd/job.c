@@ -3,6 +3,8 @@
  * refusal, reported), the computation, the sampled check, the results' finiteness, then every
  * output written into its staging and all committed together, or none. */
 #include "job.h"
+
+#include "fastrope_planner.h"
 #include "report.h"
 #include "wisdom.h"
 
@@ -137,6 +139,7 @@ static int allocate(job *j)
             j->res[r].data = x;
     }
     if (!(j->entries = calloc((size_t)j->p.batch, sizeof *j->entries)) ||
+        !(j->exec = calloc((size_t)j->p.batch, sizeof *j->exec)) ||
         !(j->bounds = malloc((size_t)j->p.batch * sizeof *j->bounds)))
         return cli_fail(EXIT_INTERNAL, "out of memory for the bounds of %lld entries",
                         (long long)j->p.batch);
@@ -201,6 +204,13 @@ static int compute(job *j, const job_spec *spec, void *cmd, char *refusal, size_
     cli_wisdom_save(&wis);
     if (st == EXIT_ACCURACY) {
         snprintf(refusal, len, "%s", err);
+        /* The degree eps would need, for the report: the estimate of the worst entry. */
+        fr_plan_info est;
+        fr_problem p1 = j->p;
+        p1.batch = p1.kv_batch = 1;
+        char e2[256];
+        j->refused_degree =
+            fr_plan_estimate(&p1, &j->pooled, &opt, &est, e2, sizeof e2) ? -1 : est.needed_degree;
         return refused(j, err);
     }
     if (st) return cli_fail(st, "%s", err);
@@ -312,6 +322,27 @@ static int write_results(job *j)
     return st ? cli_fail(st, "%s", err) : EXIT_OK;
 }
 
+void job_report_certificate(const job *j, cJSON *e)
+{
+    /* Over the entries a fast method ran: the worst certificate, and every row it handed to the
+     * exact path (core/ALGORITHM.md 3.1). */
+    double poly = 0, rounding = 0, bound = 0;
+    int64_t recomputed = 0;
+    for (int64_t b = 0; b < j->p.batch; b++) {
+        const fr_exec_info *x = &j->exec[b];
+        if (j->entries[b].method == FR_METHOD_EXACT) continue;
+        poly = fmax(poly, x->a_priori_bound - x->rounding_bound);
+        rounding = fmax(rounding, x->rounding_bound);
+        bound = fmax(bound, x->a_priori_bound);
+        recomputed += x->rows_recomputed;
+    }
+    /* The batch's bound is the two worst parts added: at least every entry's own. */
+    rep_num(e, "poly_bound", poly);
+    rep_num(e, "rounding_bound", rounding);
+    rep_num(e, "a_priori_bound", fmax(bound, poly + rounding));
+    rep_int(e, "rows_recomputed", recomputed);
+}
+
 static void report_entries(const job *j, cJSON *r)
 {
     rep_int(r, "worst_entry", j->info.entry);
@@ -330,6 +361,10 @@ static void report_entries(const job *j, cJSON *r)
             cJSON_AddNullToObject(x, "degree");
         cJSON_AddStringToObject(x, "method", fr_method_name(e->method));
         rep_num(x, "max_abs", e->diff.count ? e->diff.max_abs : NAN);
+        if (e->method != FR_METHOD_EXACT) {
+            rep_num(x, "a_priori_bound", j->exec[b].a_priori_bound);
+            rep_int(x, "rows_recomputed", j->exec[b].rows_recomputed);
+        }
     }
 }
 
@@ -360,7 +395,10 @@ static int report(job *j, const job_spec *spec, void *cmd, const char *refusal)
         cJSON *x = cJSON_AddObjectToObject(r, "refused");
         cJSON_AddStringToObject(x, "reason", refusal);
         rep_num(x, "R", j->pooled.R);
-        cJSON_AddNullToObject(x, "needed_degree"); /* until the core says which */
+        if (j->refused_degree >= 0)
+            rep_int(x, "needed_degree", j->refused_degree);
+        else
+            cJSON_AddNullToObject(x, "needed_degree");
         rep_int(x, "max_degree", j->o->attn.opt.max_degree);
         cJSON_AddNullToObject(r, "error");
     } else {
@@ -407,6 +445,7 @@ static void release(job *j)
     for (int r = 0; r < j->nres; r++)
         free(j->res[r].data), free(j->res[r].f32);
     free(j->entries);
+    free(j->exec);
     free(j->bounds);
     free(j->rows);
     free(j->per);

@@ -75,12 +75,18 @@ typedef struct job {
     fr_bounds *bounds, pooled; /* each entry's, and all of them pooled */
     fr_plan_info info;         /* the worst entry's plan */
     job_entry *entries;        /* batch of them */
+    fr_exec_info *exec;        /* batch of them: what each execution certified */
+    int refused_degree;        /* on a refusal: the degree eps needs (the core's estimate) */
     int64_t *rows, nrows;      /* the rows checked in each problem (rows NULL: all n), or none */
     fr_diff *per;              /* room for the check's comparisons: batch x FR_NGRADS */
     double t0, compute_s, check_s;
     fr_outputs *outs;
     int bundle_id, report_id;
 } job;
+
+/* The certificate of the run into the report's error object e: poly_bound, rounding_bound,
+ * a_priori_bound (the worst over the entries a fast method ran) and rows_recomputed (all). */
+void job_report_certificate(const job *j, cJSON *e);
 
 typedef struct {
     const char *name, *synopsis, *doc; /* the command and its --help */

@@ -98,7 +98,12 @@ void rep_plan(cJSON *r, const fr_plan_info *info)
         cJSON *o = cJSON_AddObjectToObject(r, "poly");
         rep_int(o, "degree", info->degree);
         rep_num(o, "eta", info->eta);
+        /* The plan's certificate, before any data pass (core/ALGORITHM.md 3.1). */
+        rep_num(o, "poly_bound", info->poly_bound);
+        rep_num(o, "rounding_bound", info->rounding_bound);
         rep_num(o, "a_priori_bound", info->a_priori_bound);
+        rep_int(o, "exact_below_keys", info->keys_exact);
+        rep_int(o, "rows_exact_at_most", info->rows_exact);
         add_count(o, "support", info->support);
         if (info->method == FR_METHOD_POLYROPE) {
             add_count(o, "features", info->features);

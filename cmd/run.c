@@ -46,10 +46,10 @@ static int compute(job *j, void *cmd, const fr_plan *plan, char *err, size_t err
 {
     (void)cmd;
     if (job_f32(j->o))
-        return fr_execute_f32(plan, j->in.q->f32, j->in.k->f32, j->in.v->f32, j->res[0].f32, NULL,
-                              err, errlen);
-    return fr_execute(plan, j->in.q->data, j->in.k->data, j->in.v->data, j->res[0].data, NULL, err,
-                      errlen);
+        return fr_execute_f32(plan, j->in.q->f32, j->in.k->f32, j->in.v->f32, j->res[0].f32,
+                              j->exec, err, errlen);
+    return fr_execute(plan, j->in.q->data, j->in.k->data, j->in.v->data, j->res[0].data, j->exec,
+                      err, errlen);
 }
 
 /* Single precision: every key/value group against the double reference in turn (job_f32.c). */
@@ -113,7 +113,7 @@ static void report(job *j, void *cmd, cJSON *r)
     rep_int(e, "rows_checked", j->nrows * j->p.batch);
     rep_num(e, "max_abs", c->all.max_abs);
     rep_num(e, "max_rel", c->all.max_rel);
-    rep_num(e, "a_priori_bound", j->info.a_priori_bound);
+    job_report_certificate(j, e);
     rep_num(e, "eps", eps);
     cJSON_AddBoolToObject(e, "within_eps", c->all.max_abs <= eps);
 }

@@ -319,6 +319,9 @@ void fr__predict_times_fft(const fr_problem *p, int degree, int64_t support, fr_
 typedef struct fr__polyrope fr__polyrope;
 int fr__polyrope_create(fr__polyrope **pl, const fr_problem *p, const double *coef, int degree,
                         char *err, size_t errlen);
+/* Past this many features the per-thread feature blocks fit nowhere useful: the plan treats a
+ * degree that needs more as out of the fast regime (exit 4), not as a usage error. */
+#define FR_POLYROPE_MAX_FEATURES 4000000
 /* rowsum (n, may be NULL) as fr__polyfft_execute's. */
 int fr__polyrope_execute(const fr__polyrope *pl, const double *q, const double *k, const double *v,
                          double *out, double *rowsum, char *err, size_t errlen);

@@ -178,6 +178,25 @@ typedef struct {
  * the a-priori E and F, the fewest keys a row needs to be certified before the pass, and the
  * bound that then holds on every row. 1 when poly_bound + rounding_bound <= eps. */
 static int certify(const fr_problem *p, const fr_bounds *b, fr_method m, fr_fft_backend fft,
+                   const double *coef, int g, double eta, double eps, method_cert *mc);
+
+/* Terms the method's plan would hold at degree g (polyrope's features, polyfft's multi-indices),
+ * and the most a plan can: beyond, the degree is out of the fast regime whatever its accuracy. */
+static void plan_size(const fr_problem *p, fr_method m, int g, double *terms, double *limit)
+{
+    if (m == FR_METHOD_POLYROPE) {
+        int64_t r = fr__binom(g + p->d, p->d);
+        *terms = (double)r;
+        *limit = FR_POLYROPE_MAX_FEATURES;
+    } else {
+        int64_t alphas, nu, nc;
+        fr__polyfft_counts(p, g, support_size(p), &alphas, &nu, &nc);
+        *terms = (double)alphas;
+        *limit = FR_MONOMIALS_MAX_ALPHAS;
+    }
+}
+
+static int certify(const fr_problem *p, const fr_bounds *b, fr_method m, fr_fft_backend fft,
                    const double *coef, int g, double eta, double eps, method_cert *mc)
 {
     fr__round_model rm;
@@ -292,8 +311,20 @@ static int choose_degree(const fr_problem *p, const fr_bounds *b, const fr_optio
         if (est > g1 + 1) return FR_OK;
         if (est - 2 > g0) g0 = est - 2;
     }
+    /* The certificate assumes no underflow or overflow: a single-precision FFT holds values
+     * between 2^-126 and 2^128, and V's entries times row sums up to n e^R must fit with room
+     * for the transforms' growth. */
+    if (m != FR_METHOD_POLYROPE && !fr__fft_is_double(fft) && b->B_v > 0 &&
+        !(b->B_v >= 0x1p-100 && b->B_v <= 0x1p40)) {
+        c->poly_limited = 0;
+        snprintf(c->why, sizeof c->why,
+                 "V's entries (B_v = %.3g) are outside the range a single-precision FFT holds "
+                 "without underflow or overflow",
+                 b->B_v);
+        return FR_OK;
+    }
     double best_full = INFINITY, best_poly = INFINITY;
-    int best_g = -1;
+    int best_g = -1, first_ok = -1;
     if (!(c->coef = malloc((size_t)(g1 + 1) * sizeof *c->coef)))
         return fr__err(err, errlen, FR_ENOMEM, "out of memory");
     for (int g = g0; g <= g1; g++) {
@@ -302,6 +333,16 @@ static int choose_degree(const fr_problem *p, const fr_bounds *b, const fr_optio
         int st = fit_at(fc, g, &coef, &eta, err, errlen);
         if (st) return st;
         method_cert mc;
+        double terms, limit;
+        plan_size(p, m, g, &terms, &limit);
+        if (terms > limit) { /* this degree and every higher one: too large a plan */
+            c->poly_limited = 0;
+            snprintf(c->why, sizeof c->why,
+                     "%s at degree %d needs %.3g terms, more than the %.3g a plan can hold: "
+                     "these inputs are outside its fast regime",
+                     fr_method_name(m), g, terms, limit);
+            return FR_OK;
+        }
         if (certify(p, b, m, fft, coef, g, eta, opt->eps, &mc)) {
             memcpy(c->coef, coef, (size_t)(g + 1) * sizeof *coef);
             c->ok = 1, c->degree = g, c->eta = eta, c->mc = mc;
@@ -309,8 +350,9 @@ static int choose_degree(const fr_problem *p, const fr_bounds *b, const fr_optio
         }
         if (mc.poly_bound < opt->eps) {
             c->poly_limited = 0; /* the polynomial is good enough; the arithmetic is not */
-            if (mc.full_row_bound < best_full) best_full = mc.full_row_bound, best_g = g;
-            best_poly = fmin(best_poly, mc.poly_bound);
+            if (first_ok < 0) first_ok = g, best_poly = mc.poly_bound;
+            if (mc.full_row_bound < best_full)
+                best_full = mc.full_row_bound, best_g = g, best_poly = mc.poly_bound;
         }
     }
     const char *name = fr_method_name(m);
@@ -324,16 +366,24 @@ static int choose_degree(const fr_problem *p, const fr_bounds *b, const fr_optio
     }
     int64_t kmin, kmax;
     key_range(p, &kmin, &kmax);
-    snprintf(c->why, sizeof c->why,
-             "eps = %.3g is below what %s's %s arithmetic can certify here: at degree %d "
-             "(polynomial bound %.3g) the certified rounding bound of a row with all %lld keys "
-             "is %.3g (n = %lld, score bound R = %.3g)",
-             opt->eps, name,
-             m == FR_METHOD_POLYROPE  ? "double-precision"
-             : fr__fft_is_double(fft) ? "double-precision FFT (FFTW)"
-             : fft == FR_FFT_KISSFFT  ? "single-precision FFT (KissFFT)"
-                                      : "single-precision FFT (FFTW float)",
-             best_g, best_poly, (long long)kmax, best_full, (long long)p->n, b->R);
+    const char *arith = m == FR_METHOD_POLYROPE  ? "double-precision"
+                        : fr__fft_is_double(fft) ? "double-precision FFT (FFTW)"
+                        : fft == FR_FFT_KISSFFT  ? "single-precision FFT (KissFFT)"
+                                                 : "single-precision FFT (FFTW float)";
+    if (best_g < 0) /* not one degree with a finite bound: the error can exceed any row sum */
+        snprintf(c->why, sizeof c->why,
+                 "eps = %.3g is beyond what %s's %s arithmetic can certify here: from degree %d "
+                 "(polynomial bound %.3g) its error bound exceeds the smallest row sum a row of "
+                 "%lld keys can have at score bound R = %.3g (n = %lld)",
+                 opt->eps, name, arith, first_ok, best_poly, (long long)kmax, b->R,
+                 (long long)p->n);
+    else
+        snprintf(c->why, sizeof c->why,
+                 "eps = %.3g is below what %s's %s arithmetic can certify here: at degree %d "
+                 "(polynomial bound %.3g) the certified rounding bound of a row with all %lld "
+                 "keys is %.3g (n = %lld, score bound R = %.3g)",
+                 opt->eps, name, arith, best_g, best_poly, (long long)kmax, best_full,
+                 (long long)p->n, b->R);
     return FR_OK;
 }
 

@@ -21,10 +21,6 @@
  * the polynomial attention. */
 #include "polyrope_impl.h"
 
-/* Past this the per-thread feature blocks would not fit anywhere useful; the cost model never
- * picks such a size, and a forced request gets an error instead of swapping. */
-#define MAX_FEATURES 4000000
-
 /* Standard RoPE's pairs, frequencies and (up to 16 MB) every position's cos and sin: a batch
  * of small problems spent a tenth of its time on the same sin and cos for each problem. */
 static int rotation_table(fr__polyrope *pl)
@@ -58,10 +54,9 @@ int fr__polyrope_create(fr__polyrope **out, const fr_problem *p, const double *c
                        "rotation; use polyfft");
     int d = (int)p->d;
     int64_t r = fr__binom(degree + p->d, p->d);
-    if (r > MAX_FEATURES)
-        return fr__err(err, errlen, FR_EUSAGE,
-                       "polyrope: %lld features (C(%d + %d, %d)) is too many; lower the degree "
-                       "or use polyfft",
+    if (r > FR_POLYROPE_MAX_FEATURES) /* the plan never asks (plan.c); direct calls may */
+        return fr__err(err, errlen, FR_EACCURACY,
+                       "polyrope: %lld features (C(%d + %d, %d)) are more than a plan can hold",
                        (long long)r, degree, d, d);
     fr__polyrope *pl = calloc(1, sizeof *pl);
     if (!pl) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
