@@ -66,7 +66,8 @@ class Problem(ctypes.Structure):
 
 class Bounds(ctypes.Structure):
     _fields_ = [("B_q", c_double), ("B_k", c_double), ("B_v", c_double), ("B", c_double),
-                ("B_over_sqrt_ln_n", c_double), ("R", c_double), ("R_from", ctypes.c_char_p)]
+                ("B_over_sqrt_ln_n", c_double), ("R", c_double), ("R_from", ctypes.c_char_p),
+                ("R_norm", c_double), ("R_abs", c_double)]
 
 
 class Options(ctypes.Structure):
@@ -78,12 +79,14 @@ class Options(ctypes.Structure):
 
 class PlanInfo(ctypes.Structure):
     _fields_ = [("method", c_int), ("reason", ctypes.c_char_p), ("degree", c_int),
-                ("eta", c_double), ("a_priori_bound", c_double), ("support", c_int64),
+                ("eta", c_double), ("poly_bound", c_double), ("rounding_bound", c_double),
+                ("a_priori_bound", c_double), ("keys_exact", c_int64), ("rows_exact", c_int64),
+                ("needed_degree", c_int), ("support", c_int64),
                 ("alphas", c_int64), ("q_monomials", c_int64), ("k_monomials", c_int64),
                 ("kernels", c_int64), ("ffts", c_int64), ("fft_size", c_int64),
                 ("fft", c_int), ("fft_precision", ctypes.c_char_p), ("features", c_int64), ("predicted_s", c_double * NMETHODS),
                 ("entry", c_int64), ("bounds", Bounds), ("fit_R", c_double),
-                ("plans", c_int64)]
+                ("fit", Bounds), ("plans", c_int64)]
 
 
 class ExecInfo(ctypes.Structure):

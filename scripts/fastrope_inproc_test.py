@@ -262,13 +262,13 @@ def checks_report_what_the_command_reports():
     for name in ("dq", "dk", "dv"):
         assert info["error"][name] == rep["error"][name], (name, info["error"], rep["error"])
     assert info["error"]["dw"] is None and rep["error"]["dw"] is None
-    # strict: exit code 4 when the observed error exceeds eps (degree 1 at eps 1e-12 does)
+    # a degree whose certificate misses eps is refused before anything runs, as run refuses it
     try:
         fastrope.attention(q, k, v, method="polyrope", degree=1, eps=1e-12, strict=True)
     except fastrope.FastropeError as e:
-        assert e.returncode == 4 and "strict" in e.message, e
+        assert e.returncode == 4 and "polynomial bound above eps" in e.message, e
     else:
-        raise AssertionError("strict did not refuse")
+        raise AssertionError("an uncertifiable degree was not refused")
 
 
 @test
