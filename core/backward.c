@@ -55,7 +55,8 @@ int fr__exact_backward(const fr_problem *p, const double *q, const double *k, co
         st =
             fr__backward_check(p, "exact backward", q, k, v, dout, target, dq, dk, dv, err, errlen);
     if (st) return st;
-    return backward_f64(p, q, k, v, dout, target, NULL, p->n, t, dq, dk, dv, dw, loss, err, errlen);
+    return backward_f64(p, q, k, v, dout, target, NULL, p->n, t, dq, dk, dv, dw, loss,
+                        FR_EXACT_PAR_MIN_SCORES, err, errlen);
 }
 
 int fr__exact_backward_rows(const fr_problem *p, const double *q, const double *k, const double *v,
@@ -69,6 +70,15 @@ int fr__exact_backward_rows(const fr_problem *p, const double *q, const double *
     if ((st = fr__backward_check(p, "exact backward", q, k, v, dout, target, dq, dk, dv, err,
                                  errlen)))
         return st;
-    return backward_f64(p, q, k, v, dout, target, rows, nrows, NULL, dq, dk, dv, NULL, NULL, err,
-                        errlen);
+    return backward_f64(p, q, k, v, dout, target, rows, nrows, NULL, dq, dk, dv, NULL, NULL,
+                        FR_EXACT_PAR_MIN_SCORES, err, errlen);
+}
+
+int fr__exact_backward_par(const fr_problem *p, const double *q, const double *k, const double *v,
+                           const double *dout, const int64_t *rows, int64_t nrows, double *dq,
+                           double *dk, double *dv, double *dw, double par_min, char *err,
+                           size_t errlen)
+{
+    return backward_f64(p, q, k, v, dout, NULL, rows, nrows, NULL, dq, dk, dv, dw, NULL, par_min,
+                        err, errlen);
 }

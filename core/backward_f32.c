@@ -31,5 +31,6 @@ int fr__exact_backward_f32(const fr_problem *p, const float *q, const float *k, 
         st =
             backward_check_f32(p, "exact backward", q, k, v, dout, target, dq, dk, dv, err, errlen);
     if (st) return st;
-    return backward_f32(p, q, k, v, dout, target, NULL, p->n, t, dq, dk, dv, dw, loss, err, errlen);
+    return backward_f32(p, q, k, v, dout, target, NULL, p->n, t, dq, dk, dv, dw, loss,
+                        FR_EXACT_PAR_MIN_SCORES, err, errlen);
 }

@@ -717,11 +717,12 @@ static double X(prep_rows)(const fr_problem *p, const REAL *tt, const REAL *dout
 
 /* rows == NULL: every row (full gradients, dw allowed); else dq at query rows rows[] and dk, dv
  * at key rows rows[]. t (n x dv, may be NULL) receives T; *loss (may be NULL) the loss when
- * target is given. */
+ * target is given. Pass 2 uses every thread from par_min scores (FR_EXACT_PAR_MIN_SCORES; tests
+ * lower it). */
 static int X(backward)(const fr_problem *p, const REAL *q, const REAL *k, const REAL *v,
                        const REAL *dout, const REAL *target, const int64_t *rows, int64_t nrows,
-                       REAL *t, REAL *dq, REAL *dk, REAL *dv, REAL *dw, double *loss, char *err,
-                       size_t errlen)
+                       REAL *t, REAL *dq, REAL *dk, REAL *dv, REAL *dw, double *loss,
+                       double par_min, char *err, size_t errlen)
 {
     int64_t n = p->n, d = p->d, dvd = p->dv;
     X(bctx) x;
@@ -741,7 +742,10 @@ static int X(backward)(const fr_problem *p, const REAL *q, const REAL *k, const 
     /* Same test as the forward: W_delta = W_1^delta to rounding (FR_FAMILY_ULPS). */
     x.mode = fr__rope_family(p, NULL, 0) ? X(DOT) : X(SUPPORT);
 
-    int nthreads = omp_get_max_threads(), fused = rows == NULL;
+    /* One thread below the forward's threshold (FR_EXACT_PAR_MIN_SCORES): a team's start-up
+     * costs more than such a problem's pairs (at n = 1024 it made the backward 9x its forward). */
+    int par = (double)(rows ? nrows : n) * (double)n >= par_min;
+    int nthreads = par ? omp_get_max_threads() : 1, fused = rows == NULL;
     size_t r = sizeof(REAL);
     int64_t nq = rows ? nrows : n, dwsize = x.nd * d * d, nkt = x.nkb * BC;
     fr__support sup;
@@ -804,7 +808,7 @@ static int X(backward)(const fr_problem *p, const REAL *q, const REAL *k, const 
     /* Pass 2, over the asked rows. Full gradients: one fused pass over key blocks. Sampled
      * rows: dq by listed query blocks, then dk, dv by listed key blocks. */
     int64_t nqb = (nq + BR - 1) / BR, nkb = (nq + BC - 1) / BC;
-#pragma omp parallel
+#pragma omp parallel if (par)
     {
         int th = omp_get_thread_num();
         X(bscratch) *w = &ws[th];

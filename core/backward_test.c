@@ -1,6 +1,7 @@
 /* backward_test.c - exact gradients against finite differences of the exact forward and against
- * a naive dense O(n^2 d^2) implementation of ALGORITHM.md 7 written here. */
-#include "fastrope.h"
+ * a naive dense O(n^2 d^2) implementation of ALGORITHM.md 7 written here, on one thread and on
+ * all of them (small problems take the threaded path when asked). */
+#include "internal.h"
 #include "test.h"
 
 #include <omp.h>
@@ -306,13 +307,28 @@ static void check_naive(const config *c, int64_t n, int64_t d, int64_t dv, doubl
         }
         if (use_target)
             T_CHECK(fabs(l1 - l2) <= 1e-11 * fabs(l2), "%s: loss %.17g vs %.17g", c->name, l1, l2);
+        if (!use_target) {
+            /* the threaded pass: per-thread dQ and dW summed at the end */
+            st = fr__exact_backward_par(&p, qb, kb, vb, gb, NULL, n, r[1], r[2], r[3],
+                                        with_dw ? r[4] : NULL, 0, err, sizeof err);
+            T_CHECK(st == FR_OK, "%s threaded: %s", c->name, err);
+            for (int e = 1; e < 5 && !st; e++)
+                if (sz[e])
+                    T_CHECK(rel_err(r[e], x[e], sz[e]) < 1e-11,
+                            "%s n=%lld threaded: %s rel err %.3g", c->name, (long long)n, what[e],
+                            rel_err(r[e], x[e], sz[e]));
+        }
 
         /* rows variant: a few rows, out of order, with a repeat */
         int64_t rows[4] = {n - 1, 0, n / 2, n - 1};
         double *rq = malloc(4 * (size_t)d * sizeof *rq), *rk = malloc(4 * (size_t)d * sizeof *rk);
         double *rv = malloc(4 * (size_t)dv * sizeof *rv);
-        st = fr_exact_backward_rows(&p, qb, kb, vb, dout, target, rows, 4, rq, rk, rv, err,
-                                    sizeof err);
+        if (use_target)
+            st = fr_exact_backward_rows(&p, qb, kb, vb, dout, target, rows, 4, rq, rk, rv, err,
+                                        sizeof err);
+        else /* threaded (the rows of dout problems; target ones run on one thread) */
+            st = fr__exact_backward_par(&p, qb, kb, vb, gb, rows, 4, rq, rk, rv, NULL, 0, err,
+                                        sizeof err);
         T_CHECK(st == FR_OK, "%s rows: %s", c->name, err);
         for (int t = 0; !st && t < 4; t++) {
             /* the same arithmetic, so the same bits up to summation order */

@@ -145,6 +145,13 @@ int fr__exact_backward_rows(const fr_problem *p, const double *q, const double *
                             const double *dout, const double *target, const int64_t *rows,
                             int64_t nrows, double *dq, double *dk, double *dv, char *err,
                             size_t errlen);
+/* For tests: the exact backward of one problem from dout (rows == NULL: every row, dw allowed;
+ * else as fr__exact_backward_rows) with every thread from par_min scores, so that small
+ * problems can take the threaded path. */
+int fr__exact_backward_par(const fr_problem *p, const double *q, const double *k, const double *v,
+                           const double *dout, const int64_t *rows, int64_t nrows, double *dq,
+                           double *dk, double *dv, double *dw, double par_min, char *err,
+                           size_t errlen);
 /* 1 when exact attention on nrows rows of p runs on one thread. */
 int fr__exact_small(const fr_problem *p, int64_t nrows);
 
