@@ -30,19 +30,6 @@ struct fr_plan {
     int64_t worst;
 };
 
-fr_problem fr__entry_problem(const fr_problem *p, int64_t b)
-{
-    fr_problem e = *p;
-    if (fr__w_count(p) > 1) {
-        e.rot.w = p->rot.w + b * (2 * p->n - 1) * p->d * p->d;
-        e.rot.family = 0; /* a W of its own: not known yet */
-    }
-    e.rot.w_count = 1;
-    e.batch = 1;
-    e.kv_batch = 1;
-    return e;
-}
-
 /* ---- running the problems of a batch ------------------------------------------------------- */
 
 typedef struct {

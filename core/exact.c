@@ -27,6 +27,12 @@
 #define ROTATE_CHUNK(p, x, i0, cnt, out) fr__rotate_rows(p, x, i0, cnt, out)
 #include "exact_impl.h"
 
+/* Below this many scores a thread team costs more than it saves. */
+int fr__exact_small(const fr_problem *p, int64_t nrows)
+{
+    return (double)nrows * (double)p->n < FR_EXACT_PAR_MIN_SCORES;
+}
+
 int fr__exact_rows(const fr_problem *p, const double *q, const double *k, const double *v,
                    const int64_t *rows, int64_t nrows, double *out, char *err, size_t errlen)
 {

@@ -253,7 +253,7 @@ static int backward(const fr__polyfft *pl, const double *q, const double *k, con
             tt[i * dvd + o] = num[o * n + i] / D[i];
     }
     if (pl->nfix) {
-        if ((st = fr_exact_rows(p, q, k, v, pl->fix, pl->nfix, ex, err, errlen))) goto done;
+        if ((st = fr__exact_rows(p, q, k, v, pl->fix, pl->nfix, ex, err, errlen))) goto done;
         for (int64_t r = 0; r < pl->nfix; r++)
             for (int64_t o = 0; o < dvd; o++)
                 tt[pl->fix[r] * dvd + o] = ex[r * dvd + o];

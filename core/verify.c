@@ -9,11 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int fr__exact_small(const fr_problem *p, int64_t nrows)
-{
-    return (double)nrows * (double)p->n < FR_EXACT_PAR_MIN_SCORES;
-}
-
 /* Per-thread buffers of count doubles each; NULL when out of memory. */
 static double **buffers(int64_t count)
 {
