@@ -174,13 +174,13 @@ typedef struct fr_cost_model fr_cost_model;
 typedef int (*fr_progress_fn)(void *user, const char *phase, double fraction);
 
 const char *fr_fft_name(fr_fft_backend b); /* "auto", "kissfft", "fftw", "fftw-float" */
-int fr_fft_parse(const char *s, fr_fft_backend *b);
+fr_status fr_fft_parse(const char *s, fr_fft_backend *b);
 
 /* FFTW's wisdom (the plans it measured on this machine) as text, so that a caller can keep it
  * between runs: importing it makes planning instant for the sizes it covers. Import returns
  * FR_EINPUT, changing nothing, when the text is not wisdom; export returns a malloc'd string
  * (free()) or NULL when out of memory. Thread-safe. */
-int fr_fft_wisdom_import(const char *wisdom);
+fr_status fr_fft_wisdom_import(const char *wisdom);
 char *fr_fft_wisdom_export(void);
 
 typedef struct {

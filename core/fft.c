@@ -14,7 +14,7 @@ const char *fr_fft_name(fr_fft_backend b)
     return (b >= 0 && b < FR_NFFTS) ? fft_names[b] : "?";
 }
 
-int fr_fft_parse(const char *s, fr_fft_backend *b)
+fr_status fr_fft_parse(const char *s, fr_fft_backend *b)
 {
     for (int i = 0; i < FR_NFFTS; i++)
         if (strcmp(s, fft_names[i]) == 0) {

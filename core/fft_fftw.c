@@ -119,7 +119,7 @@ static int import_block(const char *s, size_t len)
     return ok;
 }
 
-int fr_fft_wisdom_import(const char *w)
+fr_status fr_fft_wisdom_import(const char *w)
 {
     int bad = 0, blocks = 0;
     pthread_mutex_lock(&planner_lock);

@@ -244,8 +244,8 @@ static int backward(const fr__polyfft *pl, const double *q, const double *k, con
         if (!(D[i] > 0) || !isfinite(D[i])) {
             st = fr__err(err, errlen, FR_EACCURACY,
                          "polyfft: normaliser D_%lld = %.3g is not positive: the polynomial "
-                         "(degree %d) is too poor for these scores; raise the degree or use "
-                         "--method exact",
+                         "(degree %d) is too poor for these scores; a higher degree or exact "
+                         "attention computes them",
                          (long long)i, D[i], pl->degree);
             goto done;
         }
