@@ -510,13 +510,18 @@ import numpy as np
 import fastrope
 n = int(sys.argv[1])
 q, k, v = (np.random.default_rng(0).uniform(-1, 1, (n, 4)) for _ in range(3))
+def parent(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[1]
+    except OSError:  # the process ended while the list was read
+        return None
 threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
 t0 = time.time()
 try:
     fastrope.%s
 except KeyboardInterrupt as e:
-    children = [p for p in os.listdir("/proc") if p.isdigit() and
-                open(f"/proc/{p}/stat").read().split(")")[-1].split()[1] == str(os.getpid())]
+    children = [p for p in os.listdir("/proc") if p.isdigit() and parent(p) == str(os.getpid())]
     print("interrupted", isinstance(e, fastrope.FastropeError), e.returncode, children,
           round(time.time() - t0, 2))
 else:
