@@ -30,6 +30,7 @@ binary=..., else $FASTROPE, else `fastrope` on PATH, else ../build/fastrope next
 """
 import ctypes
 import errno
+import functools
 import io
 import json
 import math
@@ -481,24 +482,36 @@ def _number(name, value, low, high=math.inf, above=False, whole=False):
     return int(x) if whole else x
 
 
+_codes = {}  # (parser, name) -> code: parsed once, not on every in-process call
+
+
 def _method_code(name):
+    if isinstance(name, str) and ("method", name) in _codes:
+        return _codes["method", name]
     lib = capi.library()
     code = ctypes.c_int()
     if lib.fr_method_parse(str(name).encode(), ctypes.byref(code)) != 0:
         names = ", ".join(lib.fr_method_name(m).decode() for m in range(capi.NMETHODS))
         raise _usage(f"method={name!r}: not one of {names}")
+    if isinstance(name, str):
+        _codes["method", name] = code.value
     return code.value
 
 
 def _fft_code(name):
+    if isinstance(name, str) and ("fft", name) in _codes:
+        return _codes["fft", name]
     lib = capi.library()
     code = ctypes.c_int()
     if lib.fr_fft_parse(str(name).encode(), ctypes.byref(code)) != 0:
         names = ", ".join(lib.fr_fft_name(b).decode() for b in range(4))
         raise _usage(f"fft={name!r}: not one of {names}")
+    if isinstance(name, str):
+        _codes["fft", name] = code.value
     return code.value
 
 
+@functools.lru_cache(maxsize=None)
 def _method_name(code):
     return capi.library().fr_method_name(code).decode()
 
@@ -692,6 +705,13 @@ def _sample_rows(n, m):
     return (t * float(n - 1) / float(m - 1)).astype(np.int64)
 
 
+@functools.lru_cache(maxsize=None)
+def _exec_dtype():
+    """fr_exec_info as a numpy record (made once: deriving it from the ctypes struct on every
+    call cost more than a small problem's execution)."""
+    return np.dtype(capi.ExecInfo)
+
+
 class _Call:
     """One in-process call: the inputs as the library reads them, the problem and options, and
     the plan. attention() and attention_grad() use it once; fastrope_torch keeps one from the
@@ -845,7 +865,7 @@ class _Call:
         exactly (summed over the batch), the certified bounds (the largest), and per problem
         in info["exec"] (a numpy record array)."""
         info = plan.info()
-        ex = np.ctypeslib.as_array(entries)
+        ex = np.frombuffer(entries, _exec_dtype())
         info["batch"], info["kv_batch"] = self.batch, self.kv_batch
         info["rows_recomputed"] = int(ex["rows_recomputed"].sum())
         info["rounding_bound"] = float(ex["rounding_bound"].max())

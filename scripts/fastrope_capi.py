@@ -190,23 +190,45 @@ def library():
     return _lib
 
 
+def _kinds(struct):
+    """Each field of a mirrored struct with how to_dict converts it, from the field's C type
+    (worked out once per struct: to_dict runs on every in-process call)."""
+    if "_kinds" not in struct.__dict__:
+        kinds = []
+        for name, ctype in struct._fields_:
+            if name in ("method", "fft", "predicted_s"):
+                kinds.append((name, name))
+            elif isinstance(ctype, type) and issubclass(ctype, ctypes.Structure):
+                kinds.append((name, ctype))
+            elif ctype is ctypes.c_char_p:
+                kinds.append((name, "str"))
+            elif isinstance(ctype, type) and issubclass(ctype, ctypes.Array):
+                kinds.append((name, "list"))
+            else:
+                kinds.append((name, None))
+        struct._kinds = kinds
+    return struct._kinds
+
+
 def to_dict(s, method_name):
     """A mirrored struct as a dict: strings decoded, nested structs as dicts, the method enum
     by name, predicted_s by method name (negative: not applicable, left out)."""
     out = {}
-    for name, ctype in s._fields_:
+    for name, kind in _kinds(type(s)):
         x = getattr(s, name)
-        if name == "method":
+        if kind is None:
+            pass
+        elif kind == "method":
             x = method_name(x)
-        elif name == "fft":
+        elif kind == "fft":
             x = library().fr_fft_name(x).decode()
-        elif name == "predicted_s":
+        elif kind == "predicted_s":
             x = {method_name(m): x[m] for m in range(NMETHODS) if x[m] >= 0}
-        elif isinstance(x, ctypes.Structure):
-            x = to_dict(x, method_name)
-        elif isinstance(x, bytes):
-            x = x.decode(errors="replace")
-        elif isinstance(x, ctypes.Array):
+        elif kind == "str":
+            x = None if x is None else x.decode(errors="replace")
+        elif kind == "list":
             x = list(x)
+        else:
+            x = to_dict(x, method_name)
         out[name] = x
     return out
