@@ -12,7 +12,7 @@ here=$(dirname "$0")
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 out=$here/../build/bench
 if [ "${1:-}" = --quick ]; then
-  for s in exact polyrope polyfft check grad batch; do
+  for s in exact polyrope polyfft check grad batch inproc; do
     "$PYTHON" "$here/bench_$s.py" --quick
   done
   exit 0
@@ -28,3 +28,5 @@ fi
 "$PYTHON" "$here/bench_check.py"
 # many small problems in one run (issue 15: 4096 at n = 64, d = 4)
 "$PYTHON" "$here/bench_batch.py"
+# in-process calls (ctypes) against the pipe helper: 1000 small calls, and one call's peak memory
+"$PYTHON" "$here/bench_inproc.py"
