@@ -182,4 +182,26 @@ def errors_are_fastrope_errors_and_unknown_keywords_type_errors():
             raise AssertionError(kw)
 
 
+@test
+def train_tiny_smoke_trains_both_models_alike():
+    """scripts/examples/train_tiny.py for 3 steps at a short context, polyrope forced (auto
+    would choose exact there): both runs start from the same loss, learn, and stay together."""
+    import re
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples",
+                          "train_tiny.py")
+    r = subprocess.run([sys.executable, script, "--steps", "3", "--context", "128", "--batch",
+                        "1", "--text-bytes", "65536", "--method", "polyrope"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"polyrope chose: polyrope x 6 .*degree \d+; R from 2 to 2", r.stdout), \
+        r.stdout
+    first = re.search(r"loss at step 1: fastrope ([\d.]+), plain PyTorch ([\d.]+)", r.stdout)
+    last = re.search(r"loss after 3 steps .*: fastrope ([\d.]+), plain PyTorch ([\d.]+)",
+                     r.stdout)
+    f0, p0 = map(float, first.groups())
+    f3, p3 = map(float, last.groups())
+    assert abs(f0 - p0) <= 1e-4 * p0 and abs(f3 - p3) <= 0.02 * p3, r.stdout
+    assert f3 < f0 - 0.05 and p3 < p0 - 0.05, r.stdout  # three steps of Adam lower the loss
+
+
 run_all()
