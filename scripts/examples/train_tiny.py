@@ -10,7 +10,7 @@ bound R fastrope plans on stays tau, and at long contexts and small head dimensi
 can choose the polynomial method (polyrope) for the whole run. The text is whatever licence
 and copyright files the machine has (bytes, so no tokenizer).
 
-    PYTHONPATH=scripts python3 scripts/examples/train_tiny.py [--steps 200] [--png loss.png]
+    PYTHONPATH=scripts python3 scripts/examples/train_tiny.py [--steps 150] [--png loss.png]
 
 Prints the time per step of each run, the method auto chose with its degree and R, the final
 losses and their relative difference; --png draws both loss curves (needs matplotlib).
@@ -177,15 +177,20 @@ def plot(path, steps, ours, theirs, title):
     except ImportError:
         print(f"matplotlib is missing: no plot written to {path}")
         return
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.plot(steps, theirs, label="plain PyTorch attention", color="tab:blue", lw=1.6)
-    ax.plot(steps, ours, label="fastrope rope_attention (auto)", color="tab:orange", lw=1.2,
-            ls="--")
-    ax.set_xlabel("step")
+    fig, (ax, dx) = plt.subplots(2, 1, figsize=(7, 5.6), sharex=True,
+                                 gridspec_kw={"height_ratios": (3, 1.3)})
+    ax.plot(steps, theirs, label="plain PyTorch attention", color="tab:blue", lw=2.2)
+    ax.plot(steps, ours, label="fastrope rope_attention", color="tab:orange", lw=1.2, ls="--")
     ax.set_ylabel("training loss (nats per byte)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
+    # The curves lie on each other: their difference gets a panel of its own.
+    dx.plot(steps, (ours - theirs) / theirs, color="tab:red", lw=1)
+    dx.set_xlabel("step")
+    dx.set_ylabel("relative difference", fontsize=8)
+    dx.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    dx.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -194,9 +199,9 @@ def plot(path, steps, ours, theirs, title):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--context", type=int, default=2048, help="tokens per sequence (n)")
-    ap.add_argument("--batch", type=int, default=2, help="sequences per step")
+    ap.add_argument("--batch", type=int, default=1, help="sequences per step")
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--heads", type=int, default=8, help="head dimension d = width / heads")
     ap.add_argument("--layers", type=int, default=2)
@@ -247,9 +252,9 @@ def main():
     print(f"loss at step 1: fastrope {ours[0]:.6f}, plain PyTorch {theirs[0]:.6f}; "
           f"largest difference over the run {np.max(np.abs(ours - theirs)):.4g}")
     if a.png:
+        deg = f" (degree {', '.join(map(str, degrees))})" if degrees else ""
         title = (f"{a.layers} layers, width {a.width}, {a.heads} heads of d = {d}, "
-                 f"n = {a.context}, tau = {a.tau}; {a.method} chose "
-                 f"{', '.join(methods)} (degree {', '.join(map(str, degrees)) or '-'})")
+                 f"n = {a.context}, tau = {a.tau}; {a.method} chose {', '.join(methods)}{deg}")
         plot(a.png, np.arange(1, a.steps + 1), ours, theirs, title)
     return 0 if math.isfinite(lo) and math.isfinite(lp) else 1
 
