@@ -19,8 +19,8 @@
 #define EXPR exp
 #define X(name) name##_f64
 #define ROTATE_CHUNK(p, x, i0, cnt, out) fr__rotate_rows(p, x, i0, cnt, out)
-#define FORWARD_LSE(p, q, k, v, out, lse, err, errlen)                                             \
-    fr__exact_rows_lse(p, q, k, v, out, lse, err, errlen)
+#define FORWARD_LSE(p, q, k, v, out, lse, pg, err, errlen)                                         \
+    fr__exact_rows_lse(p, q, k, v, out, lse, pg, err, errlen)
 #include "backward_impl.h"
 
 static int check_rows(const int64_t *rows, int64_t nrows, int64_t n, char *err, size_t errlen)
@@ -48,7 +48,7 @@ int fr__backward_check(const fr_problem *p, const char *who, const double *q, co
 
 int fr__exact_backward(const fr_problem *p, const double *q, const double *k, const double *v,
                        const double *dout, const double *target, double *t, double *dq, double *dk,
-                       double *dv, double *dw, double *loss, char *err, size_t errlen)
+                       double *dv, double *dw, double *loss, fr__prog *pg, char *err, size_t errlen)
 {
     int st = fr_problem_check(p, err, errlen);
     if (!st)
@@ -56,13 +56,13 @@ int fr__exact_backward(const fr_problem *p, const double *q, const double *k, co
             fr__backward_check(p, "exact backward", q, k, v, dout, target, dq, dk, dv, err, errlen);
     if (st) return st;
     return backward_f64(p, q, k, v, dout, target, NULL, p->n, t, dq, dk, dv, dw, loss,
-                        FR_EXACT_PAR_MIN_SCORES, err, errlen);
+                        FR_EXACT_PAR_MIN_SCORES, pg, err, errlen);
 }
 
 int fr__exact_backward_rows(const fr_problem *p, const double *q, const double *k, const double *v,
                             const double *dout, const double *target, const int64_t *rows,
-                            int64_t nrows, double *dq, double *dk, double *dv, char *err,
-                            size_t errlen)
+                            int64_t nrows, double *dq, double *dk, double *dv, fr__prog *pg,
+                            char *err, size_t errlen)
 {
     int st = fr_problem_check(p, err, errlen);
     if (st || (st = check_rows(rows, nrows, p->n, err, errlen))) return st;
@@ -71,7 +71,7 @@ int fr__exact_backward_rows(const fr_problem *p, const double *q, const double *
                                  errlen)))
         return st;
     return backward_f64(p, q, k, v, dout, target, rows, nrows, NULL, dq, dk, dv, NULL, NULL,
-                        FR_EXACT_PAR_MIN_SCORES, err, errlen);
+                        FR_EXACT_PAR_MIN_SCORES, pg, err, errlen);
 }
 
 int fr__exact_backward_par(const fr_problem *p, const double *q, const double *k, const double *v,
@@ -80,5 +80,5 @@ int fr__exact_backward_par(const fr_problem *p, const double *q, const double *k
                            size_t errlen)
 {
     return backward_f64(p, q, k, v, dout, NULL, rows, nrows, NULL, dq, dk, dv, dw, NULL, par_min,
-                        err, errlen);
+                        NULL, err, errlen);
 }

@@ -3,7 +3,7 @@
  * The includer defines, as for exact_impl.h,
  *   REAL, RV, NV, EXPR, X(name)        the type, its 64-byte vector and lanes, its exp, naming
  *   ROTATE_CHUNK(p, x, i0, cnt, out)   rows i0.. of x rotated by their positions (RoPE family)
- *   FORWARD_LSE(p, q, k, v, out, lse, err, errlen)
+ *   FORWARD_LSE(p, q, k, v, out, lse, pg, err, errlen)
  *                                      the forward engine on every row, with each row's
  *                                      log-sum-exp (REAL, n values)
  *
@@ -722,7 +722,7 @@ static double X(prep_rows)(const fr_problem *p, const REAL *tt, const REAL *dout
 static int X(backward)(const fr_problem *p, const REAL *q, const REAL *k, const REAL *v,
                        const REAL *dout, const REAL *target, const int64_t *rows, int64_t nrows,
                        REAL *t, REAL *dq, REAL *dk, REAL *dv, REAL *dw, double *loss,
-                       double par_min, char *err, size_t errlen)
+                       double par_min, fr__prog *pg, char *err, size_t errlen)
 {
     int64_t n = p->n, d = p->d, dvd = p->dv;
     X(bctx) x;
@@ -797,7 +797,13 @@ static int X(backward)(const fr_problem *p, const REAL *q, const REAL *k, const 
 
     /* Pass 1: T and lse for every row (dK and dV need all of them, even for sampled rows), by
      * the forward engine; nlse holds lse until prep_rows negates it. */
-    if ((st = FORWARD_LSE(p, q, k, v, tt, nlse, err, errlen))) goto done;
+    /* Progress: the forward is about a third of the work (its scores are formed once more and
+     * the gradient's products are twice its own). */
+    fr__prog_range rg = fr__prog_narrow(pg, 0, 1.0 / 3);
+    st = FORWARD_LSE(p, q, k, v, tt, nlse, pg, err, errlen);
+    fr__prog_restore(pg, rg);
+    if (st) goto done;
+    rg = fr__prog_narrow(pg, 1.0 / 3, 1);
     double l = X(prep_rows)(p, tt, dout, target, x.nrp, g, nlse, ndl, single);
     if (target && loss) *loss = l;
     X(prep_queries)(p, x.mode, q, x.nrp, qs);
@@ -816,16 +822,31 @@ static int X(backward)(const fr_problem *p, const REAL *q, const REAL *k, const 
         w->dq = fused ? dqt[th] : NULL;
         if (fused) {
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t b = 0; b < x.nkb; b++)
+            for (int64_t b = 0; b < x.nkb; b++) {
+                if (fr__prog_canceled(pg)) continue;
                 X(pass_keys)(&x, w, b, dk, dv);
+                if (th == 0) fr__prog_step(pg, (double)(b + 1) / (double)x.nkb);
+            }
         } else {
+            double units = (double)(nqb + nkb);
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t b = 0; b < nqb; b++)
+            for (int64_t b = 0; b < nqb; b++) {
+                if (fr__prog_canceled(pg)) continue;
                 X(pass_query_list)(&x, w, rows, b * BR, nq, dq);
+                if (th == 0) fr__prog_step(pg, (double)(b + 1) / units);
+            }
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t b = 0; b < nkb; b++)
+            for (int64_t b = 0; b < nkb; b++) {
+                if (fr__prog_canceled(pg)) continue;
                 X(pass_key_list)(&x, w, rows, b * BC, nq, dk, dv);
+                if (th == 0) fr__prog_step(pg, (double)(nqb + b + 1) / units);
+            }
         }
+    }
+    fr__prog_restore(pg, rg);
+    if (fr__prog_canceled(pg)) {
+        st = fr__prog_err(pg, err, errlen);
+        goto done;
     }
     if (fused) {
         /* dq = tau (the threads' dQ' summed), in a fixed order */

@@ -35,27 +35,31 @@ struct fr_plan {
 typedef struct {
     fr__entry_fn fn;
     void *ctx;
-    fr_progress_fn progress;
-    void *user;
-    const char *phase;
+    fr__prog *pg;
     int64_t count, done, bad; /* bad: the first failing b (count when none) */
-    int bad_st, cancel;
+    int bad_st;
     char *err;
     size_t errlen;
 } runner;
 
-static void run_one(runner *r, int64_t b, int thread)
+/* Problem b; side: run beside others (one thread each), so only the count of finished problems
+ * is reported (by thread 0), and the problem itself reports nothing (its threads are not the
+ * reporting thread). Alone, the problem reports inside its share of the phase. */
+static void run_one(runner *r, int64_t b, int thread, int side)
 {
-    int stop, st;
     int64_t bad;
 #pragma omp atomic read
-    stop = r->cancel;
-#pragma omp atomic read
     bad = r->bad;
-    if (stop || b > bad) return;
+    if (fr__prog_canceled(r->pg) || b > bad) return;
     char e[512] = "";
-    st = r->fn(r->ctx, b, thread, e, sizeof e);
-    if (st) {
+    int64_t done;
+#pragma omp atomic read
+    done = r->done;
+    fr__prog_range rg = {0, 1};
+    if (!side) rg = fr__prog_narrow(r->pg, (double)done / r->count, (double)(done + 1) / r->count);
+    int st = r->fn(r->ctx, b, thread, side ? NULL : r->pg, e, sizeof e);
+    if (!side) fr__prog_restore(r->pg, rg);
+    if (st && st != FR_ECANCELED) {
 #pragma omp critical(fr_batch_bad)
         if (b < r->bad) {
 #pragma omp atomic write
@@ -64,21 +68,15 @@ static void run_one(runner *r, int64_t b, int thread)
             fr__err(r->err, r->errlen, st, "%s", e);
         }
     }
-    int64_t done;
 #pragma omp atomic capture
     done = ++r->done;
-    if (thread == 0 && r->progress && done < r->count &&
-        r->progress(r->user, r->phase, (double)done / (double)r->count)) {
-#pragma omp atomic write
-        r->cancel = 1;
-    }
+    if (thread == 0 && done < r->count) fr__prog_step(r->pg, (double)done / (double)r->count);
 }
 
 int fr__for_entries(int64_t count, const unsigned char *small, int static_order, fr__entry_fn fn,
-                    void *ctx, fr_progress_fn progress, void *progress_user, const char *phase,
-                    char *err, size_t errlen)
+                    void *ctx, fr__prog *pg, char *err, size_t errlen)
 {
-    runner r = {fn, ctx, progress, progress_user, phase, count, 0, count, FR_OK, 0, err, errlen};
+    runner r = {fn, ctx, pg, count, 0, count, FR_OK, err, errlen};
     int64_t nsmall = 0;
     int64_t *list = malloc((size_t)(count ? count : 1) * sizeof *list);
     if (!list) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
@@ -95,23 +93,23 @@ int fr__for_entries(int64_t count, const unsigned char *small, int static_order,
             if (static_order) {
 #pragma omp for schedule(static)
                 for (int64_t i = 0; i < nsmall; i++)
-                    run_one(&r, list[i], th);
+                    run_one(&r, list[i], th, 1);
             } else {
 #pragma omp for schedule(dynamic, 1)
                 for (int64_t i = 0; i < nsmall; i++)
-                    run_one(&r, list[i], th);
+                    run_one(&r, list[i], th, 1);
             }
         }
     } else {
         for (int64_t i = 0; i < nsmall; i++)
-            run_one(&r, list[i], 0);
+            run_one(&r, list[i], 0, 0);
     }
     for (int64_t b = 0; b < count; b++) /* the large ones, each on every thread */
-        if (small && !small[b]) run_one(&r, b, 0);
+        if (small && !small[b]) run_one(&r, b, 0, 0);
     free(list);
     if (r.bad < count) return r.bad_st;
-    if (!r.cancel && progress && progress(progress_user, phase, 1.0)) r.cancel = 1;
-    if (r.cancel) return fr__err(err, errlen, FR_ECANCELED, "%s canceled", phase);
+    if (!fr__prog_canceled(pg)) fr__prog_report(pg, 1.0);
+    if (fr__prog_canceled(pg)) return fr__prog_err(pg, err, errlen);
     return FR_OK;
 }
 
@@ -459,6 +457,11 @@ fr_status fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bo
         st = fr__err(err, errlen, FR_ENOMEM, "out of memory creating the plan");
         goto done;
     }
+    fr__prog pg;
+    if (fr__prog_start(&pg, opt->progress, opt->progress_user, "plan")) {
+        st = fr__prog_err(&pg, err, errlen);
+        goto done;
+    }
     if ((st = group_all(&gr, cls, B))) goto done;
     pl->sub = calloc((size_t)gr.ng, sizeof *pl->sub);
     pl->sub_bounds = malloc((size_t)gr.ng * sizeof *pl->sub_bounds);
@@ -468,6 +471,10 @@ fr_status fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bo
     }
     pl->nsub = gr.ng;
     for (int64_t s = 0; s < gr.ng && !st; s++) {
+        if (fr__prog_step(&pg, (double)s / (double)gr.ng)) {
+            st = fr__prog_err(&pg, err, errlen);
+            break;
+        }
         const group *g = &gr.g[s];
         int64_t b0 = gr.idx[g->first];
         fr_problem pe = fr__entry_problem(&pp, b0);
@@ -479,6 +486,7 @@ fr_status fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bo
             pl->sub_of[gr.idx[g->first + i]] = s;
     }
     if (!st) pl->worst = worst_entry(pl);
+    if (!st && fr__prog_report(&pg, 1.0)) st = fr__prog_err(&pg, err, errlen);
 done:
     free(cls);
     free(gr.idx);
@@ -555,7 +563,7 @@ typedef struct {
     fr_exec_info *info;
 } fwd_ctx;
 
-static int fwd_entry(void *ctx, int64_t b, int thread, char *err, size_t errlen)
+static int fwd_entry(void *ctx, int64_t b, int thread, fr__prog *pg, char *err, size_t errlen)
 {
     (void)thread; /* writes only its own problem's output */
     const fwd_ctx *c = ctx;
@@ -563,7 +571,7 @@ static int fwd_entry(void *ctx, int64_t b, int thread, char *err, size_t errlen)
     int64_t n = p->n, d = p->d, dv = p->dv, h = b / fr__group(p);
     fr_exec_info tmp, *ex = c->info ? &c->info[b] : &tmp;
     int st = fr__subplan_execute(c->pl->sub[c->pl->sub_of[b]], c->q + b * n * d, c->k + h * n * d,
-                                 c->v + h * n * dv, c->out + b * n * dv, ex, err, errlen);
+                                 c->v + h * n * dv, c->out + b * n * dv, ex, pg, err, errlen);
     return fr__entry_err(p, b, st, err, errlen);
 }
 
@@ -583,10 +591,12 @@ fr_status fr_execute(const fr_plan *pl, const double *q, const double *k, const 
     int st0 = check_precision(pl, FR_F64, err, errlen);
     if (st0) return st0;
     fwd_ctx c = {pl, q, k, v, out, info};
+    fr__prog pg;
+    if (fr__prog_start(&pg, pl->opt.progress, pl->opt.progress_user, "forward pass"))
+        return fr__prog_err(&pg, err, errlen);
     unsigned char *small = small_entries(pl);
     if (!small) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
-    int st = fr__for_entries(fr__batch(&pl->p), small, 0, fwd_entry, &c, pl->opt.progress,
-                             pl->opt.progress_user, "execute", err, errlen);
+    int st = fr__for_entries(fr__batch(&pl->p), small, 0, fwd_entry, &c, &pg, err, errlen);
     free(small);
     return st;
 }
@@ -628,7 +638,7 @@ static void add_into(void *acc, const void *x, int64_t count, int f32)
     }
 }
 
-static int bwd_group(void *ctx, int64_t h, int thread, char *err, size_t errlen)
+static int bwd_group(void *ctx, int64_t h, int thread, fr__prog *pg, char *err, size_t errlen)
 {
     const bwd_ctx *c = ctx;
     const fr_problem *p = &c->pl->p;
@@ -648,10 +658,12 @@ static int bwd_group(void *ctx, int64_t h, int thread, char *err, size_t errlen)
         void *dw = !c->dw ? NULL : shared_w ? tw : elem(c->dw, b * wsize, z);
         double *loss = c->target ? &c->loss[b] : NULL;
         fr_exec_info tmp, *ex = c->info ? &c->info[b] : &tmp;
+        fr__prog_range rg = fr__prog_narrow(pg, (double)e / g, (double)(e + 1) / g);
         int st = c->f32 ? fr__subplan_backward_f32(sp, q, k, v, dout, target, t, dq, dk, dvv, dw,
-                                                   loss, ex, err, errlen)
+                                                   loss, ex, pg, err, errlen)
                         : fr__subplan_backward(sp, q, k, v, dout, target, t, dq, dk, dvv, dw, loss,
-                                               ex, err, errlen);
+                                               ex, pg, err, errlen);
+        fr__prog_restore(pg, rg);
         if (st) return fr__entry_err(p, b, st, err, errlen);
         if (e) {
             add_into(elem(c->dk, h * n * d, z), tk, n * d, c->f32);
@@ -715,8 +727,12 @@ static int backward_batch(bwd_ctx *c, double *loss, char *err, size_t errlen)
     }
     /* A shared W's sums go in a fixed order (contiguous runs per thread, then the threads in
      * turn), so that dW does not change from run to run. */
-    st = fr__for_entries(KV, small, shared_w, bwd_group, c, pl->opt.progress, pl->opt.progress_user,
-                         "backward", err, errlen);
+    fr__prog pg;
+    if (fr__prog_start(&pg, pl->opt.progress, pl->opt.progress_user, "backward pass")) {
+        st = fr__prog_err(&pg, err, errlen);
+        goto done;
+    }
+    st = fr__for_entries(KV, small, shared_w, bwd_group, c, &pg, err, errlen);
     if (!st && shared_w) {
         memset(c->dw, 0, (size_t)wsize * c->size);
         for (int64_t th = 0; th < T; th++)
@@ -762,7 +778,7 @@ typedef struct {
     fr_exec_info *info;
 } fwd_f32_ctx;
 
-static int fwd_entry_f32(void *ctx, int64_t b, int thread, char *err, size_t errlen)
+static int fwd_entry_f32(void *ctx, int64_t b, int thread, fr__prog *pg, char *err, size_t errlen)
 {
     (void)thread; /* writes only its own problem's output */
     const fwd_f32_ctx *c = ctx;
@@ -771,7 +787,7 @@ static int fwd_entry_f32(void *ctx, int64_t b, int thread, char *err, size_t err
     fr_exec_info tmp, *ex = c->info ? &c->info[b] : &tmp;
     int st =
         fr__subplan_execute_f32(c->pl->sub[c->pl->sub_of[b]], c->q + b * n * d, c->k + h * n * d,
-                                c->v + h * n * dv, c->out + b * n * dv, ex, err, errlen);
+                                c->v + h * n * dv, c->out + b * n * dv, ex, pg, err, errlen);
     return fr__entry_err(p, b, st, err, errlen);
 }
 
@@ -781,10 +797,12 @@ fr_status fr_execute_f32(const fr_plan *pl, const float *q, const float *k, cons
     int st = check_precision(pl, FR_F32, err, errlen);
     if (st) return st;
     fwd_f32_ctx c = {pl, q, k, v, out, info};
+    fr__prog pg;
+    if (fr__prog_start(&pg, pl->opt.progress, pl->opt.progress_user, "forward pass"))
+        return fr__prog_err(&pg, err, errlen);
     unsigned char *small = small_entries(pl);
     if (!small) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
-    st = fr__for_entries(fr__batch(&pl->p), small, 0, fwd_entry_f32, &c, pl->opt.progress,
-                         pl->opt.progress_user, "execute", err, errlen);
+    st = fr__for_entries(fr__batch(&pl->p), small, 0, fwd_entry_f32, &c, &pg, err, errlen);
     free(small);
     return st;
 }

@@ -193,7 +193,7 @@ int fr__certify_rows(const fr_problem *p, const fr__cert *c, const double *q, co
             return fr__err(err, errlen, FR_ENOMEM, "out of memory recomputing %lld rows",
                            (long long)bad);
         }
-        st = fr__exact_rows(p, q, k, v, rows, bad, ex, err, errlen);
+        st = fr__exact_rows(p, q, k, v, rows, bad, ex, NULL, err, errlen);
         if (!st)
             for (int64_t r = 0; r < bad; r++)
                 memcpy(out + rows[r] * dv, ex + r * dv, (size_t)dv * sizeof *ex);

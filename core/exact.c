@@ -34,13 +34,14 @@ int fr__exact_small(const fr_problem *p, int64_t nrows)
 }
 
 int fr__exact_rows(const fr_problem *p, const double *q, const double *k, const double *v,
-                   const int64_t *rows, int64_t nrows, double *out, char *err, size_t errlen)
+                   const int64_t *rows, int64_t nrows, double *out, fr__prog *pg, char *err,
+                   size_t errlen)
 {
-    return exact_rows_f64(p, q, k, v, rows, nrows, out, NULL, err, errlen);
+    return exact_rows_f64(p, q, k, v, rows, nrows, out, NULL, pg, err, errlen);
 }
 
 int fr__exact_rows_lse(const fr_problem *p, const double *q, const double *k, const double *v,
-                       double *out, double *lse, char *err, size_t errlen)
+                       double *out, double *lse, fr__prog *pg, char *err, size_t errlen)
 {
-    return exact_rows_f64(p, q, k, v, NULL, p->n, out, lse, err, errlen);
+    return exact_rows_f64(p, q, k, v, NULL, p->n, out, lse, pg, err, errlen);
 }

@@ -73,13 +73,14 @@ done:
 #include "exact_impl.h"
 
 int fr__exact_rows_f32(const fr_problem *p, const float *q, const float *k, const float *v,
-                       const int64_t *rows, int64_t nrows, float *out, char *err, size_t errlen)
+                       const int64_t *rows, int64_t nrows, float *out, fr__prog *pg, char *err,
+                       size_t errlen)
 {
-    return exact_rows_f32(p, q, k, v, rows, nrows, out, NULL, err, errlen);
+    return exact_rows_f32(p, q, k, v, rows, nrows, out, NULL, pg, err, errlen);
 }
 
 int fr__exact_rows_lse_f32(const fr_problem *p, const float *q, const float *k, const float *v,
-                           float *out, float *lse, char *err, size_t errlen)
+                           float *out, float *lse, fr__prog *pg, char *err, size_t errlen)
 {
-    return exact_rows_f32(p, q, k, v, NULL, p->n, out, lse, err, errlen);
+    return exact_rows_f32(p, q, k, v, NULL, p->n, out, lse, pg, err, errlen);
 }

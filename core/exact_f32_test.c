@@ -51,7 +51,7 @@ static double check_rows(const fr_problem *p, const qkv *x, const int64_t *rows,
     double *want = malloc((size_t)(nrows * dv) * sizeof *want);
     char err[256] = "";
     double worst = -1;
-    if (fr__exact_rows_f32(p, x->q, x->k, x->v, rows, nrows, got, err, sizeof err) != FR_OK ||
+    if (fr__exact_rows_f32(p, x->q, x->k, x->v, rows, nrows, got, NULL, err, sizeof err) != FR_OK ||
         fr_exact_rows(p, x->qd, x->kd, x->vd, rows, nrows, want, err, sizeof err) != FR_OK) {
         printf("#   failed: %s\n", err);
     } else {
@@ -220,14 +220,16 @@ static void test_errors(void)
     float out[40];
     char err[256] = "";
     x.k[13] = NAN;
-    T_CHECK(fr__exact_rows_f32(&p, x.q, x.k, x.v, NULL, 10, out, err, sizeof err) == FR_EINPUT,
+    T_CHECK(fr__exact_rows_f32(&p, x.q, x.k, x.v, NULL, 10, out, NULL, err, sizeof err) ==
+                FR_EINPUT,
             "NaN in k accepted");
     T_CHECK(strstr(err, "k has a non-finite value at flat index 13") != NULL, "message: %s", err);
     x.k[13] = 0;
     x.v[2] = INFINITY;
-    T_CHECK(fr__exact_rows_f32(&p, x.q, x.k, x.v, NULL, 10, out, err, sizeof err) == FR_EINPUT,
+    T_CHECK(fr__exact_rows_f32(&p, x.q, x.k, x.v, NULL, 10, out, NULL, err, sizeof err) ==
+                FR_EINPUT,
             "Inf in v accepted");
-    T_CHECK(fr__exact_rows_f32(&p, x.q, x.k, x.v, NULL, 9, out, err, sizeof err) == FR_EUSAGE,
+    T_CHECK(fr__exact_rows_f32(&p, x.q, x.k, x.v, NULL, 9, out, NULL, err, sizeof err) == FR_EUSAGE,
             "nrows != n with rows = NULL accepted");
     free_qkv(x);
 }

@@ -441,10 +441,11 @@ static int64_t X(find_nonfinite)(const REAL *x, int64_t count)
 }
 
 /* The engine: see the top of this file. Arguments as fr_exact_rows; lse (nrows, or NULL)
- * receives each row's log-sum-exp of its scores, for the backward. */
+ * receives each row's log-sum-exp of its scores, for the backward; pg (may be NULL) hears of
+ * the row blocks done (from thread 0), and once it is canceled the blocks left are skipped. */
 static int X(exact_rows)(const fr_problem *p, const REAL *q, const REAL *k, const REAL *v,
-                         const int64_t *rows, int64_t nrows, REAL *out, REAL *lse, char *err,
-                         size_t errlen)
+                         const int64_t *rows, int64_t nrows, REAL *out, REAL *lse, fr__prog *pg,
+                         char *err, size_t errlen)
 {
     int st = fr_problem_check(p, err, errlen);
     if (st) return st;
@@ -557,10 +558,15 @@ static int X(exact_rows)(const fr_problem *p, const REAL *q, const REAL *k, cons
 #pragma omp parallel if (nrb > 1 && (double)nrows * (double)n >= FR_EXACT_PAR_MIN_SCORES)
     {
         X(scratch) *w = &ws[omp_get_thread_num()];
+        int th = omp_get_thread_num();
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t rb = 0; rb < nrb; rb++)
+        for (int64_t rb = 0; rb < nrb; rb++) {
+            if (fr__prog_canceled(pg)) continue;
             X(row_block)(&x, rb, rows, nrows, out, lse, w);
+            if (th == 0) fr__prog_step(pg, (double)(rb + 1) / (double)nrb);
+        }
     }
+    if (fr__prog_canceled(pg)) st = fr__prog_err(pg, err, errlen);
 
 done:
     for (int t = 0; ws && t < nthreads; t++) {

@@ -12,6 +12,40 @@
 int fr__err(char *err, size_t errlen, int status, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* ---- progress and cancellation (core/progress.c) ------------------------------------------ */
+
+/* One call's progress: the caller's callback, the phase, the part [lo, lo + span] of the phase
+ * that the work now running covers (nested work narrows it), and the cancel flag. Only one
+ * thread reports (the calling thread, or thread 0 of a parallel region it opens: never threads
+ * of a region nested in another's); any thread may poll the flag. NULL everywhere means none. */
+typedef struct {
+    fr_progress_fn fn;
+    void *user;
+    const char *phase;
+    double lo, span;
+    double last, next; /* the last clock read, the earliest time of the next report */
+    int every, left;   /* steps between clock reads, steps left before the next */
+    int cancel;        /* set (atomically) once the callback returned non-zero */
+} fr__prog;
+typedef struct {
+    double lo, span;
+} fr__prog_range;
+
+/* Starts phase (reported at 0 at once); returns 1 when the callback asks to cancel. */
+int fr__prog_start(fr__prog *pg, fr_progress_fn fn, void *user, const char *phase);
+/* Fraction f of the current part done: reports it when a report is due (a few a second; the
+ * clock is read every few milliseconds of steps). The reporting thread only. 1: canceled. */
+int fr__prog_step(fr__prog *pg, double f);
+/* The same, reporting now (ends of phases). */
+int fr__prog_report(fr__prog *pg, double f);
+/* Any thread: 1 once canceled. */
+int fr__prog_canceled(const fr__prog *pg);
+/* The part [a, b] of the current part becomes current; restore with what it returns. */
+fr__prog_range fr__prog_narrow(fr__prog *pg, double a, double b);
+void fr__prog_restore(fr__prog *pg, fr__prog_range r);
+/* FR_ECANCELED, with "<phase> canceled" in err. */
+int fr__prog_err(const fr__prog *pg, char *err, size_t errlen);
+
 /* Overflow-checked size arithmetic: 0 on overflow (or a negative operand), 1 otherwise. */
 int fr__mul_ok(int64_t a, int64_t b, int64_t *out);
 
@@ -53,21 +87,23 @@ void fr__thread_bufs_free(fr__thread_bufs *b);
 /* fr_exact_rows on all rows, also giving each row's log-sum-exp lse_i = log sum_j exp(s_ij)
  * (n values): the backward's first pass. */
 int fr__exact_rows_lse(const fr_problem *p, const double *q, const double *k, const double *v,
-                       double *out, double *lse, char *err, size_t errlen);
+                       double *out, double *lse, fr__prog *pg, char *err, size_t errlen);
 
 /* fr_exact_rows in single precision (core/exact_f32.c): float in, float out, float throughout
  * but for the O(n d) set-up; the batch layer's fr_execute_f32 dispatches here. */
 int fr__exact_rows_f32(const fr_problem *p, const float *q, const float *k, const float *v,
-                       const int64_t *rows, int64_t nrows, float *out, char *err, size_t errlen);
+                       const int64_t *rows, int64_t nrows, float *out, fr__prog *pg, char *err,
+                       size_t errlen);
 /* Its fr__exact_rows_lse (lse in float). */
 int fr__exact_rows_lse_f32(const fr_problem *p, const float *q, const float *k, const float *v,
-                           float *out, float *lse, char *err, size_t errlen);
+                           float *out, float *lse, fr__prog *pg, char *err, size_t errlen);
 /* fr__rotate_rows for float rows: each row goes through double and is rounded once. */
 void fr__rotate_rows_f32(const fr_problem *p, const float *x, int64_t i0, int64_t cnt, float *out);
 /* fr__exact_backward in single precision (core/backward_f32.c); the loss is summed in double. */
 int fr__exact_backward_f32(const fr_problem *p, const float *q, const float *k, const float *v,
                            const float *dout, const float *target, float *t, float *dq, float *dk,
-                           float *dv, float *dw, double *loss, char *err, size_t errlen);
+                           float *dv, float *dw, double *loss, fr__prog *pg, char *err,
+                           size_t errlen);
 
 /* ---- the batch (core/batch.c, core/verify.c) ------------------------------------------------ */
 
@@ -92,17 +128,17 @@ static inline int64_t fr__w_count(const fr_problem *p)
 /* Problem b of the batch on its own: batch 1, its W. */
 fr_problem fr__entry_problem(const fr_problem *p, int64_t b);
 
-/* Runs fn(ctx, b, thread, ...) for every b < count: the b with small[b] set (small == NULL: all)
- * side by side, one thread each (thread: 0 .. omp_get_max_threads() - 1, each fn call seeing
- * one thread), then the others one after another on all threads (thread 0). static_order: the
+/* Runs fn(ctx, b, thread, pg, ...) for every b < count: the b with small[b] set (small == NULL:
+ * all) side by side, one thread each (thread: 0 .. omp_get_max_threads() - 1, each fn call
+ * seeing one thread, and pg NULL: it may not report), then the others one after another on all
+ * threads (thread 0, pg narrowed to the problem's share of the phase). static_order: the
  * side-by-side ones go to the threads in contiguous runs, so that per-thread sums are
- * deterministic. The first failing b's status and message are returned; progress (may be NULL)
- * is called from thread 0 as entries finish, and its non-zero return stops the run with
- * FR_ECANCELED. */
-typedef int (*fr__entry_fn)(void *ctx, int64_t b, int thread, char *err, size_t errlen);
+ * deterministic. The first failing b's status and message are returned; pg (may be NULL)
+ * hears of every finished problem, and its cancellation stops the run with FR_ECANCELED. */
+typedef int (*fr__entry_fn)(void *ctx, int64_t b, int thread, fr__prog *pg, char *err,
+                            size_t errlen);
 int fr__for_entries(int64_t count, const unsigned char *small, int static_order, fr__entry_fn fn,
-                    void *ctx, fr_progress_fn progress, void *progress_user, const char *phase,
-                    char *err, size_t errlen);
+                    void *ctx, fr__prog *pg, char *err, size_t errlen);
 
 /* st, with "problem b: " put before the message in err when p has more than one problem. */
 int fr__entry_err(const fr_problem *p, int64_t b, int st, char *err, size_t errlen);
@@ -119,32 +155,34 @@ const fr_plan_info *fr__subplan_info(const fr__subplan *sp);
 /* 1 when an execution uses one thread (so problems of it may run side by side). */
 int fr__subplan_small(const fr__subplan *sp);
 int fr__subplan_execute(const fr__subplan *sp, const double *q, const double *k, const double *v,
-                        double *out, fr_exec_info *info, char *err, size_t errlen);
+                        double *out, fr_exec_info *info, fr__prog *pg, char *err, size_t errlen);
 int fr__subplan_backward(const fr__subplan *sp, const double *q, const double *k, const double *v,
                          const double *dout, const double *target, double *t, double *dq,
                          double *dk, double *dv, double *dw, double *loss, fr_exec_info *info,
-                         char *err, size_t errlen);
+                         fr__prog *pg, char *err, size_t errlen);
 /* The same in single precision (exact plans only). */
 int fr__subplan_execute_f32(const fr__subplan *sp, const float *q, const float *k, const float *v,
-                            float *out, fr_exec_info *info, char *err, size_t errlen);
+                            float *out, fr_exec_info *info, fr__prog *pg, char *err, size_t errlen);
 int fr__subplan_backward_f32(const fr__subplan *sp, const float *q, const float *k, const float *v,
                              const float *dout, const float *target, float *t, float *dq, float *dk,
-                             float *dv, float *dw, double *loss, fr_exec_info *info, char *err,
-                             size_t errlen);
+                             float *dv, float *dw, double *loss, fr_exec_info *info, fr__prog *pg,
+                             char *err, size_t errlen);
 void fr__subplan_free(fr__subplan *sp);
 
 /* The exact reference and gradients of one problem (core/exact.c, core/backward.c; p->batch is
  * ignored): the kernels fr_exact_rows, fr_exact_backward and fr_exact_backward_rows run per
  * problem. */
 int fr__exact_rows(const fr_problem *p, const double *q, const double *k, const double *v,
-                   const int64_t *rows, int64_t nrows, double *out, char *err, size_t errlen);
+                   const int64_t *rows, int64_t nrows, double *out, fr__prog *pg, char *err,
+                   size_t errlen);
 int fr__exact_backward(const fr_problem *p, const double *q, const double *k, const double *v,
                        const double *dout, const double *target, double *t, double *dq, double *dk,
-                       double *dv, double *dw, double *loss, char *err, size_t errlen);
+                       double *dv, double *dw, double *loss, fr__prog *pg, char *err,
+                       size_t errlen);
 int fr__exact_backward_rows(const fr_problem *p, const double *q, const double *k, const double *v,
                             const double *dout, const double *target, const int64_t *rows,
-                            int64_t nrows, double *dq, double *dk, double *dv, char *err,
-                            size_t errlen);
+                            int64_t nrows, double *dq, double *dk, double *dv, fr__prog *pg,
+                            char *err, size_t errlen);
 /* For tests: the exact backward of one problem from dout (rows == NULL: every row, dw allowed;
  * else as fr__exact_backward_rows) with every thread from par_min scores, so that small
  * problems can take the threaded path. */
@@ -303,7 +341,7 @@ int fr__polyfft_create(fr__polyfft **pl, const fr_problem *p, const double *coef
 /* rowsum (n, may be NULL): receives the computed row sums D_i for the certificate; then rows
  * whose D_i is not positive are left 0 instead of failing. */
 int fr__polyfft_execute(const fr__polyfft *pl, const double *q, const double *k, const double *v,
-                        double *out, double *rowsum, char *err, size_t errlen);
+                        double *out, double *rowsum, fr__prog *pg, char *err, size_t errlen);
 void fr__polyfft_info(const fr__polyfft *pl, fr_plan_info *info); /* fills the count fields */
 void fr__polyfft_free(fr__polyfft *pl);
 /* fr__polyfft_create with explicit memory budgets (bytes of stored kernel spectra; bytes of a
@@ -331,7 +369,7 @@ int fr__polyrope_create(fr__polyrope **pl, const fr_problem *p, const double *co
 #define FR_POLYROPE_MAX_FEATURES 4000000
 /* rowsum (n, may be NULL) as fr__polyfft_execute's. */
 int fr__polyrope_execute(const fr__polyrope *pl, const double *q, const double *k, const double *v,
-                         double *out, double *rowsum, char *err, size_t errlen);
+                         double *out, double *rowsum, fr__prog *pg, char *err, size_t errlen);
 void fr__polyrope_info(const fr__polyrope *pl, fr_plan_info *info);
 void fr__polyrope_free(fr__polyrope *pl);
 /* For tests: the plan's polyrope back end (NULL for another method), and the work from which it
@@ -347,11 +385,12 @@ int fr__polyrope_threads(const fr__polyrope *pl);
  * fr_execute_backward. */
 int fr__polyfft_backward(const fr__polyfft *pl, const double *q, const double *k, const double *v,
                          const double *dout, const double *target, double *t, double *dq,
-                         double *dk, double *dv, double *dw, double *loss, char *err,
+                         double *dk, double *dv, double *dw, double *loss, fr__prog *pg, char *err,
                          size_t errlen);
 int fr__polyrope_backward(const fr__polyrope *pl, const double *q, const double *k, const double *v,
                           const double *dout, const double *target, double *t, double *dq,
-                          double *dk, double *dv, double *loss, char *err, size_t errlen);
+                          double *dk, double *dv, double *loss, fr__prog *pg, char *err,
+                          size_t errlen);
 
 /* The argument checks every backward makes (core/backward.c): exactly one of dout and target,
  * the required tensors present, no NaN/Inf in the inputs (naming the tensor). who prefixes the

@@ -682,19 +682,19 @@ int fr__subplan_small(const fr__subplan *pl)
 /* A fast forward is certified row by row (core/certify.c): the back end leaves its row sums,
  * and the rows whose certificate misses the plan's are recomputed exactly. */
 int fr__subplan_execute(const fr__subplan *pl, const double *q, const double *k, const double *v,
-                        double *out, fr_exec_info *ex, char *err, size_t errlen)
+                        double *out, fr_exec_info *ex, fr__prog *pg, char *err, size_t errlen)
 {
     ex->rows_recomputed = 0;
     ex->rounding_bound = 0;
     ex->a_priori_bound = 0;
     fr_method m = pl->info.method;
     if (m != FR_METHOD_POLYFFT && m != FR_METHOD_POLYFFT_LITERAL && m != FR_METHOD_POLYROPE)
-        return fr__exact_rows(&pl->p, q, k, v, NULL, pl->p.n, out, err, errlen);
+        return fr__exact_rows(&pl->p, q, k, v, NULL, pl->p.n, out, pg, err, errlen);
     double *rowsum = malloc((size_t)pl->p.n * sizeof *rowsum);
     if (!rowsum) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
     int st = m == FR_METHOD_POLYROPE
-                 ? fr__polyrope_execute(pl->polyrope, q, k, v, out, rowsum, err, errlen)
-                 : fr__polyfft_execute(pl->polyfft, q, k, v, out, rowsum, err, errlen);
+                 ? fr__polyrope_execute(pl->polyrope, q, k, v, out, rowsum, pg, err, errlen)
+                 : fr__polyfft_execute(pl->polyfft, q, k, v, out, rowsum, pg, err, errlen);
     if (!st)
         st = fr__certify_rows(&pl->p, &pl->cert, q, k, v, out, rowsum, &ex->rows_recomputed,
                               &ex->rounding_bound, err, errlen);
@@ -706,7 +706,7 @@ int fr__subplan_execute(const fr__subplan *pl, const double *q, const double *k,
 int fr__subplan_backward(const fr__subplan *pl, const double *q, const double *k, const double *v,
                          const double *dout, const double *target, double *t, double *dq,
                          double *dk, double *dv, double *dw, double *loss, fr_exec_info *ex,
-                         char *err, size_t errlen)
+                         fr__prog *pg, char *err, size_t errlen)
 {
     /* The backward computes exactly the rows the plan cannot certify before the pass: the T it
      * returns holds the plan's a-priori certificate. */
@@ -719,16 +719,16 @@ int fr__subplan_backward(const fr__subplan *pl, const double *q, const double *k
     case FR_METHOD_POLYFFT:
     case FR_METHOD_POLYFFT_LITERAL:
         ex->rows_recomputed = fr__polyfft_rows_recomputed(pl->polyfft);
-        return fr__polyfft_backward(pl->polyfft, q, k, v, dout, target, t, dq, dk, dv, dw, loss,
+        return fr__polyfft_backward(pl->polyfft, q, k, v, dout, target, t, dq, dk, dv, dw, loss, pg,
                                     err, errlen);
     case FR_METHOD_POLYROPE:
         if (dw)
             return fr__err(err, errlen, FR_EUSAGE,
                            "polyrope has no dW: W is not a free parameter on the factorised path");
-        return fr__polyrope_backward(pl->polyrope, q, k, v, dout, target, t, dq, dk, dv, loss, err,
-                                     errlen);
+        return fr__polyrope_backward(pl->polyrope, q, k, v, dout, target, t, dq, dk, dv, loss, pg,
+                                     err, errlen);
     default:
-        return fr__exact_backward(&pl->p, q, k, v, dout, target, t, dq, dk, dv, dw, loss, err,
+        return fr__exact_backward(&pl->p, q, k, v, dout, target, t, dq, dk, dv, dw, loss, pg, err,
                                   errlen);
     }
 }
@@ -736,7 +736,7 @@ int fr__subplan_backward(const fr__subplan *pl, const double *q, const double *k
 /* Single precision is exact attention only (fr_plan_create refuses the rest); its certificate
  * is the plan's, made on the bounds before the pass. */
 int fr__subplan_execute_f32(const fr__subplan *pl, const float *q, const float *k, const float *v,
-                            float *out, fr_exec_info *ex, char *err, size_t errlen)
+                            float *out, fr_exec_info *ex, fr__prog *pg, char *err, size_t errlen)
 {
     ex->rows_recomputed = 0;
     ex->rounding_bound = pl->info.a_priori_bound;
@@ -744,13 +744,13 @@ int fr__subplan_execute_f32(const fr__subplan *pl, const float *q, const float *
     if (pl->info.method != FR_METHOD_EXACT)
         return fr__err(err, errlen, FR_EUSAGE, "%s has no single-precision path",
                        fr_method_name(pl->info.method));
-    return fr__exact_rows_f32(&pl->p, q, k, v, NULL, pl->p.n, out, err, errlen);
+    return fr__exact_rows_f32(&pl->p, q, k, v, NULL, pl->p.n, out, pg, err, errlen);
 }
 
 int fr__subplan_backward_f32(const fr__subplan *pl, const float *q, const float *k, const float *v,
                              const float *dout, const float *target, float *t, float *dq, float *dk,
-                             float *dv, float *dw, double *loss, fr_exec_info *ex, char *err,
-                             size_t errlen)
+                             float *dv, float *dw, double *loss, fr_exec_info *ex, fr__prog *pg,
+                             char *err, size_t errlen)
 {
     ex->rows_recomputed = 0;
     ex->rounding_bound = pl->info.a_priori_bound;
@@ -758,7 +758,7 @@ int fr__subplan_backward_f32(const fr__subplan *pl, const float *q, const float 
     if (pl->info.method != FR_METHOD_EXACT)
         return fr__err(err, errlen, FR_EUSAGE, "%s has no single-precision path",
                        fr_method_name(pl->info.method));
-    return fr__exact_backward_f32(&pl->p, q, k, v, dout, target, t, dq, dk, dv, dw, loss, err,
+    return fr__exact_backward_f32(&pl->p, q, k, v, dout, target, t, dq, dk, dv, dw, loss, pg, err,
                                   errlen);
 }
 

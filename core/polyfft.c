@@ -216,21 +216,21 @@ int fr__polyfft_threads(const fr__polyfft *pl)
 }
 
 static int execute(const fr__polyfft *pl, const double *q, const double *k, const double *v,
-                   double *out, double *rowsum, char *err, size_t errlen);
+                   double *out, double *rowsum, fr__prog *pg, char *err, size_t errlen);
 
 int fr__polyfft_execute(const fr__polyfft *pl, const double *q, const double *k, const double *v,
-                        double *out, double *rowsum, char *err, size_t errlen)
+                        double *out, double *rowsum, fr__prog *pg, char *err, size_t errlen)
 {
     /* nthreads-var is the calling thread's own: setting it here touches no other caller. */
     int saved = omp_get_max_threads();
     omp_set_num_threads(fr__polyfft_threads(pl));
-    int st = execute(pl, q, k, v, out, rowsum, err, errlen);
+    int st = execute(pl, q, k, v, out, rowsum, pg, err, errlen);
     omp_set_num_threads(saved);
     return st;
 }
 
 static int execute(const fr__polyfft *pl, const double *q, const double *k, const double *v,
-                   double *out, double *rowsum, char *err, size_t errlen)
+                   double *out, double *rowsum, fr__prog *pg, char *err, size_t errlen)
 {
     int64_t n = pl->p.n, dv = pl->p.dv, cols = dv + 1;
     double *num = calloc((size_t)(cols * n), sizeof *num);
@@ -242,13 +242,17 @@ static int execute(const fr__polyfft *pl, const double *q, const double *k, cons
                 xv[j * cols + col] = v[j * dv + col];
             xv[j * cols + dv] = 1;
         }
-        fr__pass ps = {.transposed = 0, .xin = k, .xout = q, .ain = xv, .num = num};
+        fr__pass ps = {.transposed = 0, .xin = k, .xout = q, .ain = xv, .num = num, .pg = pg};
         if (pl->literal)
             ok = pl->dbl ? exec_literal_d(pl, q, k, xv, num) : exec_literal_f(pl, q, k, xv, num);
         else
             ok = fr__polyfft_pass(pl, &ps);
     }
     free(xv);
+    if (ok && fr__prog_canceled(pg)) {
+        free(num);
+        return fr__prog_err(pg, err, errlen);
+    }
     if (!ok) {
         free(num);
         return fr__err(err, errlen, FR_ENOMEM, "out of memory (polyfft, n = %lld)", (long long)n);
@@ -283,7 +287,7 @@ static int execute(const fr__polyfft *pl, const double *q, const double *k, cons
     if (rowsum || !pl->nfix) return FR_OK;
     double *ex = malloc((size_t)(pl->nfix * (dv ? dv : 1)) * sizeof *ex);
     if (!ex) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
-    int st = fr__exact_rows(&pl->p, q, k, v, pl->fix, pl->nfix, ex, err, errlen);
+    int st = fr__exact_rows(&pl->p, q, k, v, pl->fix, pl->nfix, ex, NULL, err, errlen);
     if (!st)
         for (int64_t r = 0; r < pl->nfix; r++)
             memcpy(out + pl->fix[r] * dv, ex + r * dv, (size_t)dv * sizeof *ex);

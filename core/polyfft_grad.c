@@ -169,22 +169,23 @@ static int fixed_rows_grad(const fr__polyfft *pl, const double *q, const double 
 
 static int backward(const fr__polyfft *pl, const double *q, const double *k, const double *v,
                     const double *dout, const double *target, double *t, double *dq, double *dk,
-                    double *dv, double *dw, double *loss, char *err, size_t errlen);
+                    double *dv, double *dw, double *loss, fr__prog *pg, char *err, size_t errlen);
 
 int fr__polyfft_backward(const fr__polyfft *pl, const double *q, const double *k, const double *v,
                          const double *dout, const double *target, double *t, double *dq,
-                         double *dk, double *dv, double *dw, double *loss, char *err, size_t errlen)
+                         double *dk, double *dv, double *dw, double *loss, fr__prog *pg, char *err,
+                         size_t errlen)
 {
     int saved = omp_get_max_threads(); /* as the forward: small problems on one thread */
     omp_set_num_threads(fr__polyfft_threads(pl));
-    int st = backward(pl, q, k, v, dout, target, t, dq, dk, dv, dw, loss, err, errlen);
+    int st = backward(pl, q, k, v, dout, target, t, dq, dk, dv, dw, loss, pg, err, errlen);
     omp_set_num_threads(saved);
     return st;
 }
 
 static int backward(const fr__polyfft *pl, const double *q, const double *k, const double *v,
                     const double *dout, const double *target, double *t, double *dq, double *dk,
-                    double *dv, double *dw, double *loss, char *err, size_t errlen)
+                    double *dv, double *dw, double *loss, fr__prog *pg, char *err, size_t errlen)
 {
     const fr_problem *p = &pl->p;
     int64_t n = p->n, d = p->d, dvd = p->dv, cols = dvd + 1;
@@ -229,8 +230,17 @@ static int backward(const fr__polyfft *pl, const double *q, const double *k, con
                   .ain = xv,
                   .num = num,
                   .ystore = ystore,
-                  .ukeep = ukeep};
-    if (!fr__polyfft_pass(pl, &a)) {
+                  .ukeep = ukeep,
+                  .pg = pg};
+    /* Progress: the three passes alike (pass B only over the y_u not kept). */
+    fr__prog_range rg = fr__prog_narrow(pg, 0, 1.0 / 3);
+    int ok = fr__polyfft_pass(pl, &a);
+    fr__prog_restore(pg, rg);
+    if (fr__prog_canceled(pg)) {
+        st = fr__prog_err(pg, err, errlen);
+        goto done;
+    }
+    if (!ok) {
         st = fr__err(err, errlen, FR_ENOMEM, "out of memory (polyfft backward, n = %lld)",
                      (long long)n);
         goto done;
@@ -253,7 +263,7 @@ static int backward(const fr__polyfft *pl, const double *q, const double *k, con
             tt[i * dvd + o] = num[o * n + i] / D[i];
     }
     if (pl->nfix) {
-        if ((st = fr__exact_rows(p, q, k, v, pl->fix, pl->nfix, ex, err, errlen))) goto done;
+        if ((st = fr__exact_rows(p, q, k, v, pl->fix, pl->nfix, ex, NULL, err, errlen))) goto done;
         for (int64_t r = 0; r < pl->nfix; r++)
             for (int64_t o = 0; o < dvd; o++)
                 tt[pl->fix[r] * dvd + o] = ex[r * dvd + o];
@@ -297,11 +307,21 @@ static int backward(const fr__polyfft *pl, const double *q, const double *k, con
     if (ukeep) {
         fr__pass b = {
             .transposed = 0, .xin = k, .xout = q, .ain = xv, .bout = w, .grad = dq, .ukeep = ukeep};
+        b.pg = pg;
+        rg = fr__prog_narrow(pg, 1.0 / 3, 2.0 / 3);
         if (!fr__polyfft_pass(pl, &b)) st = FR_ENOMEM;
+        fr__prog_restore(pg, rg);
     }
     fr__pass c = {
         .transposed = 1, .xin = q, .xout = k, .ain = w, .bout = xv, .grad = dk, .dvals = dv};
-    if (!st && !fr__polyfft_pass(pl, &c)) st = FR_ENOMEM;
+    c.pg = pg;
+    rg = fr__prog_narrow(pg, 2.0 / 3, 1);
+    if (!st && !fr__prog_canceled(pg) && !fr__polyfft_pass(pl, &c)) st = FR_ENOMEM;
+    fr__prog_restore(pg, rg);
+    if (!st && fr__prog_canceled(pg)) {
+        st = fr__prog_err(pg, err, errlen);
+        goto done;
+    }
     if (st) {
         st = fr__err(err, errlen, FR_ENOMEM, "out of memory (polyfft backward, n = %lld)",
                      (long long)n);

@@ -327,7 +327,7 @@ static void test_modes(void)
         T_CHECK(fr__polyfft_mode(pl) == cfg[c].mode, "%s: mode %d", cfg[c].name,
                 fr__polyfft_mode(pl));
         st = fr__polyfft_backward(pl, x.q, x.k, x.v, x.up, NULL, NULL, cur[0], cur[1], cur[2], NULL,
-                                  NULL, err, sizeof err);
+                                  NULL, NULL, err, sizeof err);
         T_CHECK(st == 0, "%s: %s", cfg[c].name, err);
         fr__polyfft_free(pl);
         if (st) continue;
@@ -369,7 +369,7 @@ static double loss_w(const fr_problem *p, const double *coef, int g, const prob 
 {
     fr__polyfft *pl;
     if (fr__polyfft_create(&pl, p, coef, g, 0, cur_fft, 16, err, sizeof err)) return NAN;
-    int st = fr__polyfft_execute(pl, x->q, x->k, x->v, out, NULL, err, sizeof err);
+    int st = fr__polyfft_execute(pl, x->q, x->k, x->v, out, NULL, NULL, err, sizeof err);
     fr__polyfft_free(pl);
     if (st) return NAN;
     double s = 0;
@@ -400,7 +400,7 @@ static void check_dw_fd(const char *name, fr_problem p, int g, int target)
     double *gq = malloc(n * d * sizeof *gq), *gk = malloc(n * d * sizeof *gk),
            *gv = malloc(n * dv * sizeof *gv);
     int st = fr__polyfft_backward(pl, x.q, x.k, x.v, target ? NULL : x.up, target ? x.up : NULL,
-                                  NULL, gq, gk, gv, dw, NULL, err, sizeof err);
+                                  NULL, gq, gk, gv, dw, NULL, NULL, err, sizeof err);
     T_CHECK(st == 0, "%s: %s", name, err);
     int64_t lo = -(n - 1), hi = n - 1;
     if (p.window >= 0 && p.window < n - 1) {
@@ -593,7 +593,7 @@ static void check_all_exact(const char *name, fr_problem p)
         e[t] = calloc((size_t)cnt[t], sizeof(double));
     }
     int s1 = fr__polyfft_backward(pl, x.q, x.k, x.v, x.up, NULL, f[3], f[0], f[1], f[2],
-                                  want_dw ? f[4] : NULL, NULL, err, sizeof err);
+                                  want_dw ? f[4] : NULL, NULL, NULL, err, sizeof err);
     T_CHECK(s1 == 0, "%s: %s", name, err);
     int s2 = fr_exact_backward(&p, x.q, x.k, x.v, x.up, NULL, e[3], e[0], e[1], e[2],
                                want_dw ? e[4] : NULL, NULL, err, sizeof err);

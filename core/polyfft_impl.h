@@ -120,9 +120,12 @@ typedef struct {
      * and with dvals (n x dv, transposed only) += o(i) y_o[x](i) for the columns of V */
     const double *bout;
     double *grad, *dvals;
+    /* may be NULL: hears of the transforms done; once canceled, the pass stops early (its
+     * outputs then hold nothing usable) */
+    fr__prog *pg;
 } fr__pass;
 
-/* Returns 1, or 0 when out of memory. */
+/* Returns 1 (also when ps->pg was canceled), or 0 when out of memory. */
 int fr__polyfft_pass(const fr__polyfft *pl, const fr__pass *ps);
 
 /* out[0..n) = the monomial with exponents e at every row of xt, the rows column-major (d x n,

@@ -172,11 +172,21 @@ static int T_(pass_run)(const fr__polyfft *pl, const fr__pass *ps, pass_mem *w)
     int64_t cb = w->cb, tile = w->tile, nout_max = w->nout_max;
     CPX *W = w->W;
     REAL *ystore = ps->ystore;
+    fr__prog *pg = ps->pg;
+    /* Progress by transforms: each degree's inputs' forward and outputs' inverse FFTs. */
+    double total = 0, done = 0;
+    for (int g = 0; g <= pl->degree; g++) {
+        int64_t o0, o1;
+        out_range(pl, ps, g, &o0, &o1);
+        if (in_first[g + 1] > in_first[g] && o1 > o0)
+            total += (double)(in_first[g + 1] - in_first[g] + o1 - o0);
+    }
 
     for (int g = 0; g <= pl->degree; g++) {
         int64_t i0 = in_first[g], i1 = in_first[g + 1], o0, o1;
         out_range(pl, ps, g, &o0, &o1);
         if (i1 == i0 || o1 <= o0) continue;
+        if (fr__prog_canceled(pg)) return 1;
         if (stream) {
             /* The kernels this degree uses, computed now, once for every block. */
             int64_t ncl = fr__polyfft_degree_kernels(m, g, w->cslot, w->clist), fl = 0;
@@ -192,6 +202,7 @@ static int T_(pass_run)(const fr__polyfft *pl, const fr__pass *ps, pass_mem *w)
         }
         for (int64_t c0 = 0; c0 < cols; c0 += cb) {
             int64_t ncb = c0 + cb <= cols ? cb : cols - c0;
+            double share = (double)ncb / (double)cols / total;
             T_(accum)
             A = {.pl = pl,
                  .poff = w->poff,
@@ -210,22 +221,28 @@ static int T_(pass_run)(const fr__polyfft *pl, const fr__pass *ps, pass_mem *w)
                 REAL *buf = tm.buf, *Yt = tm.Yt;
                 void *S = tm.S;
                 double *acc = tm.acc, *til = tm.til, *mv = tm.mv;
+                int th = omp_get_thread_num();
 #pragma omp for schedule(dynamic, 1)
                 for (int64_t in = i0; in < i1; in++) {
+                    if (fr__prog_canceled(pg)) continue;
                     fr__polyfft_mono(pl, e_in + in * d, w->xin, mv);
                     for (int64_t col = 0; col < ncb; col++) {
                         T_(fr__polyfft_fill)(pl, mv, w->ain + (c0 + col) * n, buf);
                         FFT_FORWARD(pl->fft, buf, W + ((in - i0) * ncb + col) * nbs, S);
                     }
+                    if (th == 0) fr__prog_step(pg, done + share * (double)(in - i0 + 1));
                 }
 #pragma omp for schedule(dynamic, 1)
                 for (int64_t b0 = 0; b0 < pl->nb; b0 += tile)
-                    T_(accumulate_tile)
+                    if (!fr__prog_canceled(pg)) T_(accumulate_tile)
                 (&A, W, b0, pl->nb - b0 < tile ? pl->nb - b0 : tile, Yt,
                  Yt + nout_max * cb * 2 * tile);
                 if (values) {
 #pragma omp for schedule(dynamic, 1)
                     for (int64_t o = o0; o < o1; o++) {
+                        if (fr__prog_canceled(pg)) continue;
+                        if (th == 0)
+                            fr__prog_step(pg, done + share * (double)(i1 - i0 + o - o0 + 1));
                         fr__polyfft_mono(pl, e_out + o * d, w->xout, mv);
                         for (int64_t col = 0; col < ncb; col++) {
                             FFT_INVERSE(pl->fft, W + ((o - o0) * ncb + col) * nbs, buf, S);
@@ -238,6 +255,9 @@ static int T_(pass_run)(const fr__polyfft *pl, const fr__pass *ps, pass_mem *w)
                 } else {
 #pragma omp for schedule(dynamic, 1)
                     for (int64_t o = o0; o < o1; o++) {
+                        if (fr__prog_canceled(pg)) continue;
+                        if (th == 0)
+                            fr__prog_step(pg, done + share * (double)(i1 - i0 + o - o0 + 1));
                         const unsigned char *e = e_out + o * d;
                         int want_v = ps->dvals && c0 < dvd;
                         memset(til, 0, (size_t)n * sizeof *til);
@@ -258,8 +278,10 @@ static int T_(pass_run)(const fr__polyfft *pl, const fr__pass *ps, pass_mem *w)
                     }
                 }
             }
+            done += share * (double)(i1 - i0 + o1 - o0);
         }
     }
+    if (fr__prog_canceled(pg)) return 1;
     if (values) {
         for (int t = 0; t < w->tb.n; t++) {
             const double *acc = T_(thread_buffers)(pl, w, t).acc;

@@ -61,7 +61,7 @@ static int run(const fr_problem *p, const double *q, const double *k, const doub
     }
     fr__polyfft_info(pl, &r->info);
     double *out = malloc(n * dv * sizeof *out), *ref = malloc(n * dv * sizeof *ref);
-    int ok = fr__polyfft_execute(pl, q, k, v, out, NULL, err, sizeof err) == 0 &&
+    int ok = fr__polyfft_execute(pl, q, k, v, out, NULL, NULL, err, sizeof err) == 0 &&
              fr_exact_rows(p, q, k, v, NULL, n, ref, err, sizeof err) == 0;
     if (ok) r->obs = fr_compare(out, ref, n * dv).max_abs;
     if (ok && out_keep) memcpy(out_keep, out, n * dv * sizeof *out);
@@ -334,7 +334,7 @@ static void test_negative_d(void)
     T_REQUIRE(fr__polyfft_create(&pl, &p, coef, 1, 0, cur_fft, TEST_EXACT_KEYS(p.n), err,
                                  sizeof err) == 0,
               "%s", err);
-    int st = fr__polyfft_execute(pl, q, k, v, out, NULL, err, sizeof err);
+    int st = fr__polyfft_execute(pl, q, k, v, out, NULL, NULL, err, sizeof err);
     T_CHECK(st == FR_EACCURACY, "status %d (%s)", st, err);
     fr__polyfft_free(pl);
 }

@@ -211,7 +211,7 @@ static int64_t fwd_block(void *ctx, work *w, const double *ms, const mask *m, in
 }
 
 int fr__polyrope_execute(const fr__polyrope *pl, const double *q, const double *k, const double *v,
-                         double *out, double *rowsum, char *err, size_t errlen)
+                         double *out, double *rowsum, fr__prog *pg, char *err, size_t errlen)
 {
     const fr_problem *p = &pl->p;
     int64_t n = p->n, d = p->d, nc = pl->nc, nd, nx;
@@ -229,8 +229,9 @@ int fr__polyrope_execute(const fr__polyrope *pl, const double *q, const double *
     mask m;
     fwd c = {pl, qr, kr, x, out, rowsum};
     int masked = fr__polyrope_mask(pl, &m);
-    int64_t bad = fr__polyrope_sweep(pl, masked ? &m : NULL, kr, x, 0, fwd_block, &c, &oom);
+    int64_t bad = fr__polyrope_sweep(pl, masked ? &m : NULL, kr, x, 0, fwd_block, &c, pg, &oom);
     free(qr), free(kr), free(x);
+    if (fr__prog_canceled(pg)) return fr__prog_err(pg, err, errlen);
     if (oom) return fr__err(err, errlen, FR_ENOMEM, "polyrope: out of memory for the workspace");
     if (bad >= 0)
         return fr__err(err, errlen, FR_EACCURACY,

@@ -329,7 +329,8 @@ static void single_key_rows(const fr_problem *p, const mask *m, const double *v,
 
 int fr__polyrope_backward(const fr__polyrope *pl, const double *q, const double *k, const double *v,
                           const double *dout, const double *target, double *t, double *dq,
-                          double *dk, double *dv, double *loss, char *err, size_t errlen)
+                          double *dk, double *dv, double *loss, fr__prog *pg, char *err,
+                          size_t errlen)
 {
     const fr_problem *p = &pl->p;
     int64_t n = p->n, d = p->d, nc = pl->nc, nd, nx;
@@ -362,10 +363,19 @@ int fr__polyrope_backward(const fr__polyrope *pl, const double *q, const double 
     int masked = fr__polyrope_mask(pl, &mq);
     mk = mq;
     mk.anti = 1;
+    /* Progress: the query sweep, then the key sweep, alike. */
+    fr__prog_range rg = fr__prog_narrow(pg, 0, 0.5);
     int64_t badrow =
-        fr__polyrope_sweep(pl, masked ? &mq : NULL, kr, x, 1, query_sweep_block, &c, &oom);
-    if (!oom && badrow < 0)
-        fr__polyrope_sweep(pl, masked ? &mk : NULL, qr, wr, 1, key_sweep_block, &c, &oom);
+        fr__polyrope_sweep(pl, masked ? &mq : NULL, kr, x, 1, query_sweep_block, &c, pg, &oom);
+    fr__prog_restore(pg, rg);
+    rg = fr__prog_narrow(pg, 0.5, 1);
+    if (!oom && badrow < 0 && !fr__prog_canceled(pg))
+        fr__polyrope_sweep(pl, masked ? &mk : NULL, qr, wr, 1, key_sweep_block, &c, pg, &oom);
+    fr__prog_restore(pg, rg);
+    if (fr__prog_canceled(pg)) {
+        st = fr__prog_err(pg, err, errlen);
+        goto done;
+    }
     if (oom) {
         st = fr__err(err, errlen, FR_ENOMEM, "polyrope backward: out of memory for the workspace");
         goto done;

@@ -289,12 +289,14 @@ static void test_errors(void)
     char err[256] = "";
     int st = fr__polyrope_create(&pl, &p, coef, 1, err, sizeof err);
     T_REQUIRE(st == FR_OK, "create: %s", err);
-    st = fr__polyrope_backward(pl, q, k, v, up, NULL, NULL, dq, dk, dv, NULL, err, sizeof err);
+    st =
+        fr__polyrope_backward(pl, q, k, v, up, NULL, NULL, dq, dk, dv, NULL, NULL, err, sizeof err);
     T_CHECK(st == FR_EACCURACY && strstr(err, "denominator"), "status %d (%s)", st, err);
-    st = fr__polyrope_backward(pl, q, k, v, up, up, NULL, dq, dk, dv, NULL, err, sizeof err);
+    st = fr__polyrope_backward(pl, q, k, v, up, up, NULL, dq, dk, dv, NULL, NULL, err, sizeof err);
     T_CHECK(st == FR_EUSAGE, "dout and target both: status %d", st);
     q[5] = NAN;
-    st = fr__polyrope_backward(pl, q, k, v, up, NULL, NULL, dq, dk, dv, NULL, err, sizeof err);
+    st =
+        fr__polyrope_backward(pl, q, k, v, up, NULL, NULL, dq, dk, dv, NULL, NULL, err, sizeof err);
     T_CHECK(st == FR_EINPUT && strstr(err, "q"), "NaN in q: status %d (%s)", st, err);
     fr__polyrope_free(pl);
     free(q), free(k), free(v), free(up);

@@ -258,9 +258,11 @@ typedef int64_t (*fr__rope_block)(void *ctx, work *w, const double *ms, const ma
  * else sliding sums (blocks in reverse order for m->anti, where the sums are suffix sums).
  * Threads take balanced chunks of blocks; small problems run on the calling thread alone. grad:
  * the workspaces have the gradient tiles. Returns the first bad row fn reported, or -1; *oom is
- * set when a workspace could not be allocated. */
+ * set when a workspace could not be allocated. pg (may be NULL) hears of the blocks done; once
+ * it is canceled the blocks left are skipped (the caller asks fr__prog_canceled). */
 int64_t fr__polyrope_sweep(const fr__polyrope *pl, const mask *m, const double *cols,
-                           const double *vals, int grad, fr__rope_block fn, void *ctx, int *oom);
+                           const double *vals, int grad, fr__rope_block fn, void *ctx, fr__prog *pg,
+                           int *oom);
 
 /* The rotated rows qr = R_i q_i, kr = R_j k_j (n x d) and x = [V, 1] (n x nc). */
 void fr__polyrope_prepare(const fr__polyrope *pl, const double *q, const double *k, const double *v,

@@ -190,6 +190,7 @@ typedef struct {
     const double *cols, *vals;
     fr__rope_block fn;
     void *ctx;
+    fr__prog *pg;
 } sweep;
 
 /* The row blocks of chunks [starts[ch], starts[ch + 1]) under the mask, with one workspace. */
@@ -199,7 +200,11 @@ static int64_t masked_chunk(const sweep *s, work *w, const int64_t *starts, int6
     const mask *m = s->m;
     int64_t n = m->n, bad = -1, cl = 0, chh = 0; /* column blocks [cl, chh) summed in w->mt */
 #define BLK(b) ((b)*m->bn < n ? (b)*m->bn : n)
+    int th = omp_get_thread_num();
     for (int64_t t = starts[ch]; t < starts[ch + 1]; t++) {
+        /* every chunk is about as long: thread 0's part of its own is the whole's */
+        if (th == 0) fr__prog_step(s->pg, (double)(t - starts[ch]) / (starts[ch + 1] - starts[ch]));
+        if (fr__prog_canceled(s->pg)) break;
         int64_t qb = m->anti ? starts[ch + 1] - 1 - (t - starts[ch]) : t, kl, kh;
         full_range(m, qb, &kl, &kh);
         if (t == starts[ch] || kl >= chh || kh <= cl) {
@@ -241,7 +246,8 @@ static int64_t masked(const sweep *s, int grad, int *oom)
             work_free(&w);
         }
     } else {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(T)
+        /* one balanced chunk per thread, chunk 0 on thread 0: the thread that reports */
+#pragma omp parallel for schedule(static, 1) num_threads(T)
         for (int64_t ch = 0; ch < nch; ch++) {
             work w;
             if (!work_alloc(pl, &w, grad)) {
@@ -285,7 +291,7 @@ static int64_t unmasked(const sweep *s, int grad, int *oom)
         } else {
             add_cols(pl, &w, s->cols, s->vals, 0, n, 1);
             scale(pl, w.mt, ms);
-            for (int64_t b = 0; b < nb; b++)
+            for (int64_t b = 0; b < nb && !fr__prog_step(s->pg, (double)b / nb); b++)
                 note_bad(unmasked_rows(s, &w, ms, b), &bad);
             work_free(&w);
         }
@@ -306,10 +312,15 @@ static int64_t unmasked(const sweep *s, int grad, int *oom)
 #pragma omp atomic write
             *oom = 1;
         }
+        /* thread 0 runs the first of T equal static parts: its progress is the whole's */
+        int th = omp_get_thread_num();
+        double kpart = (double)((nkb + T - 1) / T), rpart = (double)((nb + T - 1) / T);
 #pragma omp for schedule(static)
-        for (int64_t kb = 0; kb < nkb; kb++)
-            if (ok)
-                add_cols(pl, &w, s->cols, s->vals, kb * KB, kb * KB + KB < n ? kb * KB + KB : n, 1);
+        for (int64_t kb = 0; kb < nkb; kb++) {
+            if (!ok || fr__prog_canceled(s->pg)) continue;
+            add_cols(pl, &w, s->cols, s->vals, kb * KB, kb * KB + KB < n ? kb * KB + KB : n, 1);
+            if (th == 0) fr__prog_step(s->pg, 0.5 * (double)(kb + 1) / kpart);
+        }
 #pragma omp critical(polyrope_reduce)
         if (ok)
             for (size_t t = 0; t < msz; t++)
@@ -318,8 +329,11 @@ static int64_t unmasked(const sweep *s, int grad, int *oom)
 #pragma omp single
         scale(pl, mt, ms);
 #pragma omp for schedule(static)
-        for (int64_t b = 0; b < nb; b++)
-            if (ok) note_bad(unmasked_rows(s, &w, ms, b), &bad);
+        for (int64_t b = 0; b < nb; b++) {
+            if (!ok || fr__prog_canceled(s->pg)) continue;
+            note_bad(unmasked_rows(s, &w, ms, b), &bad);
+            if (th == 0) fr__prog_step(s->pg, 0.5 + 0.5 * (double)(b + 1) / rpart);
+        }
         if (ok) work_free(&w);
     }
     free(mt), free(ms);
@@ -327,9 +341,10 @@ static int64_t unmasked(const sweep *s, int grad, int *oom)
 }
 
 int64_t fr__polyrope_sweep(const fr__polyrope *pl, const mask *m, const double *cols,
-                           const double *vals, int grad, fr__rope_block fn, void *ctx, int *oom)
+                           const double *vals, int grad, fr__rope_block fn, void *ctx, fr__prog *pg,
+                           int *oom)
 {
-    sweep s = {pl, m, cols, vals, fn, ctx};
+    sweep s = {pl, m, cols, vals, fn, ctx, pg};
     return m ? masked(&s, grad, oom) : unmasked(&s, grad, oom);
 }
 

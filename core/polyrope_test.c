@@ -72,7 +72,7 @@ static double check_direct(const fr_problem *p, int g, double scale)
     fr__polyrope *pl;
     double diff = 1e300;
     int st = fr__polyrope_create(&pl, p, coef, g, err, sizeof err);
-    if (!st) st = fr__polyrope_execute(pl, q, k, v, o1, NULL, err, sizeof err);
+    if (!st) st = fr__polyrope_execute(pl, q, k, v, o1, NULL, NULL, err, sizeof err);
     if (!st) {
         poly_direct(p, coef, g, q, k, v, o2);
         diff = fr_compare(o1, o2, n * dv).max_abs;
@@ -186,13 +186,13 @@ static void test_negative_denominator(void)
     char err[256] = "";
     int st = fr__polyrope_create(&pl, &p, coef, 1, err, sizeof err);
     T_REQUIRE(st == FR_OK, "create: %s", err);
-    st = fr__polyrope_execute(pl, q, k, v, out, NULL, err, sizeof err);
+    st = fr__polyrope_execute(pl, q, k, v, out, NULL, NULL, err, sizeof err);
     T_CHECK(st == FR_EACCURACY, "status %d (%s)", st, err);
     T_CHECK(strstr(err, "denominator") != NULL, "message: %s", err);
     p.causal = 0;
     fr__polyrope_free(pl);
     st = fr__polyrope_create(&pl, &p, coef, 1, err, sizeof err);
-    st = st ? st : fr__polyrope_execute(pl, q, k, v, out, NULL, err, sizeof err);
+    st = st ? st : fr__polyrope_execute(pl, q, k, v, out, NULL, NULL, err, sizeof err);
     T_CHECK(st == FR_EACCURACY, "unmasked: status %d (%s)", st, err);
     fr__polyrope_free(pl);
     free(q), free(k), free(v);

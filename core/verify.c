@@ -64,7 +64,7 @@ typedef struct {
     double *out;
 } rows_ctx;
 
-static int rows_entry(void *ctx, int64_t b, int thread, char *err, size_t errlen)
+static int rows_entry(void *ctx, int64_t b, int thread, fr__prog *pg, char *err, size_t errlen)
 {
     (void)thread; /* writes only its own problem's output */
     const rows_ctx *c = ctx;
@@ -73,7 +73,7 @@ static int rows_entry(void *ctx, int64_t b, int thread, char *err, size_t errlen
     fr_problem pe = fr__entry_problem(p, b);
     if (!pe.rot.family) fr__settle_family(&pe);
     int st = fr__exact_rows(&pe, c->q + b * n * d, c->k + h * n * d, c->v + h * n * dv, c->rows,
-                            c->nrows, c->out + b * c->nrows * dv, err, errlen);
+                            c->nrows, c->out + b * c->nrows * dv, pg, err, errlen);
     return fr__entry_err(p, b, st, err, errlen);
 }
 
@@ -85,8 +85,16 @@ static unsigned char *all_small(const fr_problem *p, int64_t count, int64_t nrow
     return s;
 }
 
-fr_status fr_exact_rows(const fr_problem *p0, const double *q, const double *k, const double *v,
+fr_status fr_exact_rows(const fr_problem *p, const double *q, const double *k, const double *v,
                         const int64_t *rows, int64_t nrows, double *out, char *err, size_t errlen)
+{
+    return fr_exact_rows_progress(p, q, k, v, rows, nrows, out, NULL, NULL, err, errlen);
+}
+
+fr_status fr_exact_rows_progress(const fr_problem *p0, const double *q, const double *k,
+                                 const double *v, const int64_t *rows, int64_t nrows, double *out,
+                                 fr_progress_fn progress, void *progress_user, char *err,
+                                 size_t errlen)
 {
     int st = fr_problem_check(p0, err, errlen);
     if (st) return st;
@@ -95,9 +103,12 @@ fr_status fr_exact_rows(const fr_problem *p0, const double *q, const double *k, 
     if ((st = check_rows(p, rows, nrows, err, errlen))) return st;
     int64_t B = fr__batch(p);
     rows_ctx c = {p, q, k, v, rows, nrows, out};
+    fr__prog pg;
+    if (fr__prog_start(&pg, progress, progress_user, "exact rows"))
+        return fr__prog_err(&pg, err, errlen);
     unsigned char *small = all_small(p, B, nrows);
     if (!small) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
-    st = fr__for_entries(B, small, 0, rows_entry, &c, NULL, NULL, "exact", err, errlen);
+    st = fr__for_entries(B, small, 0, rows_entry, &c, &pg, err, errlen);
     free(small);
     return st;
 }
@@ -136,7 +147,7 @@ static void add_into(double *acc, const double *x, int64_t count)
         acc[i] += x[i];
 }
 
-static int grows_group(void *ctx, int64_t h, int thread, char *err, size_t errlen)
+static int grows_group(void *ctx, int64_t h, int thread, fr__prog *pg, char *err, size_t errlen)
 {
     const grows_ctx *c = ctx;
     const fr_problem *p = c->p;
@@ -148,10 +159,12 @@ static int grows_group(void *ctx, int64_t h, int thread, char *err, size_t errle
         if (!pe.rot.family) fr__settle_family(&pe);
         const double *up = c->dout ? c->dout : c->target;
         double *dk = e ? tk : c->dk + h * m * d, *dvv = e ? tv : c->dv + h * m * dv;
+        fr__prog_range rg = fr__prog_narrow(pg, (double)e / g, (double)(e + 1) / g);
         int st = fr__exact_backward_rows(&pe, c->q + b * n * d, c->k + h * n * d, c->v + h * n * dv,
                                          c->dout ? up + b * n * dv : NULL,
                                          c->target ? up + b * n * dv : NULL, c->rows, m,
-                                         c->dq + b * m * d, dk, dvv, err, errlen);
+                                         c->dq + b * m * d, dk, dvv, pg, err, errlen);
+        fr__prog_restore(pg, rg);
         if (st) return fr__entry_err(p, b, st, err, errlen);
         if (e) {
             add_into(c->dk + h * m * d, tk, m * d);
@@ -161,10 +174,20 @@ static int grows_group(void *ctx, int64_t h, int thread, char *err, size_t errle
     return FR_OK;
 }
 
-fr_status fr_exact_backward_rows(const fr_problem *p0, const double *q, const double *k,
+fr_status fr_exact_backward_rows(const fr_problem *p, const double *q, const double *k,
                                  const double *v, const double *dout, const double *target,
                                  const int64_t *rows, int64_t nrows, double *dq, double *dk,
                                  double *dv, char *err, size_t errlen)
+{
+    return fr_exact_backward_rows_progress(p, q, k, v, dout, target, rows, nrows, dq, dk, dv, NULL,
+                                           NULL, err, errlen);
+}
+
+fr_status fr_exact_backward_rows_progress(const fr_problem *p0, const double *q, const double *k,
+                                          const double *v, const double *dout, const double *target,
+                                          const int64_t *rows, int64_t nrows, double *dq,
+                                          double *dk, double *dv, fr_progress_fn progress,
+                                          void *progress_user, char *err, size_t errlen)
 {
     int st = fr_problem_check(p0, err, errlen);
     if (st) return st;
@@ -174,12 +197,15 @@ fr_status fr_exact_backward_rows(const fr_problem *p0, const double *q, const do
     if (nrows == 0) return FR_OK; /* nothing asked: the outputs may be NULL */
     int64_t KV = fr__kv_batch(p), g = fr__group(p);
     grows_ctx c = {p, q, k, v, dout, target, rows, nrows, dq, dk, dv, NULL};
+    fr__prog pg;
+    if (fr__prog_start(&pg, progress, progress_user, "exact rows"))
+        return fr__prog_err(&pg, err, errlen);
     if (g > 1 && !(c.tmp = buffers(nrows * (p->d + p->dv))))
         return fr__err(err, errlen, FR_ENOMEM, "out of memory");
     /* Each problem's statistics pass is O(n^2 d): small enough for one thread below the exact
      * path's own threshold. */
     unsigned char *small = all_small(p, KV, p->n);
-    st = small ? fr__for_entries(KV, small, 0, grows_group, &c, NULL, NULL, "exact", err, errlen)
+    st = small ? fr__for_entries(KV, small, 0, grows_group, &c, &pg, err, errlen)
                : fr__err(err, errlen, FR_ENOMEM, "out of memory");
     free(small);
     free_buffers(c.tmp);
@@ -242,7 +268,7 @@ typedef struct {
     fr_diff *per;
 } check_ctx;
 
-static int check_entry(void *ctx, int64_t b, int thread, char *err, size_t errlen)
+static int check_entry(void *ctx, int64_t b, int thread, fr__prog *pg, char *err, size_t errlen)
 {
     const check_ctx *c = ctx;
     const fr_problem *p = c->p;
@@ -251,7 +277,7 @@ static int check_entry(void *ctx, int64_t b, int thread, char *err, size_t errle
     if (!pe.rot.family) fr__settle_family(&pe);
     double *ref = c->ref[thread], *got = c->got[thread];
     int st = fr__exact_rows(&pe, c->q + b * n * d, c->k + h * n * d, c->v + h * n * dv, c->rows, m,
-                            ref, err, errlen);
+                            ref, pg, err, errlen);
     if (st) return fr__entry_err(p, b, st, err, errlen);
     const double *o = c->out + b * n * dv;
     for (int64_t t = 0; t < m; t++)
@@ -284,7 +310,7 @@ fr_status fr_check_rows(const fr_problem *p0, const double *q, const double *k, 
     unsigned char *small = all_small(p, B, nrows);
     if (!c.ref || !c.got || !c.per || !small)
         st = fr__err(err, errlen, FR_ENOMEM, "out of memory checking against exact attention");
-    if (!st) st = fr__for_entries(B, small, 0, check_entry, &c, NULL, NULL, "check", err, errlen);
+    if (!st) st = fr__for_entries(B, small, 0, check_entry, &c, NULL, err, errlen);
     if (!st && all) {
         memset(all, 0, sizeof *all);
         for (int64_t b = 0; b < B; b++)
@@ -316,7 +342,7 @@ static void gather(const double *x, const int64_t *rows, int64_t m, int64_t w, d
         memcpy(got + t * w, x + (rows ? rows[t] : t) * w, (size_t)w * sizeof *got);
 }
 
-static int gcheck_group(void *ctx, int64_t h, int thread, char *err, size_t errlen)
+static int gcheck_group(void *ctx, int64_t h, int thread, fr__prog *pg, char *err, size_t errlen)
 {
     const gcheck_ctx *c = ctx;
     const fr_problem *p = c->p;
@@ -335,9 +361,9 @@ static int gcheck_group(void *ctx, int64_t h, int thread, char *err, size_t errl
         const double *target = c->target ? up + b * n * dv : NULL;
         double *dk = e ? tk : ek, *dvv = e ? tv : ev;
         int st = c->rows ? fr__exact_backward_rows(&pe, q, k, v, dout, target, c->rows, m, eq, dk,
-                                                   dvv, err, errlen)
+                                                   dvv, pg, err, errlen)
                          : fr__exact_backward(&pe, q, k, v, dout, target, NULL, eq, dk, dvv,
-                                              with_dw ? ew : NULL, NULL, err, errlen);
+                                              with_dw ? ew : NULL, NULL, pg, err, errlen);
         if (st) return fr__entry_err(p, b, st, err, errlen);
         if (e) {
             add_into(ek, tk, m * d);
@@ -397,9 +423,7 @@ fr_status fr_check_backward_rows(const fr_problem *p0, const double *q, const do
     unsigned char *small = all_small(p, KV, n);
     if (!c.per || !c.buf || (shared_w && !c.dw_sum) || !small)
         st = fr__err(err, errlen, FR_ENOMEM, "out of memory checking the gradients");
-    if (!st)
-        st = fr__for_entries(KV, small, shared_w, gcheck_group, &c, NULL, NULL, "check", err,
-                             errlen);
+    if (!st) st = fr__for_entries(KV, small, shared_w, gcheck_group, &c, NULL, err, errlen);
     if (!st && shared_w) { /* the sum in the order fr_execute_backward's is made */
         double *sum = c.buf[0];
         memset(sum, 0, (size_t)wsize * sizeof *sum);
