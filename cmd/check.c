@@ -11,6 +11,7 @@
 #include "check.h"
 #include "fastrope_planner.h"
 #include "job.h"
+#include "progress.h"
 
 #include <errno.h>
 #include <math.h>
@@ -373,6 +374,7 @@ static void check_set(ck_ctx *c, const ck_set *s, ck_files *f)
     int st = s->kind == CK_ERROR ? EXIT_INPUT
              : s->kind == CK_QKV ? check_qkv(c, s, f, err, sizeof err)
                                  : check_tensor(c, s, f, err, sizeof err);
+    if (st && cli_interrupted()) return; /* the set was not finished: nothing to say of it */
     if (st && c->rows == before) {
         ck_row row = {.path = s->path,
                       .set = s->name,
@@ -563,6 +565,7 @@ int cmd_check(int argc, char **argv)
     memset(&c, 0, sizeof c);
     /* A closed pipe is a write error to report (exit 1), not a silent death by signal. */
     signal(SIGPIPE, SIG_IGN);
+    cli_signals_catch();
     int st = parse(argc, argv, &c, &o);
     if (st) {
         cli_strings_free(&o.paths);
@@ -570,6 +573,7 @@ int cmd_check(int argc, char **argv)
     }
 
     double t0 = cli_now();
+    cli_progress_begin("check", c.quiet);
     ck_files f = {.limits = &o.limits};
     ck_sets l;
     ck_find(&l, &f, o.paths.s, o.paths.count, o.recursive, &o.words);
@@ -578,12 +582,14 @@ int cmd_check(int argc, char **argv)
         mine += i % n == k - 1;
     ck_header(&c);
     int failed = output_failed();
-    for (int64_t i = 0; i < l.count && !failed; i++) {
+    for (int64_t i = 0; i < l.count && !failed && !cli_interrupted(); i++) {
         if (i % n != k - 1) continue;
         check_set(&c, &l.s[i], &f);
         failed = output_failed();
         if (!c.quiet) job_progress(++checked, mine, t0);
     }
+    int stopped = cli_interrupted() ? cli_interrupt_exit() : 0;
+    if (stopped) failed = 1;
     if (!failed && !c.quiet) summary(&c, &l, mine, cli_now() - t0);
     if (!failed && l.count == 0)
         cli_fail(EXIT_INPUT,
@@ -596,7 +602,8 @@ int cmd_check(int argc, char **argv)
     int empty = l.count == 0;
     ck_sets_free(&l);
     cli_strings_free(&o.paths);
-    return failed              ? EXIT_INTERNAL
+    return stopped             ? stopped
+           : failed            ? EXIT_INTERNAL
            : mismatched        ? EXIT_ACCURACY
            : c.errors || empty ? EXIT_INPUT
                                : EXIT_OK;

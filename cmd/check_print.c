@@ -3,6 +3,7 @@
  * Numbers that a machine reads (jsonl, csv) are printed to the last bit (%.17g), so that the
  * bounds read back are exactly the ones computed. */
 #include "check.h"
+#include "progress.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -230,6 +231,7 @@ void ck_header(const ck_ctx *c)
 
 void ck_emit(ck_ctx *c, const ck_row *r)
 {
+    cli_progress_end(); /* a row starts on a line of its own */
     c->rows++;
     if (r->error) {
         c->errors++;

@@ -8,7 +8,9 @@
  * (fr_members_read continues where it stopped). With grouped-query attention, key/value head j
  * serves query heads j g .. j g + g - 1, and its dk, dv are the sums over them. */
 #include "check.h"
+#include "fastrope_planner.h"
 #include "job.h"
+#include "progress.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -148,7 +150,8 @@ int ck_verify(const ck_ctx *c, const ck_set *s, ck_files *f, const fr_problem *p
         for (int64_t h = j * g; h < (j + 1) * g && !st; h++) {
             if ((st = read_block(&role[SET_Q], h * n * d, n * d, b.q, err, errlen))) break;
             if (use[SET_OUT]) {
-                if ((st = fr_exact_rows(p, b.q, b.k, b.v, b.rows, m, b.ref, err, errlen)) ||
+                if ((st = fr_exact_rows_progress(p, b.q, b.k, b.v, b.rows, m, b.ref,
+                                                 cli_progress_fn, NULL, err, errlen)) ||
                     (st = read_rows(&role[SET_OUT], h, n, dv, b.rows, m, b.got, err, errlen)))
                     break;
                 fr_diff_add(&q_cmp[2 * h], b.got, b.ref, m * dv);
@@ -167,8 +170,9 @@ int ck_verify(const ck_ctx *c, const ck_set *s, ck_files *f, const fr_problem *p
                 grads = 0;
                 continue;
             }
-            if ((st = fr_exact_backward_rows(p, b.q, b.k, b.v, b.dout, NULL, b.rows, m, b.rq, b.rk,
-                                             b.rv, err, errlen)))
+            if ((st = fr_exact_backward_rows_progress(p, b.q, b.k, b.v, b.dout, NULL, b.rows, m,
+                                                      b.rq, b.rk, b.rv, cli_progress_fn, NULL, err,
+                                                      errlen)))
                 break;
             if (use[SET_DQ]) {
                 if ((st = read_rows(&role[SET_DQ], h, n, d, b.rows, m, b.got, err, errlen))) break;

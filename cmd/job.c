@@ -5,6 +5,7 @@
 #include "job.h"
 
 #include "fastrope_planner.h"
+#include "progress.h"
 #include "report.h"
 #include "wisdom.h"
 
@@ -21,6 +22,7 @@ static void begin(job *j, const char *cmd, job_opts *o)
     j->o = o;
     j->t0 = cli_now();
     j->bundle_id = j->report_id = -1;
+    cli_progress_begin(cmd, o->quiet);
 }
 
 int job_add_result(job *j, const char *name, const char *file, int in_bundle)
@@ -170,23 +172,8 @@ static int refused(job *j, const char *why)
 
 void job_progress(int64_t done, int64_t total, double t0)
 {
-    static int shown;
-    if (total < 2 || !isatty(2)) return;
-    if (!shown && cli_now() - t0 < 1.5) return;
-    shown = 1;
-    int w = 30, fill = (int)(w * done / total);
-    fprintf(stderr, "\r[%.*s%*s] %lld/%lld", fill, "==============================", w - fill, "",
-            (long long)done, (long long)total);
-    if (done == total) fputc('\n', stderr);
-}
-
-/* The core's progress, as a bar after the first second and a half on a terminal. */
-static int progress(void *user, const char *phase, double fraction)
-{
-    const job *j = user;
-    (void)phase;
-    if (!j->o->quiet) job_progress((int64_t)(fraction * 1000), 1000, j->t0);
-    return 0;
+    (void)t0; /* the line's own clock started with the command (cli_progress_begin) */
+    cli_progress_outer(done, total, "file");
 }
 
 /* Plan and compute; on a refusal, *refusal holds the core's reason. */
@@ -194,14 +181,15 @@ static int compute(job *j, const job_spec *spec, void *cmd, char *refusal, size_
 {
     char err[512];
     fr_options opt = j->o->attn.opt;
-    opt.progress = progress;
-    opt.progress_user = j;
+    opt.progress = cli_progress_fn; /* the line on a terminal; cancels once interrupted */
+    opt.progress_user = NULL;
     fr_plan *plan = NULL;
     cli_wisdom wis; /* FFTW's plans measured by earlier runs on this machine */
     cli_wisdom_load(&wis);
     double tc = cli_now();
     int st = fr_plan_create(&plan, &j->p, j->bounds, &opt, err, sizeof err);
     cli_wisdom_save(&wis);
+    if (st == FR_ECANCELED && cli_interrupted()) return cli_interrupt_exit();
     if (st == EXIT_ACCURACY) {
         snprintf(refusal, len, "%s", err);
         /* The degree eps would need, for the report: the estimate of the worst entry. */
@@ -215,6 +203,10 @@ static int compute(job *j, const job_spec *spec, void *cmd, char *refusal, size_
     }
     if (st) return cli_fail(st, "%s", err);
     fr_plan_get_info(plan, &j->info);
+    /* The worst entry's prediction for every entry; a backward costs about three forwards. */
+    double each = j->info.predicted_s[j->info.method];
+    cli_progress_expect((each > 0 ? each : 0) * (double)j->p.batch *
+                        (strcmp(j->cmd, "grad") == 0 ? 3 : 1));
     for (int64_t b = 0; b < j->p.batch; b++) {
         fr_plan_info e;
         fr_plan_entry_info(plan, b, &e);
@@ -223,6 +215,8 @@ static int compute(job *j, const job_spec *spec, void *cmd, char *refusal, size_
     st = spec->compute(j, cmd, plan, err, sizeof err);
     fr_plan_free(plan);
     j->compute_s = cli_now() - tc;
+    cli_progress_end();
+    if (st == FR_ECANCELED && cli_interrupted()) return cli_interrupt_exit();
     return st ? cli_fail(st, "%s", err) : EXIT_OK;
 }
 
@@ -479,6 +473,8 @@ static int run(job *j, const job_spec *spec, void *cmd)
     if (!st) st = all_finite(j);
     if (!st) st = write_results(j);
     if (!st) st = report(j, spec, cmd, NULL);
+    /* Interrupted at any step: the staged outputs are removed (release), none committed. */
+    if ((!st || st == EXIT_ACCURACY) && cli_interrupted()) st = cli_interrupt_exit();
     if (!st) {
         st = fr_outputs_commit(j->outs, err, sizeof err);
         j->outs = NULL;
@@ -498,6 +494,7 @@ int job_main(const job_spec *spec, int argc, char **argv)
     int st = job_parse(spec->name, spec->synopsis, spec->doc, spec->table, spec->job_offset, argc,
                        argv, cmd);
     begin(&j, spec->name, o);
+    cli_signals_catch();
     if (!st) st = spec->setup(&j, cmd);
     if (st == CLI_HELP)
         st = EXIT_OK;

@@ -1,0 +1,200 @@
+"""The progress line and interruption (issue 20): no line without a terminal, a line with phase,
+percentage and ETA under a pseudo-terminal, and SIGINT (or SIGTERM) during a long forward, backward
+or check stops within a second with exit 130 (143), the existing outputs untouched and nothing
+else left in the directory.
+
+The long runs are exact attention at n = 32768 (seconds of work, more under the sanitisers); they
+are signalled after half a second, so each test takes about one."""
+import os
+import pty
+import select
+import signal
+import subprocess
+import time
+
+import numpy as np
+
+from frtest import FASTROPE, fastrope, run_all, test, tmpdir
+
+N, D = 32768, 16
+
+
+def long_input(d, grads=False):
+    """q, k, v (and for check: dout and stand-in gradients) at n = N, in d/in.npz."""
+    rng = np.random.default_rng(20)
+    b = {x: rng.uniform(-1, 1, (N, D)) for x in ("q", "k", "v")}
+    if grads:
+        b.update({x: rng.uniform(-1, 1, (N, D)) for x in ("dout", "dq", "dk", "dv")})
+    path = os.path.join(d, "in.npz")
+    np.savez(path, **b)
+    return path
+
+
+def existing(d, names):
+    """Outputs from an earlier run: they must come through an interrupted one unchanged."""
+    before = {}
+    for name in names:
+        path = os.path.join(d, name)
+        with open(path, "wb") as f:
+            f.write(b"earlier output " + name.encode())
+        before[name] = open(path, "rb").read()
+    return before
+
+
+def interrupt(args, sig=signal.SIGINT, after=0.5):
+    """Start fastrope, signal it after `after` s: (exit code, stderr, seconds from the signal)."""
+    p = subprocess.Popen([FASTROPE] + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(after)
+    assert p.poll() is None, "the run ended before the signal: %s" % p.stderr.read().decode()
+    t = time.monotonic()
+    p.send_signal(sig)
+    try:
+        p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    dt = time.monotonic() - t
+    return p.returncode, p.stderr.read().decode(), dt
+
+
+def assert_clean_stop(d, before, code, err, dt, want=130):
+    assert code == want, (code, err)
+    assert err.strip().splitlines()[-1] == "fastrope: interrupted", err
+    assert dt < 1.0, "stopped %.2f s after the signal" % dt
+    for name, data in before.items():
+        assert open(os.path.join(d, name), "rb").read() == data, name + " was changed"
+    assert sorted(os.listdir(d)) == sorted(["in.npz"] + list(before)), os.listdir(d)
+
+
+@test
+def no_progress_without_a_terminal():
+    d = tmpdir()
+    inp = long_input(d)
+    # a short run, and a long one interrupted: neither prints a progress line to a pipe
+    small = os.path.join(d, "small.npz")
+    np.savez(small, **{x: np.ones((300, 4)) for x in "qkv"})
+    r = fastrope("run", "--input", small, "-o", os.path.join(d, "o.npy"))
+    assert r.returncode == 0, r.stderr
+    assert b"\r" not in r.stderr and b"%" not in r.stderr, r.stderr
+    code, err, _ = interrupt(["run", "--input", inp, "--method", "exact", "-o",
+                              os.path.join(d, "o2.npy"), "--check-rows", "0"])
+    assert code == 130 and "\r" not in err and "%" not in err, (code, err)
+
+
+def read_pty(fd, until, timeout):
+    out, t0 = b"", time.monotonic()
+    while time.monotonic() - t0 < timeout and not until(out):
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            try:
+                out += os.read(fd, 4096)
+            except OSError:  # the child closed its side
+                break
+    return out
+
+
+@test
+def progress_line_on_a_terminal():
+    d = tmpdir()
+    inp = long_input(d)
+    master, slave = pty.openpty()
+    p = subprocess.Popen([FASTROPE, "run", "--input", inp, "--method", "exact", "-o",
+                          os.path.join(d, "out.npy"), "--check-rows", "0"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    try:
+        # predicted over 2 s: the line shows at once, redrawn in place with a percentage
+        out = read_pty(master, lambda o: o.count(b"%") >= 2, 20)
+        p.send_signal(signal.SIGINT)
+        out += read_pty(master, lambda o: b"interrupted" in o, 10)
+        assert p.wait(timeout=10) == 130
+    finally:
+        if p.poll() is None:
+            p.kill()
+        os.close(master)
+    text = out.decode(errors="replace")
+    assert "\rfastrope run: forward pass" in text and "ETA" in text, text
+    # the line is erased before the last message, which stands on a line of its own
+    assert text.rstrip().endswith("\rfastrope: interrupted"), repr(text[-200:])
+    assert not os.path.exists(os.path.join(d, "out.npy"))
+
+
+@test
+def quiet_shows_no_line_on_a_terminal():
+    d = tmpdir()
+    inp = long_input(d)
+    master, slave = pty.openpty()
+    p = subprocess.Popen([FASTROPE, "run", "--input", inp, "--method", "exact", "-o",
+                          os.path.join(d, "out.npy"), "--check-rows", "0", "--quiet"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    try:
+        out = read_pty(master, lambda o: False, 1.0)
+        p.send_signal(signal.SIGINT)
+        out += read_pty(master, lambda o: b"interrupted" in o, 10)
+        assert p.wait(timeout=10) == 130
+    finally:
+        if p.poll() is None:
+            p.kill()
+        os.close(master)
+    assert b"%" not in out, out
+
+
+@test
+def sigint_stops_the_forward():
+    d = tmpdir()
+    inp = long_input(d)
+    before = existing(d, ["out.npy", "rep.json"])
+    code, err, dt = interrupt(["run", "--input", inp, "--method", "exact", "-o",
+                               os.path.join(d, "out.npy"), "--report",
+                               os.path.join(d, "rep.json"), "--check-rows", "0"])
+    assert_clean_stop(d, before, code, err, dt)
+
+
+@test
+def sigterm_stops_the_forward_with_143():
+    d = tmpdir()
+    inp = long_input(d)
+    before = existing(d, ["out.npy"])
+    code, err, dt = interrupt(["run", "--input", inp, "--method", "exact", "-o",
+                               os.path.join(d, "out.npy"), "--check-rows", "0"],
+                              sig=signal.SIGTERM)
+    assert_clean_stop(d, before, code, err, dt, want=143)
+
+
+@test
+def sigint_stops_the_backward():
+    d = tmpdir()
+    inp = long_input(d, grads=True)
+    before = existing(d, ["grads.npz"])
+    code, err, dt = interrupt(["grad", "--input", inp, "--method", "exact", "--dout", inp,
+                               "-o", os.path.join(d, "grads.npz"), "--check-rows", "0"])
+    assert_clean_stop(d, before, code, err, dt)
+
+
+@test
+def sigint_stops_check():
+    d = tmpdir()
+    inp = long_input(d, grads=True)
+    before = existing(d, ["table.txt"])
+    code, err, dt = interrupt(["check", inp])
+    assert_clean_stop(d, before, code, err, dt)
+
+
+@test
+def second_sigint_kills_at_once():
+    d = tmpdir()
+    inp = long_input(d)
+    p = subprocess.Popen([FASTROPE, "run", "--input", inp, "--method", "exact", "-o",
+                          os.path.join(d, "out.npy"), "--check-rows", "0"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    # two at once: the second finds the default action (the first may not be acted on yet)
+    p.send_signal(signal.SIGINT)
+    p.send_signal(signal.SIGINT)
+    code = p.wait(timeout=10)
+    assert code in (130, -signal.SIGINT), code
+    assert os.listdir(d) == ["in.npz"], os.listdir(d)
+
+
+run_all()
