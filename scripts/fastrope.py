@@ -659,17 +659,41 @@ class _Progress:
     progress(phase, fraction) when given, and returns non-zero, which makes the library stop
     and return FR_ECANCELED having freed everything, when that returns true, raises, or when
     Ctrl-C arrives. The library calls it from the thread that called it (OpenMP's thread 0),
-    so Python's SIGINT handler runs inside it and the KeyboardInterrupt is caught here. For
-    now the core calls it between the problems of a batch; within one long problem once the
-    methods report progress (the core's part of the progress work)."""
+    a few times a second inside every phase ("plan", "forward pass", "backward pass"), so
+    Python's SIGINT handler runs inside it and the KeyboardInterrupt is caught here: the call
+    stops within a fraction of a second and raises Interrupted."""
 
     def __init__(self, progress):
         self.progress = progress
         self.interrupted = False
         self.error = None
+        self.previous = None
         self.fn = capi.PROGRESS_FN(self._call)
 
+    # Around each library call (`with progress:`), Python's own SIGINT handler is replaced by
+    # one that only records the signal: Python runs a signal's handler at the next bytecode,
+    # which may be the callback's very first one, before any try could catch a
+    # KeyboardInterrupt (ctypes would then print it and go on). A caller's own handler is left
+    # alone; the except below covers it.
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread() and
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def _on_sigint(self, sig, frame):
+        self.interrupted = True
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+        if exc_type is None and self.interrupted:  # Ctrl-C came: the call stopped, or ended
+            raise Interrupted("fastrope: interrupted", 130)
+
     def _call(self, user, phase, fraction):
+        if self.interrupted:
+            return 1
         try:
             if self.progress is not None and self.progress(phase.decode(), fraction):
                 return 1
@@ -849,8 +873,9 @@ class _Call:
         self.eps = opt.eps
         handle = ctypes.c_void_p()
         err = ctypes.create_string_buffer(_ERRLEN)
-        st = self.lib.fr_plan_create(ctypes.byref(handle), ctypes.byref(self.problem), bounds,
-                                     ctypes.byref(opt), err, _ERRLEN)
+        with self.progress:
+            st = self.lib.fr_plan_create(ctypes.byref(handle), ctypes.byref(self.problem),
+                                         bounds, ctypes.byref(opt), err, _ERRLEN)
         if st == capi.EUSAGE and self.single:
             # A method the single-precision plans do not have: in double, on the same bounds
             # (the library bounds float data exactly as its double copy).
@@ -890,8 +915,9 @@ class _Call:
         entries = (capi.ExecInfo * self.batch)()
         err = ctypes.create_string_buffer(_ERRLEN)
         execute = self.lib.fr_execute_f32 if self.single else self.lib.fr_execute
-        st = execute(plan.handle, self._ptr(self.q), self._ptr(self.k), self._ptr(self.v),
-                     self._ptr(t), entries, err, _ERRLEN)
+        with self.progress:
+            st = execute(plan.handle, self._ptr(self.q), self._ptr(self.k), self._ptr(self.v),
+                         self._ptr(t), entries, err, _ERRLEN)
         self._status(st, err)
         return t, self._info(plan, entries)
 
@@ -918,12 +944,14 @@ class _Call:
         err = ctypes.create_string_buffer(_ERRLEN)
         backward = self.lib.fr_execute_backward_f32 if self.single else \
             self.lib.fr_execute_backward
-        st = backward(plan.handle, self._ptr(self.q), self._ptr(self.k), self._ptr(self.v),
-                      self._ptr(up) if dout is not None else None,
-                      self._ptr(up) if target is not None else None, self._ptr(g.get("out")),
-                      self._ptr(g["dq"]), self._ptr(g["dk"]), self._ptr(g["dv"]),
-                      self._ptr(g.get("dw")), ctypes.byref(loss) if target is not None else None,
-                      entries, err, _ERRLEN)
+        with self.progress:
+            st = backward(plan.handle, self._ptr(self.q), self._ptr(self.k), self._ptr(self.v),
+                          self._ptr(up) if dout is not None else None,
+                          self._ptr(up) if target is not None else None,
+                          self._ptr(g.get("out")), self._ptr(g["dq"]), self._ptr(g["dk"]),
+                          self._ptr(g["dv"]), self._ptr(g.get("dw")),
+                          ctypes.byref(loss) if target is not None else None, entries, err,
+                          _ERRLEN)
         self._status(st, err)
         info = self._info(plan, entries)
         info["loss"] = float(loss.value) if target is not None else None
