@@ -1,6 +1,8 @@
 /* grad.c - `fastrope grad`: gradients of a loss through RoPE attention, exact or fast, with an
  * error report against the exact gradients. */
+#include "fastrope_planner.h"
 #include "job.h"
+#include "progress.h"
 #include "report.h"
 
 #include <math.h>
@@ -151,9 +153,9 @@ static int check_f32(job *j, grad_cmd *c, char *err, size_t errlen)
         if (!dq || !dk || !dvv || (per_w && !dw))
             st = FR_ENOMEM, snprintf(err, errlen, "out of memory");
         else
-            st = fr_check_backward_rows(&g.p, g.q, g.k, g.v, c->o.dout ? g.up : NULL,
-                                        c->o.target ? g.up : NULL, dq, dk, dvv, dw, j->rows,
-                                        j->nrows, per, all, err, errlen);
+            st = fr_check_backward_rows_progress(
+                &g.p, g.q, g.k, g.v, c->o.dout ? g.up : NULL, c->o.target ? g.up : NULL, dq, dk,
+                dvv, dw, j->rows, j->nrows, per, all, cli_progress_fn, NULL, err, errlen);
         for (int e = 0; e < FR_NGRADS && !st; e++)
             fr_diff_merge(&c->all[e], &all[e]);
         for (int64_t b = 0; b < G && !st; b++)
@@ -179,10 +181,10 @@ static int check(job *j, void *cmd, char *err, size_t errlen)
         return st;
     }
     const double *up = c->up->data;
-    int st = fr_check_backward_rows(
+    int st = fr_check_backward_rows_progress(
         &j->p, j->in.q->data, j->in.k->data, j->in.v->data, c->o.dout ? up : NULL,
         c->o.target ? up : NULL, j->res[G_DQ].data, j->res[G_DK].data, j->res[G_DV].data,
-        j->res[G_DW].data, j->rows, j->nrows, j->per, c->all, err, errlen);
+        j->res[G_DW].data, j->rows, j->nrows, j->per, c->all, cli_progress_fn, NULL, err, errlen);
     for (int64_t b = 0; b < j->p.batch && !st; b++)
         j->entries[b].diff = j->per[b * FR_NGRADS + FR_GRAD_DQ];
     return st;

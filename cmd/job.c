@@ -253,6 +253,8 @@ static int check(job *j, const job_spec *spec, void *cmd)
         return cli_fail(EXIT_INTERNAL, "out of memory");
     int st = spec->check(j, cmd, err, sizeof err);
     j->check_s = cli_now() - t0;
+    cli_progress_end();
+    if (st == FR_ECANCELED && cli_interrupted()) return cli_interrupt_exit();
     return st ? cli_fail(st, "checking against the exact computation: %s", err) : EXIT_OK;
 }
 

@@ -1,5 +1,7 @@
 /* run.c - `fastrope run`: the forward pass, its output, and the error report. */
+#include "fastrope_planner.h"
 #include "job.h"
+#include "progress.h"
 #include "report.h"
 
 #include <math.h>
@@ -67,8 +69,8 @@ static int check_f32(job *j, run_cmd *c, char *err, size_t errlen)
         if (!out)
             st = FR_ENOMEM, snprintf(err, errlen, "out of memory");
         else
-            st = fr_check_rows(&g.p, g.q, g.k, g.v, out, j->rows, j->nrows, j->per + h * G, &all,
-                               err, errlen);
+            st = fr_check_rows_progress(&g.p, g.q, g.k, g.v, out, j->rows, j->nrows, j->per + h * G,
+                                        &all, cli_progress_fn, NULL, err, errlen);
         if (!st) fr_diff_merge(&c->all, &all);
         free(out);
         job_group_free(&g);
@@ -83,8 +85,9 @@ static int check(job *j, void *cmd, char *err, size_t errlen)
     if (job_f32(j->o))
         st = check_f32(j, c, err, errlen);
     else
-        st = fr_check_rows(&j->p, j->in.q->data, j->in.k->data, j->in.v->data, j->res[0].data,
-                           j->rows, j->nrows, j->per, &c->all, err, errlen);
+        st = fr_check_rows_progress(&j->p, j->in.q->data, j->in.k->data, j->in.v->data,
+                                    j->res[0].data, j->rows, j->nrows, j->per, &c->all,
+                                    cli_progress_fn, NULL, err, errlen);
     for (int64_t b = 0; b < j->p.batch && !st; b++)
         j->entries[b].diff = j->per[b];
     return st;

@@ -62,10 +62,11 @@ fr_status fr_plan_estimate(const fr_problem *p, const fr_bounds *bounds, const f
  * method for one problem of this shape; t[m] < 0 where method m does not apply. */
 void fr_predict_times(const fr_problem *p, int degree, int64_t support, double *t);
 
-/* fr_exact_rows and fr_exact_backward_rows with a progress callback (phase "exact rows"), for
- * checking tools whose exact reference is the long part: as fr_options.progress, called from
- * the calling thread a few times a second; a non-zero return stops the call with FR_ECANCELED,
- * everything freed (the outputs then hold nothing usable). */
+/* fr_exact_rows, fr_exact_backward_rows, fr_check_rows and fr_check_backward_rows with a
+ * progress callback (phase "exact rows"), for checking tools whose exact reference is the long
+ * part: as fr_options.progress, called from the calling thread a few times a second; a non-zero
+ * return stops the call with FR_ECANCELED, everything freed (the outputs then hold nothing
+ * usable). */
 fr_status fr_exact_rows_progress(const fr_problem *p, const double *q, const double *k,
                                  const double *v, const int64_t *rows, int64_t nrows, double *out,
                                  fr_progress_fn progress, void *progress_user, char *err,
@@ -74,6 +75,16 @@ fr_status fr_exact_backward_rows_progress(const fr_problem *p, const double *q, 
                                           const double *v, const double *dout, const double *target,
                                           const int64_t *rows, int64_t nrows, double *dq,
                                           double *dk, double *dv, fr_progress_fn progress,
+                                          void *progress_user, char *err, size_t errlen);
+fr_status fr_check_rows_progress(const fr_problem *p, const double *q, const double *k,
+                                 const double *v, const double *out, const int64_t *rows,
+                                 int64_t nrows, fr_diff *per, fr_diff *all, fr_progress_fn progress,
+                                 void *progress_user, char *err, size_t errlen);
+fr_status fr_check_backward_rows_progress(const fr_problem *p, const double *q, const double *k,
+                                          const double *v, const double *dout, const double *target,
+                                          const double *dq, const double *dk, const double *dv,
+                                          const double *dw, const int64_t *rows, int64_t nrows,
+                                          fr_diff *per, fr_diff *all, fr_progress_fn progress,
                                           void *progress_user, char *err, size_t errlen);
 
 #endif

@@ -238,6 +238,14 @@ static void test_api_cancels_every_method(void)
     T_CHECK(fr_exact_backward_rows_progress(&p, x.q, x.k, x.v, x.up, NULL, rows, 2, x.dq, x.dk,
                                             x.dvv, stop_in, &s, err, sizeof err) == FR_ECANCELED,
             "exact backward rows");
+    fr_diff all[FR_NGRADS];
+    T_CHECK(fr_check_rows_progress(&p, x.q, x.k, x.v, x.out, rows, 2, NULL, all, stop_in, &s, err,
+                                   sizeof err) == FR_ECANCELED,
+            "check rows");
+    T_CHECK(fr_check_backward_rows_progress(&p, x.q, x.k, x.v, x.up, NULL, x.dq, x.dk, x.dvv, NULL,
+                                            rows, 2, NULL, all, stop_in, &s, err,
+                                            sizeof err) == FR_ECANCELED,
+            "check backward rows");
     s.cancel_in = "none";
     T_CHECK(fr_exact_rows_progress(&p, x.q, x.k, x.v, rows, 2, x.out, stop_in, &s, err,
                                    sizeof err) == FR_OK,

@@ -287,9 +287,17 @@ static int check_entry(void *ctx, int64_t b, int thread, fr__prog *pg, char *err
     return FR_OK;
 }
 
-fr_status fr_check_rows(const fr_problem *p0, const double *q, const double *k, const double *v,
+fr_status fr_check_rows(const fr_problem *p, const double *q, const double *k, const double *v,
                         const double *out, const int64_t *rows, int64_t nrows, fr_diff *per,
                         fr_diff *all, char *err, size_t errlen)
+{
+    return fr_check_rows_progress(p, q, k, v, out, rows, nrows, per, all, NULL, NULL, err, errlen);
+}
+
+fr_status fr_check_rows_progress(const fr_problem *p0, const double *q, const double *k,
+                                 const double *v, const double *out, const int64_t *rows,
+                                 int64_t nrows, fr_diff *per, fr_diff *all, fr_progress_fn progress,
+                                 void *progress_user, char *err, size_t errlen)
 {
     int st = fr_problem_check(p0, err, errlen);
     if (st) return st;
@@ -310,7 +318,10 @@ fr_status fr_check_rows(const fr_problem *p0, const double *q, const double *k, 
     unsigned char *small = all_small(p, B, nrows);
     if (!c.ref || !c.got || !c.per || !small)
         st = fr__err(err, errlen, FR_ENOMEM, "out of memory checking against exact attention");
-    if (!st) st = fr__for_entries(B, small, 0, check_entry, &c, NULL, err, errlen);
+    fr__prog pg;
+    if (!st && fr__prog_start(&pg, progress, progress_user, "exact rows"))
+        st = fr__prog_err(&pg, err, errlen);
+    if (!st) st = fr__for_entries(B, small, 0, check_entry, &c, &pg, err, errlen);
     if (!st && all) {
         memset(all, 0, sizeof *all);
         for (int64_t b = 0; b < B; b++)
@@ -385,11 +396,22 @@ static int gcheck_group(void *ctx, int64_t h, int thread, fr__prog *pg, char *er
     return FR_OK;
 }
 
-fr_status fr_check_backward_rows(const fr_problem *p0, const double *q, const double *k,
+fr_status fr_check_backward_rows(const fr_problem *p, const double *q, const double *k,
                                  const double *v, const double *dout, const double *target,
                                  const double *dq, const double *dk, const double *dv,
                                  const double *dw, const int64_t *rows, int64_t nrows, fr_diff *per,
                                  fr_diff *all, char *err, size_t errlen)
+{
+    return fr_check_backward_rows_progress(p, q, k, v, dout, target, dq, dk, dv, dw, rows, nrows,
+                                           per, all, NULL, NULL, err, errlen);
+}
+
+fr_status fr_check_backward_rows_progress(const fr_problem *p0, const double *q, const double *k,
+                                          const double *v, const double *dout, const double *target,
+                                          const double *dq, const double *dk, const double *dv,
+                                          const double *dw, const int64_t *rows, int64_t nrows,
+                                          fr_diff *per, fr_diff *all, fr_progress_fn progress,
+                                          void *progress_user, char *err, size_t errlen)
 {
     int st = fr_problem_check(p0, err, errlen);
     if (st) return st;
@@ -423,7 +445,10 @@ fr_status fr_check_backward_rows(const fr_problem *p0, const double *q, const do
     unsigned char *small = all_small(p, KV, n);
     if (!c.per || !c.buf || (shared_w && !c.dw_sum) || !small)
         st = fr__err(err, errlen, FR_ENOMEM, "out of memory checking the gradients");
-    if (!st) st = fr__for_entries(KV, small, shared_w, gcheck_group, &c, NULL, err, errlen);
+    fr__prog pg;
+    if (!st && fr__prog_start(&pg, progress, progress_user, "exact rows"))
+        st = fr__prog_err(&pg, err, errlen);
+    if (!st) st = fr__for_entries(KV, small, shared_w, gcheck_group, &c, &pg, err, errlen);
     if (!st && shared_w) { /* the sum in the order fr_execute_backward's is made */
         double *sum = c.buf[0];
         memset(sum, 0, (size_t)wsize * sizeof *sum);
