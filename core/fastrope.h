@@ -169,8 +169,11 @@ typedef enum {
 /* A cost model read from a file (fastrope_planner.h); NULL: the built-in constants. */
 typedef struct fr_cost_model fr_cost_model;
 
-/* Called between pieces of work with the phase ("plan", "execute", ...) and the fraction done;
- * a non-zero return cancels: the call returns FR_ECANCELED. */
+/* Progress of a long call: the phase ("plan", "forward pass", "backward pass", "exact rows")
+ * and the fraction of it done, at the phase's start (0), a few times a second inside it (at most
+ * five), and at its end (1). Called from the thread that made the call, never from another. A
+ * non-zero return cancels: the call stops once the blocks of work in hand are done and returns
+ * FR_ECANCELED, having freed everything (its outputs hold nothing usable). */
 typedef int (*fr_progress_fn)(void *user, const char *phase, double fraction);
 
 const char *fr_fft_name(fr_fft_backend b); /* "auto", "kissfft", "fftw", "fftw-float" */
