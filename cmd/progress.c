@@ -23,15 +23,23 @@ static void on_signal(int sig)
     caught = sig;
 }
 
-void cli_signals_catch(void)
+/* A signal the command was started with ignored (a shell's background job, nohup) stays
+ * ignored: Ctrl-C at the terminal is not meant for it. */
+static void catch_one(int sig)
 {
-    struct sigaction sa;
+    struct sigaction sa, old;
+    if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_IGN) return;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sa.sa_flags = SA_RESETHAND;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    sigaction(sig, &sa, NULL);
+}
+
+void cli_signals_catch(void)
+{
+    catch_one(SIGINT);
+    catch_one(SIGTERM);
 }
 
 int cli_interrupted(void)

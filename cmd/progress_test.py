@@ -19,12 +19,18 @@ from frtest import FASTROPE, fastrope, run_all, test, tmpdir
 N, D = 32768, 16
 
 
-def long_input(d, grads=False):
+def default_signals():
+    """A child that may be signalled: SIGINT as a shell gives a foreground job (a test run in
+    the background inherits it ignored, and fastrope leaves an ignored signal ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def long_input(d, grads=False, width=D):
     """q, k, v (and for check: dout and stand-in gradients) at n = N, in d/in.npz."""
     rng = np.random.default_rng(20)
-    b = {x: rng.uniform(-1, 1, (N, D)) for x in ("q", "k", "v")}
+    b = {x: rng.uniform(-1, 1, (N, width)) for x in ("q", "k", "v")}
     if grads:
-        b.update({x: rng.uniform(-1, 1, (N, D)) for x in ("dout", "dq", "dk", "dv")})
+        b.update({x: rng.uniform(-1, 1, (N, width)) for x in ("dout", "dq", "dk", "dv")})
     path = os.path.join(d, "in.npz")
     np.savez(path, **b)
     return path
@@ -43,7 +49,8 @@ def existing(d, names):
 
 def interrupt(args, sig=signal.SIGINT, after=0.5):
     """Start fastrope, signal it after `after` s: (exit code, stderr, seconds from the signal)."""
-    p = subprocess.Popen([FASTROPE] + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen([FASTROPE] + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         preexec_fn=default_signals)
     time.sleep(after)
     assert p.poll() is None, "the run ended before the signal: %s" % p.stderr.read().decode()
     t = time.monotonic()
@@ -96,23 +103,25 @@ def read_pty(fd, until, timeout):
 @test
 def progress_line_on_a_terminal():
     d = tmpdir()
-    inp = long_input(d)
+    inp = long_input(d, width=2 * D)  # predicted well over 2 s, so the line shows at once
     master, slave = pty.openpty()
     p = subprocess.Popen([FASTROPE, "run", "--input", inp, "--method", "exact", "-o",
                           os.path.join(d, "out.npy"), "--check-rows", "0"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave,
+                         preexec_fn=default_signals)
     os.close(slave)
     try:
         # predicted over 2 s: the line shows at once, redrawn in place with a percentage
         out = read_pty(master, lambda o: o.count(b"%") >= 2, 20)
         p.send_signal(signal.SIGINT)
         out += read_pty(master, lambda o: b"interrupted" in o, 10)
-        assert p.wait(timeout=10) == 130
+        code = p.wait(timeout=10)
     finally:
         if p.poll() is None:
             p.kill()
         os.close(master)
     text = out.decode(errors="replace")
+    assert code == 130, (code, text[-300:])
     assert "\rfastrope run: forward pass" in text and "ETA" in text, text
     # the line is erased before the last message, which stands on a line of its own
     assert text.rstrip().endswith("\rfastrope: interrupted"), repr(text[-200:])
@@ -126,18 +135,19 @@ def quiet_shows_no_line_on_a_terminal():
     master, slave = pty.openpty()
     p = subprocess.Popen([FASTROPE, "run", "--input", inp, "--method", "exact", "-o",
                           os.path.join(d, "out.npy"), "--check-rows", "0", "--quiet"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave,
+                         preexec_fn=default_signals)
     os.close(slave)
     try:
         out = read_pty(master, lambda o: False, 1.0)
         p.send_signal(signal.SIGINT)
         out += read_pty(master, lambda o: b"interrupted" in o, 10)
-        assert p.wait(timeout=10) == 130
+        code = p.wait(timeout=10)
     finally:
         if p.poll() is None:
             p.kill()
         os.close(master)
-    assert b"%" not in out, out
+    assert code == 130 and b"%" not in out, (code, out)
 
 
 @test
@@ -182,12 +192,25 @@ def sigint_stops_check():
 
 
 @test
+def an_ignored_sigint_stays_ignored():
+    d = tmpdir()
+    small = os.path.join(d, "small.npz")
+    np.savez(small, **{x: np.ones((300, 4)) for x in "qkv"})
+    # started with SIGINT ignored (a background job): the signal does not stop it
+    p = subprocess.Popen(["sh", "-c", 'trap "" INT; exec "$0" run --input "$1" -o "$2" --quiet',
+                          FASTROPE, small, os.path.join(d, "o.npy")], stderr=subprocess.PIPE)
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=60) == 0, p.stderr.read()
+
+
+@test
 def second_sigint_kills_at_once():
     d = tmpdir()
     inp = long_input(d)
     p = subprocess.Popen([FASTROPE, "run", "--input", inp, "--method", "exact", "-o",
                           os.path.join(d, "out.npy"), "--check-rows", "0"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         preexec_fn=default_signals)
     time.sleep(0.5)
     # two at once: the second finds the default action (the first may not be acted on yet)
     p.send_signal(signal.SIGINT)

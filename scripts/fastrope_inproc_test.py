@@ -431,13 +431,18 @@ def progress_hook_cancels_and_ctrl_c_interrupts():
     def ctrl_c(phase, fraction):
         os.kill(os.getpid(), signal.SIGINT)  # Python's handler runs inside the callback
 
-    for fn, kw in ((fastrope.attention, {}), (fastrope.attention_grad, {"dout": v})):
-        try:
-            fn(q, k, v, method="exact", progress=ctrl_c, **kw)
-        except KeyboardInterrupt as e:
-            assert isinstance(e, fastrope.FastropeError) and e.returncode == 130, e
-        else:
-            raise AssertionError("Ctrl-C did not interrupt")
+    # Python's own handler, even when the tests run as a background job (SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        for fn, kw in ((fastrope.attention, {}), (fastrope.attention_grad, {"dout": v})):
+            try:
+                fn(q, k, v, method="exact", progress=ctrl_c, **kw)
+            except KeyboardInterrupt as e:
+                assert isinstance(e, fastrope.FastropeError) and e.returncode == 130, e
+            else:
+                raise AssertionError("Ctrl-C did not interrupt")
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
     def broken(phase, fraction):
         raise ValueError("from the callback")
@@ -453,6 +458,7 @@ INTERRUPTED_CHILD = r"""
 import os, signal, sys, threading, time
 import numpy as np
 import fastrope
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even in a background job
 n = int(sys.argv[1])
 q, k, v = (np.random.default_rng(0).uniform(-1, 1, (n, 4)) for _ in range(3))
 threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()

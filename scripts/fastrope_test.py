@@ -508,6 +508,7 @@ INTERRUPTED_CHILD = r"""
 import os, signal, sys, threading, time
 import numpy as np
 import fastrope
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even in a background job
 n = int(sys.argv[1])
 q, k, v = (np.random.default_rng(0).uniform(-1, 1, (n, 4)) for _ in range(3))
 def parent(pid):
