@@ -428,8 +428,6 @@ fr_status fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bo
     opt = &o1;
     if (opt->fft < FR_FFT_AUTO || opt->fft >= FR_NFFTS)
         return fr__err(err, errlen, FR_EUSAGE, "unknown FFT back end %d", (int)opt->fft);
-    if (opt->cost)
-        return fr__err(err, errlen, FR_EUSAGE, "cost models from files are not built yet");
     int64_t B = fr__batch(p);
     for (int64_t b = 0; bounds && b < B; b++)
         if (!isfinite(bounds[b].R)) /* fr_bounds_compute says so; bounds from elsewhere too */

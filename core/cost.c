@@ -15,10 +15,11 @@
  * at tiny n. Only the ratios between methods matter to auto; the absolute values make the
  * report's predicted_s readable.
  *
- * The constants were measured once by scripts/calibrate_cost.py (timed CLI runs, least squares
- * per method) on the project's 2-core AMD EPYC (AVX-512) machine, with OpenMP on both cores;
- * see the comment at each for when. Re-run the script and paste its output after a change to
- * a back end that moves its speed. */
+ * The built-in constants were measured once by scripts/calibrate_cost.py (timed CLI runs, least
+ * squares per method) on the project's 2-core AMD EPYC (AVX-512) machine, with OpenMP on both
+ * cores; see the comment at each for when. On other machines they can be off several times
+ * over, so `fastrope calibrate` (cmd/calibrate.c) measures this machine's and a caller hands
+ * them over in fr_options.cost (the core reads no files). */
 #include "fft.h"
 #include "internal.h"
 #include "monomial.h"
@@ -36,21 +37,27 @@
  * a faster exact; the earlier ones chose within 1.3x on every row of bench_polyrope. c_acc fits
  * to 0: since even and odd kernels halve it, the accumulation is a few percent of polyfft at
  * these sizes, below what the fit resolves, and c_fft carries it. */
-static const double c_rope = 1.51e-10;       /* s per feature x column x row (unmasked) */
-static const double c_rope_row = 9.03e-7;    /* s per row: sin/cos, copies, first touch */
-static const double c_rope_0 = 1.2e-3;       /* s per call: degree choice, threads, workspaces */
-static const double rope_causal = 1.16;      /* the running sum's extra product, per chunk */
-static const double rope_window = 1.65;      /* keys enter and leave the sliding sum */
-static const double c_exact_flop = 2.64e-11; /* s per multiply-add per pair */
-static const double c_exact_exp = 8.56e-10;  /* s per pair for exp and bookkeeping */
-static const double c_exact_0 = 4e-4;
-static const double c_fft_0 = 5.6e-3;
-/* Per FFT back end (AUTO: as FFTW in double, fr__fft_resolve). c_fft: s per N log2 N of one
- * transform; c_acc: s per complex multiply-add of the accumulation. KissFFT's: the fit above;
- * FFTW's: PRELIMINARY. */
-static const double c_fft[FR_NFFTS] = {
-    [FR_FFT_KISSFFT] = 3.08e-10, [FR_FFT_FFTW] = 1.1e-10, [FR_FFT_FFTW_FLOAT] = 0.8e-10};
-static const double c_acc[FR_NFFTS] = {0};
+static const fr_cost_model builtin = {
+    .exact_0 = 4e-4,
+    .exact_flop = 2.64e-11, /* s per multiply-add per pair */
+    .exact_exp = 8.56e-10,  /* s per pair for exp and bookkeeping */
+    .rope_0 = 1.2e-3,       /* s per call: degree choice, threads, workspaces */
+    .rope_row = 9.03e-7,    /* s per row: sin/cos, copies, first touch */
+    .rope = 1.51e-10,       /* s per feature x column x row (unmasked) */
+    .rope_causal = 1.16,    /* the running sum's extra product, per chunk */
+    .rope_window = 1.65,    /* keys enter and leave the sliding sum */
+    .fft_0 = 5.6e-3,
+    /* Per FFT back end (AUTO: as FFTW in double, fr__fft_resolve). c_fft: s per N log2 N of one
+     * transform; c_acc: s per complex multiply-add of the accumulation. KissFFT's: the fit
+     * above; FFTW's: PRELIMINARY. */
+    .fft = {[FR_FFT_KISSFFT] = 3.08e-10, [FR_FFT_FFTW] = 1.1e-10, [FR_FFT_FFTW_FLOAT] = 0.8e-10},
+    .acc = {0},
+};
+
+void fr_cost_model_builtin(fr_cost_model *c)
+{
+    *c = builtin;
+}
 
 /* Pairs (i, j) kept by the mask, counted exactly. */
 static double kept_pairs(const fr_problem *p)
@@ -65,12 +72,13 @@ static double kept_pairs(const fr_problem *p)
 
 void fr_predict_times(const fr_problem *p, int degree, int64_t support, double *t)
 {
-    fr__predict_times_fft(p, degree, support, FR_FFT_AUTO, t);
+    fr_predict_times_cost(NULL, p, degree, support, FR_FFT_AUTO, t);
 }
 
-void fr__predict_times_fft(const fr_problem *p, int degree, int64_t support, fr_fft_backend fft,
-                           double *t)
+void fr_predict_times_cost(const fr_cost_model *cost, const fr_problem *p, int degree,
+                           int64_t support, fr_fft_backend fft, double *t)
 {
+    const fr_cost_model *c = cost ? cost : &builtin;
     for (int m = 0; m < FR_NMETHODS; m++)
         t[m] = -1;
     double n = (double)p->n, dv = (double)p->dv, nc = dv + 1;
@@ -83,7 +91,7 @@ void fr__predict_times_fft(const fr_problem *p, int degree, int64_t support, fr_
     int max_threads = omp_get_max_threads();
     double threads = n * n >= FR_EXACT_PAR_MIN_SCORES ? 1 : (double)max_threads;
     t[FR_METHOD_EXACT] =
-        c_exact_0 + kept_pairs(p) * (c_exact_flop * (score_len + dv) + c_exact_exp) * threads;
+        c->exact_0 + kept_pairs(p) * (c->exact_flop * (score_len + dv) + c->exact_exp) * threads;
     if (degree < 0) return;
 
     fft = fr__fft_resolve(fft);
@@ -91,16 +99,16 @@ void fr__predict_times_fft(const fr_problem *p, int degree, int64_t support, fr_
     double N = (double)fft_size, nlogn = N * log2(N > 2 ? N : 2);
     int64_t iu, ic, ialphas;
     fr__polyfft_counts(p, degree, support, &ialphas, &iu, &ic);
-    double u = (double)iu, c = (double)ic, alphas = (double)ialphas;
-    double acc = alphas * (N / 2 + 1) * nc * c_acc[fft];
-    t[FR_METHOD_POLYFFT] = c_fft_0 + (2 * u * nc + c) * nlogn * c_fft[fft] + acc;
-    t[FR_METHOD_POLYFFT_LITERAL] = c_fft_0 + (2 * nc + 1) * alphas * nlogn * c_fft[fft] + acc;
+    double u = (double)iu, cc = (double)ic, alphas = (double)ialphas;
+    double acc = alphas * (N / 2 + 1) * nc * c->acc[fft];
+    t[FR_METHOD_POLYFFT] = c->fft_0 + (2 * u * nc + cc) * nlogn * c->fft[fft] + acc;
+    t[FR_METHOD_POLYFFT_LITERAL] = c->fft_0 + (2 * nc + 1) * alphas * nlogn * c->fft[fft] + acc;
 
     if (family) {
         int64_t rank = fr__binom(degree + p->d, p->d);
         double r = (double)rank;
         int64_t w = p->window >= p->n - 1 ? -1 : p->window;
-        double f = w >= 0 ? rope_window : p->causal ? rope_causal : 1;
-        t[FR_METHOD_POLYROPE] = c_rope_0 + c_rope_row * n + c_rope * n * r * nc * f;
+        double f = w >= 0 ? c->rope_window : p->causal ? c->rope_causal : 1;
+        t[FR_METHOD_POLYROPE] = c->rope_0 + c->rope_row * n + c->rope * n * r * nc * f;
     }
 }

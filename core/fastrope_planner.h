@@ -58,9 +58,35 @@ int fr_poly_choose_degree(double R, double B_v, double eps, int max_degree, int 
 fr_status fr_plan_estimate(const fr_problem *p, const fr_bounds *bounds, const fr_options *opt,
                            fr_plan_info *info, char *err, size_t errlen);
 
-/* Cost model (calibrated by the benchmark, constants in core/cost.c): predicted seconds of each
- * method for one problem of this shape; t[m] < 0 where method m does not apply. */
+/* Cost model (core/cost.c): predicted seconds of each method for one problem of this shape;
+ * t[m] < 0 where method m does not apply. Each time is a few operation counts times constants
+ * measured on a machine: the built-in ones (measured on the project's machine), or this
+ * machine's from `fastrope calibrate`, handed over in fr_options.cost. The core reads no file:
+ * the command keeps the constants in its cache directory. All are seconds, with OpenMP on every
+ * core (exact below FR's one-thread threshold is charged at one thread's rate). */
+struct fr_cost_model {
+    double exact_0;                  /* s per call */
+    double exact_flop;               /* s per multiply-add per kept (i, j) pair */
+    double exact_exp;                /* s per kept pair: exp and bookkeeping */
+    double rope_0;                   /* s per call */
+    double rope_row;                 /* s per row: rotation, copies, first touch */
+    double rope;                     /* s per feature x column x row (unmasked) */
+    double rope_causal, rope_window; /* factors on rope under a causal mask, a window */
+    double fft_0;                    /* s per call of polyfft */
+    double fft[FR_NFFTS];            /* s per N log2 N of one transform, per back end */
+    double acc[FR_NFFTS];            /* s per complex multiply-add of the accumulation */
+};
+
+/* The built-in constants. */
+void fr_cost_model_builtin(fr_cost_model *c);
+
+/* The predicted times under the built-in constants (polyfft on FR_FFT_AUTO's back end). */
 void fr_predict_times(const fr_problem *p, int degree, int64_t support, double *t);
+/* Under cost (NULL: the built-in constants), polyfft's on back end fft. The times are linear in
+ * the constants: a model with one constant 1 and the others 0 gives the count it multiplies,
+ * which is how `fastrope calibrate` fits them. */
+void fr_predict_times_cost(const fr_cost_model *cost, const fr_problem *p, int degree,
+                           int64_t support, fr_fft_backend fft, double *t);
 
 /* fr_exact_rows, fr_exact_backward_rows, fr_check_rows and fr_check_backward_rows with a
  * progress callback (phase "exact rows"), for checking tools whose exact reference is the long

@@ -71,7 +71,7 @@ fr_fft_backend fr__fft_choose(const fr_problem *p, int64_t support, int g_single
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
         int g = fr__fft_is_double(all[i]) ? g_double : g_single;
         if (g < 0) continue;
-        fr__predict_times_fft(p, g, support, all[i], t);
+        fr_predict_times_cost(NULL, p, g, support, all[i], t);
         if (t[FR_METHOD_POLYFFT] < tbest) {
             tbest = t[FR_METHOD_POLYFFT];
             best = all[i];

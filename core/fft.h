@@ -55,7 +55,7 @@ int fr__fft_stage_count(fr_fft_backend b, int64_t N);
 int64_t fr__fft_fast_size(fr_fft_backend b, int64_t n_min);
 
 /* auto's choice for polyfft (for the plan's degree decision to call): the fastest back end by
- * the cost model (fr__predict_times_fft) among those whose precision lets some degree certify
+ * the cost model (fr_predict_times_cost) among those whose precision lets some degree certify
  * eps. g_single, g_double: the smallest degree that does in single and in double precision
  * (-1: none). Single precision wins only where its rounding does not bind (g_single ==
  * g_double: the same polynomial, faster transforms); otherwise double FFTW. *degree receives

@@ -374,8 +374,8 @@ static void test_choose(void)
     int g;
     fr_fft_backend b = fr__fft_choose(&p, 8, 5, 5, &g);
     double ts[FR_NMETHODS], td[FR_NMETHODS];
-    fr__predict_times_fft(&p, 5, 8, b, ts);
-    fr__predict_times_fft(&p, 5, 8, FR_FFT_FFTW, td);
+    fr_predict_times_cost(NULL, &p, 5, 8, b, ts);
+    fr_predict_times_cost(NULL, &p, 5, 8, FR_FFT_FFTW, td);
     T_CHECK(g == 5 && ts[FR_METHOD_POLYFFT] <= td[FR_METHOD_POLYFFT], "same degree: %s (g %d)",
             fr_fft_name(b), g);
     b = fr__fft_choose(&p, 8, -1, 9, &g);

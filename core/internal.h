@@ -355,10 +355,6 @@ int fr__polyfft_mode(const fr__polyfft *pl);
  * exactly (too few keys for the float FFTs). */
 int fr__polyfft_threads(const fr__polyfft *pl);
 int64_t fr__polyfft_rows_recomputed(const fr__polyfft *pl);
-/* fr_predict_times with polyfft's (and polyfft-literal's) time on FFT back end fft
- * (core/cost.c); fr_predict_times is this with FR_FFT_AUTO. */
-void fr__predict_times_fft(const fr_problem *p, int degree, int64_t support, fr_fft_backend fft,
-                           double *t);
 
 /* polyrope (core/polyrope.c): the factorised path, RoPE family only. */
 typedef struct fr__polyrope fr__polyrope;

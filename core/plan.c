@@ -411,8 +411,8 @@ static int choose_fft(const fr_problem *p, const fr_bounds *b, const fr_options 
         double t[FR_NMETHODS], pairs = 0, te[FR_NMETHODS];
         if (x.ok) {
             rows_below(p, x.mc.keys_exact, &pairs);
-            fr__predict_times_fft(p, x.degree, support, all[i], t);
-            fr_predict_times(p, -1, support, te);
+            fr_predict_times_cost(opt->cost, p, x.degree, support, all[i], t);
+            fr_predict_times_cost(opt->cost, p, -1, support, FR_FFT_AUTO, te);
             t[m] += kept > 0 ? pairs * te[FR_METHOD_EXACT] / kept : 0;
         }
         if (!found || (x.ok && (!c->ok || t[m] < tbest))) {
@@ -475,7 +475,7 @@ static int decide(const fr_problem *p, const fr_bounds *bounds, const fr_options
     info->fft_precision = fr__fft_precision(info->fft);
     for (int m = 0; m < FR_NMETHODS; m++)
         info->predicted_s[m] = -1;
-    fr_predict_times(p, -1, info->support, info->predicted_s);
+    fr_predict_times_cost(opt->cost, p, -1, info->support, FR_FFT_AUTO, info->predicted_s);
     if (opt->method == FR_METHOD_EXACT) return exact_certificate(p, bounds, opt, info, err, errlen);
     if (!bounds) return fr__err(err, errlen, FR_EUSAGE, "the fast methods need the data's bounds");
     if (!(opt->eps > 0))
@@ -551,7 +551,7 @@ static int decide(const fr_problem *p, const fr_bounds *bounds, const fr_options
         if (!c->ok) continue;
         double pairs;
         rows_below(p, c->mc.keys_exact, &pairs);
-        fr__predict_times_fft(p, c->degree, info->support, c->fft, t);
+        fr_predict_times_cost(opt->cost, p, c->degree, info->support, c->fft, t);
         if (w == 0) {
             info->predicted_s[FR_METHOD_POLYFFT] = t[FR_METHOD_POLYFFT] + pairs * per_pair;
             info->predicted_s[FR_METHOD_POLYFFT_LITERAL] =
