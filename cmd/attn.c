@@ -1,6 +1,7 @@
 /* attn.c - the attention options every computing command shares (rotation, presets, scale,
  * mask, method) and the resource limits, as option tables, with the checks across them. */
 #include "cli.h"
+#include "cost.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -104,6 +105,9 @@ const cli_opt cli_attn_table[] = {
     OPT_CHOICE("fft", cli_attn, opt.fft, ffts, "F",
                "polyfft's FFTs: kissfft (single precision), fftw (double), fftw-float, or auto: "
                "the fastest that meets eps (auto)"),
+    OPT_STRING("cost", 0, cli_attn, cost_path, "FILE",
+               "the cost constants auto predicts with: a file of `fastrope calibrate -o FILE` "
+               "(default: the cache's, written by `fastrope calibrate`, else built-in)"),
     OPT_END};
 const cli_opt cli_limits_table[] = {
     OPT_GROUP("Limits (checked before anything is allocated):"),
@@ -175,7 +179,7 @@ int cli_attn_finish(cli_attn *o)
                         "none: give one or the other");
     apply_preset(o);
     if (o->no_causal) o->causal = 0;
-    return EXIT_OK;
+    return cli_cost_use(o->cost_path, &o->opt);
 }
 
 int cli_attn_finish_section(void *fields, uint64_t given)

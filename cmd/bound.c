@@ -2,6 +2,7 @@
  * without reading any tensor: R, the degree and certified eta, the a-priori error bound, the
  * counts and the predicted times. Lists and ranges make a sweep one command. */
 #include "cli.h"
+#include "cost.h"
 #include "fastrope_planner.h"
 #include "report.h"
 
@@ -142,6 +143,7 @@ static void row_json(cJSON *row, const fr_problem *p, double B, const fr_options
             cJSON_AddNullToObject(t, fr_method_name((fr_method)m));
     cJSON_AddStringToObject(row, "chosen", fr_method_name(info->method));
     cJSON_AddStringToObject(row, "reason", info->reason ? info->reason : "");
+    cJSON_AddStringToObject(row, "cost", cli_cost_source());
 }
 
 static void cell(char *buf, size_t len, const char *fmt, double x, int ok)

@@ -3,6 +3,7 @@
  * Numbers that a machine reads (jsonl, csv) are printed to the last bit (%.17g), so that the
  * bounds read back are exactly the ones computed. */
 #include "check.h"
+#include "cost.h"
 #include "progress.h"
 
 #include <cJSON.h>
@@ -103,6 +104,7 @@ static void jsonl_row(const ck_row *r)
         cJSON *t = cJSON_AddObjectToObject(o, "predicted_s");
         for (int m = FR_METHOD_EXACT; m < FR_NMETHODS; m++)
             jnum(t, fr_method_name((fr_method)m), r->t[m] >= 0 ? r->t[m] : NAN);
+        cJSON_AddStringToObject(o, "cost", cli_cost_source());
         jnum(o, "speedup", r->speedup);
         for (int k = 0; k < CMP_N; k++) {
             if (!r->cmp[k].count) continue;

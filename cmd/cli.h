@@ -200,9 +200,10 @@ typedef struct {
     cli_scale_spec scale;
     int causal, no_causal;
     int64_t window;
-    int preset; /* CLI_PRESET_*: fills what was not given explicitly */
-    fr_options opt;
-    uint64_t given; /* rows of cli_attn_table given on the command line */
+    int preset;            /* CLI_PRESET_*: fills what was not given explicitly */
+    fr_options opt;        /* opt.cost: the cost constants (cmd/cost.h), set by cli_attn_finish */
+    const char *cost_path; /* --cost FILE */
+    uint64_t given;        /* rows of cli_attn_table given on the command line */
 } cli_attn;
 
 extern const cli_opt cli_attn_table[];
@@ -262,6 +263,7 @@ int cmd_convert(int argc, char **argv);
 int cmd_gen(int argc, char **argv);
 int cmd_bound(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_calibrate(int argc, char **argv); /* cmd/calibrate.c */
 
 /* Seconds on a monotonic clock. */
 double cli_now(void);

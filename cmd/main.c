@@ -15,6 +15,7 @@ static const char usage[] =
     "  check     are dumped activations in the bounded regime, what speed-up would they get, and\n"
     "            do their stored outputs and gradients match exact attention\n"
     "  gen       generate a bounded random q, k, v bundle\n"
+    "  calibrate measure this machine's cost constants (for auto) into the cache directory\n"
     "  convert   convert tensors between .npy, .npz, .json and .safetensors\n"
     "\n"
     "Tensors are read from .npy, .npz, .json and .safetensors (recognised by their first bytes)\n"
@@ -32,8 +33,9 @@ static const struct {
     int (*fn)(int, char **);
     const job_spec *job;
 } commands[] = {
-    {"run", NULL, &run_spec},   {"grad", NULL, &grad_spec}, {"bound", cmd_bound, NULL},
-    {"check", cmd_check, NULL}, {"gen", cmd_gen, NULL},     {"convert", cmd_convert, NULL},
+    {"run", NULL, &run_spec},           {"grad", NULL, &grad_spec}, {"bound", cmd_bound, NULL},
+    {"check", cmd_check, NULL},         {"gen", cmd_gen, NULL},     {"convert", cmd_convert, NULL},
+    {"calibrate", cmd_calibrate, NULL},
 };
 
 int main(int argc, char **argv)

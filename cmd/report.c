@@ -1,6 +1,8 @@
 /* report.c - the JSON error report (its keys are a stable interface: scripts read them). */
 #include "report.h"
 
+#include "cost.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,6 +126,7 @@ void rep_plan(cJSON *r, const fr_plan_info *info)
     cJSON *pl = cJSON_AddObjectToObject(r, "plan");
     cJSON_AddStringToObject(pl, "chosen", fr_method_name(info->method));
     cJSON_AddStringToObject(pl, "reason", info->reason ? info->reason : "");
+    cJSON_AddStringToObject(pl, "cost", cli_cost_source());
     cJSON *t = cJSON_AddObjectToObject(pl, "predicted_s");
     for (int m = FR_METHOD_EXACT; m < FR_NMETHODS; m++) {
         if (info->predicted_s[m] >= 0)

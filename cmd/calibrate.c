@@ -1,0 +1,346 @@
+/* calibrate.c - `fastrope calibrate`: measure this machine's cost constants (core/cost.c), as
+ * FFTW measures its wisdom, and keep them in the cache directory for auto, check and bound.
+ *
+ * Each method runs a few short problems in this process, planned and executed as `run` would
+ * (the time a report's time_s.compute counts: FFTW's wisdom loaded, one untimed run first so
+ * that the timed ones find plans and pages ready), the best of a few runs each. The model's
+ * times are linear in its constants, so the core's own prediction under a model with one
+ * constant 1 and the rest 0 is the count that constant multiplies; each method's constants are
+ * then the least squares fit of its times in relative error, kept >= 0. The counts are the
+ * core's, so the file cannot drift from the model that reads it. */
+#include "cli.h"
+#include "cost.h"
+#include "wisdom.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    int quick;
+    const char *out;
+    cli_strings none;
+} cal_opts;
+
+static const cli_opt cal_table[] = {
+    OPT_FLAG("quick", 0, cal_opts, quick,
+             "small sizes, one timed run each (seconds): a smoke test, not constants to keep"),
+    OPT_STRING("output", 'o', cal_opts, out, "FILE",
+               "write the constants to FILE (default: the cache, $XDG_CACHE_HOME/fastrope/"
+               "cost-model or ~/.cache/fastrope/cost-model)"),
+    OPT_END};
+static const cli_section sections[] = {{cal_table, 0, NULL}, {NULL, 0, NULL}};
+static const cli_command command = {
+    "calibrate", "",
+    "Times short runs of each method on this machine (under a minute) and writes the cost "
+    "model's constants, keyed by CPU model and thread count, where run, grad, check and bound "
+    "find them: their reports' plan.cost then says \"calibrated FILE\" (--cost FILE names "
+    "another file).",
+    sections, CLI_NO_ARGS};
+
+/* The constants a method's fit sets (offsets into fr_cost_model), at most MAXC. */
+enum { MAXC = 4, MAXCASES = 16 };
+#define OFF(member) offsetof(fr_cost_model, member)
+
+typedef struct {
+    const char *name;
+    fr_method method;
+    fr_fft_backend fft;
+    size_t cols[MAXC];
+    int ncols;
+    const int64_t (*cases)[2]; /* {n, d}, ends with {0, 0} */
+    const int64_t (*quick)[2];
+} method_fit;
+
+static const int64_t exact_cases[][2] = {{16, 4},    {4096, 4},  {4096, 64},
+                                         {8192, 16}, {8192, 64}, {0, 0}};
+static const int64_t exact_quick[][2] = {{16, 4}, {512, 4}, {512, 32}, {0, 0}};
+static const int64_t rope_cases[][2] = {{16, 4},    {4096, 4}, {16384, 4}, {65536, 4},
+                                        {16384, 8}, {4096, 8}, {4096, 16}, {0, 0}};
+static const int64_t rope_quick[][2] = {{16, 4}, {1024, 4}, {2048, 8}, {0, 0}};
+static const int64_t fft_cases[][2] = {{16, 4},    {4096, 4},  {16384, 4},
+                                       {65536, 4}, {16384, 8}, {0, 0}};
+static const int64_t fft_quick[][2] = {{16, 4}, {512, 4}, {1024, 4}, {0, 0}};
+static const int64_t fftf_cases[][2] = {{4096, 4}, {16384, 4}, {65536, 4}, {0, 0}};
+static const int64_t fftf_quick[][2] = {{512, 4}, {1024, 4}, {0, 0}};
+
+/* polyfft's fixed cost is fitted with FFTW's; the single-precision back ends fit their rate. */
+static const method_fit fits[] = {
+    {"exact",
+     FR_METHOD_EXACT,
+     FR_FFT_AUTO,
+     {OFF(exact_0), OFF(exact_flop), OFF(exact_exp)},
+     3,
+     exact_cases,
+     exact_quick},
+    {"polyrope",
+     FR_METHOD_POLYROPE,
+     FR_FFT_AUTO,
+     {OFF(rope_0), OFF(rope_row), OFF(rope)},
+     3,
+     rope_cases,
+     rope_quick},
+    {"polyfft (fftw)",
+     FR_METHOD_POLYFFT,
+     FR_FFT_FFTW,
+     {OFF(fft_0), OFF(fft[FR_FFT_FFTW])},
+     2,
+     fft_cases,
+     fft_quick},
+    {"polyfft (fftw-float)",
+     FR_METHOD_POLYFFT,
+     FR_FFT_FFTW_FLOAT,
+     {OFF(fft[FR_FFT_FFTW_FLOAT])},
+     1,
+     fftf_cases,
+     fftf_quick},
+    {"polyfft (kissfft)",
+     FR_METHOD_POLYFFT,
+     FR_FFT_KISSFFT,
+     {OFF(fft[FR_FFT_KISSFFT])},
+     1,
+     fftf_cases,
+     fftf_quick},
+};
+
+static double *member(fr_cost_model *c, size_t off)
+{
+    return (double *)(void *)((char *)c + off);
+}
+
+/* Uniform entries in [-1, 1] from a fixed stream: bounded data, low degrees. */
+static void fill(double *x, int64_t count, uint64_t *s)
+{
+    for (int64_t i = 0; i < count; i++) {
+        *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+        x[i] = (double)(*s >> 11) * 0x1.0p-52 - 1;
+    }
+}
+
+/* The single-precision back ends certify only loose eps (core/certify.c): the first of these
+ * that plans. */
+static const double eps_tries[] = {1e-3, 1e-2, 1e-1, 0.5};
+
+/* The best time of reps runs (plan and execute) of one problem, and its plan; -1 when the
+ * method cannot plan it (then *why says so). */
+static double time_case(const method_fit *mf, int64_t n, int64_t d, int reps, fr_problem *p,
+                        fr_plan_info *info, char *why, size_t len)
+{
+    *p = fr_problem_default(n, d, d);
+    size_t cnt = (size_t)(n * d);
+    double *buf = malloc(4 * cnt * sizeof(double));
+    if (!buf) {
+        snprintf(why, len, "out of memory");
+        return -1;
+    }
+    double *q = buf, *k = q + cnt, *v = k + cnt, *out = v + cnt;
+    uint64_t s = 12345;
+    fill(buf, (int64_t)(3 * cnt), &s);
+    char err[512];
+    fr_bounds b;
+    double best = -1;
+    if (fr_bounds_compute(p, q, k, v, &b, err, sizeof err)) {
+        snprintf(why, len, "%s", err);
+        free(buf);
+        return -1;
+    }
+    fr_options opt = fr_options_default();
+    opt.method = mf->method;
+    opt.fft = mf->fft;
+    size_t t = 0;
+    for (; t < sizeof eps_tries / sizeof *eps_tries; t++) {
+        opt.eps = eps_tries[t];
+        fr_plan *plan = NULL;
+        int st = fr_plan_create(&plan, p, &b, &opt, err, sizeof err);
+        fr_plan_free(plan);
+        if (st != FR_EACCURACY) break;
+    }
+    for (int r = -1; r < reps; r++) { /* r = -1: the untimed first run */
+        fr_plan *plan = NULL;
+        double t0 = cli_now();
+        int st = fr_plan_create(&plan, p, &b, &opt, err, sizeof err);
+        if (!st) st = fr_execute(plan, q, k, v, out, NULL, err, sizeof err);
+        double dt = cli_now() - t0;
+        if (!st && r < 0) fr_plan_get_info(plan, info);
+        fr_plan_free(plan);
+        if (st) {
+            snprintf(why, len, "%s", err);
+            best = -1;
+            break;
+        }
+        if (r >= 0 && (best < 0 || dt < best)) best = dt;
+    }
+    free(buf);
+    return best;
+}
+
+/* Solve the k x k system a x = y by Gaussian elimination with partial pivoting; 0 if singular. */
+static int solve(int k, double a[MAXC][MAXC], double *y, double *x)
+{
+    for (int c = 0; c < k; c++) {
+        int piv = c;
+        for (int r = c + 1; r < k; r++)
+            if (fabs(a[r][c]) > fabs(a[piv][c])) piv = r;
+        if (!(fabs(a[piv][c]) > 0)) return 0;
+        for (int j = 0; j < k; j++) {
+            double tmp = a[c][j];
+            a[c][j] = a[piv][j];
+            a[piv][j] = tmp;
+        }
+        double tmp = y[c];
+        y[c] = y[piv];
+        y[piv] = tmp;
+        for (int r = c + 1; r < k; r++) {
+            double f = a[r][c] / a[c][c];
+            for (int j = c; j < k; j++)
+                a[r][j] -= f * a[c][j];
+            y[r] -= f * y[c];
+        }
+    }
+    for (int c = k - 1; c >= 0; c--) {
+        double s = y[c];
+        for (int j = c + 1; j < k; j++)
+            s -= a[c][j] * x[j];
+        x[c] = s / a[c][c];
+    }
+    return 1;
+}
+
+/* min sum_i ((A_i x - y_i) / y_i)^2 over x >= 0: every subset of the columns solved freely, the
+ * best whose solution is non-negative (a handful of columns: 2^k is small). 0 if none. */
+static int nnls_rel(int m, int k, double A[MAXCASES][MAXC], const double *y, double *x)
+{
+    double best = INFINITY;
+    for (unsigned set = 1; set < (1u << k); set++) {
+        int idx[MAXC], kk = 0;
+        for (int j = 0; j < k; j++)
+            if (set & (1u << j)) idx[kk++] = j;
+        double a[MAXC][MAXC] = {{0}}, rhs[MAXC] = {0}, z[MAXC] = {0};
+        for (int i = 0; i < m; i++) {
+            double w = 1 / (y[i] * y[i]);
+            for (int r = 0; r < kk; r++) {
+                rhs[r] += w * A[i][idx[r]] * y[i];
+                for (int c = 0; c < kk; c++)
+                    a[r][c] += w * A[i][idx[r]] * A[i][idx[c]];
+            }
+        }
+        if (!solve(kk, a, rhs, z)) continue;
+        int neg = 0;
+        for (int r = 0; r < kk; r++)
+            neg |= !(z[r] >= 0);
+        if (neg) continue;
+        double res = 0;
+        for (int i = 0; i < m; i++) {
+            double pred = 0;
+            for (int r = 0; r < kk; r++)
+                pred += A[i][idx[r]] * z[r];
+            res += (pred - y[i]) * (pred - y[i]) / (y[i] * y[i]);
+        }
+        if (res < best) {
+            best = res;
+            for (int j = 0; j < k; j++)
+                x[j] = 0;
+            for (int r = 0; r < kk; r++)
+                x[idx[r]] = z[r];
+        }
+    }
+    return isfinite(best);
+}
+
+/* The count each of mf's constants multiplies in problem p's predicted time. */
+static void counts(const method_fit *mf, const fr_problem *p, const fr_plan_info *info, double *row)
+{
+    for (int j = 0; j < mf->ncols; j++) {
+        fr_cost_model unit;
+        memset(&unit, 0, sizeof unit);
+        unit.rope_causal = unit.rope_window = 1;
+        *member(&unit, mf->cols[j]) = 1;
+        double t[FR_NMETHODS];
+        int g = info->degree >= 0 ? info->degree : 1;
+        fr_predict_times_cost(&unit, p, g, info->support, info->fft, t);
+        row[j] = t[mf->method] > 0 ? t[mf->method] : 0;
+    }
+}
+
+/* Time mf's cases and fit its constants into *c (those it cannot fit keep their value). The
+ * constants fitted before (polyfft's fixed cost, for the single-precision back ends) are
+ * subtracted first. */
+static void fit_method(const method_fit *mf, int quick, fr_cost_model *c)
+{
+    const int64_t(*cases)[2] = quick ? mf->quick : mf->cases;
+    int reps = quick ? 1 : 3, m = 0;
+    double A[MAXCASES][MAXC], y[MAXCASES], tm[MAXCASES], x[MAXC];
+    fr_problem ps[MAXCASES];
+    fr_plan_info infos[MAXCASES];
+    for (int i = 0; cases[i][0] && m < MAXCASES; i++) {
+        char why[512];
+        double t =
+            time_case(mf, cases[i][0], cases[i][1], reps, &ps[m], &infos[m], why, sizeof why);
+        if (t < 0) {
+            printf("  %-22s n = %6lld d = %3lld: skipped (%s)\n", mf->name, (long long)cases[i][0],
+                   (long long)cases[i][1], why);
+            continue;
+        }
+        tm[m] = t;
+        counts(mf, &ps[m], &infos[m], A[m]);
+        /* What the constants outside this fit already account for. */
+        fr_cost_model rest = *c;
+        for (int j = 0; j < mf->ncols; j++)
+            *member(&rest, mf->cols[j]) = 0;
+        double tr[FR_NMETHODS];
+        fr_predict_times_cost(&rest, &ps[m], infos[m].degree >= 0 ? infos[m].degree : 1,
+                              infos[m].support, infos[m].fft, tr);
+        y[m] = t - (tr[mf->method] > 0 ? tr[mf->method] : 0);
+        if (y[m] <= 0.05 * t) y[m] = 0.05 * t;
+        m++;
+    }
+    if (m == 0 || !nnls_rel(m, mf->ncols, A, y, x)) {
+        printf("  %-22s nothing measured: its built-in constants are kept\n", mf->name);
+        return;
+    }
+    for (int j = 0; j < mf->ncols; j++)
+        *member(c, mf->cols[j]) = x[j];
+    for (int i = 0; i < m; i++) {
+        double t[FR_NMETHODS];
+        fr_predict_times_cost(c, &ps[i], infos[i].degree >= 0 ? infos[i].degree : 1,
+                              infos[i].support, infos[i].fft, t);
+        printf("  %-22s n = %6lld d = %3lld degree %2d: measured %9.3f ms, model %9.3f ms\n",
+               mf->name, (long long)ps[i].n, (long long)ps[i].d, infos[i].degree, 1e3 * tm[i],
+               1e3 * t[mf->method]);
+    }
+}
+
+int cmd_calibrate(int argc, char **argv)
+{
+    cal_opts o;
+    memset(&o, 0, sizeof o);
+    int st = cli_parse(&command, argc, argv, &o);
+    if (st) return st == CLI_HELP ? EXIT_OK : st;
+    char path[4200];
+    if (o.out) {
+        snprintf(path, sizeof path, "%s", o.out);
+    } else if (!cli_cost_cache_path(path, sizeof path)) {
+        return cli_fail(EXIT_USAGE, "calibrate: no cache directory (neither XDG_CACHE_HOME nor "
+                                    "HOME is set): give -o FILE");
+    }
+    char cpu[256];
+    cli_cpu_model(cpu, sizeof cpu);
+    int threads = omp_get_max_threads();
+    printf("calibrating on %s, %d threads%s\n", cpu, threads, o.quick ? " (quick)" : "");
+    fflush(stdout);
+    fr_cost_model c;
+    fr_cost_model_builtin(&c);
+    cli_wisdom wis;
+    cli_wisdom_load(&wis);
+    double t0 = cli_now();
+    for (size_t i = 0; i < sizeof fits / sizeof *fits; i++) {
+        fit_method(&fits[i], o.quick, &c);
+        fflush(stdout);
+    }
+    cli_wisdom_save(&wis);
+    if ((st = cli_cost_write(path, &c, threads))) return st;
+    printf("wrote %s (%.1f s)\n", path, cli_now() - t0);
+    return EXIT_OK;
+}
