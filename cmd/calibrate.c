@@ -17,11 +17,12 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     int quick;
     const char *out;
-    cli_strings none;
+    const char *child; /* --case: one timed run, in a child process */
 } cal_opts;
 
 static const cli_opt cal_table[] = {
@@ -30,7 +31,7 @@ static const cli_opt cal_table[] = {
     OPT_STRING("output", 'o', cal_opts, out, "FILE",
                "write the constants to FILE (default: the cache, $XDG_CACHE_HOME/fastrope/"
                "cost-model or ~/.cache/fastrope/cost-model)"),
-    OPT_END};
+    OPT_HIDDEN_STRING("case", cal_opts, child), OPT_END};
 static const cli_section sections[] = {{cal_table, 0, NULL}, {NULL, 0, NULL}};
 static const cli_command command = {
     "calibrate", "",
@@ -123,56 +124,89 @@ static void fill(double *x, int64_t count, uint64_t *s)
  * that plans. */
 static const double eps_tries[] = {1e-3, 1e-2, 1e-1, 0.5};
 
-/* The best time of reps runs (plan and execute) of one problem, and its plan; -1 when the
- * method cannot plan it (then *why says so). */
-static double time_case(const method_fit *mf, int64_t n, int64_t d, int reps, fr_problem *p,
-                        fr_plan_info *info, char *why, size_t len)
+/* The child's side of one timed run (--case): the problem made and its bounds taken outside
+ * the clock, as `run` loads its inputs; then planning and execution timed once, in this fresh
+ * process, as `run`'s time_s.compute. Prints "seconds degree support fft". An exit code. */
+static int child_case(const char *spec)
 {
-    *p = fr_problem_default(n, d, d);
+    int fi;
+    long long n, d;
+    if (sscanf(spec, "%d,%lld,%lld", &fi, &n, &d) != 3 || fi < 0 ||
+        fi >= (int)(sizeof fits / sizeof *fits) || n < 1 || d < 1 || n * d > (1LL << 26))
+        return cli_fail(EXIT_USAGE, "calibrate: bad --case '%s'", spec);
+    const method_fit *mf = &fits[fi];
+    fr_problem p = fr_problem_default(n, d, d);
     size_t cnt = (size_t)(n * d);
     double *buf = malloc(4 * cnt * sizeof(double));
-    if (!buf) {
-        snprintf(why, len, "out of memory");
-        return -1;
-    }
+    if (!buf) return cli_fail(EXIT_INTERNAL, "calibrate: out of memory");
     double *q = buf, *k = q + cnt, *v = k + cnt, *out = v + cnt;
     uint64_t s = 12345;
     fill(buf, (int64_t)(3 * cnt), &s);
     char err[512];
     fr_bounds b;
-    double best = -1;
-    if (fr_bounds_compute(p, q, k, v, &b, err, sizeof err)) {
-        snprintf(why, len, "%s", err);
-        free(buf);
-        return -1;
-    }
+    int st = fr_bounds_compute(&p, q, k, v, &b, err, sizeof err);
     fr_options opt = fr_options_default();
     opt.method = mf->method;
     opt.fft = mf->fft;
-    size_t t = 0;
-    for (; t < sizeof eps_tries / sizeof *eps_tries; t++) {
+    for (size_t t = 0; !st && t < sizeof eps_tries / sizeof *eps_tries; t++) {
+        fr_plan_info est;
         opt.eps = eps_tries[t];
-        fr_plan *plan = NULL;
-        int st = fr_plan_create(&plan, p, &b, &opt, err, sizeof err);
-        fr_plan_free(plan);
-        if (st != FR_EACCURACY) break;
-    }
-    for (int r = -1; r < reps; r++) { /* r = -1: the untimed first run */
-        fr_plan *plan = NULL;
-        double t0 = cli_now();
-        int st = fr_plan_create(&plan, p, &b, &opt, err, sizeof err);
-        if (!st) st = fr_execute(plan, q, k, v, out, NULL, err, sizeof err);
-        double dt = cli_now() - t0;
-        if (!st && r < 0) fr_plan_get_info(plan, info);
-        fr_plan_free(plan);
-        if (st) {
-            snprintf(why, len, "%s", err);
-            best = -1;
+        if (mf->method == FR_METHOD_EXACT ||
+            (fr_plan_estimate(&p, &b, &opt, &est, err, sizeof err) == FR_OK && est.degree >= 0))
             break;
-        }
-        if (r >= 0 && (best < 0 || dt < best)) best = dt;
     }
+    cli_wisdom wis;
+    cli_wisdom_load(&wis);
+    fr_plan *plan = NULL;
+    fr_plan_info info;
+    double t0 = cli_now();
+    if (!st) st = fr_plan_create(&plan, &p, &b, &opt, err, sizeof err);
+    if (!st) st = fr_execute(plan, q, k, v, out, NULL, err, sizeof err);
+    double dt = cli_now() - t0;
+    if (!st) fr_plan_get_info(plan, &info);
+    fr_plan_free(plan);
+    cli_wisdom_save(&wis);
     free(buf);
+    if (st) return cli_fail(st, "%s", err);
+    printf("%.9g %d %lld %d\n", dt, info.degree, (long long)info.support, (int)info.fft);
+    return EXIT_OK;
+}
+
+/* The best time of reps cold runs (each in a child process, after one untimed run that leaves
+ * FFTW's plans in the cache's wisdom), and the plan's degree, support and back end in *info;
+ * -1 when the method cannot run it (*why says why). */
+static double time_case(const char *self, int fi, int64_t n, int64_t d, int reps, fr_problem *p,
+                        fr_plan_info *info, char *why, size_t len)
+{
+    *p = fr_problem_default(n, d, d);
+    memset(info, 0, sizeof *info);
+    double best = -1;
+    for (int r = -1; r < reps; r++) {
+        char cmd[4400], line[1024];
+        snprintf(cmd, sizeof cmd, "'%s' calibrate --case %d,%lld,%lld 2>&1", self, fi, (long long)n,
+                 (long long)d);
+        FILE *f = popen(cmd, "r");
+        if (!f) {
+            snprintf(why, len, "cannot start the timed run");
+            return -1;
+        }
+        line[0] = '\0';
+        char *got = fgets(line, sizeof line, f);
+        int rc = pclose(f);
+        double dt;
+        int g, fft;
+        long long support;
+        if (!got || rc != 0 || sscanf(line, "%lf %d %lld %d", &dt, &g, &support, &fft) != 4) {
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(why, len, "%s", line[0] ? line : "the timed run failed");
+            return -1;
+        }
+        info->degree = g;
+        info->support = support;
+        info->fft = (fr_fft_backend)fft;
+        if (r >= 0 && (best < 0 || dt < best)) best = dt;
+        if (r < 0 && dt > 0.5) reps = 1; /* long enough to be steady: one timed run */
+    }
     return best;
 }
 
@@ -267,8 +301,9 @@ static void counts(const method_fit *mf, const fr_problem *p, const fr_plan_info
 /* Time mf's cases and fit its constants into *c (those it cannot fit keep their value). The
  * constants fitted before (polyfft's fixed cost, for the single-precision back ends) are
  * subtracted first. */
-static void fit_method(const method_fit *mf, int quick, fr_cost_model *c)
+static void fit_method(const char *self, int fi, int quick, fr_cost_model *c)
 {
+    const method_fit *mf = &fits[fi];
     const int64_t(*cases)[2] = quick ? mf->quick : mf->cases;
     int reps = quick ? 1 : 3, m = 0;
     double A[MAXCASES][MAXC], y[MAXCASES], tm[MAXCASES], x[MAXC];
@@ -277,7 +312,7 @@ static void fit_method(const method_fit *mf, int quick, fr_cost_model *c)
     for (int i = 0; cases[i][0] && m < MAXCASES; i++) {
         char why[512];
         double t =
-            time_case(mf, cases[i][0], cases[i][1], reps, &ps[m], &infos[m], why, sizeof why);
+            time_case(self, fi, cases[i][0], cases[i][1], reps, &ps[m], &infos[m], why, sizeof why);
         if (t < 0) {
             printf("  %-22s n = %6lld d = %3lld: skipped (%s)\n", mf->name, (long long)cases[i][0],
                    (long long)cases[i][1], why);
@@ -318,6 +353,12 @@ int cmd_calibrate(int argc, char **argv)
     memset(&o, 0, sizeof o);
     int st = cli_parse(&command, argc, argv, &o);
     if (st) return st == CLI_HELP ? EXIT_OK : st;
+    if (o.child) return child_case(o.child);
+    char self[4096];
+    ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (sl <= 0 || strchr(self, '\'') != NULL)
+        return cli_fail(EXIT_INTERNAL, "calibrate: cannot find its own executable");
+    self[sl] = '\0';
     char path[4200];
     if (o.out) {
         snprintf(path, sizeof path, "%s", o.out);
@@ -332,14 +373,11 @@ int cmd_calibrate(int argc, char **argv)
     fflush(stdout);
     fr_cost_model c;
     fr_cost_model_builtin(&c);
-    cli_wisdom wis;
-    cli_wisdom_load(&wis);
     double t0 = cli_now();
     for (size_t i = 0; i < sizeof fits / sizeof *fits; i++) {
-        fit_method(&fits[i], o.quick, &c);
+        fit_method(self, (int)i, o.quick, &c);
         fflush(stdout);
     }
-    cli_wisdom_save(&wis);
     if ((st = cli_cost_write(path, &c, threads))) return st;
     printf("wrote %s (%.1f s)\n", path, cli_now() - t0);
     return EXIT_OK;
