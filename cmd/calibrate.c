@@ -1,9 +1,11 @@
 /* calibrate.c - `fastrope calibrate`: measure this machine's cost constants (core/cost.c), as
  * FFTW measures its wisdom, and keep them in the cache directory for auto, check and bound.
  *
- * Each method runs a few short problems in this process, planned and executed as `run` would
- * (the time a report's time_s.compute counts: FFTW's wisdom loaded, one untimed run first so
- * that the timed ones find plans and pages ready), the best of a few runs each. The model's
+ * Each method runs a few short problems, each run in a fresh child process (this command with
+ * the hidden --case), planned and executed as `run` would: the time a report's time_s.compute
+ * counts, with FFTW's wisdom loaded, a team of threads to start and memory touched for the
+ * first time, which a run in this process would pay once for all; the best of a few runs, after
+ * an untimed one that leaves FFTW's plans in the wisdom. The model's
  * times are linear in its constants, so the core's own prediction under a model with one
  * constant 1 and the rest 0 is the count that constant multiplies; each method's constants are
  * then the least squares fit of its times in relative error, kept >= 0. The counts are the
@@ -356,9 +358,9 @@ int cmd_calibrate(int argc, char **argv)
     if (o.child) return child_case(o.child);
     char self[4096];
     ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (sl <= 0 || strchr(self, '\'') != NULL)
+    if (sl > 0) self[sl] = '\0';
+    if (sl <= 0 || strchr(self, '\'') != NULL) /* the child's command is quoted with ' */
         return cli_fail(EXIT_INTERNAL, "calibrate: cannot find its own executable");
-    self[sl] = '\0';
     char path[4200];
     if (o.out) {
         snprintf(path, sizeof path, "%s", o.out);
