@@ -66,7 +66,9 @@ _FLAGS = {"rope", "no_rope", "causal", "no_causal", "strict", "grad_w", "recursi
 _ATTENTION = {"rope", "rope_base", "rope_pairs", "rope_scale", "rotary_dim", "rope_clip",
               "no_rope", "preset", "scale", "causal", "no_causal", "window", "method", "eps",
               "degree", "max_degree", "fft"}
-_LIMITS = {"max_elements", "max_bytes"}
+# The command's options about files (in-process calls read none): the input limits, and the
+# cost constants of `fastrope calibrate` (cost=FILE; by default the command reads the cache's).
+_LIMITS = {"max_elements", "max_bytes", "cost"}
 # check's own options (format: the helper reads jsonl, and returns table and csv as text).
 _CHECK = {"recursive", "names", "per_head", "format", "shard", "check_rows", "tol"}
 _OPTIONS = {
