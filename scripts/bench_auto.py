@@ -108,7 +108,8 @@ def main():
     tcal, out = b.calibrate(a.quick)
     print("bench_auto: %s, %s, %s" % (datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
                                       cpu_model(), "quick" if a.quick else "full"))
-    print("calibrate took %.1f s (target: under 60 s)" % tcal)
+    print("calibrate took %.1f s (target: under 60 s):" % tcal)
+    print("\n".join("    " + line for line in out.rstrip().splitlines()))
     print()
     print("| d | n | fastest | time (s) | auto chose | auto (s) | auto / fastest | "
           + " | ".join("pred/meas %s" % m for m in METHODS) + " |")
