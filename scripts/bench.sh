@@ -28,5 +28,7 @@ fi
 "$PYTHON" "$here/bench_check.py"
 # many small problems in one run (issue 15: 4096 at n = 64, d = 4)
 "$PYTHON" "$here/bench_batch.py"
+# fastrope calibrate, then auto's choices and the predictions against measured times
+"$PYTHON" "$here/bench_auto.py"
 # in-process calls (ctypes) against the pipe helper: 1000 small calls, and one call's peak memory
 "$PYTHON" "$here/bench_inproc.py"
