@@ -158,6 +158,8 @@ def main():
                     help="comma list of FFT back ends for polyfft (default all: %s)" %
                     ",".join(FFTS))
     ap.add_argument("--no-literal", action="store_true", help="skip polyfft-literal")
+    ap.add_argument("--rotations", default=",".join(ROTATIONS),
+                    help="comma list of rotations (default all: %s)" % ",".join(ROTATIONS))
     ap.add_argument("--repeat", type=int, default=3, help="best of this many runs ...")
     ap.add_argument("--repeat-below", type=float, default=10.0,
                     help="... for runs shorter than this many seconds")
@@ -169,6 +171,9 @@ def main():
     bad = [f for f in ffts if f not in FFTS]
     if bad:
         sys.exit("--ffts: unknown back end(s) %s (known: %s)" % (",".join(bad), ",".join(FFTS)))
+    rots = [r for r in a.rotations.split(",") if r]
+    if [r for r in rots if r not in ROTATIONS]:
+        sys.exit("--rotations: known ones are %s" % ",".join(ROTATIONS))
     fast = ["polyfft-" + f for f in ffts]
     methods = fast + ([] if a.no_literal else ["polyfft-literal"]) + ["exact"]
     fftw_cols = [m for m in fast if "fftw" in m]
@@ -179,7 +184,7 @@ def main():
     mems = {}
     with tempfile.TemporaryDirectory() as tmp:
         for d in dims:
-            for rot in ROTATIONS:
+            for rot in rots:
                 lit_last = None
                 exact_last = None
                 for n in sizes:
@@ -244,7 +249,7 @@ def main():
           " ".join("%9s" % e for e in extra))
     summary = []
     for d in dims:
-        for rot in ROTATIONS:
+        for rot in rots:
             rs = [r for r in rows if r["d"] == d and r["rotation"] == rot]
             for r in rs:
                 def fmt(m):
@@ -289,7 +294,7 @@ def main():
     styles = {"polyfft-kissfft": "-o", "polyfft-fftw": "-D", "polyfft-fftw-float": "-v",
               "polyfft-literal": "--s", "exact": ":^"}
     for ax, d in zip(axes[0], dims):
-        for rot in ROTATIONS:
+        for rot in rots:
             rs = [r for r in rows if r["d"] == d and r["rotation"] == rot]
             for m in methods:
                 pts = [(r["n"], r[m]) for r in rs if r[m]]
