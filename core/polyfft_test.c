@@ -339,41 +339,76 @@ static void test_negative_d(void)
     fr__polyfft_free(pl);
 }
 
-/* The back ends against each other: one polynomial, every back end, every storage mode; the
- * float ones within their rounding of the double one, which is within its own of exact. */
+/* The issue's grid: every rotation (RoPE, clipped RoPE, a sparse explicit W) and mask (none,
+ * causal, window), odd n and n = 1, dv != d. *w receives an explicit W to free (or NULL). */
+#define GRID_CASES 18
+static fr_problem grid_case(int c, double **w)
+{
+    int rot = c % 3, mask = c / 3 % 3;
+    int64_t n = c < 9 ? 45 : 1, d = 4;
+    fr_problem p = fr_problem_default(n, d, 3);
+    *w = NULL;
+    if (rot == 1) {
+        p.rot.kind = FR_ROT_CLIP;
+        p.rot.clip = 5;
+    } else if (rot == 2) {
+        double *x = calloc((size_t)((2 * n - 1) * d * d), sizeof *x);
+        unsigned long long seed = 99 + (unsigned long long)c;
+        int sa[6] = {0, 1, 1, 2, 3, 3}, sb[6] = {0, 1, 2, 0, 3, 1};
+        for (int64_t t = 0; t < 2 * n - 1; t++)
+            for (int s = 0; s < 6; s++)
+                x[(t * d + sa[s]) * d + sb[s]] = t_rand(&seed);
+        p.rot.kind = FR_ROT_EXPLICIT;
+        p.rot.w = *w = x;
+    }
+    p.causal = mask == 1;
+    p.window = mask == 2 ? 12 : -1; /* 25 keys: more than TEST_EXACT_KEYS for most rows */
+    return p;
+}
+
+static void grid_name(char *buf, size_t len, const fr_problem *p)
+{
+    static const char *rots[] = {"rope", "clip", "explicit"};
+    int rot = p->rot.kind == FR_ROT_CLIP ? 1 : p->rot.kind == FR_ROT_EXPLICIT ? 2 : 0;
+    snprintf(buf, len, "%s%s%s n = %lld", rots[rot], p->causal ? " causal" : "",
+             p->window >= 0 ? " window" : "", (long long)p->n);
+}
+
+/* The back ends against each other: one polynomial, every back end, both storage modes, on the
+ * grid; the float ones within their rounding of the double one, which is within its own of
+ * exact. */
 static void test_backends_agree(void)
 {
-    fr_problem ps[3];
-    ps[0] = fr_problem_default(47, 4, 3);
-    ps[0].causal = 1;
-    ps[1] = fr_problem_default(40, 4, 2);
-    ps[1].rot.kind = FR_ROT_CLIP;
-    ps[1].rot.clip = 6;
-    ps[2] = fr_problem_default(1, 4, 5); /* n = 1, dv != d */
     fr_fft_backend all[3] = {FR_FFT_FFTW, FR_FFT_KISSFFT, FR_FFT_FFTW_FLOAT}, keep = cur_fft;
-    for (int k = 0; k < 3; k++) {
-        fr_problem p = ps[k];
+    for (int c = 0; c < GRID_CASES; c++) {
+        double *w;
+        fr_problem p = grid_case(c, &w);
+        char name[80];
+        grid_name(name, sizeof name, &p);
         int64_t n = p.n;
-        unsigned long long seed = 77 + k;
+        unsigned long long seed = 77 + (unsigned long long)c;
         double *q = malloc(n * p.d * sizeof *q), *kk = malloc(n * p.d * sizeof *kk),
-               *v = malloc(n * p.dv * sizeof *v), *o[3], *ref = malloc(n * p.dv * sizeof *ref);
+               *v = malloc(n * p.dv * sizeof *v), *o[3];
         fill(q, n * p.d, 1, &seed);
         fill(kk, n * p.d, 1, &seed);
         fill(v, n * p.dv, 1, &seed);
         for (int mode = 0; mode < 2; mode++) {
+            int ok = 1;
             for (int b = 0; b < 3; b++) {
                 o[b] = malloc(n * p.dv * sizeof *o[b]);
                 cur_fft = all[b];
                 run_result r;
-                T_CHECK(run(&p, q, kk, v, 1e-3, 0, mode ? 0 : (int64_t)1 << 30, (int64_t)1 << 30,
-                            mode ? 2 : 1, &r, o[b]),
-                        "%s: %s", fr_fft_name(all[b]), err);
+                int st = run(&p, q, kk, v, 1e-3, 0, mode ? 0 : (int64_t)1 << 30, (int64_t)1 << 30,
+                             mode ? 2 : 1, &r, o[b]);
+                T_CHECK(st, "%s: %s: %s", name, fr_fft_name(all[b]), err);
+                ok = ok && st;
             }
-            for (int b = 1; b < 3; b++) {
+            for (int b = 1; ok && b < 3; b++) {
                 double e = fr_compare(o[b], o[0], n * p.dv).max_abs;
-                T_CHECK(e < 1e-5, "problem %d mode %d: %s differs from fftw by %.3g", k, mode,
+                T_CHECK(e < 1e-5, "%s mode %d: %s differs from fftw by %.3g", name, mode,
                         fr_fft_name(all[b]), e);
-                T_CHECK(n == 1 || e > 0, "problem %d: %s is fftw to the bit: no float in it?", k,
+                /* n = 1: one key, every output is V's row whatever the rounding of D */
+                T_CHECK(n == 1 || e > 0, "%s: %s is fftw to the bit: no float in it?", name,
                         fr_fft_name(all[b]));
             }
             for (int b = 0; b < 3; b++)
@@ -382,9 +417,92 @@ static void test_backends_agree(void)
         free(q);
         free(kk);
         free(v);
-        free(ref);
+        free(w);
     }
     cur_fft = keep;
+}
+
+/* One certified run through the plan (what a caller gets): the tightest eps of the ladder that
+ * the back end's certificate accepts, then every row of the execution within its certified
+ * bound and within eps of exact attention. Returns that eps (0: none certified). */
+static double certified_run(const char *name, const fr_problem *p, const double *q, const double *k,
+                            const double *v, fr_fft_backend fft, double eps_min)
+{
+    static const double ladder[] = {1e-10, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3};
+    int64_t n = p->n, dv = p->dv;
+    fr_bounds b;
+    T_CHECK(fr_bounds_compute(p, q, k, v, &b, err, sizeof err) == 0, "%s: %s", name, err);
+    fr_plan *pl = NULL;
+    double eps = 0;
+    for (size_t e = 0; e < sizeof ladder / sizeof *ladder && !pl; e++) {
+        if (ladder[e] < eps_min) continue;
+        fr_options o = fr_options_default();
+        o.method = FR_METHOD_POLYFFT;
+        o.fft = fft;
+        o.eps = eps = ladder[e];
+        int st = fr_plan_create(&pl, p, &b, &o, err, sizeof err);
+        T_CHECK(st == 0 || st == FR_EACCURACY, "%s: %s eps %g: %s", name, fr_fft_name(fft), eps,
+                err);
+        if (st) pl = NULL;
+    }
+    if (!pl) return 0;
+    fr_plan_info info;
+    fr_plan_get_info(pl, &info);
+    T_CHECK(info.method == FR_METHOD_POLYFFT && info.fft == fr__fft_resolve(fft),
+            "%s: ran %s on %s", name, fr_method_name(info.method), fr_fft_name(info.fft));
+    double *out = malloc(n * dv * sizeof *out), *ref = malloc(n * dv * sizeof *ref);
+    fr_exec_info ex;
+    int ok = fr_execute(pl, q, k, v, out, &ex, err, sizeof err) == 0;
+    T_CHECK(ok, "%s: %s: %s", name, fr_fft_name(fft), err);
+    ok = ok && fr_exact_rows(p, q, k, v, NULL, n, ref, err, sizeof err) == 0;
+    if (ok) {
+        T_CHECK(ex.a_priori_bound <= eps, "%s: %s: certified %.3g above eps %.3g", name,
+                fr_fft_name(fft), ex.a_priori_bound, eps);
+        int64_t bad = 0;
+        double worst = 0;
+        for (int64_t i = 0; i < n; i++) {
+            double e = fr_compare(out + i * dv, ref + i * dv, dv).max_abs;
+            bad += !(e <= ex.a_priori_bound);
+            worst = e > worst ? e : worst;
+        }
+        T_CHECK(bad == 0, "%s: %s eps %g: %lld rows beyond the certified %.3g (worst %.3g)", name,
+                fr_fft_name(fft), eps, (long long)bad, ex.a_priori_bound, worst);
+    }
+    free(out);
+    free(ref);
+    fr_plan_free(pl);
+    return eps;
+}
+
+/* The grid through the certificate, on every back end: double FFTW certifies 1e-6 on all of
+ * it; a single-precision one, whose certified rounding is normwise and far above its actual
+ * error, at least 0.03 at these sizes. */
+static void test_certified(void)
+{
+    fr_fft_backend all[3] = {FR_FFT_FFTW, FR_FFT_KISSFFT, FR_FFT_FFTW_FLOAT};
+    for (int c = 0; c < GRID_CASES; c++) {
+        double *w;
+        fr_problem p = grid_case(c, &w);
+        char name[80];
+        grid_name(name, sizeof name, &p);
+        int64_t n = p.n;
+        unsigned long long seed = 500 + (unsigned long long)c;
+        double *q = malloc(n * p.d * sizeof *q), *k = malloc(n * p.d * sizeof *k),
+               *v = malloc(n * p.dv * sizeof *v);
+        fill(q, n * p.d, 1, &seed);
+        fill(k, n * p.d, 1, &seed);
+        fill(v, n * p.dv, 1, &seed);
+        for (int b = 0; b < 3; b++) {
+            double eps = certified_run(name, &p, q, k, v, all[b], 0);
+            double want = fr__fft_is_double(all[b]) ? 1e-6 : 3e-2;
+            T_CHECK(eps > 0 && eps <= want, "%s: %s certifies %g at best, wanted %g", name,
+                    fr_fft_name(all[b]), eps, want);
+        }
+        free(q);
+        free(k);
+        free(v);
+        free(w);
+    }
 }
 
 /* Double FFTW reaches what float FFTs cannot: eps 1e-10 at B <= 1, d = 4, through the degree
@@ -405,6 +523,43 @@ static void test_double_eps(void)
     check_problem("rope B = 0.5 eps 1e-12", p, 0.5, 1e-12);
 }
 
+/* The issue's promise through the plan: double FFTW certifies eps = 1e-10 at B <= 1, d = 4
+ * (auto picks it), and every row is within the certified bound. */
+static void test_double_certified(void)
+{
+    fr_problem ps[4];
+    ps[0] = fr_problem_default(300, 4, 4);
+    ps[1] = ps[0];
+    ps[1].causal = 1;
+    ps[2] = fr_problem_default(257, 4, 3);
+    ps[2].rot.kind = FR_ROT_CLIP;
+    ps[2].rot.clip = 16;
+    ps[2].window = 100;
+    ps[3] = fr_problem_default(64, 4, 2);
+    double Bs[4] = {1, 1, 1, 0.5};
+    for (int c = 0; c < 4; c++) {
+        fr_problem p = ps[c];
+        int64_t n = p.n;
+        unsigned long long seed = 4000 + (unsigned long long)c;
+        double *q = malloc(n * p.d * sizeof *q), *k = malloc(n * p.d * sizeof *k),
+               *v = malloc(n * p.dv * sizeof *v);
+        fill(q, n * p.d, Bs[c], &seed);
+        fill(k, n * p.d, Bs[c], &seed);
+        fill(v, n * p.dv, Bs[c], &seed);
+        char name[80];
+        snprintf(name, sizeof name, "problem %d (n = %lld, B = %g)", c, (long long)n, Bs[c]);
+        for (int a = 0; a < 2; a++) {
+            fr_fft_backend fft = a ? FR_FFT_AUTO : FR_FFT_FFTW;
+            double eps = certified_run(name, &p, q, k, v, fft, 1e-10);
+            T_CHECK(eps == 1e-10, "%s: %s does not certify 1e-10 (%g)", name, fr_fft_name(fft),
+                    eps);
+        }
+        free(q);
+        free(k);
+        free(v);
+    }
+}
+
 int main(void)
 {
     fr_fft_backend all[3] = {FR_FFT_KISSFFT, FR_FFT_FFTW, FR_FFT_FFTW_FLOAT};
@@ -423,5 +578,7 @@ int main(void)
         T_RUN(test_double_eps);
     }
     T_RUN(test_backends_agree);
+    T_RUN(test_certified);
+    T_RUN(test_double_certified);
     return t_done();
 }
