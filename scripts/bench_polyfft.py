@@ -10,14 +10,20 @@ For d in {4, 8}, clipped RoPE (C = 64, the general-W path) and standard RoPE, an
 and reads `time_s.compute` from the report. polyfft-literal (on the default back end) runs only
 while its next size is predicted (n log n from the last one) to stay under --literal-timeout.
 Exact is measured up to --exact-max-n and beyond that extrapolated as c n^2 from the largest
-measured size (marked '~' in the table, `extrapolated` in the CSV). Also the peak memory of
-polyfft at n = 2^20, d = 4, standard RoPE (/usr/bin/time -v) on each FFTW back end, unless
---quick or --no-mem.
+measured size (marked '~' in the table, `extrapolated` in the CSV). Also the peak memory (max
+RSS, /usr/bin/time -v) of polyfft at n = 2^20, d = 4, on the first rotation, on each back end
+that certifies eps there, unless --quick or --no-mem.
 
 FFTW measures its plans once per machine and size and keeps them (wisdom) in the cache directory
 ($XDG_CACHE_HOME/fastrope): before timing an FFTW back end at a size, one cheap untimed run
-(--degree 0) makes sure the plans are there, so the figures are those of every run after the
+(--degree 1) makes sure the plans are there, so the figures are those of every run after the
 first on this machine.
+
+A single-precision back end whose certificate refuses eps (its certified rounding is normwise
+and passes 1 near n = 64K, so `fastrope run` exits 4 at any eps) is timed instead by
+scripts/bench_pass.c (built here against build/libfastrope.a): plan + execute of the same pass at
+the degree the double back end's certified run used, without the certificate. Such cells are
+marked '*' in the table and `forced degree G, uncertified` in the CSV.
 
 Every method's run that takes under --repeat-below seconds is repeated, best of --repeat (3):
 this VM's timings drift by 10-20% from run to run, and the crossover compares close numbers.
@@ -63,10 +69,13 @@ def fft_args(fft):
 
 
 def prime_wisdom(inp, rot, fft, tmp, timeout):
-    """One untimed polyfft run of degree 0 (a handful of transforms) on FFTW, so that the plans of
-    this transform size are measured and in the wisdom before anything is timed."""
+    """One untimed polyfft run of degree 1 (a handful of transforms) on FFTW, so that the plans of
+    this transform size are measured and in the wisdom before anything is timed. eps 1e30: the
+    certificate must accept it (degree 0 it never does: exp's fit by a constant is off by 100%),
+    or nothing is planned."""
     if fft and fft.startswith("fftw"):
-        run(["run", "--input", inp] + ROTATIONS[rot] + ["--method", "polyfft", "--degree", "0"] +
+        run(["run", "--input", inp] + ROTATIONS[rot] + ["--method", "polyfft", "--degree", "1",
+                                                         "--eps", "1e30"] +
             fft_args(fft) + ["-o", os.path.join(tmp, "out.npy"), "--check-rows", "0", "--quiet"],
             timeout)
 
@@ -94,6 +103,35 @@ def time_method(inp, rot, column, eps, tmp, timeout, repeat=1, repeat_below=0.0)
     return best, None
 
 
+def build_pass(tmp):
+    """scripts/bench_pass.c against the built library, with the project's optimisation flags."""
+    exe = os.path.join(tmp, "bench_pass")
+    lib = os.path.join(os.path.dirname(os.path.abspath(FASTROPE)), "libfastrope.a")
+    libs = subprocess.run(["pkg-config", "--libs", "kissfft-float", "fftw3", "fftw3f"],
+                          capture_output=True, text=True).stdout.split()
+    r = subprocess.run(["cc", "-std=c11", "-D_GNU_SOURCE", "-O2", "-march=native", "-fopenmp",
+                        "-fno-math-errno", "-I" + os.path.join(HERE, "..", "core"),
+                        os.path.join(HERE, "bench_pass.c"), lib, "-o", exe] + libs + ["-lm"],
+                       capture_output=True, text=True)
+    if r.returncode:
+        sys.exit("building bench_pass failed: " + r.stderr)
+    return exe
+
+
+def time_pass(exe, n, d, rot, degree, fft, repeat, timeout):
+    """(seconds, None) or (None, error): the pass at a forced degree, uncertified."""
+    clip = ROTATIONS[rot][1] if rot.startswith("clip") else "-1"
+    try:
+        p = subprocess.run([str(x) for x in (exe, n, d, clip, degree, fft, repeat)],
+                           capture_output=True,
+                           text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, "timeout"
+    if p.returncode:
+        return None, "bench_pass: " + p.stderr.strip()
+    return json.loads(p.stdout)["seconds"], None
+
+
 def gen(n, d, seed, tmp):
     path = os.path.join(tmp, "in_%d_%d.npz" % (n, d))
     if not os.path.exists(path):
@@ -101,6 +139,11 @@ def gen(n, d, seed, tmp):
         if err:
             sys.exit("gen failed: " + err)
     return path
+
+
+def mark(row, m):
+    note = row[m + "_note"]
+    return "~" if note == "extrapolated" else "*" if note.startswith("forced") else ""
 
 
 def fit_exponent(ns, ts):
@@ -131,10 +174,10 @@ def crossover(ns, fast, slow):
     return None
 
 
-def peak_memory(n, d, eps, fft, tmp, timeout):
+def peak_memory(n, d, rot, eps, fft, tmp, timeout):
     inp = gen(n, d, 1, tmp)
-    prime_wisdom(inp, "rope", fft, tmp, timeout)
-    err, e = run(["run", "--input", inp, "--rope", "--method", "polyfft", "--eps", eps] +
+    prime_wisdom(inp, rot, fft, tmp, timeout)
+    err, e = run(["run", "--input", inp] + ROTATIONS[rot] + ["--method", "polyfft", "--eps", eps] +
                  fft_args(fft) + ["-o", os.path.join(tmp, "out.npy"), "--check-rows", "0",
                                   "--quiet"], timeout, prefix=["/usr/bin/time", "-v"])
     if e:
@@ -182,6 +225,7 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     rows = []
     mems = {}
+    exe = None
     with tempfile.TemporaryDirectory() as tmp:
         for d in dims:
             for rot in rots:
@@ -216,14 +260,23 @@ def main():
                                     exact_last = (n, t)
                         row[m] = t
                         row[m + "_note"] = note
+                    for m in fast:
+                        if row[m] is None and "exit 4" in row[m + "_note"] and row.get("degree"):
+                            exe = exe or build_pass(tmp)
+                            t, err = time_pass(exe, n, d, rot, row["degree"], COLUMNS[m][1],
+                                               a.repeat, a.timeout)
+                            row[m] = t
+                            row[m + "_note"] = err or ("forced degree %d, uncertified" %
+                                                       row["degree"])
                     rows.append(row)
                     print("d=%d %-6s n=%-7d %s" % (d, rot, n, "  ".join(
-                        "%s=%s%s" % (m, "~" if row[m + "_note"] == "extrapolated" else "",
+                        "%s=%s%s" % (m, mark(row, m),
                                      "%.4g" % row[m] if row[m] is not None else "-")
                         for m in methods)), flush=True)
         if not a.quick and not a.no_mem:
             for m in fast:
-                mem, err = peak_memory(1 << 20, 4, a.eps, COLUMNS[m][1], tmp, a.timeout)
+                mem, err = peak_memory(1 << 20, 4, rots[0], a.eps, COLUMNS[m][1], tmp,
+                                       a.timeout)
                 if err:
                     print("peak memory run (%s) failed: %s" % (m, err))
                 else:
@@ -255,7 +308,7 @@ def main():
                 def fmt(m):
                     if r[m] is None:
                         return "-"
-                    return ("~" if r[m + "_note"] == "extrapolated" else "") + "%.4g" % r[m]
+                    return mark(r, m) + "%.4g" % r[m]
                 tb, _ = best_fftw(r) if fftw_cols else (r.get(fast[0]) if fast else None, None)
                 cells = []
                 if fftw_cols:
@@ -277,10 +330,12 @@ def main():
                                                            cross or "-"))
             print("    d=%d %s: %s" % (d, rot, "; ".join(line)))
     for m, mem in mems.items():
-        print("peak memory, %s n = 2^20, d = 4, standard RoPE, eps %s: %.0f MB" % (m, a.eps, mem))
+        print("peak memory (max RSS), %s n = 2^20, d = 4, %s, eps %s: %.0f MB" %
+              (m, rots[0], a.eps, mem))
     print("(vs kiss: KissFFT's polyfft time over the best FFTW back end's; vs exact: exact over "
           "the best FFTW back end's (or the only polyfft); ~: exact extrapolated as c n^2 from "
-          "the largest measured size)")
+          "the largest measured size; *: refused by the certificate, the pass timed at the double "
+          "back end's degree without it, scripts/bench_pass.c)")
     print("wrote " + path)
 
     try:
