@@ -44,7 +44,7 @@ static double uniform(unsigned long long *s)
     *s ^= *s >> 12;
     *s ^= *s << 25;
     *s ^= *s >> 27;
-    return (double)((*s * 2685821657736338717ULL) >> 11) / 4503599627370496.0 * 2 - 1;
+    return (double)((*s * 2685821657736338717ULL) >> 11) / 4503599627370496.0 - 1;
 }
 
 int main(int argc, char **argv)
