@@ -463,12 +463,16 @@ static int run(job *j, const job_spec *spec, void *cmd)
     if (!st) st = bounds(j);
     if (!st) st = compute(j, spec, cmd, refusal, sizeof refusal);
     if (st == EXIT_ACCURACY && refusal[0]) {
-        /* Only the report is written: the other staged outputs are dropped at commit. */
-        if (!report(j, spec, cmd, refusal) &&
-            fr_outputs_commit(j->outs, err, sizeof err) == EXIT_OK)
-            j->outs = NULL;
+        /* Only the report is written: the other staged outputs are dropped at commit. A report
+         * that cannot be written outranks the refusal: the caller would look for it. */
+        int wst = report(j, spec, cmd, refusal);
+        if (!wst) {
+            wst = fr_outputs_commit(j->outs, err, sizeof err);
+            j->outs = NULL; /* the commit frees the set, whether or not it succeeded */
+            if (wst) cli_fail(wst, "%s", err);
+        }
         release(j);
-        return st;
+        return wst ? wst : st;
     }
     if (!st) st = check(j, spec, cmd);
     if (!st && spec->verdict) st = spec->verdict(j, cmd);

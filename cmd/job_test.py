@@ -110,6 +110,22 @@ def a_refused_run_still_writes_its_report():
 
 
 @test
+def a_refusal_whose_report_cannot_be_written_says_so():
+    """The refusal's report goes to a device that fails every write: its commit fails after the
+    refusal, which must neither free the staged outputs twice nor hide the failure."""
+    d = tmpdir()
+    p = files(d, BIG)
+    out = os.path.join(d, "out.npy")
+    precious(out)
+    r = fastrope("run", "--input", p["in"], "-o", out, "--method", "polyfft", "--scale", "1",
+                 "--report", "/dev/full")
+    msg = r.stderr.decode()
+    assert r.returncode == 1, (r.returncode, msg)
+    assert "refused" in msg and "/dev/full" in msg and msg.count("\n") == 2, msg
+    assert unchanged(out) and sorted(os.listdir(d)) == ["in.npz", "out.npy"], os.listdir(d)
+
+
+@test
 def a_refused_grad_writes_its_report_and_no_gradient():
     d = tmpdir()
     p = files(d, qkv(64, 4, B=3.0), up=rng.uniform(-1, 1, (64, 4)))
