@@ -80,6 +80,65 @@ def refused_run(d, *extra):
     return r
 
 
+def read_safetensors(path):
+    """The format parsed here by hand (8-byte length, JSON header, raw little-endian data), so
+    the test does not take io's reader for the truth about io's writer."""
+    with open(path, "rb") as f:
+        b = f.read()
+    n = int.from_bytes(b[:8], "little")
+    head = json.loads(b[8:8 + n])
+    body = b[8 + n:]
+    dt = {"F64": "<f8", "F32": "<f4"}
+    out = {}
+    for name, m in head.items():
+        if name == "__metadata__":
+            continue
+        lo, hi = m["data_offsets"]
+        out[name] = np.frombuffer(body[lo:hi], dtype=dt[m["dtype"]]).reshape(m["shape"])
+    assert max(m["data_offsets"][1] for k, m in head.items() if k != "__metadata__") == len(body)
+    return head, out
+
+
+@test
+def safetensors_outputs_round_trip():
+    d = tmpdir()
+    b = qkv(9, 4, lead=(3,))
+    p = files(d, b, up=rng.uniform(-1, 1, (3, 9, 4)))
+    j = lambda name: os.path.join(d, name)
+    r = fastrope("run", "--input", p["in"], "-o", j("o.safetensors"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = fastrope("run", "--input", p["in"], "-o", j("o.npy"), "--quiet")
+    head, t = read_safetensors(j("o.safetensors"))
+    assert list(t) == ["arr_0"] and np.array_equal(t["arr_0"], np.load(j("o.npy")))
+    ex = ref.attention(b["q"], b["k"], b["v"])
+    assert np.abs(t["arr_0"] - ex).max() < 1e-12
+    # single precision asked for: F32 members
+    r = fastrope("run", "--input", p["in"], "-o", j("o4.safetensors"), "--dtype", "f4", "--quiet")
+    head, t = read_safetensors(j("o4.safetensors"))
+    assert r.returncode == 0 and head["arr_0"]["dtype"] == "F32", (r.stderr, head)
+    assert np.abs(t["arr_0"] - ex).max() < 1e-6
+    # grad: a bundle and a single gradient, both safetensors
+    r = fastrope("grad", "--input", p["in"], "--dout", p["up"], "-o", j("g.safetensors"), "--dq",
+                 j("dq.safetensors"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = fastrope("grad", "--input", p["in"], "--dout", p["up"], "-o", j("g.npz"), "--quiet")
+    _, g = read_safetensors(j("g.safetensors"))
+    z = np.load(j("g.npz"))
+    assert sorted(g) == sorted(z.files) and {"dq", "dk", "dv"} <= set(g), (list(g), z.files)
+    for name in z.files:
+        assert g[name].shape == z[name].shape and np.array_equal(g[name], z[name]), name
+    assert np.array_equal(read_safetensors(j("dq.safetensors"))[1]["arr_0"], z["dq"])
+    # gen: the same bundle whatever its format, and run reads it back
+    for ext in ("npz", "safetensors"):
+        r = fastrope("gen", "--n", "7", "--d", "4", "--seed", "3", "-o", j("gen." + ext))
+        assert r.returncode == 0, r.stderr
+    _, s = read_safetensors(j("gen.safetensors"))
+    z = np.load(j("gen.npz"))
+    assert sorted(s) == sorted(z.files) and all(np.array_equal(s[m], z[m]) for m in z.files)
+    r = fastrope("run", "--input", j("gen.safetensors"), "-o", j("gen_o.npy"), "--quiet")
+    assert r.returncode == 0 and np.load(j("gen_o.npy")).shape == (7, 4), r.stderr
+
+
 @test
 def a_refused_run_still_writes_its_report():
     d = tmpdir()
