@@ -169,20 +169,15 @@ static void regime_verdict(ck_row *r, double best)
                                                           : "marginal";
 }
 
-/* One head: bounds from its reductions (query head h, key/value head h / g), degree and
- * predicted times. */
-static int head_row(ck_ctx *c, const fr_problem *p, const reducer *red, int64_t h, int64_t g,
-                    ck_row *r, char *err, size_t errlen)
+/* One head: degree and predicted times from its bounds. */
+static int head_row(ck_ctx *c, const fr_problem *p, const fr_bounds *b, ck_row *r, char *err,
+                    size_t errlen)
 {
-    int64_t j = h / g, d = p->d, dv = p->dv;
-    fr_bounds b;
     fr_plan_info info;
-    int st = fr_bounds_from_stats(p, red[0].row_sq[h], red[1].row_sq[j], red[0].col_max + h * d,
-                                  red[1].col_max + j * d, max_of(red[2].col_max + j * dv, dv), &b,
-                                  err, errlen);
-    if (st || (st = fr_plan_estimate(p, &b, &c->attn.opt, &info, err, errlen))) return st;
-    r->B_q = b.B_q, r->B_k = b.B_k, r->B_v = b.B_v, r->B = b.B;
-    r->B_sl = b.B_over_sqrt_ln_n, r->R = b.R, r->R_from = b.R_from;
+    int st = fr_plan_estimate(p, b, &c->attn.opt, &info, err, errlen);
+    if (st) return st;
+    r->B_q = b->B_q, r->B_k = b->B_k, r->B_v = b->B_v, r->B = b->B;
+    r->B_sl = b->B_over_sqrt_ln_n, r->R = b->R, r->R_from = b->R_from;
     r->degree = info.degree;
     for (int m = 0; m < FR_NMETHODS; m++)
         r->t[m] = info.predicted_s[m] >= 0 ? info.predicted_s[m] : -1;
@@ -190,21 +185,36 @@ static int head_row(ck_ctx *c, const fr_problem *p, const reducer *red, int64_t 
     return EXIT_OK;
 }
 
-/* Every head's row. Estimating a degree costs about a millisecond (polynomial fits), as much
- * as reading a few MB: the heads are estimated in parallel. */
+/* Every head's row: the bounds of all heads at once (query head h on key/value head h / g; the
+ * rotation's share computed once), then each head's estimate. Estimating a degree costs about
+ * a millisecond (polynomial fits), as much as reading a few MB: the heads are estimated in
+ * parallel. */
 static int head_rows(ck_ctx *c, const fr_problem *p, const reducer *red, const set_shape *sh,
                      ck_row *rows, char *err, size_t errlen)
 {
-    int st = EXIT_OK;
+    fr_problem pb = *p;
+    pb.batch = sh->batch, pb.kv_batch = sh->kv_batch;
+    fr_bounds *b = malloc((size_t)sh->batch * sizeof *b);
+    double *bv = malloc((size_t)sh->kv_batch * sizeof *bv);
+    int st = b && bv ? EXIT_OK : (snprintf(err, errlen, "out of memory"), EXIT_INTERNAL);
+    for (int64_t j = 0; j < sh->kv_batch && !st; j++)
+        bv[j] = max_of(red[2].col_max + j * sh->dv, sh->dv);
+    if (!st)
+        st = fr_bounds_from_stats_batch(&pb, red[0].row_sq, red[1].row_sq, red[0].col_max,
+                                        red[1].col_max, bv, b, err, errlen);
+    if (!st) {
 #pragma omp parallel for schedule(dynamic, 4)
-    for (int64_t h = 0; h < sh->batch; h++) {
-        char e[1024];
-        int s1 = head_row(c, p, red, h, sh->group, &rows[h], e, sizeof e);
-        if (s1) {
+        for (int64_t h = 0; h < sh->batch; h++) {
+            char e[1024];
+            int s1 = head_row(c, p, &b[h], &rows[h], e, sizeof e);
+            if (s1) {
 #pragma omp critical
-            if (!st) st = s1, snprintf(err, errlen, "%s", e);
+                if (!st) st = s1, snprintf(err, errlen, "%s", e);
+            }
         }
     }
+    free(b);
+    free(bv);
     return st;
 }
 

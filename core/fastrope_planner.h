@@ -29,6 +29,15 @@ void fr_stats_rows(const double *x, int64_t rows, int64_t cols, double *col_max,
 fr_status fr_bounds_from_stats(const fr_problem *p, double q_row_sq, double k_row_sq,
                                const double *q_col_max, const double *k_col_max, double B_v,
                                fr_bounds *out, char *err, size_t errlen);
+/* The same for every problem of a batch at once (p->batch query problems, p->kv_batch key and
+ * value problems; problem b reads key/value problem b / g as in fr_bounds_compute): q_row_sq and
+ * q_col_max (batch x d) per query problem, k_row_sq, k_col_max (kv_batch x d) and B_v per key
+ * and value problem, out batch entries, each equal to fr_bounds_from_stats's. Cheaper than a
+ * call per problem: the rotation's share of the work is done once. */
+fr_status fr_bounds_from_stats_batch(const fr_problem *p, const double *q_row_sq,
+                                     const double *k_row_sq, const double *q_col_max,
+                                     const double *k_col_max, const double *B_v, fr_bounds *out,
+                                     char *err, size_t errlen);
 
 /* The bounds of data whose every entry is at most B in absolute value (fastrope bound):
  * B_q = B_k = B_v = B, R from row norms B sqrt(d). An explicit W without data stands for

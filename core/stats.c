@@ -31,23 +31,60 @@ void fr_stats_rows(const double *x, int64_t rows, int64_t cols, double *col_max,
     *max_row_sq = best;
 }
 
-fr_status fr_bounds_from_stats(const fr_problem *p, double q_row_sq, double k_row_sq,
-                               const double *q_col_max, const double *k_col_max, double B_v,
-                               fr_bounds *out, char *err, size_t errlen)
+static fr_status refuse_explicit(const fr_problem *p, char *err, size_t errlen)
 {
-    memset(out, 0, sizeof *out);
     int st = fr_problem_check(p, err, errlen);
     if (st) return st;
     if (p->rot.kind == FR_ROT_EXPLICIT)
         return fr__err(err, errlen, FR_EUSAGE,
                        "bounds from statistics need a rotation given by parameters, not an "
                        "explicit W");
+    return FR_OK;
+}
+
+static void from_stats(const fr_problem *p, double q_row_sq, double k_row_sq,
+                       const double *q_col_max, const double *k_col_max, double B_v,
+                       const fr__rope_abs *tab, fr_bounds *out)
+{
+    memset(out, 0, sizeof *out);
     for (int64_t a = 0; a < p->d; a++) {
         out->B_q = fmax(out->B_q, q_col_max[a]);
         out->B_k = fmax(out->B_k, k_col_max[a]);
     }
     out->B_v = B_v;
-    fr__bounds_finish(p, sqrt(q_row_sq), sqrt(k_row_sq), 1, q_col_max, k_col_max, NULL, out);
+    fr__bounds_finish(p, sqrt(q_row_sq), sqrt(k_row_sq), 1, q_col_max, k_col_max, tab, out);
+}
+
+fr_status fr_bounds_from_stats(const fr_problem *p, double q_row_sq, double k_row_sq,
+                               const double *q_col_max, const double *k_col_max, double B_v,
+                               fr_bounds *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    int st = refuse_explicit(p, err, errlen);
+    if (!st) from_stats(p, q_row_sq, k_row_sq, q_col_max, k_col_max, B_v, NULL, out);
+    return st;
+}
+
+fr_status fr_bounds_from_stats_batch(const fr_problem *p, const double *q_row_sq,
+                                     const double *k_row_sq, const double *q_col_max,
+                                     const double *k_col_max, const double *B_v, fr_bounds *out,
+                                     char *err, size_t errlen)
+{
+    int64_t B = fr__batch(p), g = fr__group(p), d = p->d;
+    memset(out, 0, (size_t)B * sizeof *out);
+    int st = refuse_explicit(p, err, errlen);
+    if (st) return st;
+    /* The RoPE support bound's trigonometry depends on the shape only: computed once here, it
+     * was most of a many-headed dump's bounds when every head built its own. */
+    fr__rope_abs tab;
+    fr__rope_abs_build(p, &tab);
+#pragma omp parallel for schedule(static) if (B > 1 && B * p->n * d >= (1 << 18))
+    for (int64_t b = 0; b < B; b++) {
+        int64_t h = b / g;
+        from_stats(p, q_row_sq[b], k_row_sq[h], q_col_max + b * d, k_col_max + h * d, B_v[h], &tab,
+                   &out[b]);
+    }
+    fr__rope_abs_free(&tab);
     return FR_OK;
 }
 

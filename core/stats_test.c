@@ -87,6 +87,58 @@ static void test_rotations(void)
     }
 }
 
+/* The batch form, grouped-query included (4 query problems on 2 key/value problems), gives
+ * fr_bounds_compute's bounds of every problem to the bit. */
+static void batch_same_as_compute(fr_problem p, const char *what)
+{
+    enum { B = 4, KV = 2 };
+    int64_t n = p.n, d = p.d, dv = p.dv;
+    double *q = rnd(B * n * d, 0.9, 7 + (unsigned long long)n), *k = rnd(KV * n * d, 1.1, 8),
+           *v = rnd(KV * n * dv, 0.5, 9);
+    double qs[B], ks[KV], bv[KV], *mq = malloc((size_t)(B * d) * sizeof *mq),
+                                  *mk = malloc((size_t)(KV * d) * sizeof *mk),
+                                  *mv = malloc((size_t)dv * sizeof *mv);
+    char err[256];
+    fr_bounds ref[B], got[B];
+    p.batch = B, p.kv_batch = KV;
+    T_REQUIRE(fr_bounds_compute(&p, q, k, v, ref, err, sizeof err) == 0, "%s: %s", what, err);
+    for (int64_t b = 0; b < B; b++)
+        reduce(q + b * n * d, n, d, 4, mq + b * d, &qs[b]);
+    for (int64_t h = 0; h < KV; h++) {
+        double vs;
+        reduce(k + h * n * d, n, d, 3, mk + h * d, &ks[h]);
+        reduce(v + h * n * dv, n, dv, 7, mv, &vs);
+        bv[h] = 0;
+        for (int64_t a = 0; a < dv; a++)
+            bv[h] = fmax(bv[h], mv[a]);
+    }
+    int st = fr_bounds_from_stats_batch(&p, qs, ks, mq, mk, bv, got, err, sizeof err);
+    T_REQUIRE(st == 0, "%s: %s", what, err);
+    for (int64_t b = 0; b < B; b++)
+        T_CHECK(same(&got[b], &ref[b]), "%s, problem %lld: R %.17g (%s) vs %.17g (%s)", what,
+                (long long)b, got[b].R, got[b].R_from, ref[b].R, ref[b].R_from);
+    free(q), free(k), free(v), free(mq), free(mk), free(mv);
+}
+
+static void test_batch_form(void)
+{
+    int64_t ns[] = {1, 17, 300};
+    for (int in = 0; in < 3; in++) {
+        fr_problem p = fr_problem_default(ns[in], 8, 3);
+        batch_same_as_compute(p, "rope");
+        p.rot.pairs = FR_PAIRS_HALF;
+        p.rot.rotary_dim = 4;
+        batch_same_as_compute(p, "rope half rotary 4");
+        p.rot.kind = FR_ROT_CLIP;
+        p.rot.clip = 5;
+        batch_same_as_compute(p, "clip 5");
+        p.rot.kind = FR_ROT_NONE;
+        batch_same_as_compute(p, "none");
+    }
+    /* past the trigonometry table's size: the offsets computed one by one, still the same */
+    batch_same_as_compute(fr_problem_default(16500, 128, 1), "rope, no table");
+}
+
 /* The support bound wins when one column dominates: the case where R is not just tau qn kn. */
 static void test_support_wins(void)
 {
@@ -115,11 +167,16 @@ static void test_explicit_refused(void)
     char err[256] = "";
     T_CHECK(fr_bounds_from_stats(&p, 0, 0, m, m, 0, &b, err, sizeof err) == FR_EUSAGE, "status");
     T_CHECK(strstr(err, "explicit") != NULL, "message: %s", err);
+    err[0] = 0;
+    T_CHECK(fr_bounds_from_stats_batch(&p, m, m, m, m, m, &b, err, sizeof err) == FR_EUSAGE,
+            "batch status");
+    T_CHECK(strstr(err, "explicit") != NULL, "batch message: %s", err);
 }
 
 int main(void)
 {
     T_RUN(test_rotations);
+    T_RUN(test_batch_form);
     T_RUN(test_support_wins);
     T_RUN(test_explicit_refused);
     return t_done();
