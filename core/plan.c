@@ -460,8 +460,31 @@ static void poly_reason(const fr_problem *p, const fr_bounds *b, const fr_option
 /* Everything fr_plan_create decides before building: the degree (and the coefficients, in
  * *coef, malloc'd), the method, its certificate, the predicted times. FR_EACCURACY when a fast
  * method was forced and cannot certify eps; auto then falls back to exact. */
+/* auto, before any fit: when exact attention is predicted faster than either fast method at
+ * the lowest degree the Chebyshev tail allows (their costs only grow with the degree, and the
+ * rows they may hand to exact only add to them), the fits and certificates cannot change the
+ * choice. A small problem then plans in microseconds instead of milliseconds. */
+static int exact_is_cheaper(const fr_problem *p, const fr_bounds *b, const fr_options *opt,
+                            int rope_family, const fr_plan_info *info)
+{
+    if (opt->method != FR_METHOD_AUTO || opt->degree >= 0) return 0;
+    int est = fr__poly_needed_degree(b->R, b->B_v, opt->eps, opt->max_degree + 2);
+    if (est > opt->max_degree + 1) return 0; /* the refusal path says what eps would need */
+    int g = est - 2 > 0 ? est - 2 : 0;
+    double fast = INFINITY, t[FR_NMETHODS];
+    static const fr_fft_backend all[] = {FR_FFT_FFTW, FR_FFT_FFTW_FLOAT, FR_FFT_KISSFFT};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+        fr_predict_times_cost(opt->cost, p, g, info->support, all[i], t);
+        if (t[FR_METHOD_POLYFFT] >= 0) fast = fmin(fast, t[FR_METHOD_POLYFFT]);
+        if (rope_family && t[FR_METHOD_POLYROPE] >= 0) fast = fmin(fast, t[FR_METHOD_POLYROPE]);
+    }
+    double te = info->predicted_s[FR_METHOD_EXACT];
+    return te >= 0 && te < fast;
+}
+
 static int decide(const fr_problem *p, const fr_bounds *bounds, const fr_options *opt,
-                  fr_plan_info *info, double **coef, fr__cert *cert, char *err, size_t errlen)
+                  fr_plan_info *info, double **coef, fr__cert *cert, int lazy, char *err,
+                  size_t errlen)
 {
     *coef = NULL;
     memset(info, 0, sizeof *info);
@@ -496,6 +519,13 @@ static int decide(const fr_problem *p, const fr_bounds *bounds, const fr_options
                        "polyrope needs a rotation of the RoPE family (W_delta = "
                        "W_1^delta)%s%s; polyfft handles any W",
                        *why ? ": " : "", why);
+    }
+
+    if (lazy && exact_is_cheaper(p, bounds, opt, rope_family, info)) {
+        info->method = FR_METHOD_EXACT;
+        info->reason = "the cost model predicts exact attention is fastest (the fast methods "
+                       "are slower even at their lowest possible degree)";
+        return FR_OK;
     }
 
     /* Each fast method that applies: its smallest degree whose certificate meets eps. */
@@ -600,7 +630,7 @@ int fr__subplan_create(fr__subplan **out, const fr_problem *p, const fr_bounds *
     if (!pl) return fr__err(err, errlen, FR_ENOMEM, "out of memory creating the plan");
     pl->p = *p;
     double *coef = NULL;
-    st = decide(p, bounds, opt, &pl->info, &coef, &pl->cert, err, errlen);
+    st = decide(p, bounds, opt, &pl->info, &coef, &pl->cert, 1, err, errlen);
     fr_plan_info *info = &pl->info;
     if (!st && (info->method == FR_METHOD_POLYFFT || info->method == FR_METHOD_POLYFFT_LITERAL)) {
         st = fr__polyfft_create(&pl->polyfft, p, coef, info->degree,
@@ -625,7 +655,7 @@ int fr__subplan_decide(const fr_problem *p, const fr_bounds *bounds, const fr_op
 {
     double *coef = NULL;
     fr__cert cert;
-    int st = decide(p, bounds, opt, info, &coef, &cert, err, errlen);
+    int st = decide(p, bounds, opt, info, &coef, &cert, 1, err, errlen);
     free(coef);
     return st;
 }
@@ -638,8 +668,8 @@ fr_status fr_plan_estimate(const fr_problem *p0, const fr_bounds *bounds, const 
     if (st) return st;
     fr_problem pp = fr__entry_problem(p0, 0), *p = &pp; /* one problem: the first W */
     fr__settle_family(p);
-    fr__cert cert;
-    st = decide(p, bounds, opt, info, &coef, &cert, err, errlen);
+    fr__cert cert; /* an estimate reports the fast path's degree even where exact is chosen */
+    st = decide(p, bounds, opt, info, &coef, &cert, 0, err, errlen);
     if (st == FR_EACCURACY) { /* a forced method that cannot meet eps: a row, not an error */
         info->degree = -1;
         info->reason = "the method cannot certify eps here (no polynomial degree within "
