@@ -320,13 +320,14 @@ static int write_results(job *j)
 
 void job_report_certificate(const job *j, cJSON *e)
 {
-    /* Over the entries a fast method ran: the worst certificate, and every row it handed to the
-     * exact path (core/ALGORITHM.md 3.1). */
+    /* Over the entries a fast method (or single-precision exact) ran: the worst certificate,
+     * and every row a fast method handed to the exact path (core/ALGORITHM.md 3.1). */
     double poly = 0, rounding = 0, bound = 0;
     int64_t recomputed = 0;
     for (int64_t b = 0; b < j->p.batch; b++) {
         const fr_exec_info *x = &j->exec[b];
-        if (j->entries[b].method == FR_METHOD_EXACT) continue;
+        /* exact in double is the reference itself; in single precision it has its bound */
+        if (j->entries[b].method == FR_METHOD_EXACT && !job_f32(j->o)) continue;
         poly = fmax(poly, x->a_priori_bound - x->rounding_bound);
         rounding = fmax(rounding, x->rounding_bound);
         bound = fmax(bound, x->a_priori_bound);

@@ -93,6 +93,9 @@ def make_forward(name, n, d, dv, lead, kv_lead, flags, kw):
         e = rep["error"]
         assert e["rows_checked"] == int(np.prod(lead)) * n and e["max_rel"] <= 1e-5, e
         assert all(x["max_abs"] <= 1e-5 for x in rep["entries"]), rep["entries"]
+        # single precision has a certified bound of its own, and it holds
+        assert 0 < e["rounding_bound"] == e["a_priori_bound"] and \
+            e["max_abs"] <= e["a_priori_bound"], e
     t.__name__ = "f32_run_" + name
     test(t)
 
