@@ -477,7 +477,12 @@ def r_and_degree_equal_runs_report():
         r = rows[0]
         assert same(r["R"], rep["bounds"]["R"]), (flags, r["R"], rep["bounds"]["R"])
         assert r["R_from"] == rep["bounds"]["R_from"]
-        assert r["degree"] == rep["poly"]["degree"], (flags, r["degree"], rep["poly"])
+        # run plans exact without fitting a polynomial where the cost model alone decides it
+        # (small n): then it has no degree to compare, and check's is the estimate's
+        if rep["poly"] is None:
+            assert rep["method"] == "exact" and r["degree"] is not None, (flags, rep, r)
+        else:
+            assert r["degree"] == rep["poly"]["degree"], (flags, r["degree"], rep["poly"])
         assert r["worst_head"] == 5, r  # index 1*3+2 of the leading axes
         assert r["n"] == 23 and r["d"] == D and r["dv"] == DV
 
