@@ -387,6 +387,10 @@ static int choose_degree(const fr_problem *p, const fr_bounds *b, const fr_optio
     return FR_OK;
 }
 
+/* The FFT back ends auto chooses among, in the order ties go. */
+static const fr_fft_backend backends[] = {FR_FFT_FFTW, FR_FFT_FFTW_FLOAT, FR_FFT_KISSFFT};
+#define NBACKENDS (sizeof backends / sizeof *backends)
+
 /* polyfft on its FFT back end: the one asked for, or for auto the fastest (by the cost model,
  * the rows it may hand to the exact path included) among those whose arithmetic certifies eps.
  * Single precision wins only where its rounding does not bind. When none does, the reason is
@@ -396,13 +400,12 @@ static int choose_fft(const fr_problem *p, const fr_bounds *b, const fr_options 
 {
     if (opt->fft != FR_FFT_AUTO)
         return choose_degree(p, b, opt, m, fr__fft_resolve(opt->fft), fc, c, err, errlen);
-    static const fr_fft_backend all[] = {FR_FFT_FFTW, FR_FFT_FFTW_FLOAT, FR_FFT_KISSFFT};
     double tbest = INFINITY, kept;
     rows_below(p, INFINITY, &kept);
     int found = 0;
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+    for (size_t i = 0; i < NBACKENDS; i++) {
         method_choice x;
-        int st = choose_degree(p, b, opt, m, all[i], fc, &x, err, errlen);
+        int st = choose_degree(p, b, opt, m, backends[i], fc, &x, err, errlen);
         if (st) {
             free(x.coef);
             if (found) free(c->coef);
@@ -411,7 +414,7 @@ static int choose_fft(const fr_problem *p, const fr_bounds *b, const fr_options 
         double t[FR_NMETHODS], pairs = 0, te[FR_NMETHODS];
         if (x.ok) {
             rows_below(p, x.mc.keys_exact, &pairs);
-            fr_predict_times_cost(opt->cost, p, x.degree, support, all[i], t);
+            fr_predict_times_cost(opt->cost, p, x.degree, support, backends[i], t);
             fr_predict_times_cost(opt->cost, p, -1, support, FR_FFT_AUTO, te);
             t[m] += kept > 0 ? pairs * te[FR_METHOD_EXACT] / kept : 0;
         }
@@ -472,9 +475,8 @@ static int exact_is_cheaper(const fr_problem *p, const fr_bounds *b, const fr_op
     if (est > opt->max_degree + 1) return 0; /* the refusal path says what eps would need */
     int g = est - 2 > 0 ? est - 2 : 0;
     double fast = INFINITY, t[FR_NMETHODS];
-    static const fr_fft_backend all[] = {FR_FFT_FFTW, FR_FFT_FFTW_FLOAT, FR_FFT_KISSFFT};
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
-        fr_predict_times_cost(opt->cost, p, g, info->support, all[i], t);
+    for (size_t i = 0; i < NBACKENDS; i++) {
+        fr_predict_times_cost(opt->cost, p, g, info->support, backends[i], t);
         if (t[FR_METHOD_POLYFFT] >= 0) fast = fmin(fast, t[FR_METHOD_POLYFFT]);
         if (rope_family && t[FR_METHOD_POLYROPE] >= 0) fast = fmin(fast, t[FR_METHOD_POLYROPE]);
     }
