@@ -242,6 +242,11 @@ int fr__poly_needed_degree(double R, double B_v, double eps, int cap);
 /* The per-stage error constant of a length-N FFT, in units of u: Higham's
  * eta = mu + gamma_4 (sqrt 2 + mu) is ~6.7 for mu = u; 10 covers mixed-radix butterflies. */
 #define FR_FFT_STAGE_ETA 10.0
+/* The magnitudes (of V, and of the upstream gradient G) that a single-precision FFT pass holds
+ * without underflow or overflow, with room for row sums up to n e^R and the transforms' growth:
+ * the certificate assumes neither happens, so outside it only a double back end is offered. */
+#define FR_FLOAT_FFT_MIN 0x1p-100
+#define FR_FLOAT_FFT_MAX 0x1p40
 
 /* m u / (1 - m u): the relative error of m chained roundings; inf when m u >= 1. */
 double fr__gamma(double m, double u);

@@ -311,11 +311,9 @@ static int choose_degree(const fr_problem *p, const fr_bounds *b, const fr_optio
         if (est > g1 + 1) return FR_OK;
         if (est - 2 > g0) g0 = est - 2;
     }
-    /* The certificate assumes no underflow or overflow: a single-precision FFT holds values
-     * between 2^-126 and 2^128, and V's entries times row sums up to n e^R must fit with room
-     * for the transforms' growth. */
+    /* The certificate assumes no underflow or overflow (FR_FLOAT_FFT_MIN). */
     if (m != FR_METHOD_POLYROPE && !fr__fft_is_double(fft) && b->B_v > 0 &&
-        !(b->B_v >= 0x1p-100 && b->B_v <= 0x1p40)) {
+        !(b->B_v >= FR_FLOAT_FFT_MIN && b->B_v <= FR_FLOAT_FFT_MAX)) {
         c->poly_limited = 0;
         snprintf(c->why, sizeof c->why,
                  "V's entries (B_v = %.3g) are outside the range a single-precision FFT holds "

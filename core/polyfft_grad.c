@@ -280,6 +280,22 @@ static int backward(const fr__polyfft *pl, const double *q, const double *k, con
         if (loss) *loss = 0.5 * lsum;
         gg = g;
     }
+    /* G / D goes through the single-precision transforms as V does in the forward, where the
+     * plan offers float only for V within [FR_FLOAT_FFT_MIN, FR_FLOAT_FFT_MAX]: G is known only
+     * now, and outside that range it would underflow or overflow without a trace. */
+    if (!pl->dbl) {
+        double gmax = 0;
+        for (int64_t e = 0; e < n * dvd; e++)
+            gmax = fmax(gmax, fabs(gg[e]));
+        if (gmax > 0 && !(gmax >= FR_FLOAT_FFT_MIN && gmax <= FR_FLOAT_FFT_MAX)) {
+            st = fr__err(err, errlen, FR_EACCURACY,
+                         "polyfft backward: the upstream gradient's entries (largest %.3g) are "
+                         "outside the range a single-precision FFT holds without underflow or "
+                         "overflow; a double-precision FFT back end computes them",
+                         gmax);
+            goto done;
+        }
+    }
     for (int64_t i = 0, f = 0; i < n; i++) {
         if (f < pl->nfix && pl->fix[f] == i) {
             f++;

@@ -537,6 +537,21 @@ static void test_errors(void)
     st = fr_execute_backward(pl, x.q, x.k, x.v, x.up, NULL, NULL, g[0], g[1], g[2], NULL, NULL,
                              NULL, err, sizeof err);
     T_CHECK(st == FR_EINPUT && strstr(err, "v"), "NaN: %d %s", st, err);
+    x.v[7] = 0.5;
+    /* An upstream gradient a float transform would flush to zero, or overflow: refused there
+     * (the gradient would otherwise be wrong without a trace), computed on double. */
+    static const double scales[] = {1e-35, 1e20, 1};
+    for (int s = 0; s < 3; s++) {
+        for (int64_t e = 0; e < n * 2; e++)
+            x.up[e] *= scales[s];
+        st = fr_execute_backward(pl, x.q, x.k, x.v, x.up, NULL, NULL, g[0], g[1], g[2], NULL, NULL,
+                                 NULL, err, sizeof err);
+        int refused = !fr__fft_is_double(cur_fft) && scales[s] != 1;
+        T_CHECK(refused ? st == FR_EACCURACY && strstr(err, "upstream gradient") : st == 0,
+                "dout x %g on %s: %d %s", scales[s], fr_fft_name(cur_fft), st, err);
+        for (int64_t e = 0; e < n * 2; e++)
+            x.up[e] /= scales[s];
+    }
     fr_plan_free(pl);
     free(dw);
     free(w);
