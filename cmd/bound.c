@@ -203,8 +203,12 @@ static int one_row(const bound_opts *o, int64_t n, int64_t d, double B, double e
     fr_options opt = o->attn.opt;
     opt.eps = eps;
     fr_plan_info info;
+    err[0] = 0;
     if ((st = fr_plan_estimate(&p, &b, &opt, &info, err, sizeof err)))
         return cli_fail(st, "%s", err);
+    /* A method asked for and refused: the core's own account (the degree it needs, the plan
+     * size or the certified rounding) rather than info's one-line summary. */
+    if (info.degree < 0 && opt.method != FR_METHOD_AUTO && err[0]) info.reason = err;
     if (!rows) return row_table(&p, B, &opt, &b, &info);
     cJSON *row = cJSON_CreateObject();
     cJSON_AddItemToArray(rows, row);

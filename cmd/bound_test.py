@@ -150,4 +150,17 @@ def json_numbers_read_back_exactly():
     assert row["scale"] == tau and R <= row["R"] <= R * (1 + 1e-9), row
 
 
+@test
+def a_refused_method_gives_its_own_reason():
+    # d = 8, B = 2, eps = 1e-6: polyrope's polynomial would do, its certified rounding does not;
+    # polyfft's plan at the degree eps needs is too large. auto names both.
+    rows = {m: bound("--n", 4096, "--d", 8, "--B", 2, "--eps", "1e-6", "--method", m)[0]
+            for m in ("auto", "polyrope", "polyfft")}
+    assert rows["polyrope"]["degree"] is None and "rounding bound" in rows["polyrope"]["reason"], \
+        rows["polyrope"]
+    assert "a plan can hold" in rows["polyfft"]["reason"], rows["polyfft"]
+    assert rows["auto"]["chosen"] == "exact" and "plan is too large" in rows["auto"]["reason"], \
+        rows["auto"]
+
+
 run_all()

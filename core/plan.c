@@ -265,7 +265,7 @@ static int exact_certificate(const fr_problem *p, const fr_bounds *b, const fr_o
 }
 
 typedef struct {
-    int ok, degree, poly_limited;
+    int ok, degree, poly_limited, size_limited;
     fr_fft_backend fft; /* polyfft's back end */
     double eta, *coef;
     method_cert mc;
@@ -334,7 +334,10 @@ static int choose_degree(const fr_problem *p, const fr_bounds *b, const fr_optio
         double terms, limit;
         plan_size(p, m, g, &terms, &limit);
         if (terms > limit) { /* this degree and every higher one: too large a plan */
+            /* If lower degrees met eps but not their rounding, the arithmetic is the reason. */
+            if (first_ok >= 0) break;
             c->poly_limited = 0;
+            c->size_limited = 1;
             snprintf(c->why, sizeof c->why,
                      "%s at degree %d needs %.3g terms, more than the %.3g a plan can hold: "
                      "these inputs are outside its fast regime",
@@ -563,9 +566,18 @@ static int decide(const fr_problem *p, const fr_bounds *bounds, const fr_options
             st = fr__err(err, errlen, FR_EACCURACY, "%s", why);
             goto done;
         }
+        /* What stopped each method weighed: its plan's size, or its arithmetic. */
+        int any_size = (fft_wanted && cf.size_limited) || (rope_wanted && cr.size_limited);
+        int all_size = (!fft_wanted || cf.size_limited || cf.poly_limited) &&
+                       (!rope_wanted || cr.size_limited || cr.poly_limited);
         info->method = FR_METHOD_EXACT;
         info->reason = poly_limited ? "entries too large for the fast regime: no polynomial "
                                       "degree within max_degree meets eps"
+                       : all_size   ? "entries too large for the fast regime: at the degree eps "
+                                      "needs, the fast methods' plans exceed what a plan can hold"
+                       : any_size   ? "beyond the fast methods here: at the degree eps needs, "
+                                      "one's plan is too large and the other's arithmetic cannot "
+                                      "certify eps"
                                     : "eps is below what the fast methods' arithmetic can "
                                       "certify at this size";
         goto done;

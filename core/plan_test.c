@@ -131,10 +131,58 @@ static void test_large_entries(void)
     T_CHECK(fr_plan_create(&pl, &p, &b, &o, err, sizeof err) == FR_EACCURACY, "create: %s", err);
 }
 
+/* When auto falls back to exact, its reason names what stopped the fast methods: the
+ * polynomial, the plans' size, the certified rounding, or (one each) the last two. */
+static void test_auto_names_what_stopped_the_fast_methods(void)
+{
+    static const struct {
+        int64_t d;
+        double B, eps;
+        const char *says;
+    } cases[] = {
+        {8, 10, 1e-3, "no polynomial degree"},
+        {8, 3, 1e-2, "plans exceed"},
+        {4, 1, 1e-12, "arithmetic can certify"},
+        {8, 2, 1e-6, "one's plan is too large and the other's arithmetic"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        char err[512];
+        fr_problem p = fr_problem_default(4096, cases[c].d, cases[c].d);
+        p.tau = 1.0 / (double)cases[c].d;
+        fr_bounds b;
+        T_REQUIRE(fr_bounds_uniform(&p, cases[c].B, &b, err, sizeof err) == FR_OK, "%s", err);
+        fr_options o = fr_options_default();
+        o.eps = cases[c].eps;
+        fr_plan_info info;
+        T_REQUIRE(fr_plan_estimate(&p, &b, &o, &info, err, sizeof err) == FR_OK, "%s", err);
+        T_CHECK(info.method == FR_METHOD_EXACT && strstr(info.reason, cases[c].says),
+                "d = %lld, B = %g, eps = %g: %s, \"%s\"", (long long)cases[c].d, cases[c].B,
+                cases[c].eps, fr_method_name(info.method), info.reason);
+    }
+    /* In the mixed case each forced method's refusal says its own reason. */
+    fr_problem p = fr_problem_default(4096, 8, 8);
+    p.tau = 1.0 / 8;
+    fr_bounds b;
+    char err[512];
+    T_REQUIRE(fr_bounds_uniform(&p, 2, &b, err, sizeof err) == FR_OK, "%s", err);
+    fr_options o = fr_options_default();
+    o.eps = 1e-6;
+    fr_plan *pl = NULL;
+    o.method = FR_METHOD_POLYROPE;
+    T_CHECK(fr_plan_create(&pl, &p, &b, &o, err, sizeof err) == FR_EACCURACY &&
+                strstr(err, "rounding bound"),
+            "polyrope: %s", err);
+    o.method = FR_METHOD_POLYFFT;
+    T_CHECK(fr_plan_create(&pl, &p, &b, &o, err, sizeof err) == FR_EACCURACY &&
+                strstr(err, "a plan can hold"),
+            "polyfft: %s", err);
+}
+
 int main(void)
 {
     T_RUN(test_closed_form_counts_match_the_enumeration);
     T_RUN(test_degree_follows_each_methods_arithmetic);
     T_RUN(test_large_entries);
+    T_RUN(test_auto_names_what_stopped_the_fast_methods);
     return t_done();
 }

@@ -143,7 +143,9 @@ def degree_experiment(res, quick):
         ax.set_ylabel("polynomial degree g")
         ax.legend()
     res.plot("degree_vs_B", "Degree needed against B (standard RoPE, d = 8, scale 1/d); "
-             "missing points: above --max-degree 24 or below the float-FFT floor.", draw)
+             "missing points: no fast method certifies eps there (the degree it needs is "
+             "above --max-degree 24, or its plan too large, or its certified rounding above "
+             "eps; `fastrope bound` says which).", draw)
 
     ns = [2 ** k for k in (range(10, 25, 2) if not quick else (10, 14, 18))]
     rows2 = []
