@@ -379,6 +379,8 @@ fr__polyrope *fr__plan_polyrope(fr_plan *pl);
 typedef struct fr__subplan fr__subplan;
 fr__polyrope *fr__subplan_polyrope(fr__subplan *sp);
 void fr__polyrope_set_par_units(fr__polyrope *pl, double units);
+/* For tests: the two-level rotation tables a large problem uses (core/polyrope.c), at any n. */
+int fr__polyrope_split_rotation(fr__polyrope *pl);
 /* Threads of one execution (1 for small problems). */
 int fr__polyrope_threads(const fr__polyrope *pl);
 

@@ -21,8 +21,22 @@
  * the polynomial attention. */
 #include "polyrope_impl.h"
 
+/* cos and sin of positions (i0 + i) step, i < cnt, for every pair, into t. */
+static void angles(const fr__polyrope *pl, int64_t i0, int64_t step, int64_t cnt, double *t)
+{
+    for (int64_t i = 0; i < cnt; i++)
+        for (int64_t m = 0; m < pl->np; m++) {
+            double ang = (double)((i0 + i) * step) * pl->freq[m];
+            t[(i * pl->np + m) * 2] = cos(ang);
+            t[(i * pl->np + m) * 2 + 1] = sin(ang);
+        }
+}
+
 /* Standard RoPE's pairs, frequencies and (up to 16 MB) every position's cos and sin: a batch
- * of small problems spent a tenth of its time on the same sin and cos for each problem. */
+ * of small problems spent a tenth of its time on the same sin and cos for each problem. Past
+ * that, two tables of about sqrt(n) positions each (rope_cs): the rows are rotated again every
+ * time a sweep reads them, and with a sin and a cos per row and pair that took more time than
+ * the products at low degree (60% of a forward at n = 2^20, d = 8, degree 2). */
 static int rotation_table(fr__polyrope *pl)
 {
     const fr_problem *p = &pl->p;
@@ -32,15 +46,31 @@ static int rotation_table(fr__polyrope *pl)
     pl->freq = malloc((size_t)d * sizeof *pl->freq);
     if (!pl->pa || !pl->pb || !pl->freq) return 0;
     pl->np = fr__rope_pairs(p, pl->pa, pl->pb, pl->freq);
-    if (n * pl->np > ((int64_t)1 << 20)) return 1;
+    if (n * pl->np > ((int64_t)1 << 20)) return fr__polyrope_split_rotation(pl) == FR_OK;
     if (!(pl->rot = malloc((size_t)(n * pl->np * 2) * sizeof *pl->rot))) return 0;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t m = 0; m < pl->np; m++) {
-            double ang = (double)i * pl->freq[m];
-            pl->rot[(i * pl->np + m) * 2] = cos(ang);
-            pl->rot[(i * pl->np + m) * 2 + 1] = sin(ang);
-        }
+    angles(pl, 0, 1, n, pl->rot);
     return 1;
+}
+
+int fr__polyrope_split_rotation(fr__polyrope *pl)
+{
+    if (pl->p.rot.kind != FR_ROT_ROPE) return FR_OK;
+    int64_t n = pl->p.n;
+    int tb = 0;
+    while (((int64_t)1 << (2 * tb)) < n)
+        tb++;
+    int64_t lo = (int64_t)1 << tb, hi = (n + lo - 1) / lo;
+    double *rlo = malloc((size_t)(lo * pl->np * 2) * sizeof *rlo);
+    double *rhi = malloc((size_t)(hi * pl->np * 2) * sizeof *rhi);
+    if (!rlo || !rhi) {
+        free(rlo), free(rhi);
+        return FR_ENOMEM;
+    }
+    angles(pl, 0, 1, lo, rlo);
+    angles(pl, 0, lo, hi, rhi);
+    free(pl->rot), free(pl->rlo), free(pl->rhi);
+    pl->rot = NULL, pl->rlo = rlo, pl->rhi = rhi, pl->tb = tb;
+    return FR_OK;
 }
 
 int fr__polyrope_create(fr__polyrope **out, const fr_problem *p, const double *coef, int degree,
@@ -154,7 +184,7 @@ void fr__polyrope_free(fr__polyrope *pl)
     free(pl->coef_q);
     free(pl->pcoef);
     free(pl->segs);
-    free(pl->pa), free(pl->pb), free(pl->freq), free(pl->rot);
+    free(pl->pa), free(pl->pb), free(pl->freq), free(pl->rot), free(pl->rhi), free(pl->rlo);
     free(pl);
 }
 
@@ -186,9 +216,17 @@ static int64_t finish_rows(const fr__polyrope *pl, const double *acc, int64_t i0
 
 typedef struct {
     const fr__polyrope *pl;
-    const double *qr, *kr, *x;
+    const double *q, *k, *v;
     double *out, *rowsum;
 } fwd;
+
+/* The forward's columns: keys rotated, values [V, 1]. */
+static void fwd_fill(const void *ctx, int64_t j0, int64_t cnt, double *cols, double *vals)
+{
+    const fwd *c = ctx;
+    fr__polyrope_rotate(c->pl, c->k, j0, cnt, cols);
+    fr__polyrope_ones(c->pl, c->v, j0, cnt, vals);
+}
 
 /* One block of queries: Phi M for the keys the whole block keeps, the rest directly. */
 static int64_t fwd_block(void *ctx, work *w, const double *ms, const mask *m, int64_t i0,
@@ -197,40 +235,31 @@ static int64_t fwd_block(void *ctx, work *w, const double *ms, const mask *m, in
     const fwd *c = ctx;
     const fr__polyrope *pl = c->pl;
     int nc = pl->nc;
+    fr__polyrope_rotate(pl, c->q, i0, i1 - i0, w->rt);
     memset(w->acc, 0, (size_t)((i1 - i0) * nc) * sizeof(double));
     for (int64_t i = i0; ms && i < i1; i += TW) {
         int cnt = (int)(i1 - i < TW ? i1 - i : TW);
-        phi_tile(pl, c->qr + i * pl->d, cnt, w->xt, w->phit);
+        phi_tile(pl, w->rt + (i - i0) * pl->d, cnt, w->xt, w->phit);
         phi_m(w->phit, pl->r, ms, nc, w->yt);
         for (int l = 0; l < cnt; l++)
             for (int e = 0; e < nc; e++)
                 w->acc[(i - i0 + l) * nc + e] = w->yt[e * TW + l];
     }
-    if (m) fr__polyrope_direct(pl, m, c->qr, c->kr, c->x, i0, i1, kl, kh, w->acc);
+    if (m) fr__polyrope_direct(pl, m, w, fwd_fill, c, w->rt, i0, i1, kl, kh, w->acc);
     return finish_rows(pl, w->acc, i0, i1, c->out, c->rowsum);
 }
 
+/* Nothing of size n beyond the caller's arrays: the rows are rotated a tile at a time where the
+ * sweep reads them, and the per-thread blocks are O(features x (dv + 1)). */
 int fr__polyrope_execute(const fr__polyrope *pl, const double *q, const double *k, const double *v,
                          double *out, double *rowsum, fr__prog *pg, char *err, size_t errlen)
 {
-    const fr_problem *p = &pl->p;
-    int64_t n = p->n, d = p->d, nc = pl->nc, nd, nx;
-    if (!fr__mul_ok(n, d, &nd) || !fr__mul_ok(n, nc, &nx))
-        return fr__err(err, errlen, FR_ENOMEM, "polyrope: size overflow");
-    double *qr = fr__alloc_big((size_t)nd * sizeof(double));
-    double *kr = fr__alloc_big((size_t)nd * sizeof(double));
-    double *x = fr__alloc_big((size_t)nx * sizeof(double));
-    if (!qr || !kr || !x) {
-        free(qr), free(kr), free(x);
-        return fr__err(err, errlen, FR_ENOMEM, "polyrope: out of memory (n = %lld)", (long long)n);
-    }
-    fr__polyrope_prepare(pl, q, k, v, qr, kr, x);
     int oom = 0;
     mask m;
-    fwd c = {pl, qr, kr, x, out, rowsum};
+    fwd c = {pl, q, k, v, out, rowsum};
     int masked = fr__polyrope_mask(pl, &m);
-    int64_t bad = fr__polyrope_sweep(pl, masked ? &m : NULL, kr, x, 0, fwd_block, &c, pg, &oom);
-    free(qr), free(kr), free(x);
+    int64_t bad =
+        fr__polyrope_sweep(pl, masked ? &m : NULL, fwd_fill, &c, 0, fwd_block, &c, pg, &oom);
     if (fr__prog_canceled(pg)) return fr__prog_err(pg, err, errlen);
     if (oom) return fr__err(err, errlen, FR_ENOMEM, "polyrope: out of memory for the workspace");
     if (bad >= 0)

@@ -24,13 +24,15 @@
  *   key sweep:   the transposed mask (key j is kept by the queries in an interval too: suffix
  *                sums for causal), the sum N over queries with values w, then dV and dk'.
  * Six products of n r (dv + 1) multiply-adds against the forward's two: about 3x the forward.
- * Memory: q', k', [V, 1] and w (n x (2d + 2(dv + 1))) plus the forward's per-thread blocks. */
+ * Memory: w (n x (dv + 1): the query sweep's result, which the key sweep reads in any order)
+ * plus the forward's per-thread blocks; q', k' and [V, 1] are made a tile at a time where a
+ * sweep reads them, as in the forward. */
 #include "polyrope_impl.h"
 
 typedef struct {
     const fr__polyrope *pl;
-    const double *qr, *kr, *x; /* rotated rows, [V, 1] */
-    double *wr;                /* n x nc: the row weights w_i */
+    const double *q, *k, *v;
+    double *wr; /* n x nc: the row weights w_i */
     const double *dout, *target;
     double *t;            /* T, or NULL */
     double *dq, *dk, *dv; /* dq', dk' until rotated back */
@@ -102,9 +104,9 @@ static void reverse_tile(const fr__polyrope *pl, const double *phit, const doubl
     }
 }
 
-/* grad[i] = J(rows[i])^T (ms vals[i]) for the rows [i0, i1) (grad: n x d, overwritten). With
- * yout (n x (nc - 1)), also yout[i] = the first nc - 1 entries of ms^T feature(rows[i]) (dV on
- * the key side). ms = NULL: no full part, zeros. */
+/* grad[i] = J(rows[i])^T (ms vals[i]) for the rows [i0, i1) (rows and vals: the block's, from
+ * its first row; grad: n x d, overwritten). With yout (n x (nc - 1)), also yout[i] = the first
+ * nc - 1 entries of ms^T feature(rows[i]) (dV on the key side). ms = NULL: no full part, zeros. */
 static void grad_rows(const fr__polyrope *pl, work *g, const double *ms, const double *rows,
                       const double *vals, int64_t i0, int64_t i1, double *grad, double *yout)
 {
@@ -116,7 +118,7 @@ static void grad_rows(const fr__polyrope *pl, work *g, const double *ms, const d
     }
     for (int64_t i = i0; i < i1; i += TW) {
         int cnt = (int)(i1 - i < TW ? i1 - i : TW);
-        phi_tile(pl, rows + i * d, cnt, g->xt, g->phit);
+        phi_tile(pl, rows + (i - i0) * d, cnt, g->xt, g->phit);
         if (yout) {
             phi_m(g->phit, pl->r, ms, nc, g->yt);
             for (int l = 0; l < cnt; l++)
@@ -125,7 +127,7 @@ static void grad_rows(const fr__polyrope *pl, work *g, const double *ms, const d
         }
         for (int c = 0; c < nc; c++)
             for (int l = 0; l < TW; l++)
-                g->wt[c * TW + l] = l < cnt ? vals[(i + l) * nc + c] : 0;
+                g->wt[c * TW + l] = l < cnt ? vals[(i - i0 + l) * nc + c] : 0;
         m_w(ms, pl->r, nc, g->wt, g->ob);
         reverse_tile(pl, g->phit, g->xt, g->ob, g->xbar);
         for (int l = 0; l < cnt; l++)
@@ -136,48 +138,75 @@ static void grad_rows(const fr__polyrope *pl, work *g, const double *ms, const d
 
 /* ---- direct evaluation near the interval ends ---------------------------------------------- */
 
-/* The pairs the sliding sum leaves out, for rows [i0, i1) against columns cols (the forward's
- * two ranges): with rv the rows' values and cv the columns', dL/dP = rv_i . cv_j and
+/* The pairs the sliding sum leaves out, for rows [i0, i1) against the columns of the forward's
+ * two ranges: with rv the rows' values and cv the columns', dL/dP = rv_i . cv_j and
  *   grad_i += dL/dP P'(s) cols_j,   yout_i += P(s) cv_j[0..nc-2] (if yout).
- * On the query side rows = q', cols = k', rv = w, cv = [V, 1]; on the key side the reverse. */
-static void direct_grad(const ctx *c, const mask *m, const double *rows, const double *cols,
-                        const double *rv, const double *cv, int64_t i0, int64_t i1, int64_t kl,
-                        int64_t kh, double *grad, double *yout)
+ * On the query side rows = q', cols = k', rv = w, cv = [V, 1]; on the key side the reverse.
+ * rows and rv are the block's (from its first row); cols and cv come a tile at a time. */
+typedef struct {
+    const ctx *c;
+    const mask *m;
+    const double *rows, *rv;
+    int64_t i0, i1;
+    double *grad, *yout;
+} direct;
+
+static void direct_tile(void *dctx, work *w, int64_t j0, int64_t j1)
 {
-    const fr__polyrope *pl = c->pl;
+    const direct *dc = dctx;
+    const fr__polyrope *pl = dc->c->pl;
     int d = pl->d, nc = pl->nc, g = pl->g;
-    int64_t ranges[2][2];
-    edge_ranges(m, i0, i1, kl, kh, ranges);
-    for (int64_t i = i0; i < i1; i++) {
-        const double *ri = rows + i * d, *rvi = rv + i * nc;
-        double *gi = grad + i * d, *yi = yout ? yout + i * (nc - 1) : NULL;
-        int64_t lo = lo_of(m, i), hi = hi_of(m, i);
-        for (int rg = 0; rg < 2; rg++) {
-            int64_t j0 = ranges[rg][0] > lo ? ranges[rg][0] : lo;
-            int64_t j1 = ranges[rg][1] < hi + 1 ? ranges[rg][1] : hi + 1;
-            for (int64_t j = j0; j < j1; j++) {
-                const double *cj = cols + j * d, *cvj = cv + j * nc;
-                double s = 0, dp = 0;
-                for (int a = 0; a < d; a++)
-                    s += ri[a] * cj[a];
+    for (int64_t i = dc->i0; i < dc->i1; i++) {
+        const double *ri = dc->rows + (i - dc->i0) * d, *rvi = dc->rv + (i - dc->i0) * nc;
+        double *gi = dc->grad + i * d, *yi = dc->yout ? dc->yout + i * (nc - 1) : NULL;
+        int64_t lo = lo_of(dc->m, i), hi = hi_of(dc->m, i);
+        int64_t ja = j0 > lo ? j0 : lo, jb = j1 < hi + 1 ? j1 : hi + 1;
+        for (int64_t j = ja; j < jb; j++) {
+            const double *cj = w->ct + (j - j0) * d, *cvj = w->cv + (j - j0) * nc;
+            double s = 0, dp = 0;
+            for (int a = 0; a < d; a++)
+                s += ri[a] * cj[a];
+            for (int t = g - 1; t >= 0; t--)
+                dp = dp * s + dc->c->dpcoef[t];
+            double dl = 0;
+            for (int e = 0; e < nc; e++)
+                dl += rvi[e] * cvj[e];
+            dl *= dp;
+            for (int a = 0; a < d; a++)
+                gi[a] += dl * cj[a];
+            if (yi) {
+                double pv = pl->pcoef[g];
                 for (int t = g - 1; t >= 0; t--)
-                    dp = dp * s + c->dpcoef[t];
-                double dl = 0;
-                for (int e = 0; e < nc; e++)
-                    dl += rvi[e] * cvj[e];
-                dl *= dp;
-                for (int a = 0; a < d; a++)
-                    gi[a] += dl * cj[a];
-                if (yi) {
-                    double pv = pl->pcoef[g];
-                    for (int t = g - 1; t >= 0; t--)
-                        pv = pv * s + pl->pcoef[t];
-                    for (int e = 0; e < nc - 1; e++)
-                        yi[e] += pv * cvj[e];
-                }
+                    pv = pv * s + pl->pcoef[t];
+                for (int e = 0; e < nc - 1; e++)
+                    yi[e] += pv * cvj[e];
             }
         }
     }
+}
+
+static void direct_grad(const ctx *c, const mask *m, work *w, fr__rope_fill fill,
+                        const double *rows, const double *rv, int64_t i0, int64_t i1, int64_t kl,
+                        int64_t kh, double *grad, double *yout)
+{
+    direct dc = {c, m, rows, rv, i0, i1, grad, yout};
+    fr__polyrope_edge_tiles(m, w, fill, c, i0, i1, kl, kh, direct_tile, &dc);
+}
+
+/* The query sweep's columns: keys rotated, values [V, 1]. */
+static void key_cols(const void *cv, int64_t j0, int64_t cnt, double *cols, double *vals)
+{
+    const ctx *c = cv;
+    fr__polyrope_rotate(c->pl, c->k, j0, cnt, cols);
+    fr__polyrope_ones(c->pl, c->v, j0, cnt, vals);
+}
+
+/* The key sweep's columns: queries rotated, values their weights w. */
+static void query_cols(const void *cv, int64_t i0, int64_t cnt, double *cols, double *vals)
+{
+    const ctx *c = cv;
+    fr__polyrope_rotate(c->pl, c->q, i0, cnt, cols);
+    memcpy(vals, c->wr + i0 * c->pl->nc, (size_t)(cnt * c->pl->nc) * sizeof(double));
 }
 
 /* ---- one block of each sweep ------------------------------------------------------------------
@@ -192,16 +221,17 @@ static int64_t query_block(const ctx *c, work *g, const double *ms, const mask *
     const fr__polyrope *pl = c->pl;
     int nc = pl->nc, dv = nc - 1;
     double *acc = g->acc;
+    fr__polyrope_rotate(pl, c->q, i0, i1 - i0, g->rt);
     memset(acc, 0, (size_t)((i1 - i0) * nc) * sizeof(double));
     for (int64_t i = i0; ms && i < i1; i += TW) {
         int cnt = (int)(i1 - i < TW ? i1 - i : TW);
-        phi_tile(pl, c->qr + i * pl->d, cnt, g->xt, g->phit);
+        phi_tile(pl, g->rt + (i - i0) * pl->d, cnt, g->xt, g->phit);
         phi_m(g->phit, pl->r, ms, nc, g->yt);
         for (int l = 0; l < cnt; l++)
             for (int e = 0; e < nc; e++)
                 acc[(i - i0 + l) * nc + e] = g->yt[e * TW + l];
     }
-    if (m) fr__polyrope_direct(pl, m, c->qr, c->kr, c->x, i0, i1, kl, kh, acc);
+    if (m) fr__polyrope_direct(pl, m, g, key_cols, c, g->rt, i0, i1, kl, kh, acc);
     int64_t bad = -1;
     double lsum = 0;
     for (int64_t i = i0; i < i1; i++) {
@@ -230,8 +260,8 @@ static int64_t query_block(const ctx *c, work *g, const double *ms, const mask *
             memset(wi, 0, (size_t)nc * sizeof(double)); /* see single_key_rows */
     }
     c->lossb[i0 / pl->bn] = lsum;
-    grad_rows(pl, g, ms, c->qr, c->wr, i0, i1, c->dq, NULL);
-    if (m) direct_grad(c, m, c->qr, c->kr, c->wr, c->x, i0, i1, kl, kh, c->dq, NULL);
+    grad_rows(pl, g, ms, g->rt, c->wr + i0 * nc, i0, i1, c->dq, NULL);
+    if (m) direct_grad(c, m, g, key_cols, g->rt, c->wr + i0 * nc, i0, i1, kl, kh, c->dq, NULL);
     return bad;
 }
 
@@ -239,8 +269,10 @@ static int64_t query_block(const ctx *c, work *g, const double *ms, const mask *
 static void key_block(const ctx *c, work *g, const double *ms, const mask *m, int64_t j0,
                       int64_t j1, int64_t kl, int64_t kh)
 {
-    grad_rows(c->pl, g, ms, c->kr, c->x, j0, j1, c->dk, c->dv);
-    if (m) direct_grad(c, m, c->kr, c->qr, c->x, c->wr, j0, j1, kl, kh, c->dk, c->dv);
+    fr__polyrope_rotate(c->pl, c->k, j0, j1 - j0, g->rt);
+    fr__polyrope_ones(c->pl, c->v, j0, j1 - j0, g->rv);
+    grad_rows(c->pl, g, ms, g->rt, g->rv, j0, j1, c->dk, c->dv);
+    if (m) direct_grad(c, m, g, query_cols, g->rt, g->rv, j0, j1, kl, kh, c->dk, c->dv);
 }
 
 /* ---- the sweeps ------------------------------------------------------------------------------ */
@@ -261,7 +293,7 @@ static int64_t key_sweep_block(void *c, work *w, const double *ms, const mask *m
 /* ---- rotating back --------------------------------------------------------------------------- */
 
 /* g <- the gradient with respect to the caller's rows, given the one with respect to the rotated
- * rows: the transpose of fr__polyrope_prepare's linear map, applied to dq and dk together. */
+ * rows: the transpose of fr__polyrope_rotate's linear map, applied to dq and dk together. */
 static void rotate_back_row(const fr__polyrope *pl, double *dq, double *dk, int64_t i)
 {
     const fr_problem *p = &pl->p;
@@ -284,12 +316,7 @@ static void rotate_back_row(const fr__polyrope *pl, double *dq, double *dk, int6
     }
     for (int64_t m = 0; m < np; m++) {
         double cs, sn;
-        if (pl->rot) {
-            cs = pl->rot[(i * np + m) * 2], sn = pl->rot[(i * np + m) * 2 + 1];
-        } else {
-            double ang = (double)i * pl->freq[m];
-            cs = cos(ang), sn = sin(ang);
-        }
+        rope_cs(pl, i, m, &cs, &sn);
         double xa = gq[pa[m]], xb = gq[pb[m]];
         gq[pa[m]] = xa * cs + xb * sn, gq[pb[m]] = -xa * sn + xb * cs;
         xa = gk[pa[m]], xb = gk[pb[m]];
@@ -333,30 +360,25 @@ int fr__polyrope_backward(const fr__polyrope *pl, const double *q, const double 
                           size_t errlen)
 {
     const fr_problem *p = &pl->p;
-    int64_t n = p->n, d = p->d, nc = pl->nc, nd, nx;
+    int64_t n = p->n, nc = pl->nc, nx;
     int st0 =
         fr__backward_check(p, "polyrope backward", q, k, v, dout, target, dq, dk, dv, err, errlen);
     if (st0) return st0;
-    if (!fr__mul_ok(n, d, &nd) || !fr__mul_ok(n, nc, &nx))
-        return fr__err(err, errlen, FR_ENOMEM, "polyrope: size overflow");
+    if (!fr__mul_ok(n, nc, &nx)) return fr__err(err, errlen, FR_ENOMEM, "polyrope: size overflow");
 
     int64_t nqb = (n + pl->bn - 1) / pl->bn;
-    double *qr = fr__alloc_big((size_t)nd * sizeof(double));
-    double *kr = fr__alloc_big((size_t)nd * sizeof(double));
-    double *x = fr__alloc_big((size_t)nx * sizeof(double));
     double *wr = fr__alloc_big((size_t)nx * sizeof(double));
     double *lossb = calloc((size_t)nqb, sizeof(double));
     double *dpcoef = malloc((size_t)(pl->g + 1) * sizeof(double));
     int st = FR_OK;
-    if (!qr || !kr || !x || !wr || !lossb || !dpcoef) {
+    if (!wr || !lossb || !dpcoef) {
         st = fr__err(err, errlen, FR_ENOMEM, "polyrope backward: out of memory (n = %lld)",
                      (long long)n);
         goto done;
     }
     for (int e = 0; e < pl->g; e++)
         dpcoef[e] = (e + 1) * pl->pcoef[e + 1];
-    fr__polyrope_prepare(pl, q, k, v, qr, kr, x);
-    ctx c = {pl, qr, kr, x, wr, dout, target, t, dq, dk, dv, lossb, dpcoef};
+    ctx c = {pl, q, k, v, wr, dout, target, t, dq, dk, dv, lossb, dpcoef};
 
     int oom = 0;
     mask mq, mk;
@@ -365,12 +387,13 @@ int fr__polyrope_backward(const fr__polyrope *pl, const double *q, const double 
     mk.anti = 1;
     /* Progress: the query sweep, then the key sweep, alike. */
     fr__prog_range rg = fr__prog_narrow(pg, 0, 0.5);
-    int64_t badrow =
-        fr__polyrope_sweep(pl, masked ? &mq : NULL, kr, x, 1, query_sweep_block, &c, pg, &oom);
+    int64_t badrow = fr__polyrope_sweep(pl, masked ? &mq : NULL, key_cols, &c, 1, query_sweep_block,
+                                        &c, pg, &oom);
     fr__prog_restore(pg, rg);
     rg = fr__prog_narrow(pg, 0.5, 1);
     if (!oom && badrow < 0 && !fr__prog_canceled(pg))
-        fr__polyrope_sweep(pl, masked ? &mk : NULL, qr, wr, 1, key_sweep_block, &c, pg, &oom);
+        fr__polyrope_sweep(pl, masked ? &mk : NULL, query_cols, &c, 1, key_sweep_block, &c, pg,
+                           &oom);
     fr__prog_restore(pg, rg);
     if (fr__prog_canceled(pg)) {
         st = fr__prog_err(pg, err, errlen);
@@ -397,6 +420,6 @@ int fr__polyrope_backward(const fr__polyrope *pl, const double *q, const double 
         *loss = 0.5 * lsum;
     }
 done:
-    free(qr), free(kr), free(x), free(wr), free(lossb), free(dpcoef);
+    free(wr), free(lossb), free(dpcoef);
     return st;
 }

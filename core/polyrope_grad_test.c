@@ -9,8 +9,12 @@
 
 #include <omp.h>
 #include <string.h>
+#include <sys/resource.h>
 
 static unsigned long long seed = 777;
+
+/* make_plan's plans rotate with the two-level tables of large problems (at any n). */
+static int split_rotation;
 
 static double *rnd(int64_t count, double scale)
 {
@@ -42,6 +46,10 @@ static fr_plan *make_plan(const fr_problem *p, const double *q, const double *k,
     o.eps = degree >= 0 ? 1e30 : eps;
     fr_plan *pl = NULL;
     if (fr_plan_create(&pl, p, &b, &o, err, sizeof err)) printf("#   plan: %s\n", err);
+    if (pl && split_rotation && fr__polyrope_split_rotation(fr__plan_polyrope(pl))) {
+        fr_plan_free(pl);
+        return NULL;
+    }
     return pl;
 }
 
@@ -168,6 +176,59 @@ static void test_fd_rotations(void)
                 T_CHECK(e < 1e-7, "%s g=%d target=%d: relative error %.3g", what, g, tg, e);
             }
     }
+}
+
+/* The two-level rotation tables of large problems (core/polyrope.c): the backward rotates back
+ * with the same cos and sin as the forward, so it stays the forward's exact derivative. */
+static void test_fd_split_rotation(void)
+{
+    split_rotation = 1;
+    for (int c = 0; c < 4; c++) {
+        fr_problem p = fr_problem_default(75, 6, 4);
+        p.causal = c & 1;
+        const char *what = "interleaved";
+        if (c == 1) p.rot.pairs = FR_PAIRS_HALF, what = "half";
+        if (c == 2) p.rot.pos_scale = 2.5, p.window = 20, what = "pos_scale 2.5, window";
+        if (c == 3) p.rot.rotary_dim = 4, what = "rotary_dim 4";
+        double e = check_fd(&p, 3, 0.8, c & 1, what);
+        T_CHECK(e < 1e-7, "%s: relative error %.3g", what, e);
+    }
+    split_rotation = 0;
+}
+
+/* The backward keeps one array of size n, the row weights w (n x (dv + 1)), and no rotated copy
+ * of q, k or [V, 1] (each 16 MB here). Run first, in a fresh process, so that the high-water
+ * resident size just before the call is the inputs' and outputs'. Not under AddressSanitizer. */
+static void test_memory(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    printf("#   skipped under AddressSanitizer\n");
+#else
+    int64_t n = (int64_t)1 << 18, d = 8, dv = 8;
+    double bytes = (double)(n * d) * sizeof(double), w = (double)(n * (dv + 1)) * sizeof(double);
+    fr_problem p = fr_problem_default(n, d, dv);
+    p.causal = 1;
+    double coef[3] = {1, 1, 0.5};
+    double *q = rnd(n * d, 0.5), *k = rnd(n * d, 0.5), *v = rnd(n * dv, 1), *up = rnd(n * dv, 1);
+    double *dq = rnd(n * d, 1), *dk = rnd(n * d, 1), *dvv = rnd(n * dv, 1); /* touched */
+    fr__polyrope *pl;
+    char err[256] = "";
+    int st = fr__polyrope_create(&pl, &p, coef, 2, err, sizeof err);
+    T_REQUIRE(st == FR_OK, "create: %s", err);
+    struct rusage r0, r1;
+    getrusage(RUSAGE_SELF, &r0);
+    st = fr__polyrope_backward(pl, q, k, v, up, NULL, NULL, dq, dk, dvv, NULL, NULL, err,
+                               sizeof err);
+    getrusage(RUSAGE_SELF, &r1);
+    T_CHECK(st == FR_OK, "backward: %s", err);
+    double grew = (double)(r1.ru_maxrss - r0.ru_maxrss) * 1024;
+    T_CHECK(grew < w + bytes / 4, "the call grew the resident size by %.1f MB (w is %.1f MB)",
+            grew / (1 << 20), w / (1 << 20));
+    printf("#   resident size grew by %.2f MB during the call (w: %.2f MB)\n", grew / (1 << 20),
+           w / (1 << 20));
+    fr__polyrope_free(pl);
+    free(q), free(k), free(v), free(up), free(dq), free(dk), free(dvv);
+#endif
 }
 
 /* An explicit W that is RoPE in disguise: gradients rotate back through W, not R. */
@@ -332,9 +393,11 @@ static void test_single_key(void)
 
 int main(void)
 {
+    T_RUN(test_memory);
     T_RUN(test_fd_masks);
     T_RUN(test_fd_rotations);
     T_RUN(test_fd_explicit);
+    T_RUN(test_fd_split_rotation);
     T_RUN(test_vs_exact);
     T_RUN(test_threads);
     T_RUN(test_single_key);

@@ -47,11 +47,28 @@ struct fr__polyrope {
     int nsegs;
     double par_units; /* FR_POLYROPE_PAR_UNITS */
     /* Standard RoPE's rotation of the rows: pair m is (pa[m], pb[m]), and position i turns it by
-     * cos, sin = rot[(i np + m) 2 + 0, 1]: the same for every execution, so computed once (NULL
-     * past the size where computing them costs less than storing them). */
+     * cos, sin = rot[(i np + m) 2 + 0, 1]: the same for every execution, so computed once. Past
+     * 2^20 (position, pair) entries rot is NULL and position i = h 2^tb + l turns pair m by the
+     * angle sum of rhi[(h np + m) 2] and rlo[(l np + m) 2]: O(np sqrt(n)) memory, and a few
+     * multiplications per row instead of a sin and a cos (the rows are rotated again each time a
+     * sweep needs them: nothing of size n is stored). */
     int64_t np, *pa, *pb;
-    double *freq, *rot;
+    double *freq, *rot, *rhi, *rlo;
+    int tb;
 };
+
+/* cos and sin of position i's angle for pair m (standard RoPE). */
+static inline void rope_cs(const fr__polyrope *pl, int64_t i, int64_t m, double *c, double *s)
+{
+    if (pl->rot) {
+        *c = pl->rot[(i * pl->np + m) * 2], *s = pl->rot[(i * pl->np + m) * 2 + 1];
+        return;
+    }
+    const double *h = pl->rhi + ((i >> pl->tb) * pl->np + m) * 2;
+    const double *l = pl->rlo + ((i & (((int64_t)1 << pl->tb) - 1)) * pl->np + m) * 2;
+    *c = h[0] * l[0] - h[1] * l[1];
+    *s = h[1] * l[0] + h[0] * l[1];
+}
 
 /* ---- feature blocks ---------------------------------------------------------------------- */
 
@@ -194,6 +211,9 @@ static inline void phi_m(const double *phit, int64_t r, const double *ms, int nc
 
 /* ---- the sweep (core/polyrope_sweep.c) ------------------------------------------------------ */
 
+/* Column tiles: rows a sweep rotates (and pairs with their values) at a time. */
+#define CT 256
+
 /* A thread's blocks: the forward's, and (grad) the backward's gradient tiles. */
 typedef struct {
     double *psi;  /* JB x rp */
@@ -203,10 +223,18 @@ typedef struct {
     double *ms;   /* r x nc: coef_q times mt, row-major */
     double *yt;   /* nc x TW */
     double *acc;  /* bn x nc: unnormalised outputs of a query block */
+    double *rt;   /* bn x d: the block's rows, rotated */
+    double *ct;   /* CT x d: a tile of columns, rotated */
+    double *cv;   /* CT x nc: their values */
     double *ob;   /* grad: rp x TW, dL/dfeature for a tile, then its reverse sweep */
     double *wt;   /* grad: nc x TW, the weights contracted with M (or N) for a tile */
     double *xbar; /* grad: d x TW */
+    double *rv;   /* grad: bn x nc, the block's row values */
 } work;
+
+/* The columns of a sweep, made a tile at a time (nothing of size n is kept): cnt <= CT rows from
+ * j0 of the column side, rotated (cols, cnt x d), and their values (vals, cnt x nc). */
+typedef void (*fr__rope_fill)(const void *ctx, int64_t j0, int64_t cnt, double *cols, double *vals);
 
 /* Masks (causal, window) keep, for row i, the columns in an interval [lo(i), hi(i)] whose ends
  * never decrease with i; rows and columns go in blocks of bn. */
@@ -253,25 +281,36 @@ int fr__polyrope_mask(const fr__polyrope *pl, mask *m);
 typedef int64_t (*fr__rope_block)(void *ctx, work *w, const double *ms, const mask *m, int64_t i0,
                                   int64_t i1, int64_t kl, int64_t kh);
 
-/* One sweep over the rows of p: for every block, the sum over the columns (rows cols, values
- * vals) that the whole block keeps, then fn. m == NULL: every row keeps every column (one sum);
- * else sliding sums (blocks in reverse order for m->anti, where the sums are suffix sums).
- * Threads take balanced chunks of blocks; small problems run on the calling thread alone. grad:
- * the workspaces have the gradient tiles. Returns the first bad row fn reported, or -1; *oom is
- * set when a workspace could not be allocated. pg (may be NULL) hears of the blocks done; once
- * it is canceled the blocks left are skipped (the caller asks fr__prog_canceled). */
-int64_t fr__polyrope_sweep(const fr__polyrope *pl, const mask *m, const double *cols,
-                           const double *vals, int grad, fr__rope_block fn, void *ctx, fr__prog *pg,
+/* One sweep over the rows of p: for every block, the sum over the columns (made by fill) that
+ * the whole block keeps, then fn. m == NULL: every row keeps every column (one sum); else sliding
+ * sums (blocks in reverse order for m->anti, where the sums are suffix sums). Threads take
+ * balanced chunks of blocks; small problems run on the calling thread alone. grad: the
+ * workspaces have the gradient tiles. Returns the first bad row fn reported, or -1; *oom is set
+ * when a workspace could not be allocated. pg (may be NULL) hears of the blocks done; once it is
+ * canceled the blocks left are skipped (the caller asks fr__prog_canceled). */
+int64_t fr__polyrope_sweep(const fr__polyrope *pl, const mask *m, fr__rope_fill fill,
+                           const void *fctx, int grad, fr__rope_block fn, void *ctx, fr__prog *pg,
                            int *oom);
 
-/* The rotated rows qr = R_i q_i, kr = R_j k_j (n x d) and x = [V, 1] (n x nc). */
-void fr__polyrope_prepare(const fr__polyrope *pl, const double *q, const double *k, const double *v,
-                          double *qr, double *kr, double *x);
+/* Rows i0..i0+cnt-1 of x (n x d) turned each by its own position, into out (cnt x d). */
+void fr__polyrope_rotate(const fr__polyrope *pl, const double *x, int64_t i0, int64_t cnt,
+                         double *out);
+
+/* Rows j0..j0+cnt-1 of [V, 1] (V: n x dv) into x (cnt x nc). */
+void fr__polyrope_ones(const fr__polyrope *pl, const double *v, int64_t j0, int64_t cnt, double *x);
+
+/* The column ranges rows [i0, i1) evaluate directly (edge_ranges), a tile of at most CT columns
+ * at a time: fn(ctx, w, j0, j1) with the rotated columns j0..j1-1 and their values in w->ct,
+ * w->cv (made by fill). Each row meets its columns in increasing order, as in one pass. */
+void fr__polyrope_edge_tiles(const mask *m, work *w, fr__rope_fill fill, const void *fctx,
+                             int64_t i0, int64_t i1, int64_t kl, int64_t kh,
+                             void (*fn)(void *ctx, work *w, int64_t j0, int64_t j1), void *ctx);
 
 /* acc[i - i0] += sum over the columns outside [kl, kh) that row i keeps of P(q'_i . k'_j) x_j:
- * the sliding sum's complement, evaluated directly (the same polynomial). */
-void fr__polyrope_direct(const fr__polyrope *pl, const mask *m, const double *qr, const double *kr,
-                         const double *x, int64_t i0, int64_t i1, int64_t kl, int64_t kh,
-                         double *acc);
+ * the sliding sum's complement, evaluated directly (the same polynomial). qr: the rows [i0, i1)
+ * rotated ((i1 - i0) x d); the columns and their values come from fill. */
+void fr__polyrope_direct(const fr__polyrope *pl, const mask *m, work *w, fr__rope_fill fill,
+                         const void *fctx, const double *qr, int64_t i0, int64_t i1, int64_t kl,
+                         int64_t kh, double *acc);
 
 #endif

@@ -28,7 +28,8 @@ static void *alloc_aligned(size_t bytes)
 static void work_free(work *w)
 {
     free(w->psi), free(w->phit), free(w->xt), free(w->mt), free(w->ms), free(w->yt), free(w->acc);
-    free(w->ob), free(w->wt), free(w->xbar);
+    free(w->rt), free(w->ct), free(w->cv);
+    free(w->ob), free(w->wt), free(w->xbar), free(w->rv);
 }
 
 static int work_alloc(const fr__polyrope *pl, work *w, int grad)
@@ -42,25 +43,45 @@ static int work_alloc(const fr__polyrope *pl, work *w, int grad)
     w->ms = alloc_aligned(pl->rp * pl->nc * D);
     w->yt = alloc_aligned((size_t)pl->nc * TW * D);
     w->acc = alloc_aligned(pl->bn * pl->nc * D);
-    int ok = w->psi && w->phit && w->xt && w->mt && w->ms && w->yt && w->acc;
+    w->rt = alloc_aligned(pl->bn * pl->d * D);
+    w->ct = alloc_aligned((size_t)CT * pl->d * D);
+    w->cv = alloc_aligned((size_t)CT * pl->nc * D);
+    int ok =
+        w->psi && w->phit && w->xt && w->mt && w->ms && w->yt && w->acc && w->rt && w->ct && w->cv;
     if (ok && grad) {
         w->ob = alloc_aligned(pl->rp * TW * D);
         w->wt = alloc_aligned((size_t)pl->nc * TW * D);
         w->xbar = alloc_aligned((size_t)pl->d * TW * D);
-        ok = w->ob && w->wt && w->xbar;
+        w->rv = alloc_aligned(pl->bn * pl->nc * D);
+        ok = w->ob && w->wt && w->xbar && w->rv;
     }
     if (!ok) work_free(w);
     return ok;
 }
 
-/* mt += sign * Psi(cols[j0..j1))^T vals[j0..j1) */
-static void add_cols(const fr__polyrope *pl, work *w, const double *cols, const double *vals,
-                     int64_t j0, int64_t j1, double sign)
+typedef struct {
+    const fr__polyrope *pl;
+    const mask *m;
+    fr__rope_fill fill;
+    const void *fctx;
+    fr__rope_block fn;
+    void *ctx;
+    fr__prog *pg;
+} sweep;
+
+/* mt += sign * Psi(cols[j0..j1))^T vals[j0..j1), the columns made a tile at a time (CT is a
+ * multiple of JB: the blocks of JB from j0 are the same). */
+static void add_cols(const sweep *s, work *w, int64_t j0, int64_t j1, double sign)
 {
-    for (int64_t j = j0; j < j1; j += JB) {
-        int jb = (int)(j1 - j < JB ? j1 - j : JB);
-        psi_rows(pl, cols + j * pl->d, jb, w->psi);
-        psi_t_x(w->psi, pl->rp, jb, vals + j * pl->nc, pl->nc, w->mt, sign);
+    const fr__polyrope *pl = s->pl;
+    for (int64_t t0 = j0; t0 < j1; t0 += CT) {
+        int64_t tc = j1 - t0 < CT ? j1 - t0 : CT;
+        s->fill(s->fctx, t0, tc, w->ct, w->cv);
+        for (int64_t j = 0; j < tc; j += JB) {
+            int jb = (int)(tc - j < JB ? tc - j : JB);
+            psi_rows(pl, w->ct + j * pl->d, jb, w->psi);
+            psi_t_x(w->psi, pl->rp, jb, w->cv + j * pl->nc, pl->nc, w->mt, sign);
+        }
     }
 }
 
@@ -184,15 +205,6 @@ static int64_t balanced_chunks(const mask *m, int64_t nqb, int reverse, int T, i
 /* ---- the sweeps --------------------------------------------------------------------------------
  */
 
-typedef struct {
-    const fr__polyrope *pl;
-    const mask *m;
-    const double *cols, *vals;
-    fr__rope_block fn;
-    void *ctx;
-    fr__prog *pg;
-} sweep;
-
 /* The row blocks of chunks [starts[ch], starts[ch + 1]) under the mask, with one workspace. */
 static int64_t masked_chunk(const sweep *s, work *w, const int64_t *starts, int64_t ch)
 {
@@ -211,10 +223,10 @@ static int64_t masked_chunk(const sweep *s, work *w, const int64_t *starts, int6
             memset(w->mt, 0, (size_t)pl->nc * pl->rp * sizeof(double));
             cl = chh = kl;
         }
-        if (kh > chh) add_cols(pl, w, s->cols, s->vals, BLK(chh), BLK(kh), 1);
-        if (kh < chh) add_cols(pl, w, s->cols, s->vals, BLK(kh), BLK(chh), -1);
-        if (kl < cl) add_cols(pl, w, s->cols, s->vals, BLK(kl), BLK(cl), 1);
-        if (kl > cl) add_cols(pl, w, s->cols, s->vals, BLK(cl), BLK(kl), -1);
+        if (kh > chh) add_cols(s, w, BLK(chh), BLK(kh), 1);
+        if (kh < chh) add_cols(s, w, BLK(kh), BLK(chh), -1);
+        if (kl < cl) add_cols(s, w, BLK(kl), BLK(cl), 1);
+        if (kl > cl) add_cols(s, w, BLK(cl), BLK(kl), -1);
         cl = kl, chh = kh;
         int64_t i0 = qb * m->bn, i1 = i0 + m->bn < n ? i0 + m->bn : n;
         if (kh > kl) scale(pl, w->mt, w->ms);
@@ -289,7 +301,7 @@ static int64_t unmasked(const sweep *s, int grad, int *oom)
         if (!work_alloc(pl, &w, grad)) {
             *oom = 1;
         } else {
-            add_cols(pl, &w, s->cols, s->vals, 0, n, 1);
+            add_cols(s, &w, 0, n, 1);
             scale(pl, w.mt, ms);
             for (int64_t b = 0; b < nb && !fr__prog_step(s->pg, (double)b / nb); b++)
                 note_bad(unmasked_rows(s, &w, ms, b), &bad);
@@ -318,7 +330,7 @@ static int64_t unmasked(const sweep *s, int grad, int *oom)
 #pragma omp for schedule(static)
         for (int64_t kb = 0; kb < nkb; kb++) {
             if (!ok || fr__prog_canceled(s->pg)) continue;
-            add_cols(pl, &w, s->cols, s->vals, kb * KB, kb * KB + KB < n ? kb * KB + KB : n, 1);
+            add_cols(s, &w, kb * KB, kb * KB + KB < n ? kb * KB + KB : n, 1);
             if (th == 0) fr__prog_step(s->pg, 0.5 * (double)(kb + 1) / kpart);
         }
 #pragma omp critical(polyrope_reduce)
@@ -340,94 +352,101 @@ static int64_t unmasked(const sweep *s, int grad, int *oom)
     return bad;
 }
 
-int64_t fr__polyrope_sweep(const fr__polyrope *pl, const mask *m, const double *cols,
-                           const double *vals, int grad, fr__rope_block fn, void *ctx, fr__prog *pg,
+int64_t fr__polyrope_sweep(const fr__polyrope *pl, const mask *m, fr__rope_fill fill,
+                           const void *fctx, int grad, fr__rope_block fn, void *ctx, fr__prog *pg,
                            int *oom)
 {
-    sweep s = {pl, m, cols, vals, fn, ctx, pg};
+    sweep s = {pl, m, fill, fctx, fn, ctx, pg};
     return m ? masked(&s, grad, oom) : unmasked(&s, grad, oom);
 }
 
 /* ---- inputs and the direct part ----------------------------------------------------------------
  */
 
-static void prepare_chunk(const fr__polyrope *pl, const double *q, const double *k, const double *v,
-                          double *qr, double *kr, double *x, int64_t i0, int64_t cnt)
+void fr__polyrope_rotate(const fr__polyrope *pl, const double *x, int64_t i0, int64_t cnt,
+                         double *out)
 {
     const fr_problem *p = &pl->p;
-    int64_t d = p->d, dv = p->dv, nc = pl->nc, np = pl->np;
-    const int64_t *pa = pl->pa, *pb = pl->pb;
-    if (p->rot.kind == FR_ROT_ROPE) {
-        /* One sin/cos per (position, pair) for both Q and K: with positions up to n the
-         * arguments are large and each call is slow, so sharing it halves the rotation. */
-        memcpy(qr + i0 * d, q + i0 * d, (size_t)(cnt * d) * sizeof(double));
-        memcpy(kr + i0 * d, k + i0 * d, (size_t)(cnt * d) * sizeof(double));
-        for (int64_t i = i0; i < i0 + cnt; i++) {
-            double *qi = qr + i * d, *ki = kr + i * d;
-            for (int64_t m = 0; m < np; m++) {
-                double c, sn;
-                if (pl->rot) {
-                    c = pl->rot[(i * np + m) * 2], sn = pl->rot[(i * np + m) * 2 + 1];
-                } else {
-                    double ang = (double)i * pl->freq[m];
-                    c = cos(ang), sn = sin(ang);
-                }
-                double xa = qi[pa[m]], xb = qi[pb[m]];
-                qi[pa[m]] = xa * c - xb * sn, qi[pb[m]] = xa * sn + xb * c;
-                xa = ki[pa[m]], xb = ki[pb[m]];
-                ki[pa[m]] = xa * c - xb * sn, ki[pb[m]] = xa * sn + xb * c;
-            }
-        }
-    } else {
-        fr__rotate_rows(p, q, i0, cnt, qr + i0 * d);
-        fr__rotate_rows(p, k, i0, cnt, kr + i0 * d);
+    if (p->rot.kind != FR_ROT_ROPE) {
+        fr__rotate_rows(p, x, i0, cnt, out);
+        return;
     }
-    for (int64_t j = i0; j < i0 + cnt; j++) {
+    int64_t d = p->d, np = pl->np;
+    const int64_t *pa = pl->pa, *pb = pl->pb;
+    memcpy(out, x + i0 * d, (size_t)(cnt * d) * sizeof(double));
+    for (int64_t i = i0; i < i0 + cnt; i++) {
+        double *o = out + (i - i0) * d;
+        for (int64_t m = 0; m < np; m++) {
+            double c, sn;
+            rope_cs(pl, i, m, &c, &sn);
+            double xa = o[pa[m]], xb = o[pb[m]];
+            o[pa[m]] = xa * c - xb * sn, o[pb[m]] = xa * sn + xb * c;
+        }
+    }
+}
+
+void fr__polyrope_ones(const fr__polyrope *pl, const double *v, int64_t j0, int64_t cnt, double *x)
+{
+    int64_t nc = pl->nc, dv = nc - 1;
+    for (int64_t j = 0; j < cnt; j++) {
         for (int64_t c = 0; c < dv; c++)
-            x[j * nc + c] = v[j * dv + c];
+            x[j * nc + c] = v[(j0 + j) * dv + c];
         x[j * nc + dv] = 1;
     }
 }
 
-void fr__polyrope_prepare(const fr__polyrope *pl, const double *q, const double *k, const double *v,
-                          double *qr, double *kr, double *x)
+void fr__polyrope_edge_tiles(const mask *m, work *w, fr__rope_fill fill, const void *fctx,
+                             int64_t i0, int64_t i1, int64_t kl, int64_t kh,
+                             void (*fn)(void *ctx, work *w, int64_t j0, int64_t j1), void *ctx)
 {
-    const int64_t RB = 4096, n = pl->p.n;
-    if (n <= 2 * RB) {
-        prepare_chunk(pl, q, k, v, qr, kr, x, 0, n);
-        return;
-    }
-#pragma omp parallel for schedule(static)
-    for (int64_t i0 = 0; i0 < n; i0 += RB)
-        prepare_chunk(pl, q, k, v, qr, kr, x, i0, n - i0 < RB ? n - i0 : RB);
-}
-
-void fr__polyrope_direct(const fr__polyrope *pl, const mask *m, const double *qr, const double *kr,
-                         const double *x, int64_t i0, int64_t i1, int64_t kl, int64_t kh,
-                         double *acc)
-{
-    int d = pl->d, nc = pl->nc, g = pl->g;
     int64_t ranges[2][2];
     edge_ranges(m, i0, i1, kl, kh, ranges);
-    for (int64_t i = i0; i < i1; i++) {
-        const double *qi = qr + i * d;
-        double *ai = acc + (i - i0) * nc;
-        int64_t lo = lo_of(m, i), hi = hi_of(m, i);
-        for (int rg = 0; rg < 2; rg++) {
-            int64_t j0 = ranges[rg][0] > lo ? ranges[rg][0] : lo;
-            int64_t j1 = ranges[rg][1] < hi + 1 ? ranges[rg][1] : hi + 1;
-            for (int64_t j = j0; j < j1; j++) {
-                const double *kj = kr + j * d;
-                double s = 0;
-                for (int a = 0; a < d; a++)
-                    s += qi[a] * kj[a];
-                double pv = pl->pcoef[g];
-                for (int t = g - 1; t >= 0; t--)
-                    pv = pv * s + pl->pcoef[t];
-                const double *xj = x + j * nc;
-                for (int c = 0; c < nc; c++)
-                    ai[c] += pv * xj[c];
-            }
+    for (int rg = 0; rg < 2; rg++)
+        for (int64_t j0 = ranges[rg][0]; j0 < ranges[rg][1]; j0 += CT) {
+            int64_t j1 = ranges[rg][1] - j0 < CT ? ranges[rg][1] : j0 + CT;
+            fill(fctx, j0, j1 - j0, w->ct, w->cv);
+            fn(ctx, w, j0, j1);
+        }
+}
+
+typedef struct {
+    const fr__polyrope *pl;
+    const mask *m;
+    const double *qr;
+    int64_t i0, i1;
+    double *acc;
+} direct_ctx;
+
+/* The rows of the block against the columns j0..j1-1 they keep. */
+static void direct_tile(void *ctx, work *w, int64_t j0, int64_t j1)
+{
+    const direct_ctx *dc = ctx;
+    const fr__polyrope *pl = dc->pl;
+    int d = pl->d, nc = pl->nc, g = pl->g;
+    for (int64_t i = dc->i0; i < dc->i1; i++) {
+        const double *qi = dc->qr + (i - dc->i0) * d;
+        double *ai = dc->acc + (i - dc->i0) * nc;
+        int64_t lo = lo_of(dc->m, i), hi = hi_of(dc->m, i);
+        int64_t ja = j0 > lo ? j0 : lo, jb = j1 < hi + 1 ? j1 : hi + 1;
+        for (int64_t j = ja; j < jb; j++) {
+            const double *kj = w->ct + (j - j0) * d;
+            double s = 0;
+            for (int a = 0; a < d; a++)
+                s += qi[a] * kj[a];
+            double pv = pl->pcoef[g];
+            for (int t = g - 1; t >= 0; t--)
+                pv = pv * s + pl->pcoef[t];
+            const double *xj = w->cv + (j - j0) * nc;
+            for (int c = 0; c < nc; c++)
+                ai[c] += pv * xj[c];
         }
     }
+}
+
+void fr__polyrope_direct(const fr__polyrope *pl, const mask *m, work *w, fr__rope_fill fill,
+                         const void *fctx, const double *qr, int64_t i0, int64_t i1, int64_t kl,
+                         int64_t kh, double *acc)
+{
+    direct_ctx dc = {pl, m, qr, i0, i1, acc};
+    fr__polyrope_edge_tiles(m, w, fill, fctx, i0, i1, kl, kh, direct_tile, &dc);
 }

@@ -7,8 +7,12 @@
 #include "test.h"
 
 #include <string.h>
+#include <sys/resource.h>
 
 static unsigned long long seed = 12345;
+
+/* check_direct's plans rotate with the two-level tables of large problems (at any n). */
+static int split_rotation;
 
 static double *rnd(int64_t count, double scale)
 {
@@ -72,6 +76,7 @@ static double check_direct(const fr_problem *p, int g, double scale)
     fr__polyrope *pl;
     double diff = 1e300;
     int st = fr__polyrope_create(&pl, p, coef, g, err, sizeof err);
+    if (!st && split_rotation) st = fr__polyrope_split_rotation(pl);
     if (!st) st = fr__polyrope_execute(pl, q, k, v, o1, NULL, NULL, err, sizeof err);
     if (!st) {
         poly_direct(p, coef, g, q, k, v, o2);
@@ -141,6 +146,67 @@ static void test_rotations_vs_direct(void)
             T_CHECK(e < 1e-12, "%s g=%d: |polyrope - direct| = %.3g", what, g, e);
         }
     }
+}
+
+/* Past 2^20 (position, pair) entries the rows turn by products of two small tables' cos and sin
+ * (core/polyrope.c): the same attention to rounding, under every mask and RoPE variant. n = 301
+ * spans ten high-table entries of 32 positions. */
+static void test_split_rotation_vs_direct(void)
+{
+    split_rotation = 1;
+    for (int v = 0; v < 6; v++) {
+        fr_problem p = fr_problem_default(301, 8, 5);
+        p.causal = v & 1;
+        const char *what = "interleaved";
+        if (v == 1) p.rot.pairs = FR_PAIRS_HALF, what = "half";
+        if (v == 2) p.rot.base = 7.5, p.window = 40, what = "base 7.5, window";
+        if (v == 3) p.rot.pos_scale = 2.5, what = "pos_scale 2.5";
+        if (v == 4) p.rot.rotary_dim = 4, p.rot.pairs = FR_PAIRS_HALF, what = "rotary_dim 4 half";
+        if (v == 5) p.window = 100, what = "window 100";
+        double e = check_direct(&p, 3, 0.8);
+        T_CHECK(e < 1e-12, "%s: |polyrope - direct| = %.3g", what, e);
+    }
+    split_rotation = 0;
+}
+
+/* No copy of the size of the inputs: the rows are rotated a tile at a time (issue 19: a call's
+ * peak memory is its inputs and output plus 10%). Run first, in a fresh process, and each case
+ * larger than the last, so that the high-water resident size just before the call is the
+ * inputs' and output's: a whole rotated copy of q would add 16 MB (32 MB) to it during the call,
+ * the per-thread blocks add well under 1 MB. Not under AddressSanitizer, whose own bookkeeping
+ * grows with every allocation. */
+static void test_no_whole_copies(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    printf("#   skipped under AddressSanitizer\n");
+#else
+    for (int causal = 0; causal < 2; causal++) {
+        int64_t n = (int64_t)1 << (18 + causal), d = 8;
+        double bytes = (double)(n * d) * sizeof(double);
+        fr_problem p = fr_problem_default(n, d, d);
+        p.causal = causal;
+        double coef[3] = {1, 1, 0.5};
+        double *q = rnd(n * d, 0.5), *k = rnd(n * d, 0.5), *v = rnd(n * d, 1), *out = rnd(n * d, 0);
+        double *rowsum = rnd(n, 0);
+        fr__polyrope *pl;
+        char err[256] = "";
+        int st = fr__polyrope_create(&pl, &p, coef, 2, err, sizeof err);
+        T_REQUIRE(st == FR_OK, "create: %s", err);
+        struct rusage r0, r1;
+        getrusage(RUSAGE_SELF, &r0);
+        st = fr__polyrope_execute(pl, q, k, v, out, rowsum, NULL, err, sizeof err);
+        getrusage(RUSAGE_SELF, &r1);
+        T_CHECK(st == FR_OK, "execute: %s", err);
+        double grew = (double)(r1.ru_maxrss - r0.ru_maxrss) * 1024;
+        T_CHECK(grew < bytes / 4,
+                "causal=%d: the call grew the resident size by %.1f MB (q is %.1f MB)", causal,
+                grew / (1 << 20), bytes / (1 << 20));
+        printf("#   causal=%d n=%lld: resident size grew by %.2f MB during the call\n", causal,
+               (long long)n, grew / (1 << 20));
+        fr__polyrope_free(pl);
+        free(q), free(k), free(v), free(out), free(rowsum);
+    }
+#endif
 }
 
 /* An explicit W that is RoPE in disguise: the path must take it and give the same answer. */
@@ -280,9 +346,11 @@ static void test_vs_polyfft(void)
 
 int main(void)
 {
+    T_RUN(test_no_whole_copies);
     T_RUN(test_feature_count);
     T_RUN(test_masks_vs_direct);
     T_RUN(test_rotations_vs_direct);
+    T_RUN(test_split_rotation_vs_direct);
     T_RUN(test_explicit_family);
     T_RUN(test_degrees_and_dv);
     T_RUN(test_negative_denominator);
