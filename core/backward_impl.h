@@ -33,8 +33,11 @@
  * rows, after a full pass 1) run the same block over gathered blocks: each listed query block
  * meets every key block (dQ only), each listed key block every query block (dK, dV only). */
 
-#define BR 32        /* query rows per block (multiple of 8) */
-#define BC 64        /* keys per block (multiple of PW) */
+#define BR 32 /* query rows per block (multiple of 8) */
+/* Keys per block (multiple of PW). Each query block (its rows, G and its dQ' tile) streams from
+ * memory once per key block: 128 keys halve that traffic against 64, while the key block's five
+ * d x BC tiles still sit in L2. */
+#define BC 128
 #define PW (2 * NV)  /* keys of a register tile: two vectors */
 #define PAR_MIN 4096 /* rows below which the O(n d) set-up stays on one thread */
 
@@ -750,8 +753,7 @@ static int X(backward)(const fr_problem *p, const REAL *q, const REAL *k, const 
     int64_t nq = rows ? nrows : n, dwsize = x.nd * d * d, nkt = x.nkb * BC;
     fr__support sup;
     memset(&sup, 0, sizeof sup);
-    REAL *qs = fr__alloc_aligned(x.nrp * d * (int64_t)r),
-         *ks = fr__alloc_aligned(n * d * (int64_t)r);
+    REAL *qs = fr__alloc_aligned(x.nrp * d * (int64_t)r);
     REAL *g = fr__alloc_aligned(x.nrp * dvd * (int64_t)r);
     REAL *nlse = fr__alloc_aligned(x.nrp * (int64_t)r),
          *ndl = fr__alloc_aligned(x.nrp * (int64_t)r);
@@ -759,6 +761,9 @@ static int X(backward)(const fr_problem *p, const REAL *q, const REAL *k, const 
     REAL *kt = fr__alloc_aligned(nkt * d * (int64_t)r),
          *vt = fr__alloc_aligned(nkt * dvd * (int64_t)r);
     REAL *kr = fr__alloc_aligned(nkt * x.dp * (int64_t)r);
+    /* The rotated keys' rows: kr itself when its rows are unpadded (pages touched once, not
+     * twice: first touches cost this VM ~2 ms per MB). */
+    REAL *ks = x.dp == d ? kr : fr__alloc_aligned(n * d * (int64_t)r);
     REAL *tt = t ? t : fr__alloc_aligned(n * dvd * (int64_t)r);
     double *pairs_f = malloc((size_t)(d / 2 + 1) * sizeof(double));
     int64_t *pairs_a = malloc((size_t)(d / 2 + 1) * sizeof(int64_t));
@@ -772,13 +777,11 @@ static int X(backward)(const fr_problem *p, const REAL *q, const REAL *k, const 
                  : FR_ENOMEM;
     for (int i = 0; !st && i < nthreads; i++)
         if (!X(scratch_alloc)(&ws[i], d, dvd, x.dp)) st = FR_ENOMEM;
-    /* Per-thread accumulators: dQ' (fused pass) and dW, the first thread's being the output's
-     * own when the layouts agree. */
+    /* Per-thread accumulators: dQ' (fused pass; each thread zeroes its own, so that their
+     * first touches run side by side) and dW, the first thread's being the output's own when
+     * the layouts agree. */
     for (int i = 0; !st && fused && i < nthreads; i++)
-        if (!(dqt[i] = fr__alloc_aligned(x.nrp * x.dp * (int64_t)r)))
-            st = FR_ENOMEM;
-        else
-            memset(dqt[i], 0, (size_t)(x.nrp * x.dp) * r);
+        if (!(dqt[i] = fr__alloc_aligned(x.nrp * x.dp * (int64_t)r))) st = FR_ENOMEM;
     if (!st && dw) {
         memset(dw, 0, (size_t)dwsize * r);
         dwt[0] = dw;
@@ -814,13 +817,16 @@ static int X(backward)(const fr_problem *p, const REAL *q, const REAL *k, const 
     /* Pass 2, over the asked rows. Full gradients: one fused pass over key blocks. Sampled
      * rows: dq by listed query blocks, then dk, dv by listed key blocks. */
     int64_t nqb = (nq + BR - 1) / BR, nkb = (nq + BC - 1) / BC;
+    int team = 1; /* the threads that ran (fewer than nthreads inside another team) */
 #pragma omp parallel if (par)
     {
         int th = omp_get_thread_num();
+        if (th == 0) team = omp_get_num_threads();
         X(bscratch) *w = &ws[th];
         w->dw = dw ? dwt[th] : NULL;
         w->dq = fused ? dqt[th] : NULL;
         if (fused) {
+            memset(w->dq, 0, (size_t)(x.nrp * x.dp) * sizeof(REAL));
 #pragma omp for schedule(dynamic, 1)
             for (int64_t b = 0; b < x.nkb; b++) {
                 if (fr__prog_canceled(pg)) continue;
@@ -854,7 +860,7 @@ static int X(backward)(const fr_problem *p, const REAL *q, const REAL *k, const 
         for (int64_t i = 0; i < n; i++)
             for (int64_t a = 0; a < d; a++) {
                 REAL sum = dqt[0][i * x.dp + a];
-                for (int th = 1; th < nthreads; th++)
+                for (int th = 1; th < team; th++)
                     sum += dqt[th][i * x.dp + a];
                 dq[i * d + a] = x.tau * sum;
             }
@@ -890,7 +896,8 @@ done:
     for (int i = 0; dqt && i < nthreads; i++)
         free(dqt[i]);
     free(ws), free(dwt), free(dqt);
-    free(qs), free(ks), free(g), free(nlse), free(ndl), free(single), free(kt), free(vt), free(kr);
+    if (ks != kr) free(ks);
+    free(qs), free(g), free(nlse), free(ndl), free(single), free(kt), free(vt), free(kr);
     if (tt != t) free(tt);
     free(pairs_f), free(pairs_a), free(pairs_b);
     fr__support_free(&sup);

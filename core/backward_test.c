@@ -356,8 +356,8 @@ static void check_naive(const config *c, int64_t n, int64_t d, int64_t dv, doubl
 
 static void test_naive_shapes(void)
 {
-    /* odd n, n = 1, dv != d, spanning several blocks (BR = 32, BC = 64) */
-    static const int64_t shapes[][3] = {{1, 4, 3}, {7, 4, 5}, {33, 6, 2}, {97, 4, 9}};
+    /* odd n, n = 1, dv != d, spanning several blocks (BR = 32, BC = 128) */
+    static const int64_t shapes[][3] = {{1, 4, 3}, {7, 4, 5}, {33, 6, 2}, {261, 4, 9}};
     for (int c = 0; c < NCONFIGS; c++)
         for (int s = 0; s < 4; s++) {
             int64_t n = shapes[s][0], d = shapes[s][1], dv = shapes[s][2];
@@ -370,7 +370,7 @@ static void test_naive_shapes(void)
 static void test_wide_rows(void)
 {
     /* d across the register tiles of the dQ product from the keys' rows (4 vectors, 1 vector,
-     * and leftover lanes), over key blocks of 64 consecutive keys, causal and not */
+     * and leftover lanes), over key blocks of 128 consecutive keys, causal and not */
     static const int64_t shapes[][3] = {{150, 8, 3}, {140, 36, 5}, {131, 40, 8}};
     for (int s = 0; s < 3; s++) {
         int64_t n = shapes[s][0], d = shapes[s][1], dv = shapes[s][2];
