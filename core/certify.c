@@ -29,6 +29,7 @@
  * whole derivation). */
 #include "internal.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,26 +143,75 @@ void fr__polyrope_round_prior(const fr__round_model *rm, double S_norm, double B
     *E = w * B_v;
 }
 
-/* The exact engine in working precision u (core/exact_impl.h), for the rows a fast method hands
- * to it and for single-precision exact. A score is one FMA chain over d coordinates minus its
- * shift: |s~ - s| <= gamma_{d+2} R' with R' >= tau sum |Q_ia W K_jb|. Each weight is one exp
- * within 4 ulps, rescaled at most once per key block when the running maximum is used (not when
- * `shifted`: every row's weights are exp(s - M_i) with an a-priori M_i), so it is off by a factor
- * within 1 +- eps_w, eps_w = exp(gamma_{d+2} R' + gamma_{4 + 6 blocks}) - 1;
- * perturbing every weight so moves T by at most 2 eps_w / (1 - eps_w) B_v (ALGORITHM.md 3).
+/* How far the scores a method works with can lie from the exact scores of the problem
+ * (ALGORITHM.md 3.1), before the method's own sums. Three sources, in score units:
+ *  - the angles: i theta_m / pos_scale is formed in double, theta_m = base^(-2m/r) by pow; its
+ *    error is at most 4 u (n - 1) / pos_scale (theta_m (3 + (2m/r) ln base) <= 3, the maximum
+ *    at m = 0 where theta_0 = 1 exactly). Rotating a pair by an angle off by dphi moves it by
+ *    at most |dphi| its norm, and a score sees two rotations: 2 dphi R_norm (Cauchy-Schwarz
+ *    over the pairs). Methods that read W_delta from tables (polyfft) see one angle, delta
+ *    theta_m, with the same bound.
+ *  - an explicit W taken for a RoPE family (fr__rope_family): the methods that rotate rows by
+ *    position use W_{-i} W_{-j}^T for W_{j-i}; each factor is within FR_FAMILY_ULPS d (n)
+ *    DBL_EPSILON of W_1^delta entrywise, so the product is within 3 FR_FAMILY_ULPS d^2 n
+ *    DBL_EPSILON in 2-norm.
+ *  - the rotation's arithmetic, in unit roundoff u, for the methods that rotate rows: a pair
+ *    (x_a c - x_b s, x_a s + x_b c) with c and s within 2u is off by at most rho ||x_pair||,
+ *    rho = 2 (gamma_2 + 2u); a row x W_{-i} by gamma_d sqrt(d) ||x|| ||W||_2. Two rotated rows
+ *    then move a score by (2 rho + rho^2) R_norm. */
+static double rotation_rho(const fr_problem *p, double u)
+{
+    if (!(u > 0)) return 0;
+    if (p->rot.kind == FR_ROT_ROPE || p->rot.kind == FR_ROT_CLIP)
+        return 2 * (fr__gamma(2, u) + 2 * u);
+    if (p->rot.kind == FR_ROT_EXPLICIT) return fr__gamma((double)p->d, u) * sqrt((double)p->d);
+    return 0;
+}
+
+double fr__score_error(const fr_problem *p, const fr_bounds *b, double u_rot, int by_position)
+{
+    double Rn = fmax(b->R_norm, b->R), n = (double)p->n, d = (double)p->d, e = 0;
+    int rope = p->rot.kind == FR_ROT_ROPE || p->rot.kind == FR_ROT_CLIP;
+    int family = p->rot.kind == FR_ROT_EXPLICIT && by_position;
+    if (rope && n > 1) e += 2 * (4 * FR_U_DOUBLE * (n - 1) / p->rot.pos_scale) * Rn;
+    if (family) e += 3.0 * FR_FAMILY_ULPS * d * d * n * DBL_EPSILON * Rn;
+    double rho = by_position ? rotation_rho(p, u_rot) : 0;
+    return e + (2 * rho + rho * rho) * Rn;
+}
+
+double fr__eta_scores(double eta, double score_error)
+{
+    return exp(score_error) * (1 + eta) - 1;
+}
+
+/* The exact engine in working precision u (core/exact_impl.h, and core/exact_small.c for small
+ * problems), for the rows a fast method hands to it and for single-precision exact. A score is
+ * one FMA chain over `chain` terms (the d coordinates of two rotated rows with tau folded into
+ * the query, or for a general W the |S| products Q_a W_ab K_b, one more rounding each) that
+ * starts from the shift M_i, or is followed by the subtraction of the row's maximum; every
+ * partial sum is within M_i + sum |terms| <= 2 R' (1 + rho)^2 (1 + 1e-6) of zero, so the
+ * chain is within 2 gamma_{chain + 2} of that, to which fr__score_error adds the angles and the
+ * rotation. Each weight is one exp within 4 ulps, rescaled at most once per key block when the
+ * running maximum is used (not when `shifted`: every row's weights are exp(s - M_i) with an
+ * a-priori M_i), so it is off by a factor within 1 +- eps_w,
+ * eps_w = exp(e_s + gamma_{4 + 6 blocks}) - 1; perturbing every weight so moves T by at most
+ * 2 eps_w / (1 - eps_w) B_v (ALGORITHM.md 3).
  * The sums run in key blocks of FR_EXACT_BC: an FMA chain over a block's keys (vector lanes of
  * fewer), then one addition per block to the row's total, so they are within gamma_depth of
  * their terms' absolute sum, depth = FR_EXACT_BC + blocks + 4: relative to D for the row sum,
  * and to D B_v for the weighted values. */
-double fr__exact_round(int64_t n, int64_t d, double R_prime, double u, int shifted, double B_v)
+double fr__exact_round(const fr_problem *p, const fr_bounds *b, double u, int shifted,
+                       int64_t chain)
 {
-    double blocks = ceil((double)n / FR_EXACT_BC);
+    double blocks = ceil((double)p->n / FR_EXACT_BC);
     double depth = FR_EXACT_BC + blocks + 4;
-    double ew = expm1(fr__gamma((double)d + 2, u) * R_prime +
-                      fr__gamma(4.0 + (shifted ? 0 : 6.0 * blocks), u));
+    double Rp = fmax(b->R, fmax(b->R_norm, b->R_abs)), rho = rotation_rho(p, u);
+    double es = 2 * fr__gamma((double)chain + 2, u) * Rp * (1 + rho) * (1 + rho) * (1 + 1e-6) +
+                fr__score_error(p, b, u, 1);
+    double ew = expm1(es + fr__gamma(4.0 + (shifted ? 0 : 6.0 * blocks), u));
     double gs = fr__gamma(depth, u);
     if (!(ew < 1) || !(gs < 0.5)) return INFINITY;
-    return (2 * ew / (1 - ew) + 2 * gs / (1 - gs) + u) * B_v;
+    return (2 * ew / (1 - ew) + 2 * gs / (1 - gs) + u) * b->B_v;
 }
 
 int fr__exact_shifted(const fr_problem *p, const fr_bounds *b, double u)
@@ -179,7 +229,7 @@ int fr__certify_rows(const fr_problem *p, const fr__cert *c, const double *q, co
     int64_t *rows = malloc((size_t)(n + 1) * sizeof *rows);
     if (!rows) return fr__err(err, errlen, FR_ENOMEM, "out of memory certifying the rows");
     for (int64_t i = 0; i < n; i++) {
-        double rb = fr__row_bound(c->E, c->F, c->B_v, rowsum[i]);
+        double rb = fr__row_bound(c->E, c->F, c->B_v, rowsum[i]) + c->score;
         if (rb <= c->target)
             worst = fmax(worst, rb);
         else

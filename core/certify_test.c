@@ -154,9 +154,64 @@ static void test_sweep(void)
     T_CHECK(t.runs > cases / 3, "too few runs certified: %d of %d", t.runs, cases);
 }
 
+/* The scores the methods form are within fr__score_error (plus the exact chain's rounding) of
+ * the problem's exact scores, at positions where the angles' rounding dominates: rows rotated in
+ * double by position i and j, against long double angles and sums. The earlier bound
+ * (gamma_{d+2} R', no angle term) is some 10^4 times too small there. */
+static void test_score_error_covers_the_angles(void)
+{
+    int64_t n = 1 << 17, d = 8;
+    fr_problem p = fr_problem_default(n, d, d);
+    p.tau = 1.0 / sqrt((double)d);
+    double *q = calloc((size_t)(n * d), sizeof *q), *k = calloc((size_t)(n * d), sizeof *k);
+    double *v = calloc((size_t)(n * d), sizeof *v);
+    unsigned long long seed = 11;
+    for (int64_t x = 0; x < n * d; x++) {
+        q[x] = t_rand(&seed);
+        k[x] = t_rand(&seed);
+        v[x] = t_rand(&seed);
+    }
+    fr_bounds b;
+    T_REQUIRE(fr_bounds_compute(&p, q, k, v, &b, err, sizeof err) == FR_OK, "%s", err);
+    double Rp = fmax(b.R, fmax(b.R_norm, b.R_abs));
+    double bound = fr__score_error(&p, &b, 0x1p-53, 1) + 2 * fr__gamma((double)d + 2, 0x1p-53) * Rp;
+    double worst = 0;
+    int64_t pos[][2] = {{n - 1, 0}, {0, n - 1}, {n - 1, n - 2}, {n / 2 + 7, n - 3}, {99991, 5}};
+    for (size_t c = 0; c < sizeof pos / sizeof *pos; c++) {
+        int64_t i = pos[c][0], j = pos[c][1];
+        double qr[8], kr[8];
+        fr__rotate_rows(&p, q, i, 1, qr);
+        fr__rotate_rows(&p, k, j, 1, kr);
+        double s = 0;
+        for (int64_t t = 0; t < d; t++)
+            s += p.tau * qr[t] * kr[t];
+        long double ref = 0;
+        for (int64_t m = 0; m < d / 2; m++) {
+            long double th = powl((long double)p.rot.base, -2.0L * m / d);
+            long double ai = i * th, aj = j * th;
+            long double qa = q[i * d + 2 * m], qb = q[i * d + 2 * m + 1];
+            long double ka = k[j * d + 2 * m], kb = k[j * d + 2 * m + 1];
+            long double xa = qa * cosl(ai) - qb * sinl(ai), xb = qa * sinl(ai) + qb * cosl(ai);
+            long double ya = ka * cosl(aj) - kb * sinl(aj), yb = ka * sinl(aj) + kb * cosl(aj);
+            ref += xa * ya + xb * yb;
+        }
+        ref *= p.tau;
+        worst = fmax(worst, fabs((double)(s - ref)));
+    }
+    printf("# scores at positions up to %lld: error %.3g, bound %.3g, the chain's alone %.3g\n",
+           (long long)(n - 1), worst, bound, 2 * fr__gamma((double)d + 2, 0x1p-53) * Rp);
+    T_CHECK(worst <= bound, "score error %g above its bound %g", worst, bound);
+    T_CHECK(worst > 2 * fr__gamma((double)d + 2, 0x1p-53) * Rp,
+            "the angles' rounding should show here: %g", worst);
+    free(q);
+    free(k);
+    free(v);
+}
+
 int main(void)
 {
     T_RUN(test_formulas);
+    T_RUN(test_score_error_covers_the_angles);
     T_RUN(test_sweep);
     return t_done();
 }

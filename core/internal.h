@@ -291,6 +291,7 @@ typedef struct {
     double target;      /* a row whose certificate exceeds this is recomputed exactly */
     double exact_bound; /* the exact path's own bound, for those rows */
     double poly_bound;  /* 2 eta/(1-eta) B_v */
+    double score;       /* what the scores' own error adds (fr__score_error), on every row */
 } fr__cert;
 
 /* After a fast forward of one problem: every row's certificate from its computed row sum
@@ -300,10 +301,20 @@ typedef struct {
 int fr__certify_rows(const fr_problem *p, const fr__cert *c, const double *q, const double *k,
                      const double *v, double *out, const double *rowsum, int64_t *recomputed,
                      double *rounding, char *err, size_t errlen);
-/* The exact engine's own bound on |T~_i - T_i|_inf in unit roundoff u: n keys, head dimension
- * d, R_prime >= tau |Q_i W K_j| summed in absolute value, shifted when every row takes the
- * a-priori shift rather than the running maximum (fr__exact_shifted; certify.c derives it). */
-double fr__exact_round(int64_t n, int64_t d, double R_prime, double u, int shifted, double B_v);
+/* How far the scores a method works with can be from the problem's exact scores: the angles'
+ * rounding, an explicit RoPE family's W_{-i} W_{-j}^T against W_{j-i} (by_position: the
+ * method rotates rows by their positions), and that rotation's arithmetic in unit roundoff
+ * u_rot (0: the method rotates no rows). certify.c derives it. */
+double fr__score_error(const fr_problem *p, const fr_bounds *b, double u_rot, int by_position);
+/* The polynomial's relative error against exp of the exact scores when it is evaluated at
+ * scores off by at most score_error: exp(score_error) (1 + eta) - 1. */
+double fr__eta_scores(double eta, double score_error);
+/* The exact engine's own bound on |T~_i - T_i|_inf in unit roundoff u, shifted when every row
+ * takes the a-priori shift rather than the running maximum (fr__exact_shifted), with scores
+ * formed as FMA chains of `chain` terms (d, or |S| + 1 for a general W); certify.c derives
+ * it. */
+double fr__exact_round(const fr_problem *p, const fr_bounds *b, double u, int shifted,
+                       int64_t chain);
 /* 1 when the exact engine in unit roundoff u shifts every row a priori for these bounds: the
  * scores have a per-row bound (a rotation, clipped or not) and 2 R_norm is within the shift's
  * range (core/exact_impl.h's SHIFT_MAX: 80 in single precision, 600 in double). */

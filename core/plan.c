@@ -48,6 +48,14 @@ static int64_t support_size(const fr_problem *p)
     return p->d * p->d;
 }
 
+/* Terms of one score's FMA chain in the exact engine: the d coordinates of two rotated rows, or
+ * for a general W the |S| products through its support (one more rounding each). */
+static int64_t exact_chain(const fr_problem *p)
+{
+    if (p->rot.kind == FR_ROT_EXPLICIT && !fr__rope_family(p, NULL, 0)) return support_size(p) + 1;
+    return p->d;
+}
+
 /* Monomial and FFT counts of polyfft for p (ALGORITHM.md 5): (#u + #v)(dv + 1) + #c FFTs. */
 static int count_terms_with(const fr_problem *p, const double *coef, fr_plan_info *info, int64_t dv,
                             char *err, size_t errlen)
@@ -219,17 +227,23 @@ static int certify(const fr_problem *p, const fr_bounds *b, fr_method m, fr_fft_
         fr__polyfft_round_prior(&rm, fr__abs_poly(coef, g, fmax(b->R_abs, b->R)), B_v, &E, &F);
     }
     mc->poly_bound = fr_a_priori_bound(eta, B_v);
-    double room = eps - mc->poly_bound;
-    double M = fr__keys_needed(E, F, B_v, b->R, eta, room);
+    /* The scores the method works with are off by at most es (certify.c): the polynomial then
+     * weighs every key within eta_s of exp of the exact score, which costs `score` on every
+     * row on top of poly_bound, and row sums are at least kappa (1 - eta_s) e^-R. */
+    double es = m == FR_METHOD_POLYROPE ? fr__score_error(p, b, FR_U_DOUBLE, 1)
+                                        : fr__score_error(p, b, 0, 0);
+    double eta_s = fr__eta_scores(eta, es);
+    double score = eta_s < 1 ? fr_a_priori_bound(eta_s, B_v) - mc->poly_bound : INFINITY;
+    double room = eps - mc->poly_bound - score;
+    double M = fr__keys_needed(E, F, B_v, b->R, eta_s, room);
     int64_t kmin, kmax;
     key_range(p, &kmin, &kmax);
-    mc->full_row_bound = fr__row_bound_prior(E, F, B_v, (double)kmax, b->R, eta);
+    mc->full_row_bound = fr__row_bound_prior(E, F, B_v, (double)kmax, b->R, eta_s) + score;
     mc->keys_exact = M;
     /* Rows the exact path may take over keep its own rounding (score sums in double). */
-    double R_prime = fmax(b->R, fmax(b->R_norm, b->R_abs));
-    double exact = fr__exact_round(p->n, p->d, R_prime, FR_U_DOUBLE,
-                                   fr__exact_shifted(p, b, FR_U_DOUBLE), B_v);
-    double rb = fr__row_bound_prior(E, F, B_v, fmax(M, (double)kmin), b->R, eta);
+    double exact =
+        fr__exact_round(p, b, FR_U_DOUBLE, fr__exact_shifted(p, b, FR_U_DOUBLE), exact_chain(p));
+    double rb = fr__row_bound_prior(E, F, B_v, fmax(M, (double)kmin), b->R, eta_s) + score;
     if (M > (double)kmin) rb = fmax(rb, exact);
     mc->rounding_bound = rb;
     mc->cert = (fr__cert){.E = E,
@@ -237,7 +251,8 @@ static int certify(const fr_problem *p, const fr_bounds *b, fr_method m, fr_fft_
                           .B_v = B_v,
                           .target = rb,
                           .exact_bound = exact,
-                          .poly_bound = mc->poly_bound};
+                          .poly_bound = mc->poly_bound,
+                          .score = score};
     return room > 0 && M <= (double)kmax && mc->poly_bound + rb <= eps;
 }
 
@@ -252,9 +267,8 @@ static int exact_certificate(const fr_problem *p, const fr_bounds *b, const fr_o
         return fr__err(err, errlen, FR_EUSAGE,
                        "single-precision exact attention needs the data's bounds for its "
                        "certificate");
-    double R_prime = fmax(b->R, fmax(b->R_norm, b->R_abs));
-    double rb = fr__exact_round(p->n, p->d, R_prime, FR_U_FLOAT,
-                                fr__exact_shifted(p, b, FR_U_FLOAT), b->B_v);
+    double rb =
+        fr__exact_round(p, b, FR_U_FLOAT, fr__exact_shifted(p, b, FR_U_FLOAT), exact_chain(p));
     info->rounding_bound = info->a_priori_bound = rb;
     if (rb <= opt->eps) return FR_OK;
     return fr__err(err, errlen, FR_EACCURACY,
@@ -542,7 +556,10 @@ static int decide(const fr_problem *p, const fr_bounds *bounds, const fr_options
     int st = FR_OK;
     fit_cache *fc = calloc(1, sizeof *fc);
     if (!fc) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
-    fc->R = bounds->R;
+    /* The polynomial is evaluated at the scores the methods form, off by at most the score
+     * error (certify.c): it is fitted, and certified, on the range that covers them. */
+    fc->R = bounds->R +
+            fmax(fr__score_error(p, bounds, FR_U_DOUBLE, 1), fr__score_error(p, bounds, 0, 0));
     if (fft_wanted) st = choose_fft(p, bounds, opt, fft_m, info->support, fc, &cf, err, errlen);
     if (!st && rope_wanted)
         st = choose_degree(p, bounds, opt, FR_METHOD_POLYROPE, FR_FFT_AUTO, fc, &cr, err, errlen);
