@@ -100,7 +100,7 @@ int main(int argc, char **argv)
         double t1 = omp_get_wtime();
         if (!st) {
             fr__polyfft_info(pl, &info);
-            st = fr__polyfft_execute(pl, q, k, v, out, NULL, err, sizeof err);
+            st = fr__polyfft_execute(pl, q, k, v, out, NULL, NULL, err, sizeof err);
             fr__polyfft_free(pl);
         }
         double t2 = omp_get_wtime();
