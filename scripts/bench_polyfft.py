@@ -12,7 +12,8 @@ while its next size is predicted (n log n from the last one) to stay under --lit
 Exact is measured up to --exact-max-n and beyond that extrapolated as c n^2 from the largest
 measured size (marked '~' in the table, `extrapolated` in the CSV). Also the peak memory (max
 RSS, /usr/bin/time -v) of polyfft at n = 2^20, d = 4, on the first rotation, on each back end
-that certifies eps there, unless --quick or --no-mem.
+that certifies eps there, unless --quick or --no-mem (a back end the certificate refuses there is
+reported as refused, with the certified rounding bound the command gave).
 
 FFTW measures its plans once per machine and size and keeps them (wisdom) in the cache directory
 ($XDG_CACHE_HOME/fastrope): before timing an FFTW back end at a size, one cheap untimed run
@@ -174,14 +175,27 @@ def crossover(ns, fast, slow):
     return None
 
 
+def refusal(err):
+    """'refused by the certificate (...)' when the command's stderr says the plan refused eps
+    (exit 4 before any computation), naming the certified rounding bound it gave; else None."""
+    if "refused" not in err:
+        return None
+    m = re.search(r"certified rounding bound of a row with all (\d+) keys is ([0-9.eE+-]+)", err)
+    if m:
+        return "refused by the certificate (certified rounding bound %s at %s keys)" % (
+            m.group(2), m.group(1))
+    return "refused by the certificate"
+
+
 def peak_memory(n, d, rot, eps, fft, tmp, timeout):
     inp = gen(n, d, 1, tmp)
-    prime_wisdom(inp, rot, fft, tmp, timeout)
+    # No priming run: wisdom changes the time, not the peak, and a back end the certificate
+    # refuses stops before planning any transform.
     err, e = run(["run", "--input", inp] + ROTATIONS[rot] + ["--method", "polyfft", "--eps", eps] +
                  fft_args(fft) + ["-o", os.path.join(tmp, "out.npy"), "--check-rows", "0",
                                   "--quiet"], timeout, prefix=["/usr/bin/time", "-v"])
     if e:
-        return None, e
+        return None, refusal(err) or e
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", err)
     return (int(m.group(1)) / 1024.0 if m else None), None
 
@@ -277,7 +291,9 @@ def main():
             for m in fast:
                 mem, err = peak_memory(1 << 20, 4, rots[0], a.eps, COLUMNS[m][1], tmp,
                                        a.timeout)
-                if err:
+                if err and err.startswith("refused"):
+                    mems[m] = err
+                elif err:
                     print("peak memory run (%s) failed: %s" % (m, err))
                 else:
                     mems[m] = mem
@@ -330,8 +346,8 @@ def main():
                                                            cross or "-"))
             print("    d=%d %s: %s" % (d, rot, "; ".join(line)))
     for m, mem in mems.items():
-        print("peak memory (max RSS), %s n = 2^20, d = 4, %s, eps %s: %.0f MB" %
-              (m, rots[0], a.eps, mem))
+        print("peak memory (max RSS), %s n = 2^20, d = 4, %s, eps %s: %s" %
+              (m, rots[0], a.eps, mem if isinstance(mem, str) else "%.0f MB" % mem))
     print("(vs kiss: KissFFT's polyfft time over the best FFTW back end's; vs exact: exact over "
           "the best FFTW back end's (or the only polyfft); ~: exact extrapolated as c n^2 from "
           "the largest measured size; *: refused by the certificate, the pass timed at the double "
