@@ -15,7 +15,12 @@
 
 #include <string.h>
 
-#define PLAN_BUDGET ((int64_t)768 << 20) /* bytes of stored spectra */
+/* Bytes of kernel spectra a plan keeps (a batch then pays their FFTs once); beyond, each pass
+ * computes one degree's at a time into memory it reuses for every degree. Why small: memory a
+ * process touches first costs ~2-5 ms per MB on this kind of machine (the kernel zeroes it),
+ * as much as the transforms that fill it, and one degree's spectra are under half of all of
+ * them (n = 64K, d = 4, degree 5: 28 MB instead of 63). */
+#define PLAN_BUDGET ((int64_t)16 << 20)
 #define EXEC_BUDGET ((int64_t)768 << 20) /* bytes of one pass's spectra of one degree */
 
 /* Where the kernel spectra live: computed by the plan and kept (KERNELS), or computed by each
