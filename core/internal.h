@@ -223,6 +223,21 @@ void fr__support_free(fr__support *s);
  * (R_i x_i, ALGORITHM.md 1) into out (cnt x d). Only for the RoPE family. */
 void fr__rotate_rows(const fr_problem *p, const double *x, int64_t i0, int64_t cnt, double *out);
 
+/* A RoPE kind's cos and sin at every position 0..n-1 of every pair, for rotating many problems
+ * of one shape without a sincos per position each time: cs[(i np + m) 2 + {0, 1}]. */
+typedef struct {
+    int64_t n, np;    /* positions, pairs */
+    int64_t *pa, *pb; /* the pairs' coordinates */
+    double *cs;
+} fr__rope_table;
+/* 1 when built: a RoPE kind that is a per-position rotation (clip >= n - 1), with the memory;
+ * else 0 and t is empty. */
+int fr__rope_table_build(const fr_problem *p, fr__rope_table *t);
+void fr__rope_table_free(fr__rope_table *t);
+/* fr__rotate_rows from the table (d: the row length), the same to the bit. */
+void fr__rope_table_rotate(const fr__rope_table *t, const double *x, int64_t d, int64_t i0,
+                           int64_t cnt, double *out);
+
 /* RoPE/clipped RoPE only: the r/2 pairs (a[m], b[m]) and their angular frequencies
  * freq[m] = theta_m / pos_scale, so that R_p rotates pair m by p * freq[m]. Returns r/2. */
 int64_t fr__rope_pairs(const fr_problem *p, int64_t *a, int64_t *b, double *freq);

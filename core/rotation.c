@@ -426,6 +426,56 @@ void fr__support_free(fr__support *s)
     memset(s, 0, sizeof *s);
 }
 
+int fr__rope_table_build(const fr_problem *p, fr__rope_table *t)
+{
+    memset(t, 0, sizeof *t);
+    if (!is_rope_kind(p) || !fr__rope_family(p, NULL, 0)) return 0;
+    int64_t n = p->n, np = rotary_dim(p) / 2;
+    t->n = n;
+    t->np = np;
+    t->pa = malloc((size_t)(np ? np : 1) * sizeof *t->pa);
+    t->pb = malloc((size_t)(np ? np : 1) * sizeof *t->pb);
+    t->cs = malloc((size_t)(n * np * 2 + 1) * sizeof *t->cs);
+    if (!t->pa || !t->pb || !t->cs) {
+        fr__rope_table_free(t);
+        return 0;
+    }
+    for (int64_t m = 0; m < np; m++) {
+        pair_coords(p, 2 * np, m, &t->pa[m], &t->pb[m]);
+        double th = theta(p, 2 * np, m);
+        for (int64_t i = 0; i < n; i++) { /* fr__rotate_rows's angle, to the bit */
+            double ang = (double)i / p->rot.pos_scale * th;
+            t->cs[(i * np + m) * 2] = cos(ang);
+            t->cs[(i * np + m) * 2 + 1] = sin(ang);
+        }
+    }
+    return 1;
+}
+
+void fr__rope_table_free(fr__rope_table *t)
+{
+    free(t->pa);
+    free(t->pb);
+    free(t->cs);
+    memset(t, 0, sizeof *t);
+}
+
+void fr__rope_table_rotate(const fr__rope_table *t, const double *x, int64_t d, int64_t i0,
+                           int64_t cnt, double *out)
+{
+    memcpy(out, x + i0 * d, (size_t)(cnt * d) * sizeof *out);
+    for (int64_t i = i0; i < i0 + cnt; i++) {
+        const double *cs = t->cs + i * t->np * 2;
+        double *o = out + (i - i0) * d;
+        for (int64_t m = 0; m < t->np; m++) {
+            int64_t a = t->pa[m], b = t->pb[m];
+            double c = cs[2 * m], s = cs[2 * m + 1], xa = o[a], xb = o[b];
+            o[a] = xa * c - xb * s;
+            o[b] = xa * s + xb * c;
+        }
+    }
+}
+
 void fr__rotate_rows(const fr_problem *p, const double *x, int64_t i0, int64_t cnt, double *out)
 {
     int64_t d = p->d, n = p->n;

@@ -310,6 +310,35 @@ static void test_family_tolerance(void)
     free(w);
 }
 
+/* The table's rotation is fr__rotate_rows's to the bit, for both pair conventions, a partial
+ * rotation, a position scale and a clip that never bites; kinds it cannot hold get no table. */
+static void test_rope_table(void)
+{
+    unsigned long long seed = 17;
+    for (int c = 0; c < 4; c++) {
+        fr_problem p = fr_problem_default(41, 6, 6);
+        if (c == 1) p.rot.pairs = FR_PAIRS_HALF, p.rot.rotary_dim = 4;
+        if (c == 2) p.rot.pos_scale = 3.5, p.rot.base = 77;
+        if (c == 3) p.rot.kind = FR_ROT_CLIP, p.rot.clip = 40;
+        double x[41 * 6], a[41 * 6], b[41 * 6];
+        for (int e = 0; e < 41 * 6; e++)
+            x[e] = 3 * t_rand(&seed);
+        fr__rope_table t;
+        T_REQUIRE(fr__rope_table_build(&p, &t), "case %d: no table", c);
+        fr__rotate_rows(&p, x, 5, 30, a);
+        fr__rope_table_rotate(&t, x, 6, 5, 30, b);
+        T_CHECK(memcmp(a, b, sizeof(double) * 30 * 6) == 0, "case %d: differs", c);
+        fr__rope_table_free(&t);
+    }
+    fr_problem p = fr_problem_default(41, 6, 6);
+    fr__rope_table t;
+    p.rot.kind = FR_ROT_CLIP;
+    p.rot.clip = 3;
+    T_CHECK(!fr__rope_table_build(&p, &t) && !t.cs, "a clip that bites has a table");
+    p.rot.kind = FR_ROT_NONE;
+    T_CHECK(!fr__rope_table_build(&p, &t) && !t.cs, "no rotation has a table");
+}
+
 int main(void)
 {
     T_RUN(test_matrices);
@@ -319,5 +348,6 @@ int main(void)
     T_RUN(test_support);
     T_RUN(test_support_tables);
     T_RUN(test_rotate_rows);
+    T_RUN(test_rope_table);
     return t_done();
 }
