@@ -84,6 +84,21 @@ void fr__thread_bufs_free(fr__thread_bufs *b);
 #define FR_EXACT_BR 32
 #define FR_EXACT_BC 128
 
+/* Exact attention in double for problems of fewer keys than the engine's key block, with a
+ * per-position rotation (core/exact_small.c): one problem per thread, no tiles. Its plan holds
+ * what every problem of the shape shares (the rotation's trigonometry). From one full block
+ * on the engine is as fast or faster (n = 128: 32 vs 35 us at d = 4, 218 vs 329 us at
+ * d = 64; below, at n = 64, 60 vs 8.5 us at d = 4 and 164 vs 85 us at d = 64). */
+#define FR_SMALL_EXACT_MAX_N (FR_EXACT_BC - 1)
+typedef struct fr__small_exact fr__small_exact;
+/* 1 when p (one problem) fits: n <= FR_SMALL_EXACT_MAX_N and a RoPE-family rotation. */
+int fr__small_exact_fits(const fr_problem *p);
+int fr__small_exact_create(fr__small_exact **se, const fr_problem *p, char *err, size_t errlen);
+/* All n rows of one problem into out (n x dv); lse (n, or NULL) as fr__exact_rows_lse's. */
+int fr__small_exact_rows(const fr__small_exact *se, const double *q, const double *k,
+                         const double *v, double *out, double *lse, char *err, size_t errlen);
+void fr__small_exact_free(fr__small_exact *se);
+
 /* fr_exact_rows on all rows, also giving each row's log-sum-exp lse_i = log sum_j exp(s_ij)
  * (n values): the backward's first pass. */
 int fr__exact_rows_lse(const fr_problem *p, const double *q, const double *k, const double *v,

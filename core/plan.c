@@ -19,6 +19,7 @@ struct fr__subplan {
     fr__cert cert; /* the fast methods' row certificate (decide) */
     fr__polyfft *polyfft;
     fr__polyrope *polyrope;
+    fr__small_exact *small; /* exact in double on few keys (core/exact_small.c) */
 };
 
 /* |S| without building the kernel tables (those can be large): the cost model needs it. */
@@ -669,6 +670,9 @@ int fr__subplan_create(fr__subplan **out, const fr_problem *p, const fr_bounds *
     } else if (!st && info->method == FR_METHOD_POLYROPE) {
         st = fr__polyrope_create(&pl->polyrope, p, coef, info->degree, err, errlen);
         if (!st) fr__polyrope_info(pl->polyrope, info);
+    } else if (!st && info->method == FR_METHOD_EXACT && opt->precision != FR_F32 &&
+               fr__small_exact_fits(p)) {
+        st = fr__small_exact_create(&pl->small, p, err, errlen);
     }
     free(coef);
     if (st) {
@@ -747,6 +751,7 @@ int fr__subplan_execute(const fr__subplan *pl, const double *q, const double *k,
     ex->rounding_bound = 0;
     ex->a_priori_bound = 0;
     fr_method m = pl->info.method;
+    if (pl->small) return fr__small_exact_rows(pl->small, q, k, v, out, NULL, err, errlen);
     if (m != FR_METHOD_POLYFFT && m != FR_METHOD_POLYFFT_LITERAL && m != FR_METHOD_POLYROPE)
         return fr__exact_rows(&pl->p, q, k, v, NULL, pl->p.n, out, pg, err, errlen);
     double *rowsum = malloc((size_t)pl->p.n * sizeof *rowsum);
@@ -831,6 +836,7 @@ void fr__subplan_free(fr__subplan *pl)
     if (!pl) return;
     fr__polyfft_free(pl->polyfft);
     fr__polyrope_free(pl->polyrope);
+    fr__small_exact_free(pl->small);
     free(pl);
 }
 
