@@ -177,42 +177,81 @@ static int child_case(const char *spec)
     return EXIT_OK;
 }
 
-/* The best time of reps cold runs (each in a child process, after one untimed run that leaves
- * FFTW's plans in the cache's wisdom), and the plan's degree, support and back end in *info;
- * -1 when the method cannot run it (*why says why). */
-static double time_case(const char *self, int fi, int64_t n, int64_t d, int reps, fr_problem *p,
-                        fr_plan_info *info, char *why, size_t len)
+/* One cold run of method fi on an n x d problem in a child process: its seconds, and the plan's
+ * degree, support and back end in *info; -1 when the method cannot run it (*why says why). */
+static double run_case(const char *self, int fi, int64_t n, int64_t d, fr_plan_info *info,
+                       char *why, size_t len)
 {
-    *p = fr_problem_default(n, d, d);
-    memset(info, 0, sizeof *info);
-    double best = -1;
-    for (int r = -1; r < reps; r++) {
-        char cmd[4400], line[1024];
-        snprintf(cmd, sizeof cmd, "'%s' calibrate --case %d,%lld,%lld 2>&1", self, fi, (long long)n,
-                 (long long)d);
-        FILE *f = popen(cmd, "r");
-        if (!f) {
-            snprintf(why, len, "cannot start the timed run");
-            return -1;
-        }
-        line[0] = '\0';
-        char *got = fgets(line, sizeof line, f);
-        int rc = pclose(f);
-        double dt;
-        int g, fft;
-        long long support;
-        if (!got || rc != 0 || sscanf(line, "%lf %d %lld %d", &dt, &g, &support, &fft) != 4) {
-            line[strcspn(line, "\n")] = '\0';
-            snprintf(why, len, "%s", line[0] ? line : "the timed run failed");
-            return -1;
-        }
-        info->degree = g;
-        info->support = support;
-        info->fft = (fr_fft_backend)fft;
-        if (r >= 0 && (best < 0 || dt < best)) best = dt;
-        if (r < 0 && dt > 0.5) reps = 1; /* long enough to be steady: one timed run */
+    char cmd[4400], line[1024];
+    snprintf(cmd, sizeof cmd, "'%s' calibrate --case %d,%lld,%lld 2>&1", self, fi, (long long)n,
+             (long long)d);
+    FILE *f = popen(cmd, "r");
+    if (!f) {
+        snprintf(why, len, "cannot start the timed run");
+        return -1;
     }
-    return best;
+    line[0] = '\0';
+    char *got = fgets(line, sizeof line, f);
+    int rc = pclose(f);
+    double dt;
+    int g, fft;
+    long long support;
+    if (!got || rc != 0 || sscanf(line, "%lf %d %lld %d", &dt, &g, &support, &fft) != 4) {
+        line[strcspn(line, "\n")] = '\0';
+        snprintf(why, len, "%.*s", (int)(len > 1 ? len - 1 : 0),
+                 line[0] ? line : "the timed run failed");
+        return -1;
+    }
+    info->degree = g;
+    info->support = support;
+    info->fft = (fr_fft_backend)fft;
+    return dt;
+}
+
+/* One case's timing: the best of its timed runs (-1: the method cannot run it). */
+typedef struct {
+    fr_problem p;
+    fr_plan_info info;
+    double best;
+    int runs; /* timed runs still to make */
+    char why[512];
+} cal_case;
+
+/* Every case of every method: an untimed run first (it leaves FFTW's plans in the cache's
+ * wisdom and says whether the method runs the case at all), then reps timed runs, made in rounds
+ * over all the cases rather than back to back: a spell in which the machine is busy elsewhere
+ * then spoils one run of many cases, not every run of a few, and the best of a case's runs is its
+ * steady time. A case whose untimed run took over half a second is steady already: one timed
+ * run. */
+static void time_cases(const char *self, int quick, cal_case cs[][MAXCASES], int *ncase)
+{
+    int reps = quick ? 1 : 3, nfit = (int)(sizeof fits / sizeof *fits);
+    for (int fi = 0; fi < nfit; fi++) {
+        const int64_t(*cases)[2] = quick ? fits[fi].quick : fits[fi].cases;
+        ncase[fi] = 0;
+        for (int i = 0; cases[i][0] && i < MAXCASES; i++) {
+            cal_case *c = &cs[fi][ncase[fi]++];
+            memset(c, 0, sizeof *c);
+            c->p = fr_problem_default(cases[i][0], cases[i][1], cases[i][1]);
+            double t =
+                run_case(self, fi, cases[i][0], cases[i][1], &c->info, c->why, sizeof c->why);
+            c->best = t < 0 ? -1 : INFINITY;
+            c->runs = t < 0 ? 0 : t > 0.5 ? 1 : reps;
+        }
+    }
+    for (int round = 0; round < reps; round++)
+        for (int fi = 0; fi < nfit; fi++)
+            for (int i = 0; i < ncase[fi]; i++) {
+                cal_case *c = &cs[fi][i];
+                if (c->runs <= round) continue;
+                double t = run_case(self, fi, c->p.n, c->p.d, &c->info, c->why, sizeof c->why);
+                if (t < 0) {
+                    c->best = -1;
+                    c->runs = 0;
+                } else if (t < c->best) {
+                    c->best = t;
+                }
+            }
 }
 
 /* Solve the k x k system a x = y by Gaussian elimination with partial pivoting; 0 if singular. */
@@ -303,26 +342,26 @@ static void counts(const method_fit *mf, const fr_problem *p, const fr_plan_info
     }
 }
 
-/* Time mf's cases and fit its constants into *c (those it cannot fit keep their value). The
- * constants fitted before (polyfft's fixed cost, for the single-precision back ends) are
- * subtracted first. */
-static void fit_method(const char *self, int fi, int quick, fr_cost_model *c)
+/* Fit method fi's constants into *c from its timed cases (those it cannot fit keep their
+ * value). The constants fitted before (polyfft's fixed cost, for the single-precision back ends)
+ * are subtracted first. */
+static void fit_method(int fi, const cal_case *cases, int ncases, fr_cost_model *c)
 {
     const method_fit *mf = &fits[fi];
-    const int64_t(*cases)[2] = quick ? mf->quick : mf->cases;
-    int reps = quick ? 1 : 3, m = 0;
+    int m = 0;
     double A[MAXCASES][MAXC], y[MAXCASES], tm[MAXCASES], x[MAXC];
     fr_problem ps[MAXCASES];
     fr_plan_info infos[MAXCASES];
-    for (int i = 0; cases[i][0] && m < MAXCASES; i++) {
-        char why[512];
-        double t =
-            time_case(self, fi, cases[i][0], cases[i][1], reps, &ps[m], &infos[m], why, sizeof why);
-        if (t < 0) {
-            printf("  %-22s n = %6lld d = %3lld: skipped (%s)\n", mf->name, (long long)cases[i][0],
-                   (long long)cases[i][1], why);
+    for (int i = 0; i < ncases; i++) {
+        const cal_case *cc = &cases[i];
+        if (cc->best < 0) {
+            printf("  %-22s n = %6lld d = %3lld: skipped (%s)\n", mf->name, (long long)cc->p.n,
+                   (long long)cc->p.d, cc->why);
             continue;
         }
+        double t = cc->best;
+        ps[m] = cc->p;
+        infos[m] = cc->info;
         tm[m] = t;
         counts(mf, &ps[m], &infos[m], A[m]);
         /* What the constants outside this fit already account for. */
@@ -379,8 +418,11 @@ int cmd_calibrate(int argc, char **argv)
     fr_cost_model c;
     fr_cost_model_builtin(&c);
     double t0 = cli_now();
+    static cal_case cs[sizeof fits / sizeof *fits][MAXCASES];
+    int ncase[sizeof fits / sizeof *fits];
+    time_cases(self, o.quick, cs, ncase);
     for (size_t i = 0; i < sizeof fits / sizeof *fits; i++) {
-        fit_method(self, (int)i, o.quick, &c);
+        fit_method((int)i, cs[i], ncase[i], &c);
         fflush(stdout);
     }
     if ((st = cli_cost_write(path, &c, threads))) return st;
