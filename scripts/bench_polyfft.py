@@ -184,6 +184,10 @@ def refusal(err):
     if m:
         return "refused by the certificate (certified rounding bound %s at %s keys)" % (
             m.group(2), m.group(1))
+    if "exceeds the smallest row sum" in err:
+        # The rounding bound on a row sum is above the smallest row sum itself: no finite bound.
+        return ("refused by the certificate (certified rounding bound unbounded: the rounding "
+                "bound on a row sum exceeds the smallest row sum)")
     return "refused by the certificate"
 
 
