@@ -6,6 +6,8 @@
 #include "polyfft_impl.h"
 #include "test.h"
 
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static char err[300];
@@ -560,6 +562,46 @@ static void test_double_certified(void)
     }
 }
 
+/* The pass's monomials (fr__polyfft_mono: up to four factors per pass over a chunk of rows)
+ * equal the product row by row, for degrees that take one, two and three passes with every
+ * remainder, on n not a multiple of the chunk, and on n = 1. */
+static void test_monomials(void)
+{
+    int64_t ns[] = {1, 300, 517};
+    for (size_t k = 0; k < sizeof ns / sizeof *ns; k++) {
+        int64_t n = ns[k], d = 3;
+        fr__polyfft pl;
+        memset(&pl, 0, sizeof pl);
+        pl.p = fr_problem_default(n, d, d);
+        double *x = malloc((size_t)(n * d) * sizeof *x), *out = malloc((size_t)n * sizeof *out);
+        T_REQUIRE(x && out, "out of memory");
+        unsigned long long s = 12345;
+        for (int64_t i = 0; i < n * d; i++) {
+            s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+            x[i] = (double)(s >> 11) / 9007199254740992.0 * 2.2 - 1.1;
+        }
+        double *xt = fr__transpose(x, n, d);
+        T_REQUIRE(xt != NULL, "out of memory");
+        for (int g = 0; g <= 11; g++) {
+            unsigned char e[3] = {(unsigned char)(g / 2), (unsigned char)(g - g / 2 - g / 3),
+                                  (unsigned char)(g / 3)};
+            fr__polyfft_mono(&pl, e, xt, out);
+            double worst = 0;
+            for (int64_t i = 0; i < n; i++) {
+                double want = fr__monomial_eval(e, x + i * d, (int)d);
+                double dev = fabs(out[i] - want) / (fabs(want) > 1e-300 ? fabs(want) : 1);
+                worst = dev > worst ? dev : worst;
+            }
+            /* two products of g factors in different orders: within 2 gamma_g of each other */
+            T_CHECK(worst <= 2.0 * (g + 1) * 0x1.0p-53, "n = %lld, degree %d: off by %.3g",
+                    (long long)n, g, worst);
+        }
+        free(xt);
+        free(x);
+        free(out);
+    }
+}
+
 int main(void)
 {
     fr_fft_backend all[3] = {FR_FFT_KISSFFT, FR_FFT_FFTW, FR_FFT_FFTW_FLOAT};
@@ -577,6 +619,7 @@ int main(void)
         T_RUN(test_negative_d);
         T_RUN(test_double_eps);
     }
+    T_RUN(test_monomials);
     T_RUN(test_backends_agree);
     T_RUN(test_certified);
     T_RUN(test_double_certified);
