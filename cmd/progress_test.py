@@ -19,6 +19,9 @@ import numpy as np
 from frtest import FASTROPE, SAN, fastrope, run_all, test, tmpdir
 
 N, D = 131072, 4
+# One thread: a run's length then depends on one core's exp rate (a few billion a second at
+# most), not on how many cores the machine running the tests has.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 
 def default_signals():
