@@ -8,7 +8,8 @@ the pipe helper (fastrope.run, one process per call), in one run.
    the output plus 10%). Each is measured in a child process of its own: its high-water
    resident size (getrusage's ru_maxrss) after the call, minus the same child's before the
    inputs were made (the interpreter, numpy and the library loaded); the pipe helper's is the
-   command's own peak (RUSAGE_CHILDREN in its child).
+   command's own peak (RUSAGE_CHILDREN in its child). With --grad, also one backward call
+   (fastrope.attention_grad with dout: inputs q, k, v, dout; outputs dq, dk, dv and out).
 
     FASTROPE=build/fastrope PYTHONPATH=scripts python3 scripts/bench_inproc.py [--quick]
 """
@@ -70,6 +71,17 @@ def child_memory(mode, n, d, degree):
     q, k, v = (rng.uniform(-0.4, 0.4, (n, d)) for _ in range(3))
     inputs = q.nbytes + k.nbytes + v.nbytes
     t0 = time.perf_counter()
+    if mode == "inproc-grad":
+        dout = rng.uniform(-1, 1, (n, d))
+        inputs += dout.nbytes
+        t0 = time.perf_counter()
+        g, info = fastrope.attention_grad(q, k, v, dout=dout, method="polyrope", **degree)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        print(json.dumps({"peak": peak, "inputs": inputs,
+                          "output": sum(x.nbytes for x in g.values()),
+                          "method": info["method"], "degree": info["degree"],
+                          "seconds": time.perf_counter() - t0}))
+        return
     if mode == "inproc":
         out, info = fastrope.attention(q, k, v, method="polyrope", **degree)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
@@ -83,9 +95,9 @@ def child_memory(mode, n, d, degree):
                       "degree": deg, "seconds": secs}))
 
 
-def memory(n, d, degree, pipe):
+def memory(n, d, degree, pipe, grad):
     rows = []
-    for mode in ("inproc",) + (("pipe",) if pipe else ()):
+    for mode in ("inproc",) + (("pipe",) if pipe else ()) + (("inproc-grad",) if grad else ()):
         r = subprocess.run([sys.executable, __file__, "--child", mode, "--mem-n", str(n),
                             "--mem-d", str(d)] + ([] if degree is None else
                                                   ["--degree", str(degree)]),
@@ -98,7 +110,8 @@ def memory(n, d, degree, pipe):
     print("%-22s %10s %10s %10s %9s %9s" % ("", "peak MB", "inputs MB", "output MB",
                                               "peak/(in+out)", "seconds"))
     for mode, m in rows:
-        name = "in-process (above base)" if mode == "inproc" else "pipe helper's command"
+        name = {"inproc": "in-process (above base)", "pipe": "pipe helper's command",
+                "inproc-grad": "in-process backward"}[mode]
         io_ = m["inputs"] + m["output"]
         print("%-22s %10.1f %10.1f %10.1f %9.3f %9.1f" % (name, m["peak"] / 2**20,
                                                            m["inputs"] / 2**20,
@@ -118,7 +131,9 @@ def main():
     ap.add_argument("--degree", type=int, help="polyrope's degree (default: its own choice)")
     ap.add_argument("--no-pipe-memory", action="store_true",
                     help="skip the command's peak memory (it repeats the large call)")
-    ap.add_argument("--child", choices=("inproc", "pipe"), help=argparse.SUPPRESS)
+    ap.add_argument("--grad", action="store_true",
+                    help="also the peak memory of one backward call in-process")
+    ap.add_argument("--child", choices=("inproc", "pipe", "inproc-grad"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         child_memory(a.child, a.mem_n, a.mem_d, a.degree)
@@ -126,7 +141,7 @@ def main():
     if a.quick:
         a.calls, a.pipe_calls, a.repeat, a.mem_n = 50, 5, 1, 1 << 14
     small_calls(a.calls, a.pipe_calls, a.repeat, 64, 4)
-    memory(a.mem_n, a.mem_d, a.degree, not a.no_pipe_memory)
+    memory(a.mem_n, a.mem_d, a.degree, not a.no_pipe_memory, a.grad)
 
 
 if __name__ == "__main__":
