@@ -15,7 +15,6 @@ the pipe helper (fastrope.run, one process per call), in one run.
 """
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys

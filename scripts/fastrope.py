@@ -40,6 +40,7 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 
 import numpy as np
 
@@ -66,8 +67,9 @@ _FLAGS = {"rope", "no_rope", "causal", "no_causal", "strict", "grad_w", "recursi
 _ATTENTION = {"rope", "rope_base", "rope_pairs", "rope_scale", "rotary_dim", "rope_clip",
               "no_rope", "preset", "scale", "causal", "no_causal", "window", "method", "eps",
               "degree", "max_degree", "fft"}
-# The command's options about files (in-process calls read none): the input limits, and the
-# cost constants of `fastrope calibrate` (cost=FILE; by default the command reads the cache's).
+# The command's options about files (in-process calls read no inputs from files): the input
+# limits, and the cost constants of `fastrope calibrate` (cost=FILE; by default the cache's),
+# which the in-process calls read as the command does (_cost_model).
 _LIMITS = {"max_elements", "max_bytes", "cost"}
 # check's own options (format: the helper reads jsonl, and returns table and csv as text).
 _CHECK = {"recursive", "names", "per_head", "format", "shard", "check_rows", "tol"}
@@ -77,8 +79,8 @@ _OPTIONS = {
     "check": _ATTENTION | _LIMITS | _CHECK,
     # in-process: the limits are for files, which are not read here; out= and progress= are
     # the calls' own (a result array to fill, and a callback that can cancel)
-    "attention": _ATTENTION | {"check_rows", "dtype", "strict", "out", "progress"},
-    "attention_grad": _ATTENTION | {"check_rows", "dtype", "grad_w", "progress"},
+    "attention": _ATTENTION | {"check_rows", "dtype", "strict", "out", "progress", "cost"},
+    "attention_grad": _ATTENTION | {"check_rows", "dtype", "grad_w", "progress", "cost"},
 }
 # Keywords the pipe helper itself consumes.
 _OWN = {"binary", "timeout", "quiet", "extra_args"}
@@ -487,6 +489,168 @@ def _number(name, value, low, high=math.inf, above=False, whole=False):
 _codes = {}  # (parser, name) -> code: parsed once, not on every in-process call
 
 
+# ---- the cost constants of `fastrope calibrate` (cmd/cost.c's file, read as the command does) ----
+
+_COST_MAGIC = "fastrope-cost-model 1"
+_COST_MAX_BYTES = 65536
+# The constants by name, as the file spells them: (member, index or None, must be > 0).
+_COST_FIELDS = {
+    "exact_0": ("exact_0", None, False), "exact_flop": ("exact_flop", None, False),
+    "exact_exp": ("exact_exp", None, False), "rope_0": ("rope_0", None, False),
+    "rope_row": ("rope_row", None, False), "rope": ("rope", None, False),
+    "rope_causal": ("rope_causal", None, True), "rope_window": ("rope_window", None, True),
+    "fft_0": ("fft_0", None, False),
+    "fft_kissfft": ("fft", capi.FFT_KISSFFT, False), "fft_fftw": ("fft", capi.FFT_FFTW, False),
+    "fft_fftw-float": ("fft", capi.FFT_FFTW_FLOAT, False),
+    "acc_kissfft": ("acc", capi.FFT_KISSFFT, False), "acc_fftw": ("acc", capi.FFT_FFTW, False),
+    "acc_fftw-float": ("acc", capi.FFT_FFTW_FLOAT, False),
+}
+# Parsed files by (path, mtime, size): a loop of small calls reads its cost file once.
+_cost_files = {}
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_model():
+    """This CPU's model name as the command keys its cost file (cmd/cost.c's cli_cpu_model)."""
+    try:
+        with open("/proc/cpuinfo", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name") and ":" in line:
+                    name = line.split(":", 1)[1].lstrip(" \t").rstrip("\r\n")
+                    return name or "unknown"
+    except OSError:
+        pass
+    return "unknown"
+
+
+@functools.lru_cache(maxsize=None)
+def _omp_max_threads():
+    """omp_get_max_threads of the library's OpenMP runtime (loaded with it), or None."""
+    capi.library()
+    try:
+        return ctypes.CDLL("libgomp.so.1").omp_get_max_threads
+    except (OSError, AttributeError):
+        return None
+
+
+def _threads():
+    """The threads the library runs on (the command's omp_get_max_threads)."""
+    fn = _omp_max_threads()
+    return int(fn()) if fn else os.cpu_count() or 1
+
+
+def _cost_cache_path():
+    """The command's cache file: $XDG_CACHE_HOME/fastrope/cost-model (absolute
+    XDG_CACHE_HOME), else ~/.cache/fastrope/cost-model (cmd/wisdom.c's cli_cache_dir)."""
+    xdg, home = os.environ.get("XDG_CACHE_HOME", ""), os.environ.get("HOME", "")
+    if xdg.startswith("/"):
+        return os.path.join(xdg, "fastrope", "cost-model")
+    return os.path.join(home, ".cache", "fastrope", "cost-model") if home else None
+
+
+def _parse_cost(text):
+    """(CostModel, cpu, threads) from a cost file's text, or a string saying why not."""
+    model, cpu, threads, seen, magic = capi.CostModel(), None, None, set(), False
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if len(line) >= 511:
+            return f"line {lineno} is too long"
+        if not line or line[0] == "#":
+            continue
+        if not magic:
+            if line != _COST_MAGIC:
+                return f"not a cost file (its first line is not '{_COST_MAGIC}')"
+            magic = True
+            continue
+        key, sep, val = line.partition(" ")
+        if not sep:
+            return f"line {lineno} has no value"
+        if key == "cpu":
+            cpu = val
+            continue
+        try:  # strtod's whole string: no spaces around it, no digit separators
+            x = float(val) if val == val.strip() and "_" not in val else None
+        except ValueError:
+            x = None
+        if key == "threads":
+            if x is None or not 1 <= x <= 1e6 or x != math.floor(x):
+                return f"line {lineno}: threads '{val[:64]}' is not a whole number >= 1"
+            threads = int(x)
+            continue
+        if key not in _COST_FIELDS:
+            return f"line {lineno}: unknown constant '{key[:64]}'"
+        member, index, positive = _COST_FIELDS[key]
+        if x is None or not math.isfinite(x) or x < 0 or (positive and x == 0):
+            return (f"line {lineno}: {key[:64]} = '{val[:64]}' is not a finite number "
+                    f"{'>' if positive else '>='} 0")
+        if index is None:
+            setattr(model, member, x)
+        else:
+            getattr(model, member)[index] = x
+        seen.add(key)
+    if not magic:
+        return "empty: not a cost file"
+    for key in _COST_FIELDS:
+        if key not in seen:
+            return f"incomplete: no {key}"
+    if not cpu or threads is None:
+        return "incomplete: no cpu or threads line"
+    return model, cpu, threads
+
+
+def _read_cost(path):
+    """_parse_cost of the file at path (cached while it is unchanged), or why not."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return e.strerror
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _cost_files:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(_COST_MAX_BYTES + 1)
+        except OSError as e:
+            return e.strerror
+        if len(data) > _COST_MAX_BYTES or b"\0" in data:
+            return "not a cost file"
+        _cost_files.clear()  # one or two files in use: no growth with the calls
+        _cost_files[key] = _parse_cost(data.decode("utf-8", errors="surrogateescape"))
+    return _cost_files[key]
+
+
+def _cost_model(path):
+    """(CostModel or None, source) as the command settles them (cmd/cost.c's cli_cost_use):
+    path, a cost file that must be one (FastropeError, bad input, otherwise), used with a
+    warning when it was measured on another CPU or thread count; or, for None, the cache's
+    file when it was measured on this CPU with this many threads, a broken or foreign one
+    ignored with a warning; else the built-in constants (None). source is what the command's
+    report says in plan.cost: "calibrated PATH" or "built-in"."""
+    explicit = path is not None
+    if not explicit:
+        path = _cost_cache_path()
+        if path is None or not os.path.exists(path):
+            return None, "built-in"  # not calibrated
+    else:
+        path = os.fspath(path)
+    got = _read_cost(path)
+    if isinstance(got, str):
+        if explicit:
+            raise _bad_input(f"{path}: {got}")
+        warnings.warn(f"fastrope: {path}: {got}; ignored, the built-in cost constants are used "
+                      "(fastrope calibrate rewrites it)", stacklevel=4)
+        return None, "built-in"
+    model, cpu, threads = got
+    here, nthreads = _cpu_model(), _threads()
+    if cpu != here or threads != nthreads:
+        if not explicit:
+            warnings.warn(f"fastrope: {path} was measured on '{cpu}' with {threads} threads, "
+                          f"not this '{here}' with {nthreads}; ignored, the built-in cost "
+                          "constants are used (fastrope calibrate rewrites it)", stacklevel=4)
+            return None, "built-in"
+        warnings.warn(f"fastrope: {path} was measured on '{cpu}' with {threads} threads, not "
+                      f"this '{here}' with {nthreads}: its predictions may be off", stacklevel=4)
+    return model, "calibrated " + path
+
+
 def _method_code(name):
     if isinstance(name, str) and ("method", name) in _codes:
         return _codes["method", name]
@@ -872,6 +1036,9 @@ class _Call:
         opt.fft = a.fft
         opt.precision = capi.F32 if self.single else capi.F64
         opt.progress = self.progress.fn
+        cost, self.cost_source = _cost_model(self.options.get("cost"))
+        if cost is not None:  # read during fr_plan_create only, while cost is alive here
+            opt.cost = ctypes.cast(ctypes.pointer(cost), ctypes.c_void_p)
         self.eps = opt.eps
         handle = ctypes.c_void_p()
         err = ctypes.create_string_buffer(_ERRLEN)
@@ -894,6 +1061,7 @@ class _Call:
         info = plan.info()
         ex = np.frombuffer(entries, _exec_dtype())
         info["batch"], info["kv_batch"] = self.batch, self.kv_batch
+        info["cost"] = self.cost_source
         info["rows_recomputed"] = int(ex["rows_recomputed"].sum())
         info["rounding_bound"] = float(ex["rounding_bound"].max())
         info["a_priori_bound"] = float(ex["a_priori_bound"].max())
@@ -1052,11 +1220,15 @@ def attention(q, k, v, w=None, **options):
     front), or a W file. Options as `fastrope run`'s: causal, no_causal, window, method, eps,
     degree, max_degree, fft, scale, rope, no_rope, rope_clip, rope_base, rope_pairs, rope_scale,
     rotary_dim, preset, check_rows (default 0 here: no check, unless strict), dtype (default:
-    float32 when q, k and v are, else float64), strict; and out= (an array to fill: C-contiguous
-    float64 of the output's shape), progress= (a callable(phase, fraction); true cancels).
+    float32 when q, k and v are, else float64), strict, cost (a `fastrope calibrate` cost file;
+    default: the cache's, $XDG_CACHE_HOME/fastrope/cost-model, when it was measured on this CPU
+    with this many threads, as the command); and out= (an array to fill: C-contiguous float64
+    of the output's shape), progress= (a callable(phase, fraction); true cancels).
 
     Returns (out, info): info is the plan's description (method, reason, degree, eta, bounds,
-    predicted_s, plans, ...; the worst problem's) with the executions' rows_recomputed (summed),
+    predicted_s, plans, ...; the worst problem's; cost: the constants auto's choice was
+    predicted with, "calibrated PATH" or "built-in", as the command's report's plan.cost) with
+    the executions' rows_recomputed (summed),
     a_priori_bound and rounding_bound (the largest), per problem in info["exec"], and with
     check_rows, info["error"] as run's report has it.
     """

@@ -15,7 +15,8 @@ import ctypes.util
 import os
 
 __all__ = ["FastropeError", "find_library", "library", "Problem", "Rotation", "Options",
-           "Bounds", "PlanInfo", "ExecInfo", "Diff", "NMETHODS", "NGRADS", "STATUS"]
+           "Bounds", "PlanInfo", "ExecInfo", "Diff", "CostModel", "NMETHODS", "NGRADS",
+           "NFFTS", "STATUS"]
 
 # fr_status: the values are the command's exit codes.
 STATUS = {0: "ok", 1: "internal or resource failure", 2: "usage", 3: "bad input",
@@ -28,6 +29,8 @@ PAIRS_INTERLEAVED, PAIRS_HALF = range(2)
 F64, F32 = range(2)
 NMETHODS = 5  # FR_NMETHODS: the length of fr_plan_info.predicted_s
 NGRADS = 4    # FR_NGRADS: dq, dk, dv, dw
+FFT_AUTO, FFT_KISSFFT, FFT_FFTW, FFT_FFTW_FLOAT = range(4)
+NFFTS = 4     # FR_NFFTS: the length of fr_cost_model's per-back-end constants
 GRAD_NAMES = ("dq", "dk", "dv", "dw")
 
 
@@ -94,6 +97,14 @@ class ExecInfo(ctypes.Structure):
                 ("a_priori_bound", c_double)]
 
 
+class CostModel(ctypes.Structure):
+    """fr_cost_model (core/fastrope_planner.h): the constants `fastrope calibrate` measures."""
+    _fields_ = [("exact_0", c_double), ("exact_flop", c_double), ("exact_exp", c_double),
+                ("rope_0", c_double), ("rope_row", c_double), ("rope", c_double),
+                ("rope_causal", c_double), ("rope_window", c_double), ("fft_0", c_double),
+                ("fft", c_double * NFFTS), ("acc", c_double * NFFTS)]
+
+
 class Diff(ctypes.Structure):
     _fields_ = [("max_abs", c_double), ("max_rel", c_double), ("ref_max", c_double),
                 ("count", c_int64)]
@@ -102,7 +113,7 @@ class Diff(ctypes.Structure):
 # What the layout test compares: C type name -> mirror.
 MIRRORS = {"fr_rotation": Rotation, "fr_problem": Problem, "fr_bounds": Bounds,
            "fr_options": Options, "fr_plan_info": PlanInfo, "fr_exec_info": ExecInfo,
-           "fr_diff": Diff}
+           "fr_diff": Diff, "fr_cost_model": CostModel}
 
 
 # ---- finding and loading the library -----------------------------------------------------------

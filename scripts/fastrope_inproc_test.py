@@ -23,7 +23,7 @@ if os.environ.get("FASTROPE_SAN") == "1" and "libasan" not in os.environ.get("LD
 import ctypes  # noqa: E402
 import json  # noqa: E402
 import signal  # noqa: E402
-import tempfile  # noqa: E402
+import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -79,7 +79,7 @@ def same_plan(info, rep):
 def c_layout():
     """{struct: (sizeof, {field: (offset, size)})} from a C program compiled against the
     header, for every field the mirrors name."""
-    lines = ["#include <stddef.h>", "#include <stdio.h>", '#include "fastrope.h"',
+    lines = ["#include <stddef.h>", "#include <stdio.h>", '#include "fastrope_planner.h"',
              "int main(void) {"]
     for cname, mirror in capi.MIRRORS.items():
         lines.append(f'printf("{cname} %zu\\n", sizeof({cname}));')
@@ -471,6 +471,112 @@ except KeyboardInterrupt as e:
 else:
     print("finished", round(time.time() - t0, 2))
 """
+
+
+# ---- the cost constants of `fastrope calibrate` -------------------------------------------------
+
+COST_KEYS = [("exact_0", None), ("exact_flop", None), ("exact_exp", None), ("rope_0", None),
+             ("rope_row", None), ("rope", None), ("rope_causal", None), ("rope_window", None),
+             ("fft_0", None), ("fft_kissfft", ("fft", 1)), ("fft_fftw", ("fft", 2)),
+             ("fft_fftw-float", ("fft", 3)), ("acc_kissfft", ("acc", 1)),
+             ("acc_fftw", ("acc", 2)), ("acc_fftw-float", ("acc", 3))]
+
+
+def write_cost(path, exact=1.0, fast=1.0, cpu=None, threads=None):
+    """A cost file as `fastrope calibrate` writes it: the built-in constants with exact's
+    scaled by exact and the fast methods' by fast, for this CPU and thread count unless told."""
+    c = capi.CostModel()
+    capi.library().fr_cost_model_builtin(ctypes.byref(c))
+    lines = ["fastrope-cost-model 1", "# written by fastrope_inproc_test.py",
+             f"cpu {cpu or fastrope._cpu_model()}", f"threads {threads or fastrope._threads()}"]
+    for key, at in COST_KEYS:
+        x = getattr(c, key) if at is None else getattr(c, at[0])[at[1]]
+        if key.startswith("exact"):
+            x *= exact
+        elif key not in ("rope_causal", "rope_window"):
+            x *= fast
+        lines.append(f"{key} {x:.6g}")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+@test
+def cost_files_plan_as_the_command_plans():
+    """cost=FILE in-process plans as run --cost FILE: the same method, and info["cost"] says
+    what the report's plan.cost says. Two files that disagree about exact's price make auto
+    choose differently, so the constants are really the ones used."""
+    d = tmpdir()
+    q, k, v = qkv(512, 4, B=0.5)
+    methods = set()
+    for name, exact, fast in (("dear-exact", 1e4, 1.0), ("dear-fast", 1.0, 1e4)):
+        path = os.path.join(d, name)
+        write_cost(path, exact, fast)
+        out, info = fastrope.attention(q, k, v, method="auto", cost=path)
+        want, rep = cli_files("run", q, k, v, "--method", "auto", "--cost", path)
+        assert info["cost"] == rep["plan"]["cost"] == "calibrated " + path, \
+            (info["cost"], rep["plan"]["cost"])
+        same_plan(info, rep)
+        assert np.array_equal(out, want), name
+        g, ginfo = fastrope.attention_grad(q, k, v, dout=v, method="auto", cost=path)
+        assert ginfo["method"] == info["method"] and ginfo["cost"] == info["cost"]
+        methods.add(info["method"])
+    assert len(methods) == 2 and "exact" in methods, methods
+
+
+@test
+def the_cache_cost_file_is_used_when_it_is_this_machines():
+    """cost=None: $XDG_CACHE_HOME/fastrope/cost-model when measured on this CPU with this many
+    threads (as the command, which sees the same environment); one from elsewhere, or a broken
+    one, is ignored with a warning; no file, the built-in constants. An explicit cost= file
+    must be a cost file: bad input, as the command's exit code 3."""
+    q, k, v = qkv(512, 4, B=0.5)
+    old = os.environ.get("XDG_CACHE_HOME")
+    try:
+        os.environ["XDG_CACHE_HOME"] = tmpdir()
+        cache = os.path.join(os.environ["XDG_CACHE_HOME"], "fastrope", "cost-model")
+        _, info = fastrope.attention(q, k, v, method="auto")
+        assert info["cost"] == "built-in", info["cost"]
+        write_cost(cache, exact=1e4)
+        _, info = fastrope.attention(q, k, v, method="auto")
+        _, rep = cli_files("run", q, k, v, "--method", "auto")
+        assert info["cost"] == rep["plan"]["cost"] == "calibrated " + cache, info["cost"]
+        assert info["method"] == rep["method"] != "exact", (info["method"], rep["method"])
+        for bad in ({"cpu": "Another CPU 9000"}, {"threads": fastrope._threads() + 7}):
+            write_cost(cache, exact=1e4, **bad)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                _, info = fastrope.attention(q, k, v, method="auto")
+            assert info["cost"] == "built-in", (bad, info["cost"])
+            assert any("ignored" in str(w.message) for w in caught), [str(w.message)
+                                                                      for w in caught]
+            # named explicitly, a foreign file is used, with a warning
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                _, info = fastrope.attention(q, k, v, method="auto", cost=cache)
+            assert info["cost"] == "calibrated " + cache and caught, (bad, info["cost"])
+        with open(cache, "w") as f:
+            f.write("fastrope-cost-model 1\nexact_0 1\n")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _, info = fastrope.attention(q, k, v, method="auto")
+        assert info["cost"] == "built-in" and any("incomplete" in str(w.message)
+                                                  for w in caught)
+        for text, why in (("fastrope-cost-model 1\nexact_0 1\n", "incomplete: no exact_flop"),
+                          ("hello\n", "not a cost file"), (None, "No such file")):
+            path = os.path.join(tmpdir(), "cost")
+            if text is not None:
+                with open(path, "w") as f:
+                    f.write(text)
+            code, message = status_of(fastrope.attention, q, k, v, cost=path)
+            assert code == capi.EINPUT and why in message and path in message, (text, message)
+            _, cerr = cli_files("run", q, k, v, "--cost", path, expect=capi.EINPUT)
+            assert why in cerr, cerr
+    finally:
+        if old is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = old
 
 
 @test
