@@ -201,6 +201,7 @@ typedef struct {
     memo *m;
     int64_t nm, mcap;
     int family; /* the current W class's answer (fr__settle_family) */
+    fr__fits *fits;
     char *err;
     size_t errlen;
 } grouper;
@@ -253,7 +254,7 @@ static int decide_for(grouper *gr, int64_t b, const fr_bounds *x, fr_plan_info *
         }
     fr_problem pe = fr__entry_problem(gr->p, b);
     pe.rot.family = gr->family;
-    int st = fr__subplan_decide(&pe, x, gr->opt, info, err, errlen);
+    int st = fr__subplan_decide(&pe, x, gr->opt, gr->fits, info, err, errlen);
     if (st) return fr__entry_err(gr->p, b, st, err, errlen);
     if (x && gr->nm == gr->mcap) {
         int64_t cap = gr->mcap ? 2 * gr->mcap : 16;
@@ -439,9 +440,11 @@ fr_status fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bo
     pp.rot.family = 0; /* not the caller's to say */
     fr_plan *pl = calloc(1, sizeof *pl);
     int64_t *cls = malloc((size_t)B * sizeof *cls);
-    grouper gr = {&pp, bounds, opt,   malloc((size_t)B * sizeof(int64_t)), NULL, 0, 0, NULL, 0, 0,
-                  0,   err,    errlen};
-    if (!pl || !cls || !gr.idx) {
+    grouper gr = {
+        &pp,  bounds, opt,   malloc((size_t)B * sizeof(int64_t)), NULL, 0, 0, NULL, 0, 0, 0,
+        NULL, err,    errlen};
+    gr.fits = fr__fits_new();
+    if (!pl || !cls || !gr.idx || !gr.fits) {
         st = fr__err(err, errlen, FR_ENOMEM, "out of memory creating the plan");
         goto done;
     }
@@ -478,7 +481,8 @@ fr_status fr_plan_create(fr_plan **out, const fr_problem *p, const fr_bounds *bo
         fr_problem pe = fr__entry_problem(&pp, b0);
         pe.rot.family = g->family;
         pl->sub_bounds[s] = g->hi;
-        st = fr__subplan_create(&pl->sub[s], &pe, bounds ? &g->hi : NULL, opt, err, errlen);
+        st =
+            fr__subplan_create(&pl->sub[s], &pe, bounds ? &g->hi : NULL, opt, gr.fits, err, errlen);
         fr__entry_err(p, b0, st, err, errlen);
         for (int64_t i = 0; i < g->count; i++)
             pl->sub_of[gr.idx[g->first + i]] = s;
@@ -490,6 +494,7 @@ done:
     free(gr.idx);
     free(gr.g);
     free(gr.m);
+    fr__fits_free(gr.fits);
     if (st) {
         fr_plan_free(pl);
         return st;

@@ -161,11 +161,16 @@ int fr__entry_err(const fr_problem *p, int64_t b, int st, char *err, size_t errl
 /* One problem's plan (core/plan.c): a method, its polynomial, its back end. The batch plan holds
  * one per distinct decision and shares it among the problems that agree. p->batch is 1. */
 typedef struct fr__subplan fr__subplan;
+/* The polynomial fits of one planning, kept across its decisions: a batch's grouping decides
+ * many times over few distinct R, and a fit certifies ~1000 points. NULL: none kept. */
+typedef struct fr__fits fr__fits;
+fr__fits *fr__fits_new(void);
+void fr__fits_free(fr__fits *f);
 int fr__subplan_create(fr__subplan **sp, const fr_problem *p, const fr_bounds *bounds,
-                       const fr_options *opt, char *err, size_t errlen);
+                       const fr_options *opt, fr__fits *fits, char *err, size_t errlen);
 /* What fr__subplan_create would decide (method, degree), without building. */
 int fr__subplan_decide(const fr_problem *p, const fr_bounds *bounds, const fr_options *opt,
-                       fr_plan_info *info, char *err, size_t errlen);
+                       fr__fits *fits, fr_plan_info *info, char *err, size_t errlen);
 const fr_plan_info *fr__subplan_info(const fr__subplan *sp);
 /* 1 when an execution uses one thread (so problems of it may run side by side). */
 int fr__subplan_small(const fr__subplan *sp);

@@ -295,6 +295,44 @@ typedef struct {
     int have[65];
 } fit_cache;
 
+/* At most this many R's fits are kept per planning (35 KB each); beyond, a decision fits on its
+ * own as before. */
+#define FITS_KEPT 64
+
+struct fr__fits {
+    fit_cache *c[FITS_KEPT];
+    int n;
+};
+
+fr__fits *fr__fits_new(void)
+{
+    return calloc(1, sizeof(fr__fits));
+}
+
+void fr__fits_free(fr__fits *f)
+{
+    if (!f) return;
+    for (int i = 0; i < f->n; i++)
+        free(f->c[i]);
+    free(f);
+}
+
+/* The fits of R: kept ones, or new (kept in f when there is room; *owned when not). */
+static fit_cache *fits_of(fr__fits *f, double R, int *owned)
+{
+    *owned = 0;
+    for (int i = 0; f && i < f->n; i++)
+        if (f->c[i]->R == R) return f->c[i];
+    fit_cache *fc = calloc(1, sizeof *fc);
+    if (!fc) return NULL;
+    fc->R = R;
+    if (f && f->n < FITS_KEPT)
+        f->c[f->n++] = fc;
+    else
+        *owned = 1;
+    return fc;
+}
+
 static int fit_at(fit_cache *fc, int g, const double **coef, double *eta, char *err, size_t errlen)
 {
     if (g < 0 || g > 64) return fr__err(err, errlen, FR_EUSAGE, "degree %d outside 0..64", g);
@@ -501,8 +539,8 @@ static int exact_is_cheaper(const fr_problem *p, const fr_bounds *b, const fr_op
 }
 
 static int decide(const fr_problem *p, const fr_bounds *bounds, const fr_options *opt,
-                  fr_plan_info *info, double **coef, fr__cert *cert, int lazy, char *err,
-                  size_t errlen)
+                  fr__fits *fits, fr_plan_info *info, double **coef, fr__cert *cert, int lazy,
+                  char *err, size_t errlen)
 {
     *coef = NULL;
     memset(info, 0, sizeof *info);
@@ -555,16 +593,18 @@ static int decide(const fr_problem *p, const fr_bounds *bounds, const fr_options
     method_choice cf, cr;
     memset(&cf, 0, sizeof cf), memset(&cr, 0, sizeof cr);
     int st = FR_OK;
-    fit_cache *fc = calloc(1, sizeof *fc);
-    if (!fc) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
     /* The polynomial is evaluated at the scores the methods form, off by at most the score
      * error (certify.c): it is fitted, and certified, on the range that covers them. */
-    fc->R = bounds->R +
-            fmax(fr__score_error(p, bounds, FR_U_DOUBLE, 1), fr__score_error(p, bounds, 0, 0));
+    int owned;
+    fit_cache *fc = fits_of(fits,
+                            bounds->R + fmax(fr__score_error(p, bounds, FR_U_DOUBLE, 1),
+                                             fr__score_error(p, bounds, 0, 0)),
+                            &owned);
+    if (!fc) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
     if (fft_wanted) st = choose_fft(p, bounds, opt, fft_m, info->support, fc, &cf, err, errlen);
     if (!st && rope_wanted)
         st = choose_degree(p, bounds, opt, FR_METHOD_POLYROPE, FR_FFT_AUTO, fc, &cr, err, errlen);
-    free(fc);
+    if (owned) free(fc);
     if (st) goto done;
 
     if (!(cf.ok || cr.ok)) {
@@ -651,7 +691,7 @@ done:
 }
 
 int fr__subplan_create(fr__subplan **out, const fr_problem *p, const fr_bounds *bounds,
-                       const fr_options *opt, char *err, size_t errlen)
+                       const fr_options *opt, fr__fits *fits, char *err, size_t errlen)
 {
     *out = NULL;
     int st = fr_problem_check(p, err, errlen);
@@ -660,7 +700,7 @@ int fr__subplan_create(fr__subplan **out, const fr_problem *p, const fr_bounds *
     if (!pl) return fr__err(err, errlen, FR_ENOMEM, "out of memory creating the plan");
     pl->p = *p;
     double *coef = NULL;
-    st = decide(p, bounds, opt, &pl->info, &coef, &pl->cert, 1, err, errlen);
+    st = decide(p, bounds, opt, fits, &pl->info, &coef, &pl->cert, 1, err, errlen);
     fr_plan_info *info = &pl->info;
     if (!st && (info->method == FR_METHOD_POLYFFT || info->method == FR_METHOD_POLYFFT_LITERAL)) {
         st = fr__polyfft_create(&pl->polyfft, p, coef, info->degree,
@@ -684,11 +724,11 @@ int fr__subplan_create(fr__subplan **out, const fr_problem *p, const fr_bounds *
 }
 
 int fr__subplan_decide(const fr_problem *p, const fr_bounds *bounds, const fr_options *opt,
-                       fr_plan_info *info, char *err, size_t errlen)
+                       fr__fits *fits, fr_plan_info *info, char *err, size_t errlen)
 {
     double *coef = NULL;
     fr__cert cert;
-    int st = decide(p, bounds, opt, info, &coef, &cert, 1, err, errlen);
+    int st = decide(p, bounds, opt, fits, info, &coef, &cert, 1, err, errlen);
     free(coef);
     return st;
 }
@@ -702,7 +742,7 @@ fr_status fr_plan_estimate(const fr_problem *p0, const fr_bounds *bounds, const 
     fr_problem pp = fr__entry_problem(p0, 0), *p = &pp; /* one problem: the first W */
     fr__settle_family(p);
     fr__cert cert; /* an estimate reports the fast path's degree even where exact is chosen */
-    st = decide(p, bounds, opt, info, &coef, &cert, 0, err, errlen);
+    st = decide(p, bounds, opt, NULL, info, &coef, &cert, 0, err, errlen);
     if (st == FR_EACCURACY) { /* a forced method that cannot meet eps: a row, not an error */
         info->degree = -1;
         info->reason = "the method cannot certify eps here (no polynomial degree within "
