@@ -156,14 +156,18 @@ void fr__polyrope_round_prior(const fr__round_model *rm, double S_norm, double B
  *    DBL_EPSILON of W_1^delta entrywise, so the product is within 3 FR_FAMILY_ULPS d^2 n
  *    DBL_EPSILON in 2-norm.
  *  - the rotation's arithmetic, in unit roundoff u, for the methods that rotate rows: a pair
- *    (x_a c - x_b s, x_a s + x_b c) with c and s within 2u is off by at most rho ||x_pair||,
- *    rho = 2 (gamma_2 + 2u); a row x W_{-i} by gamma_d sqrt(d) ||x|| ||W||_2. Two rotated rows
- *    then move a score by (2 rho + rho^2) R_norm. */
+ *    (x_a c - x_b s, x_a s + x_b c) with c and s within 8u of the cosine and sine of the
+ *    computed angle is off by at most rho ||x_pair||, rho = 2 (gamma_2 + 8u). 8u covers libm's
+ *    cos and sin (1 ulp) and polyrope's two-table angle sums past 2^20 entries
+ *    (c = c_a c_b - s_a s_b from four 1-ulp values: within 4 sqrt(2) u + gamma_2), whose
+ *    angles a + b carry the same 2u (i / pos_scale) as i freq does. A row x W_{-i} is off by
+ *    gamma_d sqrt(d) ||x|| ||W||_2. Two rotated rows then move a score by
+ *    (2 rho + rho^2) R_norm. */
 static double rotation_rho(const fr_problem *p, double u)
 {
     if (!(u > 0)) return 0;
     if (p->rot.kind == FR_ROT_ROPE || p->rot.kind == FR_ROT_CLIP)
-        return 2 * (fr__gamma(2, u) + 2 * u);
+        return 2 * (fr__gamma(2, u) + 8 * u);
     if (p->rot.kind == FR_ROT_EXPLICIT) return fr__gamma((double)p->d, u) * sqrt((double)p->d);
     return 0;
 }
