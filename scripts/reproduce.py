@@ -241,7 +241,8 @@ def threshold_experiment(res, tmp, quick):
             rep, err = run(tmp, inp, m, "--check-rows", 0)
             if rep is None:
                 row[m + "_s"] = None
-                row[m + "_note"] = "refused" if "fast regime" in err or "below" in err else err[:40]
+                refused = any(w in err for w in ("refused", "fast regime", "below", "beyond"))
+                row[m + "_note"] = "refused" if refused else err[:40]
             else:
                 row[m + "_s"] = rep["time_s"]["compute"]
                 row[m + "_degree"] = rep["poly"]["degree"]
