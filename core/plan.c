@@ -51,9 +51,9 @@ static int64_t support_size(const fr_problem *p)
 
 /* Terms of one score's FMA chain in the exact engine: the d coordinates of two rotated rows, or
  * for a general W the |S| products through its support (one more rounding each). */
-static int64_t exact_chain(const fr_problem *p)
+static int64_t exact_chain(const fr_problem *p, int64_t support)
 {
-    if (p->rot.kind == FR_ROT_EXPLICIT && !fr__rope_family(p, NULL, 0)) return support_size(p) + 1;
+    if (p->rot.kind == FR_ROT_EXPLICIT && !fr__rope_family(p, NULL, 0)) return support + 1;
     return p->d;
 }
 
@@ -187,11 +187,13 @@ typedef struct {
  * the a-priori E and F, the fewest keys a row needs to be certified before the pass, and the
  * bound that then holds on every row. 1 when poly_bound + rounding_bound <= eps. */
 static int certify(const fr_problem *p, const fr_bounds *b, fr_method m, fr_fft_backend fft,
-                   const double *coef, int g, double eta, double eps, method_cert *mc);
+                   int64_t support, const double *coef, int g, double eta, double eps,
+                   method_cert *mc);
 
 /* Terms the method's plan would hold at degree g (polyrope's features, polyfft's multi-indices),
  * and the most a plan can: beyond, the degree is out of the fast regime whatever its accuracy. */
-static void plan_size(const fr_problem *p, fr_method m, int g, double *terms, double *limit)
+static void plan_size(const fr_problem *p, fr_method m, int g, int64_t support, double *terms,
+                      double *limit)
 {
     if (m == FR_METHOD_POLYROPE) {
         int64_t r = fr__binom(g + p->d, p->d);
@@ -199,14 +201,15 @@ static void plan_size(const fr_problem *p, fr_method m, int g, double *terms, do
         *limit = FR_POLYROPE_MAX_FEATURES;
     } else {
         int64_t alphas, nu, nc;
-        fr__polyfft_counts(p, g, support_size(p), &alphas, &nu, &nc);
+        fr__polyfft_counts(p, g, support, &alphas, &nu, &nc);
         *terms = (double)alphas;
         *limit = FR_MONOMIALS_MAX_ALPHAS;
     }
 }
 
 static int certify(const fr_problem *p, const fr_bounds *b, fr_method m, fr_fft_backend fft,
-                   const double *coef, int g, double eta, double eps, method_cert *mc)
+                   int64_t support, const double *coef, int g, double eta, double eps,
+                   method_cert *mc)
 {
     fr__round_model rm;
     memset(&rm, 0, sizeof rm);
@@ -222,7 +225,7 @@ static int certify(const fr_problem *p, const fr_bounds *b, fr_method m, fr_fft_
         polyfft_model(p, fft, &rm);
         rm.depth = alphas_per_monomial(p->d, support_per_row(p), g);
         int64_t alphas, nu, nc;
-        fr__polyfft_counts(p, g, support_size(p), &alphas, &nu, &nc);
+        fr__polyfft_counts(p, g, support, &alphas, &nu, &nc);
         rm.gather = (double)(m == FR_METHOD_POLYFFT_LITERAL ? alphas : nu);
         if (m == FR_METHOD_POLYFFT_LITERAL) rm.depth = 1;
         fr__polyfft_round_prior(&rm, fr__abs_poly(coef, g, fmax(b->R_abs, b->R)), B_v, &E, &F);
@@ -242,8 +245,8 @@ static int certify(const fr_problem *p, const fr_bounds *b, fr_method m, fr_fft_
     mc->full_row_bound = fr__row_bound_prior(E, F, B_v, (double)kmax, b->R, eta_s) + score;
     mc->keys_exact = M;
     /* Rows the exact path may take over keep its own rounding (score sums in double). */
-    double exact =
-        fr__exact_round(p, b, FR_U_DOUBLE, fr__exact_shifted(p, b, FR_U_DOUBLE), exact_chain(p));
+    double exact = fr__exact_round(p, b, FR_U_DOUBLE, fr__exact_shifted(p, b, FR_U_DOUBLE),
+                                   exact_chain(p, support));
     double rb = fr__row_bound_prior(E, F, B_v, fmax(M, (double)kmin), b->R, eta_s) + score;
     if (M > (double)kmin) rb = fmax(rb, exact);
     mc->rounding_bound = rb;
@@ -268,8 +271,8 @@ static int exact_certificate(const fr_problem *p, const fr_bounds *b, const fr_o
         return fr__err(err, errlen, FR_EUSAGE,
                        "single-precision exact attention needs the data's bounds for its "
                        "certificate");
-    double rb =
-        fr__exact_round(p, b, FR_U_FLOAT, fr__exact_shifted(p, b, FR_U_FLOAT), exact_chain(p));
+    double rb = fr__exact_round(p, b, FR_U_FLOAT, fr__exact_shifted(p, b, FR_U_FLOAT),
+                                exact_chain(p, info->support));
     info->rounding_bound = info->a_priori_bound = rb;
     if (rb <= opt->eps) return FR_OK;
     return fr__err(err, errlen, FR_EACCURACY,
@@ -346,9 +349,11 @@ static int fit_at(fit_cache *fc, int g, const double **coef, double *eta, char *
     return FR_OK;
 }
 
+/* support: |S| (support_size), counted once per decision: for an explicit W it is a pass over
+ * all of W. */
 static int choose_degree(const fr_problem *p, const fr_bounds *b, const fr_options *opt,
-                         fr_method m, fr_fft_backend fft, fit_cache *fc, method_choice *c,
-                         char *err, size_t errlen)
+                         fr_method m, fr_fft_backend fft, int64_t support, fit_cache *fc,
+                         method_choice *c, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
     c->fft = fft;
@@ -385,7 +390,7 @@ static int choose_degree(const fr_problem *p, const fr_bounds *b, const fr_optio
         if (st) return st;
         method_cert mc;
         double terms, limit;
-        plan_size(p, m, g, &terms, &limit);
+        plan_size(p, m, g, support, &terms, &limit);
         if (terms > limit) { /* this degree and every higher one: too large a plan */
             /* If lower degrees met eps but not their rounding, the arithmetic is the reason. */
             if (first_ok >= 0) break;
@@ -397,7 +402,7 @@ static int choose_degree(const fr_problem *p, const fr_bounds *b, const fr_optio
                      fr_method_name(m), g, terms, limit);
             return FR_OK;
         }
-        if (certify(p, b, m, fft, coef, g, eta, opt->eps, &mc)) {
+        if (certify(p, b, m, fft, support, coef, g, eta, opt->eps, &mc)) {
             memcpy(c->coef, coef, (size_t)(g + 1) * sizeof *coef);
             c->ok = 1, c->degree = g, c->eta = eta, c->mc = mc;
             return FR_OK;
@@ -453,13 +458,13 @@ static int choose_fft(const fr_problem *p, const fr_bounds *b, const fr_options 
                       int64_t support, fit_cache *fc, method_choice *c, char *err, size_t errlen)
 {
     if (opt->fft != FR_FFT_AUTO)
-        return choose_degree(p, b, opt, m, fr__fft_resolve(opt->fft), fc, c, err, errlen);
+        return choose_degree(p, b, opt, m, fr__fft_resolve(opt->fft), support, fc, c, err, errlen);
     double tbest = INFINITY, kept;
     rows_below(p, INFINITY, &kept);
     int found = 0;
     for (size_t i = 0; i < NBACKENDS; i++) {
         method_choice x;
-        int st = choose_degree(p, b, opt, m, backends[i], fc, &x, err, errlen);
+        int st = choose_degree(p, b, opt, m, backends[i], support, fc, &x, err, errlen);
         if (st) {
             free(x.coef);
             if (found) free(c->coef);
@@ -603,7 +608,8 @@ static int decide(const fr_problem *p, const fr_bounds *bounds, const fr_options
     if (!fc) return fr__err(err, errlen, FR_ENOMEM, "out of memory");
     if (fft_wanted) st = choose_fft(p, bounds, opt, fft_m, info->support, fc, &cf, err, errlen);
     if (!st && rope_wanted)
-        st = choose_degree(p, bounds, opt, FR_METHOD_POLYROPE, FR_FFT_AUTO, fc, &cr, err, errlen);
+        st = choose_degree(p, bounds, opt, FR_METHOD_POLYROPE, FR_FFT_AUTO, info->support, fc, &cr,
+                           err, errlen);
     if (owned) free(fc);
     if (st) goto done;
 
