@@ -105,19 +105,15 @@ def read_pty(fd, until, timeout):
     return out
 
 
-@test
-def progress_line_on_a_terminal():
-    d = tmpdir()
-    inp = long_input(d, width=2 * D)  # predicted well over 2 s, so the line shows at once
+def interrupt_on_a_terminal(args, ready, timeout):
+    """Run fastrope with stderr on a pseudo-terminal, SIGINT it once ready(output so far) holds
+    (or after timeout seconds), and return its exit code and everything it wrote there."""
     master, slave = pty.openpty()
-    p = subprocess.Popen([FASTROPE, "run", "--input", inp, "--method", "exact", "-o",
-                          os.path.join(d, "out.npy"), "--check-rows", "0"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave,
-                         preexec_fn=default_signals)
+    p = subprocess.Popen([FASTROPE] + args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=slave, preexec_fn=default_signals)
     os.close(slave)
     try:
-        # predicted over 2 s: the line shows at once, redrawn in place with a percentage
-        out = read_pty(master, lambda o: o.count(b"%") >= 2 and (b"ETA" in o or SAN), 20)
+        out = read_pty(master, ready, timeout)
         p.send_signal(signal.SIGINT)
         out += read_pty(master, lambda o: b"interrupted" in o, 10)
         code = p.wait(timeout=10)
@@ -125,6 +121,18 @@ def progress_line_on_a_terminal():
         if p.poll() is None:
             p.kill()
         os.close(master)
+    return code, out
+
+
+@test
+def progress_line_on_a_terminal():
+    d = tmpdir()
+    inp = long_input(d, width=2 * D)  # predicted well over 2 s, so the line shows at once
+    # predicted over 2 s: the line shows at once, redrawn in place with a percentage
+    code, out = interrupt_on_a_terminal(
+        ["run", "--input", inp, "--method", "exact", "-o", os.path.join(d, "out.npy"),
+         "--check-rows", "0"],
+        lambda o: o.count(b"%") >= 2 and (b"ETA" in o or SAN), 20)
     text = out.decode(errors="replace")
     assert code == 130, (code, text[-300:])
     # (the sanitised build, 20x slower, may be interrupted before its first fraction gives an ETA)
@@ -138,21 +146,9 @@ def progress_line_on_a_terminal():
 def quiet_shows_no_line_on_a_terminal():
     d = tmpdir()
     inp = long_input(d)
-    master, slave = pty.openpty()
-    p = subprocess.Popen([FASTROPE, "run", "--input", inp, "--method", "exact", "-o",
-                          os.path.join(d, "out.npy"), "--check-rows", "0", "--quiet"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave,
-                         preexec_fn=default_signals)
-    os.close(slave)
-    try:
-        out = read_pty(master, lambda o: False, 1.0)
-        p.send_signal(signal.SIGINT)
-        out += read_pty(master, lambda o: b"interrupted" in o, 10)
-        code = p.wait(timeout=10)
-    finally:
-        if p.poll() is None:
-            p.kill()
-        os.close(master)
+    code, out = interrupt_on_a_terminal(
+        ["run", "--input", inp, "--method", "exact", "-o", os.path.join(d, "out.npy"),
+         "--check-rows", "0", "--quiet"], lambda o: False, 1.0)
     assert code == 130 and b"%" not in out, (code, out)
 
 
